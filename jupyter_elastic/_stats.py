@@ -1,0 +1,210 @@
+"""Mergeable per-block statistics for classification, probabilistic and regression metrics.
+
+Three statistics cover every non-ranking metric in ``evaluation.py``: a *confusion*
+statistic (the labels seen and the weighted count of every (true, predicted) pair), a
+*log-loss* statistic (per true label, the weighted sum of ``-log p`` for every probability
+column) and *moments* (total weight, weighted mean and centred sum of squares of ``y_true``
+merged with Chan et al.'s pairwise update, plus summed squared and absolute errors). Each is
+computed in the block's namespace (NumPy or CuPy), returned on the host, and merged
+associatively, so chunked Dask results equal single-pass results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import numpy as np
+
+from ._array import get_namespace, to_numpy
+from ._chunked import union_labels
+
+__all__ = [
+    "ConfusionStat",
+    "LogLossStat",
+    "MomentStat",
+    "combine_confusion",
+    "combine_logloss",
+    "combine_moments",
+    "confusion_stat",
+    "logloss_stat",
+    "moment_stat",
+]
+
+
+def _is_str(x: Any) -> bool:
+    return x.dtype.kind in "USO"
+
+
+class ConfusionStat(TypedDict):
+    """``matrix[i, j]``: weight of samples with true ``labels[i]`` predicted ``labels[j]``."""
+
+    labels: np.ndarray
+    matrix: np.ndarray
+
+
+def confusion_stat(y_true: Any, y_pred: Any, sample_weight: Any = None) -> ConfusionStat:
+    """Confusion statistic of one block over the labels it contains."""
+    if _is_str(y_true) != _is_str(y_pred):
+        raise ValueError(
+            f"y_true and y_pred mix label types ({y_true.dtype} and {y_pred.dtype}); "
+            "pass labels of one type (all strings or all numbers)"
+        )
+    xp = get_namespace(y_true, y_pred, sample_weight)
+    if _is_str(y_true):
+        xp = np
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        sample_weight = None if sample_weight is None else to_numpy(sample_weight)
+    labels = xp.unique(xp.concatenate([xp.reshape(y_true, (-1,)), xp.reshape(y_pred, (-1,))]))
+    k = int(labels.shape[0])
+    key = xp.searchsorted(labels, y_true) * k + xp.searchsorted(labels, y_pred)
+    if sample_weight is None:
+        matrix = xp.bincount(key, minlength=k * k)
+    else:
+        matrix = xp.bincount(key, weights=sample_weight.astype(np.float64), minlength=k * k)
+    return ConfusionStat(labels=to_numpy(labels), matrix=to_numpy(xp.reshape(matrix, (k, k))))
+
+
+def combine_confusion(stats: list[ConfusionStat]) -> ConfusionStat:
+    """Merge confusion statistics over the union of their labels."""
+    if len(stats) == 1:
+        return stats[0]
+    labels = union_labels([s["labels"] for s in stats])
+    dtype = np.result_type(*[s["matrix"].dtype for s in stats])
+    matrix = np.zeros((labels.shape[0], labels.shape[0]), dtype=dtype)
+    for s in stats:
+        idx = np.searchsorted(labels, s["labels"])
+        matrix[np.ix_(idx, idx)] += s["matrix"]
+    return ConfusionStat(labels=labels, matrix=matrix)
+
+
+class LogLossStat(TypedDict):
+    """``loss[i, j]``: sum over samples with true ``labels[i]`` of ``-w * log(p[:, j])``."""
+
+    labels: np.ndarray
+    loss: np.ndarray
+    weight: float
+    p_min: float
+    p_max: float
+
+
+def _prob_columns(y_prob: Any, xp: Any) -> Any:
+    if y_prob.ndim == 1:
+        y_prob = xp.reshape(y_prob, (-1, 1))
+    if y_prob.shape[1] == 1:
+        y_prob = xp.concatenate([1 - y_prob, y_prob], axis=1)
+    return y_prob
+
+
+def logloss_stat(y_true: Any, y_prob: Any, sample_weight: Any = None) -> LogLossStat:
+    """Log-loss statistic of one block; probabilities are clipped to [eps, 1 - eps]."""
+    xp = get_namespace(y_prob, sample_weight)
+    if not _is_str(y_true):
+        xp = get_namespace(y_true, y_prob, sample_weight)
+    dtype = y_prob.dtype if y_prob.dtype.kind == "f" else np.dtype(np.float64)
+    y_prob = y_prob.astype(dtype)
+    p_min, p_max = float(xp.min(y_prob)), float(xp.max(y_prob))
+    eps = np.finfo(dtype).eps
+    probs = xp.clip(_prob_columns(y_prob, xp), eps, 1 - eps)
+    neg_log = -xp.log(probs).astype(np.float64)
+    if _is_str(y_true):
+        labels, idx = np.unique(np.asarray(y_true), return_inverse=True)
+        idx = xp.asarray(idx)
+    else:
+        labels, idx = xp.unique(y_true, return_inverse=True)
+    k = int(labels.shape[0])
+    w = (
+        xp.ones(neg_log.shape[0], dtype=np.float64)
+        if sample_weight is None
+        else sample_weight.astype(np.float64)
+    )
+    onehot = (xp.reshape(idx, (-1, 1)) == xp.arange(k)[None, :]).astype(np.float64) * w[:, None]
+    return LogLossStat(
+        labels=to_numpy(labels),
+        loss=to_numpy(onehot.T @ neg_log),
+        weight=float(xp.sum(w)),
+        p_min=p_min,
+        p_max=p_max,
+    )
+
+
+def combine_logloss(stats: list[LogLossStat]) -> LogLossStat:
+    """Merge log-loss statistics over the union of their labels."""
+    if len(stats) == 1:
+        return stats[0]
+    labels = union_labels([s["labels"] for s in stats])
+    loss = np.zeros((labels.shape[0], stats[0]["loss"].shape[1]))
+    for s in stats:
+        loss[np.searchsorted(labels, s["labels"])] += s["loss"]
+    return LogLossStat(
+        labels=labels,
+        loss=loss,
+        weight=sum(s["weight"] for s in stats),
+        p_min=min(s["p_min"] for s in stats),
+        p_max=max(s["p_max"] for s in stats),
+    )
+
+
+class MomentStat(TypedDict):
+    """Per output: total weight, weighted mean/centred squares of y_true, error sums."""
+
+    count: int
+    weight: float
+    mean: np.ndarray
+    m2: np.ndarray
+    sse: np.ndarray
+    sae: np.ndarray
+
+
+def moment_stat(y_true: Any, y_pred: Any, sample_weight: Any = None) -> MomentStat:
+    """Moments and error sums of one block (float64 accumulation)."""
+    xp = get_namespace(y_true, y_pred, sample_weight)
+    y = y_true.astype(np.float64)
+    yhat = y_pred.astype(np.float64)
+    if y.ndim == 1:
+        y, yhat = xp.reshape(y, (-1, 1)), xp.reshape(yhat, (-1, 1))
+    if sample_weight is None:
+        w = None
+        weight = float(y.shape[0])
+        mean = xp.mean(y, axis=0)
+        m2 = xp.sum((y - mean) ** 2, axis=0)
+        err = y - yhat
+        sse, sae = xp.sum(err * err, axis=0), xp.sum(xp.abs(err), axis=0)
+    else:
+        w = xp.reshape(sample_weight.astype(np.float64), (-1, 1))
+        weight = float(xp.sum(w))
+        mean = xp.sum(w * y, axis=0) / weight if weight != 0 else xp.zeros(y.shape[1])
+        m2 = xp.sum(w * (y - mean) ** 2, axis=0)
+        err = y - yhat
+        sse, sae = xp.sum(w * err * err, axis=0), xp.sum(w * xp.abs(err), axis=0)
+    return MomentStat(
+        count=int(y.shape[0]),
+        weight=weight,
+        mean=to_numpy(mean),
+        m2=to_numpy(m2),
+        sse=to_numpy(sse),
+        sae=to_numpy(sae),
+    )
+
+
+def combine_moments(stats: list[MomentStat]) -> MomentStat:
+    """Merge moments pairwise (Chan, Golub & LeVeque), summing the error terms."""
+    out = stats[0]
+    for s in stats[1:]:
+        total = out["weight"] + s["weight"]
+        if s["weight"] == 0:
+            mean, m2 = out["mean"], out["m2"] + s["m2"]
+        elif out["weight"] == 0:
+            mean, m2 = s["mean"], out["m2"] + s["m2"]
+        else:
+            delta = s["mean"] - out["mean"]
+            mean = out["mean"] + delta * (s["weight"] / total)
+            m2 = out["m2"] + s["m2"] + delta**2 * (out["weight"] * s["weight"] / total)
+        out = MomentStat(
+            count=out["count"] + s["count"],
+            weight=total,
+            mean=mean,
+            m2=m2,
+            sse=out["sse"] + s["sse"],
+            sae=out["sae"] + s["sae"],
+        )
+    return out

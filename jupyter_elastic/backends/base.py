@@ -1,0 +1,82 @@
+"""The backend contract: start, scale, adapt, close, describe one Dask cluster.
+
+The control plane (``manager.py``) holds one :class:`ClusterHandle` per cluster and calls
+these coroutines on its own event loop. Backends do no metering, leasing or idle
+bookkeeping: that is the manager's job. Capability flags replace ``isinstance`` checks.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..config import Settings
+from ..models import ClusterSpec, WorkerDetail
+
+# progress(phase, detail): phase is one of "queued", "scheduler", "workers", "pending",
+# "pulling", "starting", "ready"; detail is a short human sentence (may be "").
+ProgressCallback = Callable[[str, str], None]
+
+
+@dataclass
+class ClusterHandle:
+    """A started cluster: how to reach it, and the backend's own object for it."""
+
+    name: str
+    scheduler_address: str
+    dashboard_link: str | None = None
+    has_gpu: bool = False
+    cluster: Any = None  # backend-specific (LocalCluster, KubeCluster, GatewayCluster)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ElasticBackend(abc.ABC):
+    """Start and stop Dask clusters of one kind. One instance serves many clusters."""
+
+    name: ClassVar[str]
+    #: True when ``adapt`` is supported (the manager records min/max itself either way).
+    supports_adapt: ClassVar[bool] = True
+    #: True when clusters can be found again by name after the control plane restarts.
+    supports_reconnect: ClassVar[bool] = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
+        """Start a cluster described by ``spec``; return once its scheduler answers.
+
+        Must leave nothing behind if it raises (delete what it created, then raise an
+        ElasticError subclass naming the cause).
+        """
+
+    @abc.abstractmethod
+    async def scale(self, handle: ClusterHandle, n: int) -> None:
+        """Fixed size: ``n`` workers (adaptive scaling, if on, is switched off first)."""
+
+    @abc.abstractmethod
+    async def adapt(
+        self, handle: ClusterHandle, minimum: int, maximum: int, idle_timeout: float
+    ) -> None:
+        """Adaptive size in [minimum, maximum]; idle workers go after ``idle_timeout`` s."""
+
+    @abc.abstractmethod
+    async def close(self, handle: ClusterHandle) -> None:
+        """Stop the scheduler and every worker; never raises for an already-gone cluster."""
+
+    @abc.abstractmethod
+    async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
+        """The live workers (name, GPUs, memory, GPU use where the workers report it)."""
+
+    async def wake(self, handle: ClusterHandle) -> None:
+        """Start one worker now when a cell waits on an empty cluster (cold start).
+
+        Adaptive scaling would notice within its interval; backends that can start a
+        worker sooner do so here. The default leaves it to adaptive scaling.
+        """
+
+    async def connect(self, name: str) -> ClusterHandle | None:
+        """Find a running cluster by name (after a restart); ``None`` when there is none."""
+        return None

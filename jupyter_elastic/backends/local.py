@@ -1,0 +1,200 @@
+"""The embedded default: a Dask scheduler and worker processes on this machine.
+
+One worker per GPU where GPUs exist (``dask_cuda.LocalCUDACluster`` is not needed: each
+worker process gets its own ``CUDA_VISIBLE_DEVICES`` and a ``GPU`` resource of 1); where
+none exist, CPU workers that run the NumPy path and offer a ``CELL`` slot instead. Scaling
+is Dask's own ``Adaptive``, taught to count the GPU demand of waiting cells so that two
+concurrent cells get two workers, and told to retire idle workers after ``idle-timeout``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from typing import Any
+
+import psutil
+from distributed import LocalCluster
+from distributed.deploy.adaptive import Adaptive
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from .._devices import detect_gpus
+from ..models import ClusterSpec, WorkerDetail
+from .base import ClusterHandle, ElasticBackend, ProgressCallback
+
+log = logging.getLogger("jupyter_elastic.backends.local")
+
+#: Resource a GPU worker offers per GPU, and a CPU worker offers as one cell slot.
+GPU_RESOURCE = "GPU"
+CPU_RESOURCE = "CELL"
+#: Key prefix of every %%gpu cell task (the adaptive target counts these).
+CELL_PREFIX = "gpu-cell"
+#: Batched-send interval for interactive use, in seconds (Dask's defaults are 2-10 ms).
+INTERACTIVE_INTERVAL = 0.0005
+
+
+class ElasticLocalCluster(LocalCluster):
+    """A LocalCluster whose next worker takes the next free GPU (when there are GPUs)."""
+
+    def __init__(self, *args: Any, gpu_ids: list[int] | None = None, **kwargs: Any) -> None:
+        self._gpu_ids = list(gpu_ids or [])
+        super().__init__(*args, **kwargs)
+
+    def new_worker_spec(self) -> dict[Any, Any]:
+        spec = super().new_worker_spec()
+        if not self._gpu_ids:
+            return spec
+        name, worker = next(iter(spec.items()))
+        worker = copy.deepcopy(worker)
+        taken = {
+            w["options"].get("env", {}).get("CUDA_VISIBLE_DEVICES")
+            for w in self.worker_spec.values()
+        }
+        free = [g for g in self._gpu_ids if str(g) not in taken]
+        gpu = free[0] if free else self._gpu_ids[len(self.worker_spec) % len(self._gpu_ids)]
+        worker["options"].setdefault("env", {})["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        return {name: worker}
+
+
+class CellAdaptive(Adaptive):
+    """Dask's Adaptive, plus: enough workers for the slots that waiting cells ask for."""
+
+    resource: str = CPU_RESOURCE
+    slots_per_worker: float = 1.0
+
+    async def target(self) -> int:
+        base = await super().target()
+        scheduler = getattr(self.cluster, "scheduler", None)
+        tasks = getattr(scheduler, "tasks", None)
+        if not tasks or len(tasks) > 20000:
+            return int(base)
+        demand = 0.0
+        for key, ts in list(tasks.items()):
+            if (
+                isinstance(key, str)
+                and key.startswith(CELL_PREFIX)
+                and ts.state in ("processing", "waiting", "no-worker", "queued")
+            ):
+                demand += (ts.resource_restrictions or {}).get(self.resource, 0.0)
+        return int(max(base, math.ceil(demand / self.slots_per_worker - 1e-9)))
+
+
+class _InteractiveLatency(SchedulerPlugin):
+    """Shorten the scheduler's batching windows: cells are few and latency is what counts."""
+
+    name = "jupyter-elastic-latency"
+
+    def _tune(self, scheduler: Any) -> None:
+        for comm in list(scheduler.stream_comms.values()) + list(scheduler.client_comms.values()):
+            comm.interval = INTERACTIVE_INTERVAL
+
+    async def start(self, scheduler: Any) -> None:
+        self._tune(scheduler)
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        self._tune(scheduler)
+
+    def add_client(self, scheduler: Any, client: str) -> None:
+        self._tune(scheduler)
+
+
+class LocalBackend(ElasticBackend):
+    """Scheduler in this process, workers as local processes (one per GPU, or CPU)."""
+
+    name = "local"
+    supports_adapt = True
+
+    async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
+        gpus = detect_gpus() if spec.gpus_per_worker > 0 else []
+        has_gpu = bool(gpus)
+        progress("scheduler", "starting a scheduler on this machine")
+        cpu_count = os.cpu_count() or 1
+        max_workers = min(spec.max_workers, len(gpus)) if has_gpu else spec.max_workers
+        memory = min(spec.memory_per_worker, psutil.virtual_memory().total // max(1, max_workers))
+        slots = float(max(1, int(spec.gpus_per_worker))) if has_gpu else 1.0
+        resource = GPU_RESOURCE if has_gpu else CPU_RESOURCE
+        cluster = await ElasticLocalCluster(
+            name=spec.name,
+            n_workers=0,
+            threads_per_worker=max(2, min(spec.cpus_per_worker, cpu_count)),
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            asynchronous=True,
+            silence_logs=logging.ERROR,
+            memory_limit=memory,
+            resources={resource: slots},
+            env={"MPLBACKEND": "agg", "JUPYTER_ELASTIC_WORKER": "1", **spec.env},
+            preload=["jupyter_elastic.remote"],
+            gpu_ids=[g.index for g in gpus],
+        )
+        cluster.scheduler.add_plugin(_InteractiveLatency())
+        progress("workers", "scheduler ready; workers start on demand")
+        return ClusterHandle(
+            name=spec.name,
+            scheduler_address=cluster.scheduler_address,
+            dashboard_link=cluster.dashboard_link,
+            has_gpu=has_gpu,
+            cluster=cluster,
+            extra={
+                "resource": resource,
+                "slots": slots,
+                "max_workers": max_workers,
+                "memory": memory,
+                "gpus": [g.name for g in gpus],
+            },
+        )
+
+    async def scale(self, handle: ClusterHandle, n: int) -> None:
+        cluster = handle.cluster
+        if cluster._adaptive is not None:
+            cluster._adaptive.stop(reason="fixed size requested")
+            cluster._adaptive = None
+        cluster.scale(min(n, handle.extra["max_workers"]))
+        await cluster
+
+    async def adapt(
+        self, handle: ClusterHandle, minimum: int, maximum: int, idle_timeout: float
+    ) -> None:
+        interval = max(0.1, min(1.0, idle_timeout / 8))
+        adaptive = handle.cluster.adapt(
+            Adaptive=CellAdaptive,
+            minimum=minimum,
+            maximum=min(maximum, handle.extra["max_workers"]),
+            interval=interval,
+            wait_count=max(1, math.ceil(idle_timeout / interval)),
+        )
+        adaptive.resource = handle.extra["resource"]
+        adaptive.slots_per_worker = handle.extra["slots"]
+
+    async def wake(self, handle: ClusterHandle) -> None:
+        cluster = handle.cluster
+        if not cluster.worker_spec and handle.extra["max_workers"] > 0:
+            cluster.scale(1)  # adaptive keeps it while the cell runs, then retires it
+
+    async def close(self, handle: ClusterHandle) -> None:
+        cluster = handle.cluster
+        if cluster._adaptive is not None:
+            cluster._adaptive.stop(reason="closing")
+        await cluster.close()
+
+    async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
+        scheduler = handle.cluster.scheduler
+        details = []
+        for ws in list(scheduler.workers.values()):
+            metrics = ws.metrics or {}
+            gpu_metrics = metrics.get("gpu") or {}
+            details.append(
+                WorkerDetail(
+                    name=str(ws.name),
+                    gpus=float(ws.resources.get(GPU_RESOURCE, 0.0)),
+                    memory=int(ws.memory_limit or 0),
+                    gpu_utilization=gpu_metrics.get("utilization"),
+                    gpu_memory=gpu_metrics.get("memory-used"),
+                    address=ws.address,
+                    status=str(ws.status.name if hasattr(ws.status, "name") else ws.status),
+                )
+            )
+        return details

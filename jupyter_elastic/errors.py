@@ -1,0 +1,79 @@
+"""The errors jupyter-elastic raises for users, each with a hint that says how to fix it.
+
+Every error here renders as one line in a notebook (``_render_traceback_``), so a user
+mistake never shows a traceback from deep inside a library. The server extension maps
+``status_code`` to the HTTP status of its JSON error body.
+"""
+
+from __future__ import annotations
+
+
+class ElasticError(Exception):
+    """Base class: a problem the user can act on, shown as one line with a hint."""
+
+    status_code = 500
+    hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    @property
+    def message(self) -> str:
+        """The one-line message with its hint."""
+        text = str(self.args[0]) if self.args else ""
+        return f"{text}. {self.hint}" if self.hint and self.hint not in text else text
+
+    def _render_traceback_(self) -> list[str]:
+        """How IPython shows this error: one line, no library traceback."""
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self.message}"]
+
+
+class ConfigError(ElasticError, ValueError):
+    """A setting or flag value is malformed or out of range."""
+
+    status_code = 400
+
+
+class ClusterNotFound(ElasticError, KeyError):
+    """No cluster with this id is known."""
+
+    status_code = 404
+    hint = "List clusters with %gpu status, GET /jupyter-elastic/api/clusters or the sidebar"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendUnavailable(ElasticError):
+    """The backend cannot be reached or is not installed/configured."""
+
+    status_code = 503
+
+
+class ClusterStartError(ElasticError):
+    """A cluster could not be started; nothing was left half-created."""
+
+    status_code = 503
+
+
+class NoGPUError(ElasticError):
+    """``--require-gpu`` was given and the cluster has no GPU worker."""
+
+    status_code = 409
+    hint = "Drop --require-gpu to run on CPU workers (NumPy path), or pick a backend with GPUs"
+
+
+class EnvironmentMismatch(ElasticError):
+    """The worker's Python packages differ from the kernel's in a way that breaks tasks."""
+
+    status_code = 409
+
+
+class CellTimeout(ElasticError):
+    """A ``%%gpu`` cell ran past its ``--timeout``."""
+
+
+class CellCancelled(ElasticError):
+    """A ``%%gpu`` cell was interrupted; its remote work was cancelled."""

@@ -1,0 +1,610 @@
+"""The control plane: one user's clusters, their leases, idle clocks, metering and history.
+
+``ElasticClusterManager`` knows nothing about tornado or IPython. It runs on one asyncio
+loop: the Jupyter server's when the server extension is loaded (clusters then outlive
+kernels and every kernel shares them), or a private thread's loop inside the kernel
+otherwise (see ``controlplane.py``). Backends start and scale clusters; this module
+decides *when*: scale to zero is Dask's ``Adaptive``; switching a fixed-size cluster back
+to adaptive after ``idle-timeout``, stopping an empty cluster after ``shutdown-after`` and
+stopping everything a dead kernel owned after ``lease-ttl`` happen in the reaper here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends import ClusterHandle, ElasticBackend, backend_class
+from .config import Settings, check_backend, load_settings, parse_gpus
+from .errors import ClusterNotFound, ClusterStartError, ConfigError, ElasticError
+from .metering import ClusterMeter
+from .models import ClusterSpec, HistoryRow, Usage, WorkerDetail, new_id, utcnow_iso
+
+log = logging.getLogger("jupyter_elastic.manager")
+
+Progress = Callable[[str, str], None]
+HISTORY_LIMIT = 2000
+
+
+@dataclass
+class Lease:
+    """A kernel's claim on a cluster; it lapses when heartbeats stop for ``lease-ttl``."""
+
+    id: str
+    session: str
+    cluster_id: str
+    last_heartbeat: float
+
+    def to_json(self, record: ClusterRecord, ttl: float) -> dict[str, Any]:
+        return {
+            "lease_id": self.id,
+            "session": self.session,
+            "cluster_id": record.id,
+            "name": record.name,
+            "backend": record.backend,
+            "scheduler_address": record.handle.scheduler_address if record.handle else None,
+            "dashboard_link": record.handle.dashboard_link if record.handle else None,
+            "has_gpu": bool(record.handle and record.handle.has_gpu),
+            "gpus_per_worker": record.spec.gpus_per_worker,
+            "cpus_per_worker": record.spec.cpus_per_worker,
+            "idle_timeout": record.idle_timeout,
+            "lease_ttl": ttl,
+        }
+
+
+@dataclass
+class ClusterRecord:
+    """Everything the control plane knows about one cluster."""
+
+    id: str
+    spec: ClusterSpec
+    backend: str
+    owner: str
+    created: str
+    created_at: float
+    idle_timeout: float
+    shutdown_after: float
+    meter: ClusterMeter
+    handle: ClusterHandle | None = None
+    status: str = "starting"  # starting | running | stopping | stopped | error
+    phase: str = "queued"
+    phase_detail: str = ""
+    phase_since: float = 0.0
+    mode: str = "adaptive"  # adaptive | fixed
+    minimum: int = 0
+    maximum: int = 4
+    requested: int = 0
+    running_cells: int = 0
+    last_activity: float = 0.0
+    empty_since: float | None = None
+    leased: bool = False
+    orphaned_since: float | None = None
+    workers: list[WorkerDetail] = field(default_factory=list)
+    cells: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def idle_seconds(self, now: float) -> float:
+        """Seconds since the last cell finished (0 while a cell runs)."""
+        return 0.0 if self.running_cells else max(0.0, now - self.last_activity)
+
+    def to_json(self, now: float, *, details: bool = False) -> dict[str, Any]:
+        gpus = sum(w.gpus for w in self.workers)
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "backend": self.backend,
+            "status": self.status,
+            "phase": self.phase,
+            "phase_detail": self.phase_detail,
+            "phase_seconds": round(max(0.0, now - self.phase_since), 3),
+            "workers": len(self.workers),
+            "gpus": int(gpus) if float(gpus).is_integer() else gpus,
+            "has_gpu": bool(self.handle and self.handle.has_gpu),
+            "idle_seconds": round(self.idle_seconds(now), 3),
+            "idle_timeout": self.idle_timeout,
+            "shutdown_after": self.shutdown_after,
+            "running_cells": self.running_cells,
+            "cells": self.cells,
+            "adapt": {"minimum": self.minimum, "maximum": self.maximum}
+            if self.mode == "adaptive"
+            else None,
+            "requested_workers": self.requested if self.mode == "fixed" else None,
+            "dashboard_link": self.handle.dashboard_link if self.handle else None,
+            "scheduler_address": self.handle.scheduler_address if self.handle else None,
+            "owner": self.owner,
+            "created": self.created,
+            "usage": self.meter.usage.to_json(),
+            "currency": self.meter.pricing.currency,
+        }
+        if details:
+            data["worker_details"] = [w.to_json() for w in self.workers]
+        return data
+
+
+class ElasticClusterManager:
+    """Owns the clusters of one user: start, lease, scale, adapt, close, meter, reap.
+
+    Examples
+    --------
+    ::
+
+        manager = ElasticClusterManager(load_settings())
+        await manager.start()
+        lease = await manager.acquire("kernel-1")
+        ...
+        await manager.close_all("done")
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        owner: str | None = None,
+        max_gpus: float | None = None,
+        idle_timeout_bounds: tuple[float, float] | None = None,
+        tick: float | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.owner = owner or _current_user()
+        self.max_gpus = max_gpus
+        self.idle_timeout_bounds = idle_timeout_bounds
+        self._tick = tick
+        self._clusters: dict[str, ClusterRecord] = {}
+        self._leases: dict[str, Lease] = {}
+        self._history: deque[HistoryRow] = deque(maxlen=HISTORY_LIMIT)
+        self._backends: dict[str, ElasticBackend] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+    @property
+    def tick(self) -> float:
+        """Seconds between reaper passes: fine enough for the shortest timer in use."""
+        if self._tick is not None:
+            return self._tick
+        s = self.settings
+        return max(0.1, min(1.0, s.idle_timeout / 4, s.lease_ttl / 4, s.shutdown_after / 4))
+
+    async def start(self) -> None:
+        """Start the reaper (idempotent)."""
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.ensure_future(self._reap_forever())
+
+    async def close_all(self, reason: str = "shutdown") -> None:
+        """Stop every cluster and the reaper; never raises."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            try:
+                await self._reaper
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._reaper = None
+        for cluster_id in list(self._clusters):
+            try:
+                await self.close_cluster(cluster_id, reason=reason)
+            except Exception:
+                log.exception("jupyter-elastic: failed to close cluster %s", cluster_id)
+
+    def _backend(self, name: str) -> ElasticBackend:
+        if name not in self._backends:
+            self._backends[name] = backend_class(name)(self.settings)
+        return self._backends[name]
+
+    # ----------------------------------------------------------------- clusters
+    def _get(self, cluster_id: str) -> ClusterRecord:
+        record = self._clusters.get(cluster_id)
+        if record is None:
+            raise ClusterNotFound(f"no cluster with id {cluster_id!r}")
+        return record
+
+    def find(self, name_or_id: str) -> ClusterRecord:
+        """The cluster with this id or name."""
+        if name_or_id in self._clusters:
+            return self._clusters[name_or_id]
+        for record in self._clusters.values():
+            if record.name == name_or_id:
+                return record
+        raise ClusterNotFound(f"no cluster with id or name {name_or_id!r}")
+
+    def _check_idle_timeout(self, seconds: float) -> float:
+        if self.idle_timeout_bounds is not None:
+            low, high = self.idle_timeout_bounds
+            if not low <= seconds <= high:
+                raise ConfigError(
+                    f"idle-timeout {seconds:g}s is outside the range this server allows "
+                    f"({low:g}s to {high:g}s)"
+                )
+        return seconds
+
+    def _check_gpu_budget(self, extra_gpus: float, exclude: str | None = None) -> None:
+        if self.max_gpus is None:
+            return
+        held = sum(
+            r.spec.gpus_per_worker * max(len(r.workers), r.requested if r.mode == "fixed" else 0)
+            for r in self._clusters.values()
+            if r.id != exclude and r.handle is not None and r.handle.has_gpu
+        )
+        if held + extra_gpus > self.max_gpus:
+            raise ConfigError(
+                f"that would hold {held + extra_gpus:g} GPUs; this server allows at most "
+                f"{self.max_gpus:g} per user. Scale another cluster down or stop it first"
+            )
+
+    async def create_cluster(
+        self,
+        *,
+        backend: str | None = None,
+        name: str | None = None,
+        workers: int | None = None,
+        gpus: float | None = None,
+        gpu_type: str | None = None,
+        session: str = "",
+        idle_timeout: float | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Start a cluster and return its JSON (status ``running``) once the scheduler answers.
+
+        ``workers`` given: a fixed-size cluster; otherwise adaptive in
+        [min-workers, max-workers] starting from zero.
+        """
+        if self._closed:
+            raise ElasticError("the control plane is shutting down; no new clusters")
+        backend = check_backend(backend or self.settings.backend)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ConfigError(f"workers must be a whole number >= 0, got {workers!r}")
+        if workers is not None and workers > self.settings.max_workers:
+            raise ConfigError(
+                f"workers={workers} is above max-workers={self.settings.max_workers}; "
+                "raise jupyter-elastic.max-workers or ask for fewer"
+            )
+        gpus_per_worker = None if gpus is None else parse_gpus(gpus, what="gpus")
+        if gpus_per_worker is not None and 0 < gpus_per_worker < 1:
+            gpus_per_worker = 1.0  # a fraction is a per-cell request; workers hold whole GPUs
+        if name is not None:
+            for existing in self._clusters.values():
+                if existing.name == name:
+                    raise ConfigError(f"a cluster named {name!r} already exists (id {existing.id})")
+        spec = ClusterSpec.from_settings(
+            self.settings,
+            name=name,
+            backend=backend,
+            owner=self.owner,
+            session=session,
+            gpus_per_worker=gpus_per_worker,
+            gpu_type=gpu_type,
+            idle_timeout=idle_timeout,
+        )
+        now = time.monotonic()
+        record = ClusterRecord(
+            id=new_id(),
+            spec=spec,
+            backend=backend,
+            owner=self.owner,
+            created=utcnow_iso(),
+            created_at=now,
+            idle_timeout=self._check_idle_timeout(spec.idle_timeout),
+            shutdown_after=self.settings.shutdown_after,
+            meter=ClusterMeter(self.settings.pricing, spec.gpus_per_worker, spec.cpus_per_worker),
+            minimum=spec.min_workers,
+            maximum=spec.max_workers,
+            last_activity=now,
+            phase_since=now,
+        )
+        self._clusters[record.id] = record
+
+        def on_progress(phase: str, detail: str) -> None:
+            if phase != record.phase:
+                record.phase_since = time.monotonic()
+            record.phase, record.phase_detail = phase, detail
+            if progress is not None:
+                try:
+                    progress(phase, detail)
+                except Exception:  # a display problem must not break the start
+                    log.debug("progress callback failed", exc_info=True)
+
+        on_progress("queued", "")
+        impl = self._backend(backend)
+        try:
+            record.handle = await impl.start(spec, on_progress)
+            if workers is not None:
+                self._check_gpu_budget(workers * spec.gpus_per_worker if record.handle.has_gpu else 0)
+                record.mode, record.requested = "fixed", workers
+                await impl.scale(record.handle, workers)
+            else:
+                await impl.adapt(record.handle, record.minimum, record.maximum, record.idle_timeout)
+        except BaseException as exc:
+            self._clusters.pop(record.id, None)
+            if record.handle is not None:
+                try:
+                    await impl.close(record.handle)
+                except Exception:
+                    log.exception("cleanup of a failed start of %s failed", record.name)
+            if isinstance(exc, ElasticError) or not isinstance(exc, Exception):
+                raise
+            raise ClusterStartError(f"the {backend} cluster {spec.name!r} did not start: {exc}") from exc
+        record.status = "running"
+        on_progress("ready", "")
+        record.last_activity = time.monotonic()
+        log.info("jupyter-elastic: started %s cluster %s (%s)", backend, record.name, record.id)
+        return record.to_json(time.monotonic())
+
+    async def scale(self, cluster_id: str, n: Any) -> dict[str, Any]:
+        """Fixed size ``n`` (0 frees every worker); adaptive scaling stops until idle."""
+        record = self._running(cluster_id)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"n must be a whole number of workers >= 0, got {n!r}")
+        if n > self.settings.max_workers:
+            raise ConfigError(
+                f"n={n} is above max-workers={self.settings.max_workers}; "
+                "raise jupyter-elastic.max-workers or scale to fewer"
+            )
+        assert record.handle is not None
+        if record.handle.has_gpu:
+            self._check_gpu_budget(n * record.spec.gpus_per_worker, exclude=record.id)
+        await self._backend(record.backend).scale(record.handle, n)
+        record.mode, record.requested = "fixed", n
+        record.last_activity = time.monotonic()
+        return record.to_json(time.monotonic())
+
+    async def adapt(self, cluster_id: str, minimum: Any, maximum: Any) -> dict[str, Any]:
+        """Adaptive size between ``minimum`` and ``maximum`` workers."""
+        record = self._running(cluster_id)
+        for label, value in (("minimum", minimum), ("maximum", maximum)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{label} must be a whole number >= 0, got {value!r}")
+        if minimum > maximum:
+            raise ConfigError(f"minimum ({minimum}) must not be above maximum ({maximum})")
+        if maximum > self.settings.max_workers:
+            raise ConfigError(
+                f"maximum={maximum} is above max-workers={self.settings.max_workers}; "
+                "raise jupyter-elastic.max-workers or lower maximum"
+            )
+        assert record.handle is not None
+        await self._backend(record.backend).adapt(
+            record.handle, minimum, maximum, record.idle_timeout
+        )
+        record.mode, record.minimum, record.maximum = "adaptive", minimum, maximum
+        return record.to_json(time.monotonic())
+
+    async def set_idle_timeout(self, cluster_id: str, seconds: float) -> dict[str, Any]:
+        """Change a running cluster's idle timeout (re-arms adaptive scaling)."""
+        record = self._running(cluster_id)
+        record.idle_timeout = self._check_idle_timeout(seconds)
+        if record.mode == "adaptive":
+            assert record.handle is not None
+            await self._backend(record.backend).adapt(
+                record.handle, record.minimum, record.maximum, record.idle_timeout
+            )
+        return record.to_json(time.monotonic())
+
+    def _running(self, cluster_id: str) -> ClusterRecord:
+        record = self._get(cluster_id)
+        if record.status != "running" or record.handle is None:
+            raise ConfigError(f"cluster {cluster_id!r} is {record.status}, not running")
+        return record
+
+    async def close_cluster(self, cluster_id: str, reason: str = "requested") -> None:
+        """Stop a cluster and forget it (its history rows stay)."""
+        record = self._get(cluster_id)
+        if record.status in ("stopping", "stopped"):
+            return
+        record.status = "stopping"
+        try:
+            if record.handle is not None:
+                await self._backend(record.backend).close(record.handle)
+        finally:
+            record.status = "stopped"
+            self._clusters.pop(cluster_id, None)
+            for lease_id in [k for k, v in self._leases.items() if v.cluster_id == cluster_id]:
+                del self._leases[lease_id]
+            log.info("jupyter-elastic: closed cluster %s (%s): %s", record.name, record.id, reason)
+
+    # ----------------------------------------------------------------- leases
+    async def acquire(
+        self,
+        session: str,
+        *,
+        backend: str | None = None,
+        name: str | None = None,
+        gpu_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """The session's cluster, started if needed, with a fresh lease on it.
+
+        A session keeps one cluster per backend. ``name`` reconnects to (or creates) a
+        named cluster, which is how a restarted kernel finds its cluster again.
+        """
+        backend = check_backend(backend or self.settings.backend)
+        async with self._lock:
+            record = None
+            if name is not None:
+                record = next((r for r in self._clusters.values() if r.name == name), None)
+            else:
+                for lease in self._leases.values():
+                    candidate = self._clusters.get(lease.cluster_id)
+                    if lease.session == session and candidate and candidate.backend == backend:
+                        record = candidate
+                        break
+            if record is None or record.status != "running":
+                created = await self.create_cluster(
+                    backend=backend, name=name, session=session, gpu_type=gpu_type,
+                    progress=progress,
+                )
+                record = self._clusters[created["id"]]
+            now = time.monotonic()
+            lease = next(
+                (l for l in self._leases.values() if l.session == session and l.cluster_id == record.id),
+                None,
+            )
+            if lease is None:
+                lease = Lease(new_id("lease-"), session, record.id, now)
+                self._leases[lease.id] = lease
+            lease.last_heartbeat = now
+            record.leased, record.orphaned_since = True, None
+            return lease.to_json(record, self.settings.lease_ttl)
+
+    def heartbeat(self, lease_id: str) -> bool:
+        """Renew a lease; False when it is unknown (lapsed, or its cluster is gone)."""
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            return False
+        lease.last_heartbeat = time.monotonic()
+        return True
+
+    def release(self, lease_id: str) -> None:
+        """Give a lease up (a kernel shutting down); its cluster goes after ``lease-ttl``."""
+        lease = self._leases.pop(lease_id, None)
+        if lease is not None:
+            record = self._clusters.get(lease.cluster_id)
+            if record is not None and not self._leases_of(record.id):
+                record.orphaned_since = time.monotonic()
+
+    def _leases_of(self, cluster_id: str) -> list[Lease]:
+        return [l for l in self._leases.values() if l.cluster_id == cluster_id]
+
+    # ----------------------------------------------------------------- cells
+    def cell_started(self, cluster_id: str) -> None:
+        """A cell began on this cluster (cheap; called without waiting)."""
+        record = self._clusters.get(cluster_id)
+        if record is None:
+            return
+        record.running_cells += 1
+        record.last_activity = time.monotonic()
+        if not record.workers and record.handle is not None and record.status == "running":
+            impl = self._backend(record.backend)
+            asyncio.ensure_future(_quietly(impl.wake(record.handle)))
+
+    def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:
+        """A cell ended: record its history row and restart the idle clock."""
+        record = self._clusters.get(cluster_id) if cluster_id else None
+        if record is not None:
+            record.running_cells = max(0, record.running_cells - 1)
+            record.last_activity = time.monotonic()
+            record.cells += 1
+        row = dict(row)
+        row.setdefault("owner", self.owner)
+        fields = HistoryRow.__dataclass_fields__
+        self._history.append(HistoryRow(**{k: v for k, v in row.items() if k in fields}))
+
+    # ----------------------------------------------------------------- reports
+    def list_clusters(self) -> list[dict[str, Any]]:
+        """Every cluster as JSON (live worker and GPU counts, usage so far)."""
+        now = time.monotonic()
+        return [r.to_json(now) for r in self._clusters.values()]
+
+    async def get_cluster(self, cluster_id: str) -> dict[str, Any]:
+        """One cluster as JSON, with ``worker_details`` read fresh from its scheduler."""
+        record = self._get(cluster_id)
+        await self._refresh_workers(record)
+        return record.to_json(time.monotonic(), details=True)
+
+    def history(self) -> list[dict[str, Any]]:
+        """One row per ``%%gpu`` cell, oldest first."""
+        return [row.to_json() for row in self._history]
+
+    def usage(self) -> dict[str, Any]:
+        """Totals over live clusters and recorded cells."""
+        total = Usage()
+        for record in self._clusters.values():
+            u = record.meter.usage
+            total.gpu_seconds += u.gpu_seconds
+            total.cpu_seconds += u.cpu_seconds
+            total.idle_seconds += u.idle_seconds
+            total.busy_seconds += u.busy_seconds
+            total.cost += u.cost
+        cells = list(self._history)
+        return {
+            "clusters": total.to_json(),
+            "cells": {
+                "count": len(cells),
+                "seconds": round(sum(c.seconds for c in cells), 6),
+                "gpu_seconds": round(sum(c.gpu_seconds for c in cells), 6),
+                "cpu_seconds": round(sum(c.cpu_seconds for c in cells), 6),
+                "cost": round(sum(c.cost for c in cells), 6),
+            },
+            "currency": self.settings.pricing.currency,
+            "pricing": {
+                "gpu_hour": self.settings.pricing.gpu_hour,
+                "cpu_hour": self.settings.pricing.cpu_hour,
+            },
+        }
+
+    # ----------------------------------------------------------------- reaper
+    async def _refresh_workers(self, record: ClusterRecord) -> None:
+        if record.handle is None or record.status != "running":
+            return
+        try:
+            record.workers = await self._backend(record.backend).workers(record.handle)
+        except Exception:
+            log.debug("could not list workers of %s", record.id, exc_info=True)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            try:
+                await self.reap_once()
+            except Exception:
+                log.exception("jupyter-elastic reaper pass failed")
+            await asyncio.sleep(self.tick)
+
+    async def reap_once(self) -> None:
+        """One pass: meter, expire leases, return idle fixed clusters to adaptive, stop empty ones."""
+        for record in list(self._clusters.values()):
+            if record.status != "running":
+                continue
+            await self._refresh_workers(record)
+            now = time.monotonic()
+            record.meter.tick(now, len(record.workers), busy=record.running_cells > 0)
+            ttl = self.settings.lease_ttl
+            live = [l for l in self._leases_of(record.id) if now - l.last_heartbeat < ttl]
+            for lease in self._leases_of(record.id):
+                if lease not in live:
+                    self._leases.pop(lease.id, None)
+                    if not live and record.orphaned_since is None:
+                        record.orphaned_since = lease.last_heartbeat
+            if record.leased and not live and record.orphaned_since is not None:
+                if now - record.orphaned_since >= ttl:
+                    await self.close_cluster(record.id, reason="lease expired: owning kernel gone")
+                    continue
+            idle = record.idle_seconds(now)
+            if record.workers:
+                record.empty_since = None
+            elif record.empty_since is None:
+                record.empty_since = now
+            if record.mode == "fixed" and record.requested > record.minimum and idle >= record.idle_timeout:
+                assert record.handle is not None
+                await self._backend(record.backend).adapt(
+                    record.handle, record.minimum, record.maximum, record.idle_timeout
+                )
+                record.mode = "adaptive"
+            if (
+                not record.workers
+                and record.empty_since is not None
+                and min(idle, now - record.empty_since) >= record.shutdown_after
+            ):
+                await self.close_cluster(record.id, reason="shutdown-after: empty and idle")
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.debug("background call failed", exc_info=True)
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "user"
+

@@ -1,0 +1,81 @@
+"""Shared test set-up: isolate every config and runtime directory, and check for leaks.
+
+Environment variables are set at import time, before anything imports dask-kubernetes or
+Jupyter (both write to the home directory on import otherwise). The ``no_leaked_processes``
+fixture fails a test that leaves child processes behind (a scheduler, worker or kernel).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+_ROOT = tempfile.mkdtemp(prefix="jupyter-elastic-tests-")
+for _var, _sub in {
+    "DASK_CONFIG": "dask",
+    "JUPYTER_CONFIG_DIR": "jupyter-config",
+    "JUPYTER_DATA_DIR": "jupyter-data",
+    "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+    "IPYTHONDIR": "ipython",
+    "MPLCONFIGDIR": "matplotlib",
+}.items():
+    os.environ[_var] = os.path.join(_ROOT, _sub)
+    os.makedirs(os.environ[_var], exist_ok=True)
+os.environ.pop("JUPYTER_ELASTIC_SERVER_URL", None)
+os.environ.pop("JUPYTER_ELASTIC_TOKEN", None)
+os.environ.setdefault("MPLBACKEND", "agg")
+
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+
+TEST_ROOT = _ROOT
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_ROOT, ignore_errors=True)
+
+
+def children() -> set[int]:
+    """PIDs of this process's live descendants."""
+    try:
+        return {
+            p.pid
+            for p in psutil.Process().children(recursive=True)
+            if p.status() != psutil.STATUS_ZOMBIE
+        }
+    except psutil.Error:
+        return set()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def no_leaked_processes():
+    """Fail the test if it leaves child processes running once it is done."""
+    before = children()
+    yield
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        leaked = children() - before
+        if not leaked:
+            return
+        time.sleep(0.2)
+    names = []
+    for pid in leaked:
+        try:
+            names.append(" ".join(psutil.Process(pid).cmdline())[:120])
+        except psutil.Error:
+            pass
+    pytest.fail(f"test left {len(leaked)} processes running: {names}")
