@@ -100,15 +100,15 @@ def check_finite(x: Any, name: str) -> Any:
     if _kind(x.dtype) != "f":
         return x
     if is_dask(x):
-        return x.map_blocks(_finite_block, name=name, dtype=x.dtype, meta=x._meta)
-    return _finite_block(x, name=name)
+        return x.map_blocks(_finite_block, what=name, dtype=x.dtype, meta=x._meta)
+    return _finite_block(x, what=name)
 
 
-def _finite_block(x: Any, name: str) -> Any:
+def _finite_block(x: Any, what: str) -> Any:
     xp = get_namespace(x)
     if not bool(xp.all(xp.isfinite(x))):
-        what = "NaN" if bool(xp.any(xp.isnan(x))) else "infinity"
-        raise ValueError(f"{name} contains {what}; remove or impute non-finite values first")
+        bad = "NaN" if bool(xp.any(xp.isnan(x))) else "infinity"
+        raise ValueError(f"{what} contains {bad}; remove or impute non-finite values first")
     return x
 
 
@@ -147,16 +147,16 @@ def check_labels(y: Any, name: str) -> Any:
             "booleans, strings or whole-number floats"
         )
     if is_dask(y):
-        return y.map_blocks(_discrete_block, name=name, dtype=y.dtype, meta=y._meta)
-    return _discrete_block(y, name)
+        return y.map_blocks(_discrete_block, what=name, dtype=y.dtype, meta=y._meta)
+    return _discrete_block(y, what=name)
 
 
-def _discrete_block(y: Any, name: str) -> Any:
-    _finite_block(y, name)
+def _discrete_block(y: Any, what: str) -> Any:
+    _finite_block(y, what)
     xp = get_namespace(y)
     if not bool(xp.all(y == xp.round(y))):
         raise ValueError(
-            f"{name} contains continuous values (floats with a fractional part); "
+            f"{what} contains continuous values (floats with a fractional part); "
             "classification metrics need discrete class labels"
         )
     return y

@@ -51,7 +51,9 @@ def align_rows(arrays: Sequence[Any], chunk_size: int | None = None) -> list[Any
             out.append(da.from_array(a, chunks=chunks))
     if chunk_size is None and ref is None:
         first = out[0]
-        out = [o if o is None else o.rechunk((first.chunks[0],) + (-1,) * (o.ndim - 1)) for o in out]
+        out = [
+            o if o is None else o.rechunk((first.chunks[0],) + (-1,) * (o.ndim - 1)) for o in out
+        ]
     return out
 
 

@@ -111,8 +111,7 @@ def roc_auc_from_stat(stat: RankStat, pos_label: Any, max_fpr: float | None = No
     if tps[-1] <= 0 or fps[-1] <= 0:
         which = "positive" if tps[-1] <= 0 else "negative"
         raise ValueError(
-            f"y_true has no {which} samples (with non-zero weight); "
-            "ROC AUC needs both classes"
+            f"y_true has no {which} samples (with non-zero weight); ROC AUC needs both classes"
         )
     tpr = np.concatenate([[0.0], tps / tps[-1]])
     fpr = np.concatenate([[0.0], fps / fps[-1]])
