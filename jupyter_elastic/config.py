@@ -178,9 +178,16 @@ def check_backend(value: Any) -> str:
     return str(value)
 
 
+def _dashed(value: Any) -> Any:
+    """Keys with ``-`` throughout: environment variables arrive as ``idle_timeout``."""
+    if isinstance(value, dict):
+        return {str(k).replace("_", "-"): _dashed(v) for k, v in value.items()}
+    return value
+
+
 def load_settings(raw: dict[str, Any] | None = None) -> Settings:
     """Parse the ``jupyter-elastic`` namespace (or ``raw``) into :class:`Settings`."""
-    cfg = dask.config.get(NAMESPACE) if raw is None else raw
+    cfg = _dashed(dask.config.get(NAMESPACE) if raw is None else raw)
     key = NAMESPACE + "."
     worker = cfg.get("worker") or {}
     pricing = cfg.get("pricing") or {}

@@ -1,0 +1,418 @@
+"""``%%gpu`` and ``%gpu``: the notebook surface of elastic compute.
+
+This module parses flags, checks every value before anything runs, and binds results;
+the work itself is in ``session.py`` (dispatch) and ``remote.py`` (cell analysis). Every
+user mistake is one ``UsageError`` line that names the bad value and the accepted form,
+and a failed cell leaves the namespace exactly as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from . import config as cfg
+from .errors import ConfigError, ElasticError
+from .remote import analyze_cell
+from .session import CellOptions, ElasticSession
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}. Usage: {self.format_usage().strip()[7:]}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            raise UsageError(message.strip())
+        raise _HelpShown()
+
+
+class _HelpShown(Exception):
+    """``--help`` was printed; nothing else to do."""
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%gpu", add_help=True, description="Run this cell on an elastic GPU worker.")
+    p.add_argument("--gpus", default=None, help="GPUs for this cell: 1, 2, ... or a fraction such as 0.5 to share one")
+    p.add_argument("--gpu-type", default=None, help="GPU model, e.g. NVIDIA-H100-80GB-HBM3 (Kubernetes)")
+    p.add_argument("--cpus", default=None, help="CPU cores the cell uses (metering)")
+    p.add_argument("--memory", default=None, help="memory the cell needs, e.g. 8GiB")
+    p.add_argument("--in", dest="inputs", default=None, help="names to send, comma-separated (default: found)")
+    p.add_argument("--out", dest="outputs", default=None, help="names to bring back, comma-separated (default: all assigned)")
+    p.add_argument("--keep-on-device", action="store_true", help="return CuPy arrays as CuPy, not NumPy")
+    p.add_argument("--timeout", default=None, help="cancel the cell after this long, e.g. 30s or 5m")
+    p.add_argument("--retries", default="0", help="run the cell again up to N times if it fails")
+    p.add_argument("--backend", default=None, help="local, kubernetes or gateway")
+    p.add_argument("--local", action="store_true", help="run here in the kernel with the same semantics")
+    p.add_argument("--require-gpu", action="store_true", help="fail instead of running on CPU workers")
+    return p
+
+
+def _names(value: str | None, flag: str) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    bad = [n for n in names if not n.isidentifier()]
+    if bad or not names:
+        raise UsageError(f"{flag} takes Python names separated by commas (e.g. {flag} x,y), got {value!r}")
+    return names
+
+
+def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] | None]:
+    try:
+        args = _cell_parser().parse_args(shlex.split(line))
+    except ValueError as exc:
+        raise UsageError(f"%%gpu: cannot read the flags: {exc}") from None
+    try:
+        gpus = 1.0 if args.gpus is None else cfg.parse_gpus(args.gpus, what="--gpus")
+        timeout = None if args.timeout is None else cfg.parse_duration(args.timeout, what="--timeout")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"--timeout must be above 0, got {args.timeout!r}")
+        if args.cpus is not None:
+            cfg._int(args.cpus, "--cpus", minimum=1)
+        if args.memory is not None:
+            memory = cfg.parse_size(args.memory, what="--memory")
+            worker_memory = cfg.load_settings().worker.memory
+            if memory > worker_memory:
+                raise ConfigError(
+                    f"--memory {args.memory} is more than a worker has ({worker_memory / 2**30:.1f} GiB); "
+                    "raise jupyter-elastic.worker.memory with %gpu config worker.memory=..."
+                )
+        retries = cfg._int(args.retries, "--retries")
+        backend = None if args.backend is None else cfg.check_backend(args.backend)
+    except ConfigError as exc:
+        raise UsageError(exc.message) from None
+    if gpus == 0 and args.require_gpu:
+        raise UsageError("--gpus 0 and --require-gpu contradict each other; drop one")
+    options = CellOptions(
+        gpus=gpus, backend=backend, timeout=timeout, retries=retries, keep_on_device=args.keep_on_device,
+        require_gpu=args.require_gpu, local=args.local, gpu_type=args.gpu_type,
+    )
+    return options, _names(args.inputs, "--in"), _names(args.outputs, "--out")
+
+
+@magics_class
+class ElasticMagics(Magics):
+    """``%%gpu`` runs a cell on an elastic worker; ``%gpu`` reports and controls clusters."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.session = ElasticSession()
+
+    # ------------------------------------------------------------------ %%gpu
+    @cell_magic
+    def gpu(self, line: str, cell: str) -> Any:
+        """Run this cell on an elastic GPU worker (CPU workers and NumPy where no GPU exists).
+
+        Names the cell reads are sent; names it assigns come back, all at once, only if the
+        cell succeeds. The last expression is displayed; print, display() and figures
+        appear while the cell runs.
+
+        Examples
+        --------
+        ::
+
+            In [1]: %%gpu --gpus 0.5 --timeout 10m
+               ...: feats = extract(images)
+               ...: feats.shape
+
+        Flags: --gpus N|FRACTION, --gpu-type NAME, --cpus N, --memory SIZE, --in a,b,
+        --out x,y, --keep-on-device, --timeout DURATION, --retries N,
+        --backend local|kubernetes|gateway, --local, --require-gpu.
+        """
+        try:
+            options, inputs, outputs = _parse_options(line)
+        except _HelpShown:
+            return None
+        namespace = self.shell.user_ns
+        try:
+            plan = analyze_cell(
+                cell, namespace, hidden=self.shell.user_ns_hidden, inputs=inputs, outputs=outputs,
+            )
+        except ElasticError as exc:
+            raise UsageError(exc.message) from None
+        if inputs is not None:
+            missing = [n for n in inputs if n not in namespace]
+            if missing:
+                raise UsageError(f"--in names {', '.join(missing)}, which the notebook does not define; "
+                                 "run the cell that defines it first")
+        result = self.session.run(plan, namespace, options, self.shell.execution_count)
+        # All at once, and only now that the cell succeeded.
+        namespace.update(result.outputs)
+        for name in result.deleted:
+            namespace.pop(name, None)
+        return result.value
+
+    # ------------------------------------------------------------------ %gpu
+    @line_magic("gpu")
+    def gpu_line(self, line: str) -> Any:
+        """Report on and control elastic clusters.
+
+        Examples
+        --------
+        ::
+
+            %gpu status [--json]         clusters, workers, GPUs, idle countdown, cost
+            %gpu scale N                 fixed size N (0 frees every worker)
+            %gpu adapt MIN MAX           adaptive between MIN and MAX workers
+            %gpu stop [--all]            stop this notebook's cluster (or every cluster)
+            %gpu config [KEY=VALUE ...]  show or set this session's settings
+            %gpu history [--json]        one row per %%gpu cell
+            %gpu logs [--worker NAME]    recent worker logs
+        """
+        words = shlex.split(line)
+        if not words:
+            raise UsageError("%gpu needs a command: status, scale N, adapt MIN MAX, stop, config, history or logs")
+        command, rest = words[0], words[1:]
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            raise UsageError(
+                f"unknown %gpu command {command!r}; use status, scale, adapt, stop, config, history or logs"
+            )
+        try:
+            return handler(rest)
+        except _HelpShown:
+            return None
+        except ConfigError as exc:
+            raise UsageError(exc.message) from None
+
+    def _cmd_status(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu status")
+        p.add_argument("--json", action="store_true")
+        args = p.parse_args(argv)
+        cp = self.session.control_plane
+        clusters = []
+        for cluster in cp.clusters():
+            try:
+                clusters.append(cp.cluster(cluster["id"]))
+            except ElasticError:
+                continue
+        report = {"clusters": clusters}
+        if args.json:
+            return report
+        print(_status_text(report, self.session))
+        return None
+
+    def _cmd_scale(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu scale")
+        p.add_argument("n")
+        p.add_argument("--cluster", default=None)
+        args = p.parse_args(argv)
+        n = _whole(args.n, "N")
+        cluster_id = args.cluster or self._ensure_cluster_id()
+        cluster = self.session.control_plane.scale(cluster_id, n)
+        print(f"cluster {cluster['name']}: scaling to {n} worker{'s' if n != 1 else ''} "
+              f"(back to adaptive after {cluster['idle_timeout']:g}s without a cell)")
+        return None
+
+    def _cmd_adapt(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu adapt")
+        p.add_argument("minimum")
+        p.add_argument("maximum")
+        p.add_argument("--cluster", default=None)
+        args = p.parse_args(argv)
+        minimum, maximum = _whole(args.minimum, "MIN"), _whole(args.maximum, "MAX")
+        cluster_id = args.cluster or self._ensure_cluster_id()
+        cluster = self.session.control_plane.adapt(cluster_id, minimum, maximum)
+        print(f"cluster {cluster['name']}: adaptive between {minimum} and {maximum} workers")
+        return None
+
+    def _ensure_cluster_id(self) -> str:
+        lease = self.session.ensure_cluster()
+        return str(lease["cluster_id"])
+
+    def _cmd_stop(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu stop")
+        p.add_argument("--all", action="store_true")
+        p.add_argument("--cluster", default=None)
+        args = p.parse_args(argv)
+        cp = self.session.control_plane
+        if args.all:
+            targets = [c["id"] for c in cp.clusters()]
+        elif args.cluster:
+            targets = [args.cluster]
+        elif self.session.lease is not None:
+            targets = [self.session.lease["cluster_id"]]
+        else:
+            print("this notebook has no cluster running; nothing to stop")
+            return None
+        for cluster_id in targets:
+            self.session.forget_cluster(cluster_id)
+            cp.stop(cluster_id)
+        print(f"stopped {len(targets)} cluster{'s' if len(targets) != 1 else ''}")
+        return None
+
+    def _cmd_config(self, argv: list[str]) -> Any:
+        if not argv:
+            print(_config_text(cfg.load_settings()))
+            return None
+        changes = []
+        for item in argv:
+            if "=" not in item:
+                raise UsageError(f"%gpu config takes KEY=VALUE pairs (e.g. idle-timeout=30s), got {item!r}")
+            key, value = item.split("=", 1)
+            changes.append((key.strip(), value.strip()))
+        before = {}
+        import dask
+
+        for key, _ in changes:
+            before[key] = dask.config.get(f"{cfg.NAMESPACE}.{key}", None)
+        try:
+            for key, value in changes:
+                cfg.set_option(key, value)
+        except ConfigError:
+            for key, value in before.items():  # all or nothing
+                dask.config.set({f"{cfg.NAMESPACE}.{key}": value})
+            raise
+        lease = self.session.lease
+        for key, value in changes:
+            if key == "idle-timeout" and lease is not None:
+                self.session.control_plane.set_idle_timeout(lease["cluster_id"], cfg.parse_duration(value))
+        print("set " + ", ".join(f"{k}={v}" for k, v in changes)
+              + (" (new clusters use it; idle-timeout also applies to this notebook's cluster)"
+                 if lease is not None else ""))
+        return None
+
+    def _cmd_history(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu history")
+        p.add_argument("--json", action="store_true")
+        args = p.parse_args(argv)
+        rows = self.session.control_plane.history()
+        if args.json:
+            return rows
+        print(_history_text(rows, cfg.load_settings().pricing.currency))
+        return None
+
+    def _cmd_logs(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu logs")
+        p.add_argument("--worker", default=None)
+        p.add_argument("-n", "--lines", default="50")
+        args = p.parse_args(argv)
+        lines = _whole(args.lines, "--lines")
+        client = self.session.client
+        if client is None:
+            raise UsageError("this notebook has no cluster yet; run a %%gpu cell first")
+        logs = client.get_worker_logs(n=lines)
+        if args.worker:
+            picked = {a: l for a, l in logs.items() if args.worker in (a, str(client.scheduler_info()["workers"].get(a, {}).get("name")))}
+            if not picked:
+                names = ", ".join(str(w.get("name")) for w in client.scheduler_info()["workers"].values()) or "none"
+                raise UsageError(f"no worker named {args.worker!r}; workers: {names}")
+            logs = picked
+        if not logs:
+            print("no workers are running (they scale to zero when idle)")
+        for address, entries in logs.items():
+            print(f"== {address}")
+            for level, message in entries:
+                print(f"{level:8} {message}")
+        return None
+
+
+def _whole(value: str, what: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{what} must be a whole number >= 0, got {value!r}") from None
+    if number < 0:
+        raise UsageError(f"{what} must be a whole number >= 0, got {value!r}")
+    return number
+
+
+def _money(value: float, currency: str) -> str:
+    return f"{value:.4f} {currency}"
+
+
+def _status_text(report: dict[str, Any], session: ElasticSession) -> str:
+    clusters = report["clusters"]
+    if not clusters:
+        return "no clusters running; a %%gpu cell starts one on demand"
+    lines = []
+    for c in clusters:
+        mine = " (this notebook)" if session.lease and session.lease["cluster_id"] == c["id"] else ""
+        gpu_note = f"{c['gpus']} GPU(s)" if c["has_gpu"] else "no GPU found: CPU workers run the NumPy path"
+        idle = c["idle_seconds"]
+        if c["workers"] and not c["running_cells"]:
+            left = max(0.0, c["idle_timeout"] - idle)
+            countdown = f"idle {idle:.0f}s, scale to zero in {left:.0f}s"
+        elif c["running_cells"]:
+            countdown = f"{c['running_cells']} cell(s) running"
+        else:
+            countdown = "no workers (scaled to zero)"
+        usage = c["usage"]
+        lines.append(
+            f"{c['name']} [{c['id']}]{mine}: {c['backend']}, {c['status']}, {c['workers']} worker(s), "
+            f"{gpu_note}; {countdown}; cost so far {_money(usage['cost'], c.get('currency', 'USD'))} "
+            f"(idle {usage['idle_seconds']:.0f} worker-s)"
+        )
+        for w in c.get("worker_details", []):
+            gpu = f"{w['gpus']:g} GPU" if w["gpus"] else "no GPU"
+            util = f", GPU {w['gpu_utilization']}%" if w.get("gpu_utilization") is not None else ""
+            lines.append(f"    {w['name']}: {gpu}, memory {w['memory'] / 2**30:.1f} GiB{util}")
+        if c.get("dashboard_link"):
+            lines.append(f"    dashboard: {c['dashboard_link']}")
+    return "\n".join(lines)
+
+
+def _history_text(rows: list[dict[str, Any]], currency: str) -> str:
+    if not rows:
+        return "no %%gpu cells have run yet"
+    header = f"{'cell':>5} {'started':25} {'where':10} {'seconds':>8} {'GPU-s':>8} {'cost':>12}  status"
+    lines = [header]
+    for r in rows:
+        cell = "" if r.get("cell") is None else str(r["cell"])
+        lines.append(
+            f"{cell:>5} {r['started']:25} {r.get('device', ''):10} {r['seconds']:8.3f} "
+            f"{r['gpu_seconds']:8.3f} {_money(r['cost'], currency):>12}  {r['status']}"
+            + (f" ({r['error']})" if r.get("error") else "")
+        )
+    total = sum(r["cost"] for r in rows)
+    lines.append(f"total cost of {len(rows)} cell(s): {_money(total, currency)}")
+    return "\n".join(lines)
+
+
+def _config_text(settings: cfg.Settings) -> str:
+    s = settings
+    rows = [
+        ("backend", s.backend),
+        ("idle-timeout", f"{s.idle_timeout:g}s"),
+        ("shutdown-after", f"{s.shutdown_after:g}s"),
+        ("lease-ttl", f"{s.lease_ttl:g}s"),
+        ("min-workers", s.min_workers),
+        ("max-workers", s.max_workers),
+        ("interrupt-grace", f"{s.interrupt_grace:g}s"),
+        ("worker.gpus", s.worker.gpus),
+        ("worker.cpus", s.worker.cpus),
+        ("worker.memory", f"{s.worker.memory / 2**30:g}GiB"),
+        ("pricing.gpu-hour", s.pricing.gpu_hour),
+        ("pricing.cpu-hour", s.pricing.cpu_hour),
+        ("pricing.currency", s.pricing.currency),
+    ]
+    return "\n".join(f"{k:18} {v}" for k, v in rows)
+
+
+_magics: ElasticMagics | None = None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics (idempotent)."""
+    global _magics
+    if _magics is None:
+        _magics = ElasticMagics(ipython)
+        ipython.register_magics(_magics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Release this kernel's lease and stop its embedded clusters."""
+    global _magics
+    if _magics is not None:
+        _magics.session.close()
+        _magics = None
+
+
+__all__ = ["ElasticMagics", "load_ipython_extension", "unload_ipython_extension"]

@@ -1,0 +1,583 @@
+"""This kernel's side of elastic compute: its lease, its Dask client, and cell dispatch.
+
+One :class:`ElasticSession` per kernel. It asks the control plane for a cluster (showing
+start-up phases while one starts), keeps the lease alive from a heartbeat thread, and runs
+each cell as one Dask task straight on the scheduler. While the task runs, the *cell's own
+thread* drains the output events the worker sends (ipykernel drops output written from
+other threads), so ``print`` appears as it happens. Interrupts and ``--timeout`` cancel
+the task, interrupt the cell's thread on the worker, and restart the worker after a grace
+period if the cell still runs, so the GPU is really free.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import queue
+import sys
+import threading
+import time
+import types
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import remote
+from .config import Settings, load_settings
+from .controlplane import ControlPlane, connect_control_plane
+from .errors import CellCancelled, CellTimeout, ElasticError, EnvironmentMismatch, NoGPUError
+from .metering import cell_charge
+from .models import new_id, utcnow_iso
+from .remote import CACHE_MIN_BYTES, CellPlan
+
+_DONE = object()
+#: How long to wait for a worker's last output events after its result arrived (seconds).
+EVENT_GRACE = 2.0
+
+
+class InputNotSerializable(ElasticError):
+    """A name the cell reads cannot be sent to a worker."""
+
+    status_code = 400
+
+
+class RemoteCellError(Exception):
+    """The cell raised on the worker; shown as the remote traceback, cell line numbers."""
+
+    def __init__(self, ename: str, evalue: str, traceback_lines: list[str], worker: str | None):
+        super().__init__(f"{ename}: {evalue}")
+        self.ename, self.evalue = ename, evalue
+        self.traceback_lines, self.worker = traceback_lines, worker
+
+    def _render_traceback_(self) -> list[str]:
+        where = f" on worker {self.worker}" if self.worker else ""
+        header = f"\x1b[0;31m{self.ename}\x1b[0m raised in a %%gpu cell{where}:"
+        body = self.traceback_lines or [f"{self.ename}: {self.evalue}"]
+        return [header, *body]
+
+
+@dataclass
+class CellOptions:
+    """The ``%%gpu`` flags that matter once the cell is parsed."""
+
+    gpus: float = 1.0
+    backend: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    keep_on_device: bool = False
+    require_gpu: bool = False
+    local: bool = False
+    gpu_type: str | None = None
+
+
+@dataclass
+class CellResult:
+    """What came back from a successful cell."""
+
+    value: Any
+    outputs: dict[str, Any]
+    deleted: list[str]
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+class PhaseDisplay:
+    """One updating line in the cell while a cluster or worker starts (never for warm cells)."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self._handle: Any = None
+        self.phase = ""
+        self.shown = False
+
+    def show(self, phase: str, detail: str = "") -> None:
+        from IPython.display import display
+
+        self.phase = phase
+        elapsed = time.monotonic() - self.start
+        steps = ["queued", "scheduler", "workers", "ready"]
+        marks = []
+        for step in steps:
+            if step == phase:
+                marks.append(f"[{step}]")
+            else:
+                marks.append(step)
+        text = f"jupyter-elastic: {' → '.join(marks)}  {elapsed:.1f} s" + (f"  ({detail})" if detail else "")
+        bundle = {"text/plain": text}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+        self.shown = True
+
+
+class ElasticSession:
+    """A kernel's lease on a cluster, its Dask client, and the cell dispatcher."""
+
+    def __init__(self, control_plane: ControlPlane | None = None, session_id: str | None = None):
+        self.id = session_id or _kernel_id()
+        self._control_plane = control_plane
+        self.lease: dict[str, Any] | None = None
+        self.client: Any = None
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._sent_tokens: set[str] = set()
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._no_gpu_said = False
+        self._cell_counter = 0
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- plumbing
+    @property
+    def control_plane(self) -> ControlPlane:
+        if self._control_plane is None:
+            self._control_plane = connect_control_plane()
+        return self._control_plane
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings()
+
+    def ensure_cluster(self, backend: str | None = None, gpu_type: str | None = None,
+                       phases: PhaseDisplay | None = None, name: str | None = None) -> dict[str, Any]:
+        """The lease of this session's cluster, starting one (with phases shown) if needed."""
+        backend = backend or self.settings.backend
+        if self.lease is not None and self.lease["backend"] == backend and (name is None or self.lease["name"] == name):
+            return self.lease
+        progress: queue.Queue[tuple[str, str]] = queue.Queue()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(
+                self.control_plane.acquire, self.id, backend=backend, name=name, gpu_type=gpu_type,
+                progress=lambda phase, detail: progress.put((phase, detail)),
+            )
+            while True:
+                try:
+                    phase, detail = progress.get(timeout=0.1)
+                    if phases is not None and phase != "ready":
+                        phases.show(phase, detail)
+                except queue.Empty:
+                    if future.done():
+                        break
+                    if phases is not None and phases.shown:
+                        phases.show(phases.phase)
+            lease = future.result()
+        self._connect(lease)
+        return lease
+
+    def _connect(self, lease: dict[str, Any]) -> None:
+        from distributed import Client
+
+        self._disconnect()
+        client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s")
+        try:
+            client.scheduler_comm.interval = 0.0005  # cells are rare: send at once
+        except AttributeError:
+            pass
+        self._topic = f"jupyter-elastic-{self.id}-{uuid.uuid4().hex[:6]}"
+        client.subscribe_topic(self._topic, lambda event: self._events.put(event[1]))
+        self.client, self.lease = client, lease
+        self._sent_tokens.clear()
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._stop.clear()
+            self._heartbeat = threading.Thread(target=self._beat, name="jupyter-elastic-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _disconnect(self) -> None:
+        client, self.client, self.lease = self.client, None, None
+        if client is not None:
+            try:
+                client.close(timeout=5)
+            except Exception:
+                pass
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            lease = self.lease
+            ttl = float(lease["lease_ttl"]) if lease else 30.0
+            if self._stop.wait(max(0.2, min(ttl / 4, 10.0))):
+                return
+            lease = self.lease
+            if lease is None:
+                continue
+            try:
+                alive = self.control_plane.heartbeat(lease["lease_id"])
+            except Exception:
+                continue
+            if not alive and self.lease is lease:
+                self._disconnect()  # the cluster is gone; the next cell starts a new one
+
+    def forget_cluster(self, cluster_id: str | None = None) -> None:
+        """Drop the client after the session's cluster was stopped."""
+        if self.lease is not None and (cluster_id is None or self.lease["cluster_id"] == cluster_id):
+            self._disconnect()
+
+    def close(self) -> None:
+        """Release the lease and close the client (kernel shutdown or %unload_ext)."""
+        self._stop.set()
+        lease = self.lease
+        self._disconnect()
+        if lease is not None:
+            try:
+                self.control_plane.release(lease["lease_id"])
+            except Exception:
+                pass
+        if self._control_plane is not None:
+            self._control_plane.close()
+            self._control_plane = None
+
+    # ----------------------------------------------------------------- inputs
+    def _prepare_inputs(self, plan: CellPlan, namespace: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        import cloudpickle
+        from dask.base import tokenize
+        from dask.sizeof import sizeof
+
+        inputs: dict[str, Any] = {}
+        new_tokens: list[str] = []
+        for name in plan.inputs:
+            if name not in namespace:
+                continue
+            value = namespace[name]
+            if isinstance(value, types.ModuleType):
+                inputs[name] = value  # travels by name; the worker imports it
+                continue
+            try:
+                cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+            except Exception as exc:
+                raise InputNotSerializable(
+                    f"cannot send `{name}` ({type(value).__name__}) to the worker: "
+                    f"{type(exc).__name__}: {exc}",
+                    hint=f"create `{name}` inside the %%gpu cell, or leave it out with --in",
+                ) from None
+            try:
+                big = sizeof(value) >= CACHE_MIN_BYTES
+            except Exception:
+                big = False
+            if big:
+                token = tokenize(value)
+                if token in self._sent_tokens:
+                    inputs[name] = remote._Cached(token)
+                else:
+                    inputs[name] = remote._CacheIt(token, value)
+                    new_tokens.append(token)
+            else:
+                inputs[name] = value
+        return inputs, new_tokens
+
+    # ----------------------------------------------------------------- dispatch
+    def run(self, plan: CellPlan, namespace: dict[str, Any], options: CellOptions,
+            execution_count: int | None = None) -> CellResult:
+        """Run the cell remotely (or in-process with ``--local``); bind nothing here."""
+        started_wall = time.monotonic()
+        started_iso = utcnow_iso()
+        self._cell_counter += 1
+        cell_name = f"In[{execution_count}]" if execution_count is not None else f"cell {self._cell_counter}"
+        if options.local:
+            return self._run_local(plan, namespace, options, cell_name, started_wall, started_iso, execution_count)
+
+        phases = PhaseDisplay(started_wall)
+        lease = self.ensure_cluster(options.backend, options.gpu_type, phases)
+        if not lease["has_gpu"]:
+            if options.require_gpu:
+                raise NoGPUError(f"the {lease['backend']} cluster has no GPU worker (--require-gpu)")
+            if not self._no_gpu_said:
+                self._no_gpu_said = True
+                print("jupyter-elastic: no GPU found; this cell runs on CPU workers (NumPy path). "
+                      "Use --require-gpu to make that an error.", file=sys.stderr)
+        inputs, new_tokens = self._prepare_inputs(plan, namespace)
+        resource = "GPU" if lease["has_gpu"] else "CELL"
+        amount = options.gpus if lease["has_gpu"] else min(1.0, options.gpus or 1.0)
+        if amount <= 0:
+            resources = None
+        else:
+            resources = {resource: amount}
+        kernel_versions = remote.versions()
+        attempts = 1 + max(0, options.retries)
+        status, error = "error", None
+        worker = None
+        compute = 0.0
+        try:
+            for attempt in range(attempts):
+                cell_id = new_id("c")
+                payload = {
+                    "cell_id": cell_id, "source": plan.source, "line_offset": plan.line_offset,
+                    "filename": f"<%%gpu {cell_name}>", "inputs": inputs, "outputs": plan.outputs,
+                    "topic": self._topic, "keep_on_device": options.keep_on_device,
+                    "versions": kernel_versions,
+                }
+                self.control_plane.cell_started(lease["cluster_id"])
+                try:
+                    result = self._submit_and_wait(payload, resources, options, phases, started_wall)
+                finally:
+                    pass
+                worker = result.get("worker") or worker
+                compute += float(result.get("compute_seconds", 0.0))
+                if result["status"] == "cache-miss":
+                    missing = set(result["missing"])
+                    self._sent_tokens -= missing
+                    inputs = {
+                        n: (remote._CacheIt(v.token, namespace[n]) if isinstance(v, remote._Cached) else v)
+                        for n, v in inputs.items()
+                    }
+                    self._finish_row(lease, cell_name, started_iso, started_wall, worker, options, 0.0,
+                                     "retried", "cache miss", plan, execution_count, quiet=True)
+                    result = self._submit_and_wait(dict(payload, inputs=inputs, cell_id=new_id("c")),
+                                                   resources, options, phases, started_wall)
+                    self.control_plane.cell_started(lease["cluster_id"])
+                    compute += float(result.get("compute_seconds", 0.0))
+                if result["status"] == "mismatch":
+                    raise EnvironmentMismatch(
+                        "the worker's packages differ from the kernel's: " + "; ".join(result["problems"]),
+                        hint="install the same versions on the workers (same image or environment) "
+                             "and start a new cluster with %gpu stop",
+                    )
+                self._sent_tokens.update(t.token for t in inputs.values() if isinstance(t, remote._CacheIt))
+                self._sent_tokens.update(new_tokens)
+                if result["status"] == "ok":
+                    status = "ok"
+                    row = self._finish_row(lease, cell_name, started_iso, started_wall, worker, options,
+                                           compute, "ok", None, plan, execution_count)
+                    return CellResult(result["value"], result["outputs"], result["deleted"], row)
+                error = RemoteCellError(result["ename"], result["evalue"], result["traceback"], worker)
+                if result["ename"] == "OutputNotSerializable" or attempt + 1 >= attempts:
+                    raise error
+                print(f"jupyter-elastic: {result['ename']} on attempt {attempt + 1} of {attempts}; "
+                      "retrying (--retries)", file=sys.stderr)
+            raise error  # pragma: no cover - loop always returns or raises
+        except CellTimeout as exc:
+            status, error = "timeout", exc
+            raise
+        except (CellCancelled, KeyboardInterrupt) as exc:
+            status, error = "cancelled", exc
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if status != "ok":
+                self._finish_row(lease, cell_name, started_iso, started_wall, worker, options, compute,
+                                 status, _short(error), plan, execution_count)
+
+    def _submit_and_wait(self, payload: dict[str, Any], resources: dict[str, float] | None,
+                         options: CellOptions, phases: PhaseDisplay, t0: float) -> dict[str, Any]:
+        client = self.client
+        cell_id = payload["cell_id"]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Large object.*")
+            warnings.filterwarnings("ignore", message=".*Sending large graph.*")
+            future = client.submit(remote.run_cell, payload, key=f"gpu-cell-{cell_id}",
+                                   resources=resources, pure=False)
+        future.add_done_callback(lambda f: self._events.put(_DONE))
+        deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        worker: str | None = None
+        seen = 0
+        ended = False
+        submitted = time.monotonic()
+        try:
+            while True:
+                wait = 0.1
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - time.monotonic()))
+                try:
+                    event = self._events.get(timeout=wait)
+                except queue.Empty:
+                    event = None
+                if event is _DONE:
+                    if future.done():
+                        break
+                    continue
+                if event is not None:
+                    if event.get("cell") != cell_id:
+                        continue
+                    seen += 1
+                    kind = event["kind"]
+                    if kind == "started":
+                        worker = event.get("worker")
+                        if phases.shown:
+                            phases.show("ready", f"worker {worker}")
+                    elif kind == "end":
+                        ended = True
+                    else:
+                        _render(event)
+                elif future.done():
+                    break
+                elif not worker and not phases.shown and time.monotonic() - submitted > 0.5:
+                    phases.show("workers", "waiting for a worker")
+                elif not worker and phases.shown:
+                    phases.show("workers", "waiting for a worker")
+                if deadline is not None and time.monotonic() >= deadline:
+                    stopped = self._stop_remote(future, cell_id, worker, ended)
+                    raise CellTimeout(
+                        f"the cell ran past --timeout {options.timeout:g}s and was cancelled"
+                        + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
+                    )
+        except KeyboardInterrupt:
+            stopped = self._stop_remote(future, cell_id, worker, ended)
+            raise CellCancelled(
+                "interrupted: the remote cell was cancelled"
+                + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
+            ) from None
+        try:
+            result = future.result()
+        except Exception as exc:
+            raise ElasticError(
+                f"the worker running this cell failed: {type(exc).__name__}: {exc}",
+                hint="run the cell again; use --retries N to retry automatically",
+            ) from None
+        finally:
+            future.release()
+        # Output sent just before the result may still be on its way.
+        expected = int(result.get("events", 0))
+        late_deadline = time.monotonic() + EVENT_GRACE
+        while seen < expected and time.monotonic() < late_deadline:
+            try:
+                event = self._events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if event is _DONE or event.get("cell") != cell_id:
+                continue
+            seen += 1
+            if event["kind"] not in ("started", "end"):
+                _render(event)
+        return result
+
+    def _stop_remote(self, future: Any, cell_id: str, worker: str | None, ended: bool) -> str:
+        """Cancel a running cell; restart its worker if it does not stop within the grace."""
+        try:
+            future.cancel()
+        except Exception:
+            pass
+        if worker is None or ended:
+            return "cancelled"
+        grace = self.settings.interrupt_grace
+        try:
+            self.client.run(remote.interrupt_cell, cell_id, workers=[worker])
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                running = self.client.run(remote.cell_running, cell_id, workers=[worker])
+                if not running.get(worker):
+                    return "interrupted"
+                time.sleep(0.05)
+            self.client.restart_workers([worker], timeout=60, raise_for_error=False)
+            return "restarted"
+        except KeyboardInterrupt:
+            self.client.restart_workers([worker], timeout=60, raise_for_error=False)
+            return "restarted"
+        except Exception:
+            return "cancelled"
+
+    def _run_local(self, plan: CellPlan, namespace: dict[str, Any], options: CellOptions, cell_name: str,
+                   started_wall: float, started_iso: str, execution_count: int | None) -> CellResult:
+        """``--local``: the same semantics (copies in, all-or-nothing out) in this kernel."""
+        import cloudpickle
+
+        inputs, _ = self._prepare_inputs(plan, namespace)
+        inputs = {n: (v.value if isinstance(v, remote._CacheIt) else v) for n, v in inputs.items()}
+        globals_: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        for name, value in inputs.items():
+            globals_[name] = value if isinstance(value, types.ModuleType) else cloudpickle.loads(cloudpickle.dumps(value))
+        from IPython.display import display
+
+        globals_["display"] = display
+        import ast
+
+        filename = f"<%%gpu --local {cell_name}>"
+        tree = remote.parse_cell(plan.source, plan.line_offset)
+        ast.increment_lineno(tree, plan.line_offset)
+        last = ast.Expression(tree.body.pop().value) if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        import linecache
+
+        linecache.cache[filename] = (len(plan.source), None, ["\n"] * plan.line_offset + plan.source.splitlines(True), filename)
+        t = time.perf_counter()
+        try:
+            exec(compile(tree, filename, "exec"), globals_)
+            value = eval(compile(last, filename, "eval"), globals_) if last is not None else None
+        except Exception as exc:
+            self._finish_row(None, cell_name, started_iso, started_wall, "local", options,
+                             time.perf_counter() - t, "error", _short(exc), plan, execution_count)
+            raise RemoteCellError(type(exc).__name__, str(exc), remote._format_traceback(exc, filename), "local") from None
+        outputs = {n: globals_[n] for n in plan.outputs if n in globals_}
+        deleted = [n for n in plan.outputs if n not in globals_ and n in inputs]
+        row = self._finish_row(None, cell_name, started_iso, started_wall, "local", options,
+                               time.perf_counter() - t, "ok", None, plan, execution_count)
+        return CellResult(value, outputs, deleted, row)
+
+    def _finish_row(self, lease: dict[str, Any] | None, cell_name: str, started_iso: str,
+                    started_wall: float, worker: str | None, options: CellOptions, compute: float,
+                    status: str, error: str | None, plan: CellPlan, execution_count: int | None,
+                    quiet: bool = False) -> dict[str, Any]:
+        if quiet:
+            return {}
+        settings = self.settings
+        on_gpu = bool(lease and lease["has_gpu"]) and not options.local
+        gpus = options.gpus if on_gpu else 0.0
+        cpus = (lease["cpus_per_worker"] if lease else 1) * (min(1.0, options.gpus or 1.0))
+        if options.local:
+            gpu_s, cpu_s, cost = 0.0, 0.0, 0.0
+        else:
+            gpu_s, cpu_s, cost = cell_charge(settings.pricing, compute, gpus, cpus, on_gpu)
+        first_line = next((line.strip() for line in plan.source.splitlines() if line.strip()), "")
+        row = {
+            "id": new_id("cell-"),
+            "cell": execution_count,
+            "started": started_iso,
+            "backend": "local-kernel" if options.local else (lease["backend"] if lease else None),
+            "cluster_id": lease["cluster_id"] if lease else None,
+            "worker": worker,
+            "device": "local" if options.local else ("gpu" if on_gpu else "cpu"),
+            "seconds": time.monotonic() - started_wall,
+            "compute_seconds": compute,
+            "gpus": gpus,
+            "gpu_seconds": gpu_s,
+            "cpu_seconds": cpu_s,
+            "cost": cost,
+            "status": status,
+            "error": error,
+            "source": first_line[:120],
+        }
+        try:
+            self.control_plane.cell_finished(row["cluster_id"], row)
+        except Exception:
+            pass
+        return row
+
+
+def _render(event: dict[str, Any]) -> None:
+    """Show one output event in the running cell (called on the cell's thread)."""
+    kind = event["kind"]
+    if kind == "stream":
+        stream = sys.stderr if event.get("name") == "stderr" else sys.stdout
+        stream.write(event["text"])
+        stream.flush()
+    elif kind == "display":
+        from IPython.display import publish_display_data
+
+        sys.stdout.flush()
+        publish_display_data(event["data"], event.get("metadata") or {})
+    elif kind == "clear":
+        from IPython.display import clear_output
+
+        clear_output(wait=bool(event.get("wait")))
+
+
+def _short(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    if isinstance(error, RemoteCellError):
+        return f"{error.ename}: {error.evalue}"[:300]
+    message = getattr(error, "message", None) or str(error)
+    return f"{type(error).__name__}: {message}"[:300]
+
+
+def _kernel_id() -> str:
+    """This kernel's id (from its connection file) or a random one outside a kernel."""
+    try:
+        from ipykernel.kernelapp import IPKernelApp
+
+        if IPKernelApp.initialized():
+            path = IPKernelApp.instance().connection_file
+            name = os.path.basename(path)
+            if name.startswith("kernel-") and name.endswith(".json"):
+                return name[len("kernel-"):-len(".json")]
+    except Exception:
+        pass
+    return uuid.uuid4().hex
