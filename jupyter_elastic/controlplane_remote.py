@@ -1,0 +1,240 @@
+"""The kernel's handle on the Jupyter server's control plane, over the extension's REST API.
+
+``connect_control_plane()`` returns a :class:`RemoteControlPlane` when the kernel was started
+by a server running the extension (``JUPYTER_ELASTIC_SERVER_URL`` / ``JUPYTER_ELASTIC_TOKEN``).
+Plain ``urllib`` (no proxies: the server is local), one request per call, errors turned
+back into the ``ElasticError`` subclass the server reported. ``cell_started`` and
+``cell_finished`` are on a cell's dispatch path, so they only enqueue; one background
+thread sends them in order. ``acquire`` reads the server's NDJSON stream and calls
+``progress(phase, detail)`` as each start-up phase arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from .controlplane import ControlPlane, Progress
+from .errors import (
+    BackendUnavailable,
+    ClusterNotFound,
+    ClusterStartError,
+    ConfigError,
+    ElasticError,
+)
+
+log = logging.getLogger("jupyter_elastic.controlplane_remote")
+
+API_PATH = "jupyter-elastic/api/"
+#: Seconds to wait for a plain request (a cluster start streams, and has no such limit).
+REQUEST_TIMEOUT = 60.0
+
+_ERRORS: dict[int, type[ElasticError]] = {
+    400: ConfigError,
+    404: ClusterNotFound,
+    503: BackendUnavailable,
+}
+
+
+def error_for(status: int, message: str) -> ElasticError:
+    """The ``ElasticError`` for an HTTP status and the server's message."""
+    cls = _ERRORS.get(status, ElasticError)
+    exc = cls(message, hint="") if cls is ClusterNotFound else cls(message)
+    exc.status_code = status
+    return exc
+
+
+class RemoteControlPlane(ControlPlane):
+    """Control plane calls sent to the Jupyter server that started this kernel.
+
+    Examples
+    --------
+    ::
+
+        plane = RemoteControlPlane("http://127.0.0.1:8888/", token)
+        lease = plane.acquire("kernel-1", progress=lambda phase, detail: print(phase))
+        plane.cell_started(lease["cluster_id"])
+    """
+
+    kind = "server"
+
+    def __init__(self, url: str, token: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.base = (url if url.endswith("/") else url + "/") + API_PATH
+        self.token = token
+        self.timeout = timeout
+        # The server is this machine's Jupyter server: never route through an HTTP proxy.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._outbox: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ transport
+    def _request(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Send one request; the decoded JSON reply (None for 204), or an ElasticError."""
+        response = self._open(method, path, body, timeout=timeout or self.timeout)
+        with response:
+            data = response.read()
+        return json.loads(data) if data else None
+
+    def _open(self, method: str, path: str, body: Any, *, timeout: float | None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", f"token {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            return self._opener.open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raw = exc.read()
+            try:
+                message = json.loads(raw).get("message") or exc.reason
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace").strip() or str(exc.reason)
+            raise error_for(exc.code, str(message)) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BackendUnavailable(
+                f"cannot reach the Jupyter server's control plane at {self.base}: {reason}",
+                hint="Restart the kernel, or unset JUPYTER_ELASTIC_SERVER_URL to run clusters "
+                "inside this kernel",
+            ) from None
+
+    @staticmethod
+    def _quote(value: str) -> str:
+        return urllib.parse.quote(value, safe="")
+
+    # ------------------------------------------------------------------ leases
+    def acquire(
+        self,
+        session: str,
+        *,
+        backend: str | None = None,
+        name: str | None = None,
+        gpu_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        body = {"session": session, "backend": backend, "name": name, "gpu_type": gpu_type}
+        body = {k: v for k, v in body.items() if v is not None}
+        # No read timeout: a cold start can take minutes, and the server streams phases.
+        response = self._open("POST", "leases", body, timeout=None)
+        with response:
+            for raw in response:
+                if not raw.strip():
+                    continue
+                event = json.loads(raw)
+                kind = event.get("event")
+                if kind == "progress":
+                    if progress is not None:
+                        try:
+                            progress(event.get("phase", ""), event.get("detail", ""))
+                        except Exception:
+                            log.debug("progress callback failed", exc_info=True)
+                elif kind == "lease":
+                    return event["lease"]
+                elif kind == "error":
+                    raise error_for(int(event.get("status_code", 500)), event.get("message", ""))
+        raise ClusterStartError("the Jupyter server closed the connection before the cluster was ready")
+
+    def heartbeat(self, lease_id: str) -> bool:
+        try:
+            self._request("POST", f"leases/{self._quote(lease_id)}/heartbeat", {})
+        except ClusterNotFound:
+            return False
+        return True
+
+    def release(self, lease_id: str) -> None:
+        self._request("DELETE", f"leases/{self._quote(lease_id)}")
+
+    # ------------------------------------------------------------------ cells (async)
+    def cell_started(self, cluster_id: str) -> None:
+        self._post_later("cells/start", {"cluster_id": cluster_id})
+
+    def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:
+        self._post_later("cells/finish", {"cluster_id": cluster_id, "row": row})
+
+    def _post_later(self, path: str, body: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        self._outbox.put((path, body))
+        if self._sender is None:
+            with self._sender_lock:
+                if self._sender is None:
+                    self._sender = threading.Thread(
+                        target=self._send_forever, name="jupyter-elastic-cell-events", daemon=True
+                    )
+                    self._sender.start()
+
+    def _send_forever(self) -> None:
+        while True:
+            item = self._outbox.get()
+            try:
+                if item is None:
+                    return
+                path, body = item
+                try:
+                    self._request("POST", path, body)
+                except Exception as exc:  # never let a report break the kernel
+                    log.warning("jupyter-elastic: could not report %s: %s", path, exc)
+            finally:
+                self._outbox.task_done()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until queued cell events are sent; False if ``timeout`` passed first."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._outbox.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+    # ------------------------------------------------------------------ clusters
+    def clusters(self) -> list[dict[str, Any]]:
+        return self._request("GET", "clusters")["clusters"]
+
+    def cluster(self, cluster_id: str) -> dict[str, Any]:
+        return self._request("GET", f"clusters/{self._quote(cluster_id)}")
+
+    def scale(self, cluster_id: str, n: int) -> dict[str, Any]:
+        return self._request("POST", f"clusters/{self._quote(cluster_id)}/scale", {"n": n})
+
+    def adapt(self, cluster_id: str, minimum: int, maximum: int) -> dict[str, Any]:
+        return self._request(
+            "POST",
+            f"clusters/{self._quote(cluster_id)}/adapt",
+            {"minimum": minimum, "maximum": maximum},
+        )
+
+    def set_idle_timeout(self, cluster_id: str, seconds: float) -> dict[str, Any]:
+        return self._request(
+            "PUT", f"clusters/{self._quote(cluster_id)}/idle-timeout", {"seconds": seconds}
+        )
+
+    def stop(self, cluster_id: str) -> None:
+        self._request("DELETE", f"clusters/{self._quote(cluster_id)}")
+
+    def history(self) -> list[dict[str, Any]]:
+        return self._request("GET", "history")
+
+    def usage(self) -> dict[str, Any]:
+        return self._request("GET", "usage")
+
+    def close(self) -> None:
+        """Send what is queued (briefly), then stop the sender; the clusters stay on the server."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join(timeout=5)

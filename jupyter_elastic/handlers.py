@@ -1,0 +1,420 @@
+"""REST API of the server extension, under ``{base_url}jupyter-elastic/api``.
+
+Thin handlers: parse the request, call the :class:`~jupyter_elastic.manager.ElasticClusterManager`,
+write JSON (snake_case). Every handler is ``@web.authenticated`` and XSRF-protected like any
+Jupyter endpoint; bad input is a 400 whose ``{"message": ...}`` names the field, an unknown
+id a 404, and :func:`http_errors` is the one place that turns an ``ElasticError`` into its
+HTTP status. Full reference with examples: ``docs/rest-api.md``.
+
+Public endpoints (the sidebar, scripts)::
+
+    GET    /clusters                         -> 200 {"clusters": [cluster, ...]}
+    POST   /clusters {backend?, workers?, gpus?, name?}  -> 201 cluster
+    GET    /clusters/{id}                    -> 200 cluster + worker_details
+    DELETE /clusters/{id}                    -> 204
+    POST   /clusters/{id}/scale {n}          -> 200 cluster
+    POST   /clusters/{id}/adapt {minimum, maximum}       -> 200 cluster
+    PUT    /clusters/{id}/idle-timeout {seconds}         -> 200 cluster
+    GET    /history                          -> 200 [history row, ...]   (oldest first)
+    GET    /usage                            -> 200 usage totals
+
+Kernel-internal endpoints (``RemoteControlPlane``; also open to the server's own auth)::
+
+    POST   /leases {session, backend?, name?, gpu_type?}
+           -> 200, application/x-ndjson, one JSON object per line, flushed as it happens:
+              {"event": "progress", "phase", "detail", "elapsed"}   (queued, scheduler,
+              workers, ready), then exactly one of
+              {"event": "lease", "lease": {...}}   or
+              {"event": "error", "status_code", "message"}
+    POST   /leases/{lease_id}/heartbeat      -> 200 {"lease_id", "alive": true} | 404
+    DELETE /leases/{lease_id}                -> 204
+    POST   /cells/start {cluster_id}         -> 204
+    POST   /cells/finish {cluster_id, row}   -> 204 (row: a history row)
+
+Kernels started by this server authenticate with ``Authorization: token
+$JUPYTER_ELASTIC_TOKEN`` (a secret the extension makes per server start); any request
+without it goes through the server's normal authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+from jupyter_server.auth.identity import User
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from .config import check_backend, parse_duration, parse_gpus
+from .errors import ElasticError
+from .manager import ElasticClusterManager
+from .models import HistoryRow, check_cluster_name
+
+API_PREFIX = "/jupyter-elastic/api"
+KERNEL_USER = "jupyter-elastic-kernel"
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+@contextlib.contextmanager
+def http_errors() -> Iterator[None]:
+    """Turn an ``ElasticError`` into an ``HTTPError`` with its ``status_code`` and message."""
+    try:
+        yield
+    except ElasticError as exc:
+        raise web.HTTPError(exc.status_code, exc.message) from exc
+
+
+def _bad(message: str) -> web.HTTPError:
+    return web.HTTPError(400, message)
+
+
+def _whole(body: dict[str, Any], key: str, *, required: bool = False) -> int | None:
+    """``body[key]`` as an int >= 0 (``None`` if absent and not required)."""
+    if key not in body or body[key] is None:
+        if required:
+            raise _bad(f"missing field {key!r}: a whole number >= 0")
+        return None
+    value = body[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"field {key!r} must be a whole number >= 0, got {json.dumps(value)}")
+    return value
+
+
+def _text(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    if key not in body or body[key] is None:
+        if required:
+            raise _bad(f"missing field {key!r}: a string")
+        return None
+    value = body[key]
+    if not isinstance(value, str) or not value:
+        raise _bad(f"field {key!r} must be a non-empty string, got {json.dumps(value)}")
+    return value
+
+
+def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise _bad(f"unknown field {unknown[0]!r}; accepted fields: {', '.join(allowed)}")
+
+
+class ElasticHandler(APIHandler):
+    """Base: JSON in and out, the manager, kernel-token authentication, dashboard links."""
+
+    @property
+    def manager(self) -> ElasticClusterManager:
+        return self.settings["jupyter_elastic_manager"]
+
+    def _kernel_token_ok(self) -> bool:
+        expected = self.settings.get("jupyter_elastic_kernel_token") or ""
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        return bool(
+            expected
+            and scheme.lower() == "token"
+            and hmac.compare_digest(token.strip().encode(), expected.encode())
+        )
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if self._kernel_token_ok():
+            # A kernel of this server, holding the per-start secret: a bearer token like
+            # Jupyter's own, so no XSRF cookie is involved.
+            if not self.check_host():
+                raise web.HTTPError(403)
+            self.current_user = self._jupyter_current_user = User(username=KERNEL_USER)
+            return
+        await super().prepare()
+        await self.manager.start()  # idempotent: the reaper runs once the loop does
+
+    def read_json(self) -> dict[str, Any]:
+        """The request body as a JSON object (``{}`` when empty); 400 otherwise."""
+        raw = self.request.body
+        if not raw or not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise _bad(f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise _bad("request body must be a JSON object")
+        return data
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        """Finish with ``data`` as JSON."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def public(self, cluster: dict[str, Any]) -> dict[str, Any]:
+        """A cluster (or lease) with its dashboard link reachable through this server."""
+        link = cluster.get("dashboard_link")
+        if link and self.settings.get("jupyter_elastic_proxy", False):
+            url = urllib.parse.urlsplit(link)
+            if url.hostname in _LOCAL_HOSTS and url.port:
+                path = url_path_join(self.base_url, "proxy", str(url.port), url.path or "/status")
+                cluster = {**cluster, "dashboard_link": path}
+        return cluster
+
+
+class ClusterListHandler(ElasticHandler):
+    """``GET /clusters`` lists every cluster; ``POST /clusters`` starts one."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json({"clusters": [self.public(c) for c in self.manager.list_clusters()]})
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.read_json()
+        _only(body, ("backend", "workers", "gpus", "name"))
+        backend = _text(body, "backend")
+        name = _text(body, "name")
+        workers = _whole(body, "workers")
+        gpus = body.get("gpus")
+        with http_errors():
+            if backend is not None:
+                check_backend(backend)
+            if name is not None:
+                check_cluster_name(name)
+            if gpus is not None:
+                gpus = parse_gpus(gpus, what="gpus")
+            cluster = await self.manager.create_cluster(
+                backend=backend, name=name, workers=workers, gpus=gpus
+            )
+        self.write_json(self.public(cluster), status=201)
+
+
+class ClusterHandler(ElasticHandler):
+    """``GET /clusters/{id}`` (with ``worker_details``); ``DELETE`` stops it."""
+
+    @web.authenticated
+    async def get(self, cluster_id: str) -> None:
+        with http_errors():
+            cluster = await self.manager.get_cluster(cluster_id)
+        self.write_json(self.public(cluster))
+
+    @web.authenticated
+    async def delete(self, cluster_id: str) -> None:
+        with http_errors():
+            await self.manager.close_cluster(cluster_id, reason="stopped through the REST API")
+        self.set_status(204)
+        self.finish()
+
+
+class ScaleHandler(ElasticHandler):
+    """``POST /clusters/{id}/scale {"n": N}``: fixed size N."""
+
+    @web.authenticated
+    async def post(self, cluster_id: str) -> None:
+        body = self.read_json()
+        _only(body, ("n",))
+        n = _whole(body, "n", required=True)
+        with http_errors():
+            cluster = await self.manager.scale(cluster_id, n)
+        self.write_json(self.public(cluster))
+
+
+class AdaptHandler(ElasticHandler):
+    """``POST /clusters/{id}/adapt {"minimum": a, "maximum": b}``: adaptive in [a, b]."""
+
+    @web.authenticated
+    async def post(self, cluster_id: str) -> None:
+        body = self.read_json()
+        _only(body, ("minimum", "maximum"))
+        minimum = _whole(body, "minimum", required=True)
+        maximum = _whole(body, "maximum", required=True)
+        assert minimum is not None and maximum is not None
+        if minimum > maximum:
+            raise _bad(f"field 'minimum' ({minimum}) must not be above 'maximum' ({maximum})")
+        with http_errors():
+            cluster = await self.manager.adapt(cluster_id, minimum, maximum)
+        self.write_json(self.public(cluster))
+
+
+class IdleTimeoutHandler(ElasticHandler):
+    """``PUT /clusters/{id}/idle-timeout {"seconds": s}`` (a number, or a string like "90s")."""
+
+    @web.authenticated
+    async def put(self, cluster_id: str) -> None:
+        body = self.read_json()
+        _only(body, ("seconds",))
+        if body.get("seconds") is None or isinstance(body["seconds"], bool):
+            raise _bad("missing field 'seconds': a number of seconds or a duration like '90s'")
+        with http_errors():
+            seconds = parse_duration(body["seconds"], what="seconds")
+            cluster = await self.manager.set_idle_timeout(cluster_id, seconds)
+        self.write_json(self.public(cluster))
+
+
+class HistoryHandler(ElasticHandler):
+    """``GET /history``: one row per ``%%gpu`` cell, oldest first."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json(self.manager.history())
+
+
+class UsageHandler(ElasticHandler):
+    """``GET /usage``: GPU/CPU-seconds and cost over live clusters and recorded cells."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json(self.manager.usage())
+
+
+class LeaseListHandler(ElasticHandler):
+    """``POST /leases``: a kernel's cluster and lease, streaming start-up phases (NDJSON)."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.read_json()
+        _only(body, ("session", "backend", "name", "gpu_type"))
+        session = _text(body, "session", required=True)
+        backend = _text(body, "backend")
+        name = _text(body, "name")
+        gpu_type = _text(body, "gpu_type")
+        with http_errors():
+            if backend is not None:
+                check_backend(backend)
+            if name is not None:
+                check_cluster_name(name)
+        assert session is not None
+
+        began = time.monotonic()
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def progress(phase: str, detail: str) -> None:
+            events.put_nowait(
+                {
+                    "event": "progress",
+                    "phase": phase,
+                    "detail": detail,
+                    "elapsed": round(time.monotonic() - began, 3),
+                }
+            )
+
+        task = asyncio.ensure_future(
+            self.manager.acquire(
+                session, backend=backend, name=name, gpu_type=gpu_type, progress=progress
+            )
+        )
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self.set_header("Content-Type", "application/x-ndjson")
+        self.set_header("Cache-Control", "no-cache")
+        while not (task.done() and events.empty()):
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                continue
+            if not await self._send(getter.result()):
+                return  # the kernel went away; an unheartbeated lease lapses on its own
+        exc = task.exception()
+        if exc is None:
+            await self._send({"event": "lease", "lease": self.public(task.result())})
+        elif isinstance(exc, ElasticError):
+            await self._send(
+                {"event": "error", "status_code": exc.status_code, "message": exc.message}
+            )
+        else:
+            self.log.error("jupyter-elastic: acquire failed", exc_info=exc)
+            await self._send(
+                {"event": "error", "status_code": 500, "message": f"{type(exc).__name__}: {exc}"}
+            )
+        self.finish()
+
+    async def _send(self, event: dict[str, Any]) -> bool:
+        try:
+            self.write(json.dumps(event) + "\n")
+            await self.flush()
+        except StreamClosedError:
+            return False
+        return True
+
+
+class LeaseHeartbeatHandler(ElasticHandler):
+    """``POST /leases/{id}/heartbeat``: renew; 404 when the lease lapsed or its cluster is gone."""
+
+    @web.authenticated
+    async def post(self, lease_id: str) -> None:
+        if not self.manager.heartbeat(lease_id):
+            raise web.HTTPError(404, f"no live lease with id {lease_id!r}; acquire a new one")
+        self.write_json({"lease_id": lease_id, "alive": True})
+
+
+class LeaseHandler(ElasticHandler):
+    """``DELETE /leases/{id}``: give the lease up (its cluster goes after lease-ttl)."""
+
+    @web.authenticated
+    async def delete(self, lease_id: str) -> None:
+        self.manager.release(lease_id)
+        self.set_status(204)
+        self.finish()
+
+
+_ROW_REQUIRED = tuple(
+    name
+    for name, f in HistoryRow.__dataclass_fields__.items()
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+
+
+class CellStartHandler(ElasticHandler):
+    """``POST /cells/start {"cluster_id"}``: a cell began (restarts the idle clock)."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.read_json()
+        _only(body, ("cluster_id",))
+        cluster_id = _text(body, "cluster_id", required=True)
+        assert cluster_id is not None
+        self.manager.cell_started(cluster_id)
+        self.set_status(204)
+        self.finish()
+
+
+class CellFinishHandler(ElasticHandler):
+    """``POST /cells/finish {"cluster_id", "row"}``: a cell ended; ``row`` goes into history."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.read_json()
+        _only(body, ("cluster_id", "row"))
+        cluster_id = _text(body, "cluster_id")
+        row = body.get("row")
+        if not isinstance(row, dict):
+            raise _bad("missing field 'row': a history row object")
+        missing = [k for k in _ROW_REQUIRED if k not in row]
+        if missing:
+            raise _bad(f"field 'row' lacks {missing[0]!r} (required: {', '.join(_ROW_REQUIRED)})")
+        self.manager.cell_finished(cluster_id, row)
+        self.set_status(204)
+        self.finish()
+
+
+_ID = r"(?P<{}>[^/]+)"
+_CLUSTER = API_PREFIX + "/clusters/" + _ID.format("cluster_id")
+_LEASE = API_PREFIX + "/leases/" + _ID.format("lease_id")
+
+#: Routes (relative to ``base_url``) registered by ``ElasticExtension.initialize_handlers``.
+default_handlers: list[tuple[str, type[ElasticHandler]]] = [
+    (API_PREFIX + "/clusters", ClusterListHandler),
+    (_CLUSTER, ClusterHandler),
+    (_CLUSTER + "/scale", ScaleHandler),
+    (_CLUSTER + "/adapt", AdaptHandler),
+    (_CLUSTER + "/idle-timeout", IdleTimeoutHandler),
+    (API_PREFIX + "/history", HistoryHandler),
+    (API_PREFIX + "/usage", UsageHandler),
+    (API_PREFIX + "/leases", LeaseListHandler),
+    (_LEASE + "/heartbeat", LeaseHeartbeatHandler),
+    (_LEASE, LeaseHandler),
+    (API_PREFIX + "/cells/start", CellStartHandler),
+    (API_PREFIX + "/cells/finish", CellFinishHandler),
+]
