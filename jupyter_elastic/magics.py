@@ -25,7 +25,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line) instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}. Usage: {self.format_usage().strip()[7:]}")
+        flags = sorted({o for a in self._actions for o in a.option_strings if o.startswith("--")} - {"--help"})
+        accepted = f"; {self.prog} takes {', '.join(flags)}" if flags else ""
+        raise UsageError(f"{self.prog}: {message}{accepted} (see {self.prog}? for help)")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         if message:

@@ -132,6 +132,7 @@ class HistoryRow:
     error: str | None = None
     source: str = ""
     owner: str = ""
+    cached_inputs: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

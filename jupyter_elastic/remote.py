@@ -433,8 +433,19 @@ def install_worker_hooks() -> None:
 
 
 def dask_setup(worker: Any) -> None:
-    """Dask preload: install the output hooks and shorten the worker's batching window."""
+    """Dask preload: install the output hooks and shorten the worker's batching window.
+
+    Local workers share the kernel's process group, and Jupyter's stop button sends
+    SIGINT to the whole group: workers ignore it, and the kernel interrupts the cell
+    itself (``interrupt_cell``), restarting the worker if it does not stop.
+    """
     os.environ.setdefault("MPLBACKEND", "agg")
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread of the worker process
+        pass
     install_worker_hooks()
     try:
         worker.batched_stream.interval = 0.0005
@@ -553,7 +564,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
 
     # Inputs: cached ones from the worker's cache, new large ones into it.
     namespace: dict[str, Any] = {}
-    missing, used_tokens = [], []
+    missing, used_tokens, from_cache = [], [], []
     for name, value in payload["inputs"].items():
         if isinstance(value, _Cached):
             hit, cached = _cache.get(value.token)
@@ -562,6 +573,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
                 continue
             namespace[name] = cached
             used_tokens.append((value.token, name))
+            from_cache.append(name)
         elif isinstance(value, _CacheIt):
             _cache.put(value.token, value.value)
             namespace[name] = value.value
@@ -633,6 +645,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         worker=address,
         device="gpu" if _on_gpu() else "cpu",
         events=output.seq,
+        cached_inputs=from_cache,
     )
     return result
 

@@ -335,7 +335,8 @@ class ElasticSession:
                 if result["status"] == "ok":
                     status = "ok"
                     row = self._finish_row(lease, cell_name, started_iso, started_wall, worker, options,
-                                           compute, "ok", None, plan, execution_count)
+                                           compute, "ok", None, plan, execution_count,
+                                           cached=result.get("cached_inputs") or [])
                     return CellResult(result["value"], result["outputs"], result["deleted"], row)
                 error = RemoteCellError(result["ename"], result["evalue"], result["traceback"], worker)
                 if result["ename"] == "OutputNotSerializable" or attempt + 1 >= attempts:
@@ -504,7 +505,7 @@ class ElasticSession:
     def _finish_row(self, lease: dict[str, Any] | None, cell_name: str, started_iso: str,
                     started_wall: float, worker: str | None, options: CellOptions, compute: float,
                     status: str, error: str | None, plan: CellPlan, execution_count: int | None,
-                    quiet: bool = False) -> dict[str, Any]:
+                    quiet: bool = False, cached: list[str] | None = None) -> dict[str, Any]:
         if quiet:
             return {}
         settings = self.settings
@@ -533,6 +534,7 @@ class ElasticSession:
             "status": status,
             "error": error,
             "source": first_line[:120],
+            "cached_inputs": list(cached or []),
         }
         try:
             self.control_plane.cell_finished(row["cluster_id"], row)

@@ -1,0 +1,125 @@
+"""A real IPython kernel for tests: start it, run cells, collect every output message.
+
+Each message is kept with the time it arrived, so tests can check *order* (output seen
+while a cell still runs) without timing assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+
+@dataclass
+class CellRun:
+    """Everything one execute request produced."""
+
+    status: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    reply: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(m["content"]["text"] for m in self.messages
+                       if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(m["content"]["text"] for m in self.messages
+                       if m["msg_type"] == "stream" and m["content"]["name"] == "stderr")
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        errors = [m["content"] for m in self.messages if m["msg_type"] == "error"]
+        return errors[0] if errors else None
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        results = [m["content"]["data"] for m in self.messages if m["msg_type"] == "execute_result"]
+        return results[0] if results else None
+
+    def displays(self) -> list[dict[str, Any]]:
+        return [m["content"]["data"] for m in self.messages if m["msg_type"] == "display_data"]
+
+    def error_text(self) -> str:
+        """What the user sees for a failed cell: the error's traceback or UsageError line."""
+        if self.error is not None:
+            return "\n".join(self.error["traceback"])
+        return self.stderr
+
+
+class Kernel:
+    """A started kernel (``python3`` with ``%load_ext jupyter_elastic`` by default)."""
+
+    def __init__(self, env: dict[str, str] | None = None, kernel_name: str = "python3",
+                 load: bool = True, cwd: str | None = None) -> None:
+        self.km = KernelManager(kernel_name=kernel_name)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.km.start_kernel(env=full_env, cwd=cwd)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        if load:
+            run = self.run("%load_ext jupyter_elastic")
+            assert run.status == "ok", run.error_text()
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid  # type: ignore[union-attr]
+
+    def submit(self, code: str) -> str:
+        return self.kc.execute(code)
+
+    def collect(self, msg_id: str, timeout: float = 120, on_message: Any = None) -> CellRun:
+        run = CellRun()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"cell did not finish within {timeout}s; got {run.messages!r}")
+            try:
+                msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            msg = {"msg_type": msg["msg_type"], "content": msg["content"], "t": time.monotonic()}
+            if msg["msg_type"] == "status":
+                if msg["content"]["execution_state"] == "idle":
+                    break
+                continue
+            run.messages.append(msg)
+            if on_message is not None:
+                on_message(msg)
+        while True:
+            reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        run.reply = reply["content"]
+        run.status = reply["content"]["status"]
+        return run
+
+    def run(self, code: str, timeout: float = 120, on_message: Any = None) -> CellRun:
+        return self.collect(self.submit(code), timeout=timeout, on_message=on_message)
+
+    def value(self, expression: str) -> Any:
+        """Evaluate ``expression`` in the kernel and return its ``repr`` parsed back."""
+        import ast
+
+        run = self.run(f"print(repr({expression}))")
+        assert run.status == "ok", run.error_text()
+        return ast.literal_eval(run.stdout.strip())
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            if self.km.is_alive():
+                self.km.shutdown_kernel(now=False)
+            self.km.cleanup_resources()
