@@ -1,0 +1,249 @@
+/**
+ * The sidebar model against a fake REST API (an in-memory `RequestFn`).
+ */
+import { ElasticModel } from '../model';
+import { ICluster, IElasticState, IHistoryRow, RequestFn } from '../tokens';
+import { formatCost, formatDuration, idleLabel } from '../format';
+
+function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
+  return {
+    id,
+    name: `c-${id}`,
+    backend: 'local',
+    status: 'running',
+    workers: 1,
+    gpus: 0,
+    idle_seconds: 3,
+    idle_timeout: 90,
+    dashboard_link: `/proxy/8787/status`,
+    owner: 'me',
+    created: '2026-11-29T05:00:00+00:00',
+    usage: { gpu_seconds: 0, cpu_seconds: 4, idle_seconds: 1, cost: 0.0001 },
+    adapt: { minimum: 0, maximum: 4 },
+    ...extra
+  };
+}
+
+const ROW: IHistoryRow = {
+  id: 'r1',
+  cell: 2,
+  started: '2026-11-29T05:00:00+00:00',
+  backend: 'local',
+  cluster_id: 'a',
+  worker: 'w0',
+  device: 'gpu',
+  seconds: 1.5,
+  compute_seconds: 1.2,
+  gpus: 1,
+  gpu_seconds: 1.2,
+  cpu_seconds: 0,
+  cost: 0.0008,
+  status: 'ok'
+};
+
+class ResponseError extends Error {}
+
+/** A fake server: records calls, answers from `clusters`, fails where told to. */
+class FakeServer {
+  clusters: ICluster[] = [cluster('a')];
+  history: IHistoryRow[] = [ROW];
+  calls: string[] = [];
+  fail: Record<string, string> = {};
+
+  request: RequestFn = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
+    const method = init.method ?? 'GET';
+    this.calls.push(`${method} ${path}${init.body ? ' ' + init.body : ''}`);
+    const failure = this.fail[`${method} ${path}`];
+    if (failure) {
+      throw new ResponseError(failure);
+    }
+    const body = init.body ? JSON.parse(init.body as string) : {};
+    const match = /^clusters\/([^/]+)(?:\/(scale|adapt))?$/.exec(path);
+    if (method === 'GET' && path === 'clusters') {
+      return { clusters: this.clusters.map(c => ({ ...c })) } as T;
+    }
+    if (method === 'GET' && path === 'history') {
+      return this.history as T;
+    }
+    if (method === 'GET' && path === 'usage') {
+      return {
+        clusters: { gpu_seconds: 0, cpu_seconds: 4, idle_seconds: 1, cost: 0.0001 },
+        cells: { count: 1, seconds: 1.5, gpu_seconds: 1.2, cpu_seconds: 0, cost: 0.0008 },
+        currency: 'USD',
+        pricing: { gpu_hour: 2.5, cpu_hour: 0.05 }
+      } as T;
+    }
+    if (method === 'POST' && path === 'clusters') {
+      const made = cluster('new1', { backend: body.backend });
+      this.clusters.push(made);
+      return made as T;
+    }
+    const found = match && this.clusters.find(c => c.id === decodeURIComponent(match[1]));
+    if (!found) {
+      throw new ResponseError(`no cluster with id '${match ? match[1] : path}'`);
+    }
+    if (method === 'GET') {
+      return {
+        ...found,
+        worker_details: Array.from({ length: found.workers }, (_, i) => ({
+          name: `w${i}`,
+          gpus: 0,
+          memory: 1 << 30,
+          gpu_utilization: null,
+          gpu_memory: null
+        }))
+      } as T;
+    }
+    if (method === 'DELETE') {
+      this.clusters = this.clusters.filter(c => c !== found);
+      return undefined as T;
+    }
+    if (match![2] === 'scale') {
+      found.workers = body.n;
+      found.requested_workers = body.n;
+      found.adapt = null;
+    } else {
+      found.adapt = { minimum: body.minimum, maximum: body.maximum };
+    }
+    return found as T;
+  };
+}
+
+describe('ElasticModel', () => {
+  let server: FakeServer;
+  let model: ElasticModel;
+  let emitted: IElasticState[];
+
+  beforeEach(() => {
+    server = new FakeServer();
+    model = new ElasticModel({ request: server.request, autoStart: false });
+    emitted = [];
+    model.changed.connect((_, state) => emitted.push(state));
+  });
+
+  afterEach(() => {
+    model.dispose();
+  });
+
+  it('starts empty and not loaded', () => {
+    expect(model.state).toEqual({
+      clusters: [],
+      history: [],
+      usage: null,
+      error: null,
+      busy: [],
+      loaded: false
+    });
+  });
+
+  it('refresh reads clusters with worker details, history and usage, and emits', async () => {
+    await model.refresh();
+    expect(emitted).toHaveLength(1);
+    const state = model.state;
+    expect(state.loaded).toBe(true);
+    expect(state.clusters.map(c => c.id)).toEqual(['a']);
+    expect(state.clusters[0].worker_details!.map(w => w.name)).toEqual(['w0']);
+    expect(state.history).toEqual([ROW]);
+    expect(state.usage!.cells.count).toBe(1);
+    expect(server.calls).toEqual(
+      expect.arrayContaining(['GET clusters', 'GET history', 'GET usage', 'GET clusters/a'])
+    );
+  });
+
+  it('scale sends n, then refreshes: the new worker count is in the state', async () => {
+    await model.refresh();
+    const result = await model.scale('a', 2);
+    expect(result!.workers).toBe(2);
+    expect(server.calls).toContain('POST clusters/a/scale {"n":2}');
+    expect(model.state.clusters[0].worker_details).toHaveLength(2);
+    expect(model.state.busy).toEqual([]);
+    // busy was set while the request was in flight
+    expect(emitted.some(s => s.busy.includes('a'))).toBe(true);
+  });
+
+  it('adapt sends the bounds', async () => {
+    await model.adapt('a', 1, 3);
+    expect(server.calls).toContain('POST clusters/a/adapt {"minimum":1,"maximum":3}');
+    expect(model.state.clusters[0].adapt).toEqual({ minimum: 1, maximum: 3 });
+  });
+
+  it('stop deletes the cluster and it disappears from the state', async () => {
+    await model.refresh();
+    expect(await model.stop('a')).toBe(true);
+    expect(server.calls).toContain('DELETE clusters/a');
+    expect(model.state.clusters).toEqual([]);
+  });
+
+  it('create posts the backend', async () => {
+    const made = await model.create({ backend: 'local' });
+    expect(made!.id).toBe('new1');
+    expect(server.calls).toContain('POST clusters {"backend":"local"}');
+    expect(model.state.clusters.map(c => c.id)).toEqual(['a', 'new1']);
+  });
+
+  it('shows a failed action as an error and does not throw', async () => {
+    server.fail['POST clusters/a/scale'] = "n=9 is above max-workers=4; raise jupyter-elastic.max-workers";
+    const result = await model.scale('a', 9);
+    expect(result).toBeNull();
+    expect(model.state.error).toContain('max-workers=4');
+    expect(model.state.busy).toEqual([]);
+    model.dismissError();
+    expect(model.state.error).toBeNull();
+  });
+
+  it('shows a failed refresh, keeps the last data, and clears the error once it recovers', async () => {
+    await model.refresh();
+    server.fail['GET clusters'] = 'Forbidden';
+    await model.refresh();
+    expect(model.state.error).toBe('Could not refresh: Forbidden');
+    expect(model.state.clusters.map(c => c.id)).toEqual(['a']);
+    delete server.fail['GET clusters'];
+    await model.refresh();
+    expect(model.state.error).toBeNull();
+  });
+
+  it('keeps a cluster summary when its details vanish between calls', async () => {
+    const realRequest = server.request;
+    server.request = async <T>(path: string, init?: RequestInit): Promise<T> => {
+      if (path === 'clusters/a') {
+        throw new ResponseError("no cluster with id 'a'");
+      }
+      return realRequest<T>(path, init);
+    };
+    const other = new ElasticModel({ request: server.request, autoStart: false });
+    await other.refresh();
+    expect(other.state.clusters.map(c => c.id)).toEqual(['a']);
+    expect(other.state.clusters[0].worker_details).toBeUndefined();
+    expect(other.state.error).toBeNull();
+    other.dispose();
+  });
+
+  it('refresh interval is settable and bounded below', () => {
+    model.refreshInterval = 5;
+    expect(model.refreshInterval).toBe(5);
+    model.refreshInterval = 0.01;
+    expect(model.refreshInterval).toBe(0.5);
+  });
+
+  it('emits nothing once disposed', async () => {
+    model.dispose();
+    expect(model.isDisposed).toBe(true);
+    await model.refresh();
+    expect(emitted).toHaveLength(0);
+  });
+});
+
+describe('format', () => {
+  it('formats durations, money and the idle clock', () => {
+    expect(formatDuration(1.234)).toBe('1.23s');
+    expect(formatDuration(75)).toBe('1m 15s');
+    expect(formatDuration(3720)).toBe('1h 2m');
+    expect(formatCost(0.0123, 'USD')).toBe('$0.0123');
+    expect(formatCost(12.5, 'USD')).toBe('$12.50');
+    expect(idleLabel({ workers: 2, idle_seconds: 30, idle_timeout: 90 })).toBe('to zero in 1m');
+    expect(idleLabel({ workers: 0, idle_seconds: 300, idle_timeout: 90 })).toBe('scaled to zero');
+    expect(idleLabel({ workers: 1, idle_seconds: 0, idle_timeout: 90, running_cells: 1 })).toBe(
+      'busy (1 cell)'
+    );
+  });
+});

@@ -1,0 +1,73 @@
+/**
+ * Formatting of seconds, money and bytes for the sidebar.
+ */
+
+/** `75` → `"1m 15s"`, `3725` → `"1h 2m"`, `0.42` → `"0.42s"`. */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) {
+    return '–';
+  }
+  const s = Math.max(0, seconds);
+  if (s < 10) {
+    return `${Number(s.toFixed(2))}s`;
+  }
+  if (s < 60) {
+    return `${Math.round(s)}s`;
+  }
+  if (s < 3600) {
+    const m = Math.floor(s / 60);
+    const rest = Math.round(s - m * 60);
+    return rest ? `${m}m ${rest}s` : `${m}m`;
+  }
+  const h = Math.floor(s / 3600);
+  const m = Math.round((s - h * 3600) / 60);
+  return m ? `${h}h ${m}m` : `${h}h`;
+}
+
+/** Money with the currency code: `0.0123, "USD"` → `"$0.0123"`; small amounts keep 4 places. */
+export function formatCost(amount: number | null | undefined, currency = 'USD'): string {
+  const value = amount ?? 0;
+  const digits = value !== 0 && Math.abs(value) < 1 ? 4 : 2;
+  try {
+    return new Intl.NumberFormat('en-US', {
+      style: 'currency',
+      currency,
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits
+    }).format(value);
+  } catch {
+    return `${value.toFixed(digits)} ${currency}`;
+  }
+}
+
+/** `536870912` → `"512 MiB"`. */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !isFinite(bytes)) {
+    return '–';
+  }
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${Number(value.toFixed(value < 10 && unit > 0 ? 1 : 0))} ${units[unit]}`;
+}
+
+/** What the idle clock of a cluster says: busy, counting down to zero workers, or at zero. */
+export function idleLabel(cluster: {
+  workers: number;
+  idle_seconds: number;
+  idle_timeout: number;
+  running_cells?: number;
+}): string {
+  if (cluster.running_cells) {
+    return `busy (${cluster.running_cells} cell${cluster.running_cells > 1 ? 's' : ''})`;
+  }
+  if (cluster.workers === 0) {
+    return 'scaled to zero';
+  }
+  const left = cluster.idle_timeout - cluster.idle_seconds;
+  return left > 0 ? `to zero in ${formatDuration(left)}` : 'scaling to zero';
+}

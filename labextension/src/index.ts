@@ -1,0 +1,105 @@
+/**
+ * jupyter-elastic's JupyterLab plugin: the "Elastic compute" sidebar, its settings and the
+ * "Insert %%gpu cell" command.
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+
+import { ElasticModel } from './model';
+import { requestAPI } from './request';
+import { CommandIDs, IElasticSettings, PLUGIN_ID, RequestFn } from './tokens';
+import { elasticIcon, ElasticSidebar } from './widget';
+
+const DEFAULTS: IElasticSettings = { refreshInterval: 2, defaultBackend: 'local' };
+
+/** Source of the cell the command inserts. */
+export const GPU_CELL_SOURCE = '%%gpu\n';
+/** Source of the cell that loads the magics, inserted once when a notebook lacks it. */
+export const LOAD_EXT_SOURCE = '%load_ext jupyter_elastic';
+
+/**
+ * The sidebar plugin.
+ */
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Elastic compute sidebar: clusters, workers, GPUs, idle countdown, cost, %%gpu history.',
+  autoStart: true,
+  optional: [ISettingRegistry, ICommandPalette, INotebookTracker, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    settingRegistry: ISettingRegistry | null,
+    palette: ICommandPalette | null,
+    notebooks: INotebookTracker | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const serverSettings = app.serviceManager.serverSettings;
+    const request: RequestFn = <T>(path: string, init?: RequestInit) =>
+      requestAPI<T>(path, init ?? {}, serverSettings);
+    let settings: IElasticSettings = { ...DEFAULTS };
+    const model = new ElasticModel({ request, refreshInterval: settings.refreshInterval });
+    const sidebar = new ElasticSidebar({ model, defaultBackend: () => settings.defaultBackend });
+    app.shell.add(sidebar, 'left', { rank: 250 });
+    restorer?.add(sidebar, sidebar.id);
+
+    if (settingRegistry) {
+      const apply = (loaded: ISettingRegistry.ISettings) => {
+        settings = { ...DEFAULTS, ...(loaded.composite as unknown as Partial<IElasticSettings>) };
+        model.refreshInterval = settings.refreshInterval;
+        sidebar.update();
+      };
+      settingRegistry
+        .load(PLUGIN_ID)
+        .then(loaded => {
+          apply(loaded);
+          loaded.changed.connect(apply);
+        })
+        .catch(reason => console.error('jupyter-elastic: could not load settings', reason));
+    }
+
+    app.commands.addCommand(CommandIDs.openSidebar, {
+      label: 'Show Elastic Compute',
+      icon: elasticIcon,
+      execute: () => app.shell.activateById(sidebar.id)
+    });
+    app.commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh Elastic Compute',
+      execute: () => model.refresh()
+    });
+    app.commands.addCommand(CommandIDs.insertGpuCell, {
+      label: 'Insert %%gpu Cell',
+      caption: 'Insert a cell that runs on an elastic GPU worker',
+      icon: elasticIcon,
+      isEnabled: () => !!notebooks?.currentWidget,
+      execute: () => {
+        const panel = notebooks?.currentWidget;
+        if (!panel) {
+          return;
+        }
+        const notebook = panel.content;
+        const sources = (panel.model?.sharedModel.cells ?? []).map(c => c.getSource());
+        if (!sources.some(source => source.includes(LOAD_EXT_SOURCE))) {
+          // The magics need the extension loaded first (the "elastic" kernel does it itself).
+          const index = notebook.activeCellIndex;
+          notebook.activeCellIndex = 0;
+          NotebookActions.insertAbove(notebook);
+          notebook.activeCell?.model.sharedModel.setSource(LOAD_EXT_SOURCE);
+          notebook.activeCellIndex = index + 1;
+        }
+        NotebookActions.insertBelow(notebook);
+        notebook.activeCell?.model.sharedModel.setSource(GPU_CELL_SOURCE);
+        notebook.mode = 'edit';
+      }
+    });
+    palette?.addItem({ command: CommandIDs.insertGpuCell, category: 'Elastic Compute' });
+    palette?.addItem({ command: CommandIDs.openSidebar, category: 'Elastic Compute' });
+    palette?.addItem({ command: CommandIDs.refresh, category: 'Elastic Compute' });
+  }
+};
+
+export default plugin;

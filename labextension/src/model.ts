@@ -1,0 +1,239 @@
+/**
+ * The sidebar's model: one `Poll` that reads clusters, history and usage from the server,
+ * and the actions (start, scale, adapt, stop) the panel offers. Views listen to `changed`.
+ */
+import { IDisposable } from '@lumino/disposable';
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import {
+  ICluster,
+  IClusterList,
+  ICreateCluster,
+  IElasticState,
+  IHistoryRow,
+  IUsageReport,
+  RequestFn
+} from './tokens';
+
+/** Longest wait between refreshes while the server keeps failing (backoff ceiling). */
+const MAX_INTERVAL_MS = 60 * 1000;
+
+/**
+ * Options of an `ElasticModel`.
+ */
+export interface IElasticModelOptions {
+  /** How to reach the REST API (`requestAPI` bound to the app's settings, or a fake). */
+  request: RequestFn;
+  /** Seconds between refreshes (default 2). */
+  refreshInterval?: number;
+  /** Start polling at once (default true; tests pass false and call `refresh()`). */
+  autoStart?: boolean;
+}
+
+/**
+ * Poll the server for clusters, history and usage, and emit `changed` on every update.
+ */
+export class ElasticModel implements IDisposable {
+  /**
+   * Create the model; it starts polling unless `autoStart` is false.
+   */
+  constructor(options: IElasticModelOptions) {
+    this._request = options.request;
+    this._poll = new Poll({
+      auto: options.autoStart ?? true,
+      factory: () => this._fetch(),
+      frequency: {
+        interval: secondsToMs(options.refreshInterval ?? 2),
+        backoff: true,
+        max: MAX_INTERVAL_MS
+      },
+      name: 'jupyter-elastic:model',
+      standby: 'when-hidden'
+    });
+  }
+
+  /** Emitted with the new state after every refresh or action. */
+  get changed(): ISignal<this, IElasticState> {
+    return this._changed;
+  }
+
+  /** The state as last seen. */
+  get state(): IElasticState {
+    return this._state;
+  }
+
+  /** Whether the model is disposed. */
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  /** Seconds between refreshes. */
+  get refreshInterval(): number {
+    return this._poll.frequency.interval / 1000;
+  }
+
+  set refreshInterval(seconds: number) {
+    this._poll.frequency = {
+      ...this._poll.frequency,
+      interval: secondsToMs(seconds)
+    };
+  }
+
+  /** Refresh now; resolves once the new state has been emitted. */
+  async refresh(): Promise<void> {
+    if (this._isDisposed) {
+      return;
+    }
+    await this._fetch().catch(() => undefined);
+  }
+
+  /** Start a cluster (`POST /clusters`). */
+  async create(body: ICreateCluster): Promise<ICluster | null> {
+    return this._act('new', () =>
+      this._request<ICluster>('clusters', {
+        method: 'POST',
+        body: JSON.stringify(body)
+      })
+    );
+  }
+
+  /** Scale a cluster to a fixed `n` workers. */
+  async scale(id: string, n: number): Promise<ICluster | null> {
+    return this._act(id, () =>
+      this._request<ICluster>(`clusters/${encodeURIComponent(id)}/scale`, {
+        method: 'POST',
+        body: JSON.stringify({ n })
+      })
+    );
+  }
+
+  /** Let a cluster scale adaptively between `minimum` and `maximum` workers. */
+  async adapt(
+    id: string,
+    minimum: number,
+    maximum: number
+  ): Promise<ICluster | null> {
+    return this._act(id, () =>
+      this._request<ICluster>(`clusters/${encodeURIComponent(id)}/adapt`, {
+        method: 'POST',
+        body: JSON.stringify({ minimum, maximum })
+      })
+    );
+  }
+
+  /** Stop a cluster (the caller asks the user first). */
+  async stop(id: string): Promise<boolean> {
+    const done = await this._act(id, async () => {
+      await this._request<void>(`clusters/${encodeURIComponent(id)}`, {
+        method: 'DELETE'
+      });
+      return true;
+    });
+    return done === true;
+  }
+
+  /** Forget the error shown in the panel. */
+  dismissError(): void {
+    this._update({ error: null });
+  }
+
+  /** Stop polling and disconnect every listener. */
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  /**
+   * Run an action on a cluster: mark it busy, show a failure in the panel, refresh after.
+   */
+  private async _act<T>(id: string, action: () => Promise<T>): Promise<T | null> {
+    this._update({ busy: [...this._state.busy, id], error: null });
+    let result: T | null = null;
+    try {
+      result = await action();
+    } catch (error) {
+      this._update({ error: errorMessage(error) });
+    } finally {
+      this._update({ busy: this._state.busy.filter(b => b !== id) });
+    }
+    await this.refresh();
+    return result;
+  }
+
+  /** One refresh: the list, then each cluster's workers, history and usage. */
+  private async _fetch(): Promise<void> {
+    try {
+      const [list, history, usage] = await Promise.all([
+        this._request<IClusterList>('clusters'),
+        this._request<IHistoryRow[]>('history'),
+        this._request<IUsageReport>('usage')
+      ]);
+      const clusters = await Promise.all(
+        list.clusters.map(cluster =>
+          this._request<ICluster>(`clusters/${encodeURIComponent(cluster.id)}`)
+            // Stopped between the two calls, or details unavailable: keep the summary.
+            .catch(() => cluster)
+        )
+      );
+      if (this._isDisposed) {
+        return;
+      }
+      this._update({
+        clusters,
+        history,
+        usage,
+        loaded: true,
+        error: this._refreshFailed ? null : this._state.error
+      });
+      this._refreshFailed = false;
+    } catch (error) {
+      if (!this._isDisposed) {
+        this._refreshFailed = true;
+        this._update({
+          error: `Could not refresh: ${errorMessage(error)}`,
+          loaded: true
+        });
+      }
+      throw error; // let the Poll back off
+    }
+  }
+
+  private _update(change: Partial<IElasticState>): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._state = { ...this._state, ...change };
+    this._changed.emit(this._state);
+  }
+
+  private _request: RequestFn;
+  private _poll: Poll;
+  private _isDisposed = false;
+  private _refreshFailed = false;
+  private _state: IElasticState = {
+    clusters: [],
+    history: [],
+    usage: null,
+    error: null,
+    busy: [],
+    loaded: false
+  };
+  private _changed = new Signal<this, IElasticState>(this);
+}
+
+/** The message of an error thrown by `requestAPI` (or anything else). */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) {
+    return error.message;
+  }
+  return String(error);
+}
+
+function secondsToMs(seconds: number): number {
+  return Math.max(500, Math.round((Number(seconds) || 2) * 1000));
+}

@@ -1,0 +1,159 @@
+/**
+ * The wire format of the jupyter-elastic REST API, mirroring `jupyter_elastic/models.py`
+ * and `ClusterRecord.to_json` in `manager.py` (snake_case, seconds as numbers).
+ */
+
+/** Plugin id, also the settings-schema id (`labextension/schema/plugin.json`). */
+export const PLUGIN_ID = 'jupyter-elastic:plugin';
+
+/** DOM id of the sidebar panel. */
+export const SIDEBAR_ID = 'jupyter-elastic-sidebar';
+
+/** Title of the sidebar panel. */
+export const SIDEBAR_TITLE = 'Elastic compute';
+
+/** Path of the REST API under the server's base URL. */
+export const API_PATH = 'jupyter-elastic/api';
+
+/** Command ids. */
+export namespace CommandIDs {
+  /** Insert a `%%gpu` cell below the active cell of the current notebook. */
+  export const insertGpuCell = 'jupyter-elastic:insert-gpu-cell';
+  /** Open the Elastic compute sidebar. */
+  export const openSidebar = 'jupyter-elastic:open-sidebar';
+  /** Refresh the sidebar now. */
+  export const refresh = 'jupyter-elastic:refresh';
+}
+
+/** Backends a cluster can run on. */
+export type Backend = 'local' | 'kubernetes' | 'gateway';
+
+/** Metered totals of a cluster (`Usage` in models.py). */
+export interface IUsage {
+  gpu_seconds: number;
+  cpu_seconds: number;
+  idle_seconds: number;
+  busy_seconds?: number;
+  cost: number;
+}
+
+/** One live worker (`WorkerDetail` in models.py). */
+export interface IWorkerDetail {
+  name: string;
+  gpus: number;
+  memory: number;
+  gpu_utilization: number | null;
+  gpu_memory: number | null;
+  address?: string;
+  status?: string;
+}
+
+/** Adaptive bounds, when a cluster scales adaptively. */
+export interface IAdaptBounds {
+  minimum: number;
+  maximum: number;
+}
+
+/** A cluster as `GET /clusters` lists it; `GET /clusters/{id}` adds `worker_details`. */
+export interface ICluster {
+  id: string;
+  name: string;
+  backend: Backend | string;
+  status: 'starting' | 'running' | 'stopping' | 'stopped' | 'error' | string;
+  phase?: string;
+  phase_detail?: string;
+  workers: number;
+  gpus: number;
+  has_gpu?: boolean;
+  idle_seconds: number;
+  idle_timeout: number;
+  shutdown_after?: number;
+  running_cells?: number;
+  cells?: number;
+  adapt?: IAdaptBounds | null;
+  requested_workers?: number | null;
+  dashboard_link: string | null;
+  scheduler_address?: string | null;
+  owner: string;
+  created: string;
+  usage: IUsage;
+  currency?: string;
+  worker_details?: IWorkerDetail[];
+}
+
+/** Reply of `GET /clusters`. */
+export interface IClusterList {
+  clusters: ICluster[];
+}
+
+/** One `%%gpu` cell run (`HistoryRow` in models.py). */
+export interface IHistoryRow {
+  id: string;
+  cell: number | null;
+  started: string;
+  backend: string;
+  cluster_id: string | null;
+  worker: string | null;
+  device: 'gpu' | 'cpu' | 'local' | string;
+  seconds: number;
+  compute_seconds: number;
+  gpus: number;
+  gpu_seconds: number;
+  cpu_seconds: number;
+  cost: number;
+  status: 'ok' | 'error' | 'cancelled' | 'timeout' | string;
+  error?: string | null;
+  source?: string;
+  owner?: string;
+}
+
+/** Reply of `GET /usage`. */
+export interface IUsageReport {
+  clusters: IUsage;
+  cells: {
+    count: number;
+    seconds: number;
+    gpu_seconds: number;
+    cpu_seconds: number;
+    cost: number;
+  };
+  currency: string;
+  pricing: { gpu_hour: number; cpu_hour: number };
+}
+
+/** Body of `POST /clusters`. */
+export interface ICreateCluster {
+  backend?: string;
+  workers?: number;
+  gpus?: number;
+  name?: string;
+}
+
+/** Everything the sidebar shows, as the model last saw it. */
+export interface IElasticState {
+  clusters: ICluster[];
+  history: IHistoryRow[];
+  usage: IUsageReport | null;
+  /** The last error from the server (a refresh or an action), shown in the panel. */
+  error: string | null;
+  /** Ids of clusters with an action (scale, adapt, stop) in flight. */
+  busy: string[];
+  /** Whether at least one refresh has completed. */
+  loaded: boolean;
+}
+
+/**
+ * Send one request to the REST API and decode its JSON reply.
+ *
+ * `path` is relative to `API_PATH`; the reply of a 204 is `undefined`. Failures reject with
+ * an `Error` whose message is the server's `message`.
+ */
+export type RequestFn = <T>(path: string, init?: RequestInit) => Promise<T>;
+
+/** User settings from the Settings Editor. */
+export interface IElasticSettings {
+  /** Seconds between refreshes while the page is visible. */
+  refreshInterval: number;
+  /** Backend of clusters started with the panel's "New cluster" button. */
+  defaultBackend: Backend;
+}

@@ -1,0 +1,95 @@
+/**
+ * The sidebar widget: a `ReactWidget` that renders the model's state and asks before stopping.
+ */
+import { Dialog, ReactWidget, showDialog, UseSignal } from '@jupyterlab/apputils';
+import { LabIcon } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { ElasticPanel } from './components';
+import { ElasticModel } from './model';
+import { ICluster, IElasticState, SIDEBAR_ID, SIDEBAR_TITLE } from './tokens';
+
+const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
+  <g class="jp-icon3" fill="#616161">
+    <path d="M4 7h16v10H4zM2 9h1v2H2zm0 4h1v2H2zm19-4h1v2h-1zm0 4h1v2h-1zM7 4h2v2H7zm4 0h2v2h-2zm4 0h2v2h-2zM7 18h2v2H7zm4 0h2v2h-2zm4 0h2v2h-2z"/>
+  </g>
+  <g fill="#fff"><path d="M7 10h4v4H7zm6 0h4v1h-4zm0 3h3v1h-3z"/></g>
+</svg>`;
+
+/** The sidebar's icon (a GPU board). */
+export const elasticIcon = new LabIcon({ name: 'jupyter-elastic:gpu', svgstr: ICON_SVG });
+
+/** Options of `ElasticSidebar`. */
+export interface IElasticSidebarOptions {
+  /** The model; the sidebar disposes it with itself. */
+  model: ElasticModel;
+  /** Backend used by "New cluster" (read at click time: settings can change). */
+  defaultBackend: () => string;
+}
+
+/**
+ * The "Elastic compute" panel in the left area.
+ */
+export class ElasticSidebar extends ReactWidget {
+  /** Create the sidebar around a model. */
+  constructor(options: IElasticSidebarOptions) {
+    super();
+    this._model = options.model;
+    this._defaultBackend = options.defaultBackend;
+    this.id = SIDEBAR_ID;
+    this.addClass('jp-Elastic-sidebar');
+    this.title.icon = elasticIcon;
+    this.title.caption = SIDEBAR_TITLE;
+  }
+
+  /** The model behind the panel. */
+  get model(): ElasticModel {
+    return this._model;
+  }
+
+  /** Dispose the model with the widget. */
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._model.dispose();
+    super.dispose();
+  }
+
+  protected render(): JSX.Element {
+    return (
+      <UseSignal signal={this._model.changed} initialArgs={this._model.state}>
+        {(_, state?: IElasticState) => (
+          <ElasticPanel
+            state={state ?? this._model.state}
+            defaultBackend={this._defaultBackend()}
+            onCreate={() => void this._model.create({ backend: this._defaultBackend() })}
+            onScale={(cluster, n) => void this._model.scale(cluster.id, n)}
+            onAdapt={(cluster, minimum, maximum) =>
+              void this._model.adapt(cluster.id, minimum, maximum)
+            }
+            onStop={cluster => void this._confirmStop(cluster)}
+            onDismissError={() => this._model.dismissError()}
+          />
+        )}
+      </UseSignal>
+    );
+  }
+
+  private async _confirmStop(cluster: ICluster): Promise<void> {
+    const result = await showDialog({
+      title: 'Stop cluster?',
+      body:
+        `Stop "${cluster.name}" (${cluster.backend}, ${cluster.workers} worker` +
+        `${cluster.workers === 1 ? '' : 's'})? Its scheduler and workers shut down and ` +
+        'cells running on it fail.',
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Stop' })]
+    });
+    if (result.button.accept) {
+      await this._model.stop(cluster.id);
+    }
+  }
+
+  private _model: ElasticModel;
+  private _defaultBackend: () => string;
+}
