@@ -1,0 +1,576 @@
+"""Kubernetes backend: one Dask cluster per lease, run by the Dask operator.
+
+The operator (installed with its Helm chart) turns our ``DaskCluster`` into a scheduler
+pod, a scheduler Service and a default worker group; dask-kubernetes' operator
+``KubeCluster`` creates the resource and connects to the scheduler. We add what a notebook
+needs around it: manifests with GPUs on the workers only (``k8s_manifests.py``), start-up
+phases read from pod conditions and events (pending with the kube-scheduler's reason,
+pulling, starting), one clear error per fault with nothing left behind, a
+``DaskAutoscaler`` for adaptive scaling from zero, and a guarded reconnect by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from contextlib import suppress
+from typing import Any
+
+import httpx
+import kr8s
+import kr8s.asyncio
+from dask_kubernetes.operator import KubeCluster
+from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
+from distributed.core import Status, rpc
+from tornado.ioloop import IOLoop
+
+from ..errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
+from ..k8s_manifests import (
+    API_VERSION,
+    HELM_INSTALL,
+    MANAGED_BY,
+    OWNER_LABEL,
+    KubernetesOptions,
+    autoscaler_manifest,
+    cluster_manifest,
+    label_value,
+    worker_resource,
+)
+from ..models import ClusterSpec, WorkerDetail
+from .base import ClusterHandle, ElasticBackend, ProgressCallback
+
+log = logging.getLogger("jupyter_elastic.backends.kubernetes")
+
+RBAC_HINT = "grant it with the Role in examples/kubernetes/rbac.yaml, or run `jupyter-elastic doctor`"
+_IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_FORBIDDEN_RE = re.compile(r'cannot (\w+) resource "([^"]+)"(?: in API group "([^"]*)")?')
+
+
+class _Fault(Exception):
+    """A start-up fault seen in pod status or events (becomes a ClusterStartError)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def translate(exc: BaseException, *, action: str, namespace: str | None = None) -> ElasticError:
+    """Turn a kr8s/httpx/dask-kubernetes exception into one ElasticError with the API's cause."""
+    if isinstance(exc, ElasticError):
+        return exc
+    where = f" in namespace {namespace}" if namespace else ""
+    if isinstance(exc, kr8s.ServerError) and exc.response is not None:
+        code = exc.response.status_code
+        status = exc.status if isinstance(exc.status, dict) else {}
+        message = str(status.get("message") or exc)
+        if code == 403 and "exceeded quota" in message:
+            return ClusterStartError(
+                f"could not {action}: quota exceeded{where}: {message}",
+                hint="ask your administrator to raise the ResourceQuota, or request fewer GPUs",
+            )
+        if code == 403:
+            m = _FORBIDDEN_RE.search(message)
+            what = (
+                f"'{m.group(1)}' on {m.group(2)}" + (f".{m.group(3)}" if m.group(3) else "")
+                if m
+                else "this request"
+            )
+            return BackendUnavailable(
+                f"could not {action}: Kubernetes RBAC forbids {what}{where} ({message})",
+                hint=RBAC_HINT,
+            )
+        if code == 401:
+            return BackendUnavailable(
+                f"could not {action}: the Kubernetes API server rejected our credentials ({message})",
+                hint="refresh the kubeconfig credentials or the pod's service-account token",
+            )
+        if code == 404 and "dask.org" in str(exc.response.request.url):
+            return BackendUnavailable(
+                f"could not {action}: the Dask operator's resources are not installed in this "
+                f"cluster ({message})",
+                hint=f"install the operator: {HELM_INSTALL}",
+            )
+        if code == 409:
+            return ConfigError(f"could not {action}: {message}")
+        if code == 422:
+            causes = "; ".join(
+                f"{c.get('field', '')}: {c.get('message', '')}"
+                for c in (status.get("details") or {}).get("causes", [])
+            )
+            return ConfigError(f"could not {action}: the API server rejected it: {causes or message}")
+        return BackendUnavailable(f"could not {action}: Kubernetes API error {code}: {message}")
+    if isinstance(exc, (httpx.TransportError, kr8s.APITimeoutError)):
+        return BackendUnavailable(
+            f"could not {action}: the Kubernetes API server is unreachable ({type(exc).__name__}: {exc})",
+            hint="check the network and the kubeconfig's server address; clusters already "
+            "running keep running and can be found again with `jupyter-elastic status`",
+        )
+    if isinstance(exc, RuntimeError) and "Custom Resource Definitions" in str(exc):
+        return BackendUnavailable(
+            f"could not {action}: the Dask operator's CRDs are not installed",
+            hint=f"install the operator: {HELM_INSTALL}",
+        )
+    return ClusterStartError(f"could not {action}: {type(exc).__name__}: {exc}")
+
+
+async def kube_api() -> Any:
+    """The kr8s API client (kubeconfig, or the pod's service account inside a cluster)."""
+    try:
+        return await kr8s.asyncio.api()
+    except ValueError as exc:
+        raise BackendUnavailable(
+            f"no Kubernetes credentials: {exc} (no kubeconfig at $KUBECONFIG or ~/.kube/config, "
+            "and not running in a pod with a service account)",
+            hint="run inside a JupyterHub pod on Kubernetes, or point KUBECONFIG at a kubeconfig",
+        ) from None
+    except Exception as exc:
+        raise translate(exc, action="reach the Kubernetes API server") from None
+
+
+async def get_json(api: Any, path: str, *, version: str = "v1", namespace: str | None = None,
+                   params: dict[str, Any] | None = None, base: str = "") -> dict[str, Any] | None:
+    """GET one API path as JSON; ``None`` for 404."""
+    try:
+        async with api.call_api("GET", version=version, base=base, url=path,
+                                namespace=namespace, params=params) as resp:
+            return resp.json()  # type: ignore[no-any-return]
+    except kr8s.ServerError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return None
+        raise
+
+
+async def check_operator(api: Any) -> None:
+    """Raise BackendUnavailable with the Helm command when the operator's API group is absent."""
+    try:
+        found = await get_json(api, "", version="", base=f"/apis/{API_VERSION}")
+    except Exception as exc:
+        raise translate(exc, action="look up the Dask operator's API group") from None
+    names = {r.get("name") for r in (found or {}).get("resources", [])}
+    if not found or "daskclusters" not in names:
+        raise BackendUnavailable(
+            "the Dask operator's custom resources (daskclusters.kubernetes.dask.org) are not "
+            "installed in this Kubernetes cluster",
+            hint=f"install the operator: {HELM_INSTALL}",
+        )
+
+
+def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return cond  # type: ignore[no-any-return]
+    return {}
+
+
+class KubernetesBackend(ElasticBackend):
+    """Clusters made by the Dask operator from a ``DaskCluster`` we create per lease."""
+
+    name = "kubernetes"
+    supports_adapt = True
+    supports_reconnect = True
+    #: Seconds between looks at pods and events while a cluster starts.
+    poll_interval: float = 0.5
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.options = KubernetesOptions.from_settings(settings)
+
+    # ------------------------------------------------------------------ helpers
+    async def _namespace(self, api: Any, spec: ClusterSpec | None = None) -> str:
+        explicit = (spec.namespace if spec else None) or self.settings.kubernetes.get("namespace")
+        return str(explicit or api.namespace or "default")
+
+    def _options(self, namespace: str) -> KubernetesOptions:
+        return KubernetesOptions.from_settings(self.settings, namespace=namespace)
+
+    async def _delete(self, api: Any, namespace: str, name: str) -> None:
+        for plural in ("daskautoscalers", "daskclusters"):
+            try:
+                async with api.call_api("DELETE", version=API_VERSION, namespace=namespace,
+                                        url=f"{plural}/{name}"):
+                    pass
+            except kr8s.ServerError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+
+    @staticmethod
+    async def _discard(cluster: Any) -> None:
+        """Forget a KubeCluster object without touching the Kubernetes objects."""
+        if cluster is None:
+            return
+        cluster.shutdown_on_close = False
+        with suppress(Exception):
+            await KubeCluster._close(cluster)
+        cluster.status = Status.closed
+
+    def _handle(self, cluster: Any, spec_info: dict[str, Any]) -> ClusterHandle:
+        return ClusterHandle(
+            name=cluster.name,
+            scheduler_address=cluster.scheduler_address,
+            dashboard_link=cluster.dashboard_link,
+            has_gpu=spec_info["resource"] == "GPU",
+            cluster=cluster,
+            extra=spec_info,
+        )
+
+    # ------------------------------------------------------------------ start
+    async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
+        t0 = time.monotonic()
+        api = await kube_api()
+        namespace = await self._namespace(api, spec)
+        options = self._options(namespace)
+        manifest = cluster_manifest(spec, options, replicas=min(1, spec.max_workers))
+        await check_operator(api)
+        try:
+            existing = await get_json(api, f"daskclusters/{spec.name}", version=API_VERSION,
+                                      namespace=namespace)
+        except Exception as exc:
+            raise translate(exc, action="look up DaskClusters", namespace=namespace) from None
+        if existing is not None:
+            labels = existing.get("metadata", {}).get("labels") or {}
+            if labels.get(OWNER_LABEL) != label_value(spec.owner) or not all(
+                labels.get(k) == v for k, v in MANAGED_BY.items()
+            ):
+                raise ConfigError(
+                    f"a DaskCluster named {spec.name!r} already exists in namespace {namespace} "
+                    "and was not started by jupyter-elastic for you; pick another name"
+                )
+            progress("scheduler", f"reconnecting to DaskCluster {spec.name} in {namespace}")
+            handle = await self.connect(spec.name, namespace=namespace)
+            assert handle is not None
+            return handle
+
+        resource, slots = worker_resource(spec)
+        info = {"namespace": namespace, "resource": resource, "slots": slots,
+                "max_workers": spec.max_workers, "labels": manifest["metadata"]["labels"]}
+        progress("scheduler", f"creating DaskCluster {spec.name} in namespace {namespace}")
+        cluster = KubeCluster(
+            custom_cluster_spec=manifest,
+            namespace=namespace,
+            create_mode=CreateMode.CREATE_ONLY,
+            shutdown_on_close=True,
+            resource_timeout=max(1, int(options.start_timeout)),
+            asynchronous=True,
+            quiet=True,
+            loop=IOLoop.current(),
+        )
+
+        async def run() -> None:
+            await cluster
+
+        starter = asyncio.ensure_future(run())
+        watch = _StartWatch(api, namespace, spec.name, progress, t0, options, self.poll_interval)
+        try:
+            while not starter.done():
+                await watch.look("scheduler")
+                if time.monotonic() - t0 > options.start_timeout:
+                    raise _Fault(
+                        f"the scheduler did not start within {options.start_timeout:g}s",
+                        "raise jupyter-elastic.kubernetes.start-timeout or check the "
+                        f"operator's logs (kubectl -n dask-operator logs deploy/...)",
+                    )
+                await asyncio.wait({starter}, timeout=self.poll_interval)
+            starter.result()
+            if spec.max_workers > 0:
+                while not cluster.scheduler_info.get("workers"):
+                    await watch.look("worker")
+                    if time.monotonic() - t0 > options.start_timeout:
+                        raise _Fault(
+                            f"no worker joined within {options.start_timeout:g}s",
+                            "raise jupyter-elastic.kubernetes.start-timeout",
+                        )
+                    await asyncio.sleep(self.poll_interval)
+            progress("ready", f"scheduler and first worker running ({time.monotonic() - t0:.1f}s)")
+        except BaseException as exc:
+            starter.cancel()
+            with suppress(BaseException):
+                await starter
+            await self._discard(cluster)
+            error: BaseException
+            if isinstance(exc, _Fault):
+                error = ClusterStartError(f"the Kubernetes cluster {spec.name!r} did not start: {exc}",
+                                          hint=exc.hint)
+            elif isinstance(exc, Exception):
+                error = translate(exc, action=f"start the Kubernetes cluster {spec.name!r}",
+                                  namespace=namespace)
+            else:
+                error = exc
+            try:
+                await self._delete(api, namespace, spec.name)
+            except Exception as cleanup:
+                log.warning("could not delete DaskCluster %s: %s", spec.name, cleanup)
+                if isinstance(error, ElasticError):
+                    error = type(error)(
+                        f"{error.args[0]}; the DaskCluster could not be deleted either "
+                        f"({type(cleanup).__name__}): run `kubectl delete daskcluster {spec.name} "
+                        f"-n {namespace}`",
+                        hint=error.hint,
+                    )
+            if error is exc:
+                raise
+            raise error from None
+        return self._handle(cluster, info)
+
+    # ------------------------------------------------------------------ reconnect
+    async def connect(self, name: str, *, namespace: str | None = None) -> ClusterHandle | None:
+        """Find the running DaskCluster ``name`` again (after a kernel or server restart).
+
+        A DaskCluster whose scheduler pod is gone would make KubeCluster wait forever; that
+        case, and a scheduler that does not answer within ``connect-timeout``, raise
+        ClusterStartError saying how to remove the stale resource.
+        """
+        api = await kube_api()
+        namespace = namespace or await self._namespace(api)
+        options = self._options(namespace)
+        try:
+            obj = await get_json(api, f"daskclusters/{name}", version=API_VERSION,
+                                 namespace=namespace)
+            if obj is None:
+                return None
+            pods = await get_json(
+                api, "pods", namespace=namespace,
+                params={"labelSelector": f"dask.org/cluster-name={name},dask.org/component=scheduler"},
+            )
+        except Exception as exc:
+            raise translate(exc, action=f"look up DaskCluster {name!r}", namespace=namespace) from None
+        stale_hint = (
+            f"delete it with `kubectl delete daskcluster {name} -n {namespace}` "
+            f"(or `jupyter-elastic stop {name}`) and start a new one"
+        )
+        running = [p for p in (pods or {}).get("items", [])
+                   if p.get("status", {}).get("phase") == "Running"]
+        if not running:
+            raise ClusterStartError(
+                f"DaskCluster {name!r} in namespace {namespace} is stale: its scheduler pod is gone",
+                hint=stale_hint,
+            )
+        cluster = KubeCluster(
+            name=name, namespace=namespace, create_mode=CreateMode.CONNECT_ONLY,
+            shutdown_on_close=True, asynchronous=True, quiet=True, loop=IOLoop.current(),
+            resource_timeout=max(1, int(options.connect_timeout)),
+        )
+
+        async def run() -> None:
+            await cluster
+
+        try:
+            await asyncio.wait_for(run(), options.connect_timeout)
+        except asyncio.TimeoutError:
+            await self._discard(cluster)
+            raise ClusterStartError(
+                f"DaskCluster {name!r} in namespace {namespace} did not answer within "
+                f"{options.connect_timeout:g}s (its scheduler is not reachable)",
+                hint=stale_hint,
+            ) from None
+        except BaseException as exc:
+            await self._discard(cluster)
+            if isinstance(exc, Exception):
+                raise translate(exc, action=f"reconnect to {name!r}", namespace=namespace) from None
+            raise
+        env = {e["name"]: e.get("value") for e in
+               obj["spec"]["scheduler"]["spec"]["containers"][0].get("env") or []}
+        resource = env.get("JUPYTER_ELASTIC_RESOURCE", "GPU")
+        info = {"namespace": namespace, "resource": resource,
+                "slots": float(env.get("JUPYTER_ELASTIC_SLOTS", "1")),
+                "max_workers": self.settings.max_workers,
+                "labels": obj.get("metadata", {}).get("labels") or {}}
+        return self._handle(cluster, info)
+
+    # ------------------------------------------------------------------ scaling
+    async def scale(self, handle: ClusterHandle, n: int) -> None:
+        n = max(0, min(int(n), handle.extra["max_workers"]))
+        try:
+            await handle.cluster._scale(n)  # removes the autoscaler, then sets the replicas
+        except Exception as exc:
+            raise translate(exc, action=f"scale {handle.name} to {n}",
+                            namespace=handle.extra["namespace"]) from None
+
+    async def adapt(
+        self, handle: ClusterHandle, minimum: int, maximum: int, idle_timeout: float
+    ) -> None:
+        ns = handle.extra["namespace"]
+        maximum = min(maximum, handle.extra["max_workers"])
+        with suppress(Exception):
+            async with rpc(handle.scheduler_address) as scheduler:
+                await scheduler.elastic_set_idle_timeout(seconds=idle_timeout)
+        body = autoscaler_manifest(handle.name, ns, minimum, maximum, handle.extra.get("labels"))
+        api = await kube_api()
+        try:
+            try:
+                async with api.call_api(
+                    "PATCH", version=API_VERSION, namespace=ns,
+                    url=f"daskautoscalers/{handle.name}",
+                    headers={"Content-Type": "application/merge-patch+json"},
+                    content=_json({"spec": body["spec"]}),
+                ):
+                    pass
+            except kr8s.ServerError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+                async with api.call_api("POST", version=API_VERSION, namespace=ns,
+                                        url="daskautoscalers", content=_json(body)):
+                    pass
+        except Exception as exc:
+            raise translate(exc, action=f"set adaptive scaling on {handle.name}", namespace=ns) from None
+
+    async def wake(self, handle: ClusterHandle) -> None:
+        if handle.cluster.scheduler_info.get("workers"):
+            return
+        ns = handle.extra["namespace"]
+        api = await kube_api()
+        try:
+            wg = await get_json(api, f"daskworkergroups/{handle.name}-default",
+                                version=API_VERSION, namespace=ns)
+            if wg is not None and not wg["spec"]["worker"].get("replicas"):
+                async with api.call_api(
+                    "PATCH", version=API_VERSION, namespace=ns,
+                    url=f"daskworkergroups/{handle.name}-default",
+                    headers={"Content-Type": "application/merge-patch+json"},
+                    content=_json({"spec": {"worker": {"replicas": 1}}}),
+                ):
+                    pass
+        except Exception as exc:
+            raise translate(exc, action=f"start a worker for {handle.name}", namespace=ns) from None
+
+    async def close(self, handle: ClusterHandle) -> None:
+        cluster = handle.cluster
+        ns = handle.extra["namespace"]
+        cluster.shutdown_on_close = True
+        try:
+            await cluster._close(timeout=120)
+        except Exception as exc:
+            cluster.status = Status.closed
+            error = translate(exc, action=f"delete the Kubernetes cluster {handle.name}", namespace=ns)
+            raise type(error)(
+                f"{error.args[0]}; it may still be running: `kubectl delete daskcluster "
+                f"{handle.name} -n {ns}`", hint=error.hint,
+            ) from None
+
+    async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
+        details = []
+        resource = handle.extra.get("resource", "GPU")
+        for address, info in list((handle.cluster.scheduler_info.get("workers") or {}).items()):
+            metrics = info.get("metrics") or {}
+            gpu = metrics.get("gpu") or {}
+            details.append(
+                WorkerDetail(
+                    name=str(info.get("name", address)),
+                    gpus=float((info.get("resources") or {}).get("GPU", 0.0)) if resource == "GPU" else 0.0,
+                    memory=int(info.get("memory_limit") or 0),
+                    gpu_utilization=gpu.get("utilization"),
+                    gpu_memory=gpu.get("memory-used"),
+                    address=address,
+                    status=str(info.get("status", "running")),
+                )
+            )
+        return details
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data)
+
+
+class _StartWatch:
+    """Reads pods and events of a starting cluster: reports phases, raises on faults."""
+
+    def __init__(self, api: Any, namespace: str, name: str, progress: ProgressCallback,
+                 t0: float, options: KubernetesOptions, interval: float) -> None:
+        self.api, self.namespace, self.name = api, namespace, name
+        self.progress, self.t0, self.options = progress, t0, options
+        self.interval = interval
+        self.last: tuple[str, str] | None = None
+        self.last_sent = 0.0
+        self.unschedulable_since: dict[str, float] = {}
+
+    def report(self, phase: str, detail: str) -> None:
+        now = time.monotonic()
+        if (phase, detail) != self.last or now - self.last_sent >= 2.0:
+            self.last, self.last_sent = (phase, detail), now
+            self.progress(phase, f"{detail} ({now - self.t0:.0f}s)")
+
+    async def _events(self, **selector: str) -> list[dict[str, Any]]:
+        sel = ",".join(f"{k}={v}" for k, v in selector.items())
+        found = await get_json(self.api, "events", namespace=self.namespace,
+                               params={"fieldSelector": sel})
+        items = (found or {}).get("items", [])
+        return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+    async def look(self, component: str) -> None:
+        """One look at the ``component`` ("scheduler" or "worker") pods; raises _Fault."""
+        try:
+            await self._look(component)
+        except _Fault:
+            raise
+        except kr8s.ServerError as exc:
+            if exc.response is not None and exc.response.status_code == 403:
+                raise  # RBAC: translated by the caller
+            log.debug("start watch: %s", exc)
+        except (httpx.TransportError, kr8s.APITimeoutError):
+            raise
+
+    async def _look(self, component: str) -> None:
+        warnings = await self._events(type="Warning")
+        for event in warnings:
+            involved = event.get("involvedObject") or {}
+            if event.get("reason") == "FailedCreate" and str(involved.get("name", "")).startswith(self.name):
+                message = str(event.get("message", ""))
+                if "exceeded quota" in message:
+                    raise _Fault(f"quota exceeded: {message}",
+                                 "ask your administrator to raise the ResourceQuota, or request fewer GPUs")
+                raise _Fault(f"the {component} pod could not be created: {message}", RBAC_HINT)
+        found = await get_json(
+            self.api, "pods", namespace=self.namespace,
+            params={"labelSelector": f"dask.org/cluster-name={self.name},dask.org/component={component}"},
+        )
+        pods = (found or {}).get("items", [])
+        if not pods:
+            self.report("pending", f"waiting for the Dask operator to create the {component} pod")
+            return
+        pod = pods[0]
+        pod_name = pod["metadata"]["name"]
+        status = pod.get("status", {})
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if reason in _IMAGE_ERRORS:
+                raise _Fault(
+                    f"the image {cs.get('image')!r} cannot be pulled ({reason}: {waiting.get('message', '')})",
+                    "check the image name and tag (jupyter-elastic.kubernetes.image or --image) "
+                    "and the namespace's imagePullSecrets",
+                )
+            if reason == "CrashLoopBackOff":
+                term = (cs.get("lastState") or {}).get("terminated") or {}
+                raise _Fault(
+                    f"the {component} container keeps crashing: {term.get('message') or waiting.get('message', '')}",
+                    f"see `kubectl logs -n {self.namespace} {pod_name}`",
+                )
+        scheduled = _condition(pod, "PodScheduled")
+        if scheduled.get("status") == "False":
+            message = scheduled.get("message") or scheduled.get("reason") or "not scheduled yet"
+            since = self.unschedulable_since.setdefault(pod_name, time.monotonic())
+            if time.monotonic() - since > self.options.pending_timeout:
+                raise _Fault(
+                    f"no node can run the {component} pod: {message}",
+                    "request fewer GPUs (--gpus), another --gpu-type, or ask for GPU nodes; "
+                    "the wait is jupyter-elastic.kubernetes.pending-timeout",
+                )
+            self.report("pending", f"{component} pod unschedulable: {message}")
+            return
+        self.unschedulable_since.pop(pod_name, None)
+        if status.get("phase") == "Pending":
+            events = await self._events(**{"involvedObject.name": pod_name})
+            reasons = [e.get("reason") for e in events]
+            if "Pulling" in reasons and "Pulled" not in reasons[reasons.index("Pulling"):]:
+                image = pod["spec"]["containers"][0].get("image", "")
+                self.report("pulling", f"{component} pod pulling image {image}")
+            else:
+                self.report("starting", f"{component} pod {pod_name} starting")
+            return
+        if _condition(pod, "Ready").get("status") != "True":
+            self.report("starting", f"{component} pod {pod_name} running, not ready yet")
+        else:
+            self.report("starting", f"{component} pod {pod_name} ready, connecting")

@@ -1,0 +1,334 @@
+"""``jupyter-elastic``: render manifests, check the environment, see and stop clusters.
+
+``render`` prints the Kubernetes objects a cluster would be made of (for review or GitOps);
+``doctor`` checks local GPUs and versions and, for Kubernetes, credentials, the Dask
+operator's CRDs, RBAC permissions and GPU nodes, saying what to fix; ``status`` and
+``stop`` talk to a running Jupyter server's ``/jupyter-elastic/api`` (found in Jupyter's
+list of running servers, with its token). Bad input is one line on stderr, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import platform
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
+
+from .errors import ConfigError, ElasticError
+
+API = "jupyter-elastic/api"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
+    return value
+
+
+def _gpus(text: str) -> float:
+    from .config import parse_gpus
+
+    try:
+        return parse_gpus(text, what="--gpus")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jupyter-elastic", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    render = sub.add_parser("render", help="print the Kubernetes manifests a cluster would create")
+    render.add_argument("--backend", default="kubernetes", choices=["kubernetes"])
+    render.add_argument("--gpus", type=_gpus, help="GPUs per worker (0 = CPU-only workers)")
+    render.add_argument("--gpu-type", help="GPU product, matched on the gpu-type-label node label")
+    render.add_argument("--image", help="worker and scheduler image")
+    render.add_argument("--namespace", help="namespace of the cluster")
+    render.add_argument("--max-workers", type=_positive_int, help="upper bound for autoscaling")
+    render.add_argument("--name", help="cluster name (default: a random elastic-... name)")
+
+    doctor = sub.add_parser("doctor", help="check GPUs, versions and Kubernetes access")
+    doctor.add_argument("--backend", choices=["local", "kubernetes"], default=None,
+                        help="also check this backend (default: the configured one)")
+
+    for name, text in (("status", "list the clusters of a running Jupyter server"),
+                       ("stop", "stop clusters of a running Jupyter server")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--server", help="server URL (default: the running Jupyter server)")
+        p.add_argument("--token", help="server token (default: from the server's runtime file)")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the API's JSON")
+        else:
+            p.add_argument("clusters", nargs="*", metavar="ID_OR_NAME")
+            p.add_argument("--all", action="store_true", help="stop every cluster")
+    return parser
+
+
+# --------------------------------------------------------------------------- render
+def cmd_render(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .k8s_manifests import KubernetesOptions, render, to_yaml, validate_manifest
+    from .models import ClusterSpec
+
+    settings = load_settings()
+    overrides: dict[str, Any] = {"name": args.name, "backend": "kubernetes", "owner": getpass.getuser(),
+                                 "gpu_type": args.gpu_type, "image": args.image,
+                                 "namespace": args.namespace, "max_workers": args.max_workers}
+    if args.gpus is not None:
+        overrides["gpus_per_worker"] = float(max(1, int(args.gpus))) if args.gpus > 0 else 0.0
+    spec = ClusterSpec.from_settings(settings, **overrides)
+    if spec.min_workers > spec.max_workers:
+        raise ConfigError(f"--max-workers {spec.max_workers} is below min-workers {spec.min_workers}")
+    options = KubernetesOptions.from_settings(settings, namespace=args.namespace)
+    manifests = render(spec, options)
+    for manifest in manifests:
+        validate_manifest(manifest)
+    sys.stdout.write(to_yaml(manifests))
+    return 0
+
+
+# --------------------------------------------------------------------------- doctor
+class _Report:
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def line(self, level: str, what: str, fix: str = "") -> None:
+        if level == "FAIL":
+            self.failed += 1
+        print(f"[{level:>4}] {what}" + (f"\n       fix: {fix}" if fix else ""))
+
+
+def _ver(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def _doctor_local(report: _Report) -> None:
+    from ._devices import detect_gpus
+
+    report.line("ok", f"Python {platform.python_version()}, jupyter-elastic {_ver('jupyter-elastic') or '(source tree)'}")
+    versions = {d: _ver(d) for d in ("dask", "distributed", "dask-kubernetes", "kr8s", "cupy-cuda12x",
+                                     "cupy-cuda13x", "cupy")}
+    if versions["dask"] != versions["distributed"]:
+        report.line("FAIL", f"dask {versions['dask']} and distributed {versions['distributed']} differ",
+                    "pip install -U dask distributed (workers need the same versions too)")
+    else:
+        report.line("ok", f"dask/distributed {versions['dask']}")
+    gpus = detect_gpus()
+    if gpus:
+        report.line("ok", "local GPUs: " + ", ".join(f"{g.index}: {g.name}" for g in gpus))
+    else:
+        report.line("info", "no local GPU (the local backend runs %%gpu cells on CPU workers)")
+    cupy = next((f"{d} {v}" for d, v in versions.items() if d.startswith("cupy") and v), None)
+    if cupy is None:
+        report.line("info", "CuPy is not installed here (GPU workers need it)",
+                    "pip install 'jupyter-elastic[gpu]' in the worker image")
+    else:
+        try:
+            import cupy
+
+            usable = bool(cupy.is_available())
+        except Exception:
+            usable = False
+        report.line("ok" if usable or not gpus else "warn",
+                    f"{cupy}: {'usable' if usable else 'installed, no usable GPU here'}")
+
+
+async def _doctor_kubernetes(report: _Report) -> None:
+    from .backends.kubernetes import check_operator, get_json, kube_api, translate
+    from .config import load_settings
+    from .k8s_manifests import RBAC_RULES, KubernetesOptions
+
+    settings = load_settings()
+    try:
+        api = await kube_api()
+        info = await api.version()
+    except ElasticError as exc:
+        report.line("FAIL", f"Kubernetes: {exc.args[0]}", exc.hint)
+        return
+    except Exception as exc:
+        err = translate(exc, action="reach the Kubernetes API server")
+        report.line("FAIL", f"Kubernetes: {err.args[0]}", err.hint)
+        return
+    namespace = settings.kubernetes.get("namespace") or api.namespace or "default"
+    options = KubernetesOptions.from_settings(settings, namespace=namespace)
+    report.line("ok", f"Kubernetes API {api.auth.server} ({info.get('gitVersion')}), namespace {namespace}")
+    try:
+        await check_operator(api)
+        report.line("ok", "Dask operator CRDs installed (daskclusters.kubernetes.dask.org)")
+    except ElasticError as exc:
+        report.line("FAIL", str(exc.args[0]), exc.hint)
+    missing = []
+    for group, resource, verbs in RBAC_RULES:
+        plural, _, sub = resource.partition("/")
+        for verb in verbs:
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                      "spec": {"resourceAttributes": {"namespace": namespace, "verb": verb, "group": group,
+                                                      "resource": plural, "subresource": sub}}}
+            try:
+                async with api.call_api("POST", version="authorization.k8s.io/v1",
+                                        url="selfsubjectaccessreviews", content=json.dumps(review)) as r:
+                    allowed = r.json().get("status", {}).get("allowed", False)
+            except Exception as exc:
+                report.line("warn", f"could not check RBAC ({translate(exc, action='check RBAC').args[0]})")
+                allowed = True
+            if not allowed:
+                missing.append(f"{verb} {resource}" + (f" ({group})" if group else ""))
+    if missing:
+        report.line("FAIL", f"RBAC in namespace {namespace} is missing: {', '.join(missing)}",
+                    "apply examples/kubernetes/rbac.yaml (Role + RoleBinding for the notebook's service account)")
+    else:
+        report.line("ok", f"RBAC allows every verb the backend uses in {namespace}")
+    try:
+        nodes = await get_json(api, "nodes")
+        gpu_nodes = [n for n in (nodes or {}).get("items", [])
+                     if int(str((n.get("status", {}).get("allocatable") or {}).get(options.gpu_resource, "0")) or 0) > 0]
+        if gpu_nodes:
+            types = sorted({(n["metadata"].get("labels") or {}).get(options.gpu_type_label, "?") for n in gpu_nodes})
+            report.line("ok", f"{len(gpu_nodes)} node(s) offer {options.gpu_resource} "
+                              f"({options.gpu_type_label}: {', '.join(types)})")
+        else:
+            report.line("warn", f"no node offers {options.gpu_resource} right now",
+                        "fine if a cluster autoscaler adds GPU nodes on demand; otherwise install the "
+                        "NVIDIA device plugin / GPU operator, or check gpu-resource")
+    except Exception as exc:
+        report.line("info", f"cannot list nodes to check GPU capacity "
+                            f"({translate(exc, action='list nodes').args[0]})")
+    image = options.image or os.environ.get("JUPYTER_IMAGE_SPEC")
+    if image:
+        report.line("ok", f"worker image: {image}")
+    else:
+        report.line("FAIL", "no worker image configured and JUPYTER_IMAGE_SPEC is not set",
+                    "set jupyter-elastic.kubernetes.image to an image with jupyter-elastic and CuPy")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .config import load_settings
+
+    report = _Report()
+    _doctor_local(report)
+    backend = args.backend or load_settings().backend
+    if backend == "kubernetes":
+        asyncio.run(_doctor_kubernetes(report))
+    print("all checks passed" if not report.failed else f"{report.failed} check(s) failed")
+    return 1 if report.failed else 0
+
+
+# --------------------------------------------------------------------------- status / stop
+def _servers(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.server:
+        return [(args.server, args.token or "")]
+    url = os.environ.get("JUPYTER_ELASTIC_SERVER_URL")
+    if url:
+        return [(url, args.token or os.environ.get("JUPYTER_ELASTIC_TOKEN", ""))]
+    from jupyter_server.serverapp import list_running_servers
+
+    return [(info["url"], args.token or info.get("token", "")) for info in list_running_servers()]
+
+
+def _request(base: str, token: str, path: str, method: str = "GET") -> Any:
+    url = base.rstrip("/") + "/" + path
+    req = urllib.request.Request(url, method=method, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        data = resp.read()
+    return json.loads(data) if data else None
+
+
+def _api(args: argparse.Namespace) -> tuple[str, str, list[dict[str, Any]]]:
+    """The first running server that answers our API, and its cluster list."""
+    tried = []
+    for base, token in _servers(args):
+        try:
+            return base, token, _request(base, token, f"{API}/clusters")["clusters"]
+        except urllib.error.HTTPError as exc:
+            tried.append(f"{base} ({exc.code} {exc.reason})")
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            tried.append(f"{base} ({getattr(exc, 'reason', exc)})")
+    if not tried:
+        raise ElasticError("no running Jupyter server found",
+                           hint="start `jupyter lab`, or pass --server URL --token TOKEN")
+    raise ElasticError("no running Jupyter server answered /jupyter-elastic/api: " + "; ".join(tried),
+                       hint="check that the jupyter-elastic server extension is enabled and the token is right")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    base, _, clusters = _api(args)
+    if args.json:
+        print(json.dumps({"clusters": clusters}, indent=2))
+        return 0
+    if not clusters:
+        print(f"no clusters on {base}")
+        return 0
+    rows = [("ID", "NAME", "BACKEND", "STATUS", "WORKERS", "GPUS", "IDLE", "COST")]
+    for c in clusters:
+        usage = c.get("usage") or {}
+        rows.append((c.get("id", ""), c.get("name", ""), c.get("backend", ""), c.get("status", ""),
+                     str(c.get("workers", 0)), str(c.get("gpus", 0)),
+                     f"{float(c.get('idle_seconds') or 0):.0f}s", f"{float(usage.get('cost') or 0):.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if not args.clusters and not args.all:
+        raise ConfigError("give the id or name of the cluster to stop, or --all")
+    base, token, clusters = _api(args)
+    if args.all:
+        chosen = clusters
+    else:
+        chosen = []
+        for wanted in args.clusters:
+            match = [c for c in clusters if wanted in (c.get("id"), c.get("name"))]
+            if not match:
+                known = ", ".join(f"{c.get('name')} ({c.get('id')})" for c in clusters) or "none"
+                raise ConfigError(f"no cluster with id or name {wanted!r}; running: {known}")
+            chosen.extend(match)
+    for c in chosen:
+        try:
+            _request(base, token, f"{API}/clusters/{urllib.parse.quote(str(c['id']))}", method="DELETE")
+        except urllib.error.HTTPError as exc:
+            raise ElasticError(f"could not stop {c.get('name')}: {exc.code} {exc.reason}") from None
+        print(f"stopped {c.get('name')} ({c.get('id')})")
+    if not chosen:
+        print("no clusters to stop")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    commands = {"render": cmd_render, "doctor": cmd_doctor, "status": cmd_status, "stop": cmd_stop}
+    try:
+        return commands[args.command](args)
+    except ElasticError as exc:
+        print(f"jupyter-elastic {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

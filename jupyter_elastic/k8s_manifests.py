@@ -1,0 +1,431 @@
+"""The Kubernetes objects a ``backend: kubernetes`` cluster is made of, as plain dicts.
+
+Pure functions, no API calls: :func:`cluster_manifest` builds the ``DaskCluster`` custom
+resource (scheduler on a small CPU pod, GPU workers in the default worker group) and
+:func:`autoscaler_manifest` the ``DaskAutoscaler`` that scales the workers between a
+minimum and a maximum. :func:`validate_manifest` checks a manifest against the Dask
+operator's CRD schemas (the ones dask-kubernetes ships with its Helm chart) and the pod and
+service templates inside it against the Kubernetes core schemas bundled offline by
+``kubernetes-validate``, rejecting unknown fields the way ``kubectl --validate=strict``
+does. ``jupyter-elastic render`` prints what these functions return.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from .config import Settings, parse_duration
+from .errors import ConfigError
+from .models import ClusterSpec
+
+GROUP = "kubernetes.dask.org"
+API_VERSION = f"{GROUP}/v1"
+#: The command that installs the Dask operator (and its CRDs) with Helm.
+HELM_INSTALL = (
+    "helm install --repo https://helm.dask.org --create-namespace -n dask-operator "
+    "--generate-name dask-kubernetes-operator"
+)
+#: Resources of the operator's API group that a cluster is made of.
+DASK_RESOURCES = ("daskclusters", "daskworkergroups", "daskautoscalers")
+#: Every (API group, resource, verb) the backend uses; ``doctor`` checks these and
+#: ``examples/kubernetes/rbac.yaml`` grants them.
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (GROUP, "daskclusters", ("get", "list", "create", "delete", "patch")),
+    (GROUP, "daskworkergroups", ("get", "list", "patch")),
+    (GROUP, "daskautoscalers", ("get", "create", "patch", "delete")),
+    ("", "pods", ("get", "list")),
+    ("", "pods/log", ("get",)),
+    ("", "services", ("get", "list")),
+    ("", "events", ("list",)),
+)
+
+LABEL_PREFIX = "jupyter-elastic"
+OWNER_LABEL = f"{LABEL_PREFIX}/owner"
+SESSION_LABEL = f"{LABEL_PREFIX}/session"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "jupyter-elastic"}
+
+SCHEDULER_PORT, DASHBOARD_PORT, WORKER_DASHBOARD_PORT = 8786, 8787, 8788
+#: The scheduler is a small CPU pod: no GPU, no GPU node selector.
+SCHEDULER_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"cpu": "1", "memory": "2Gi"},
+}
+#: Tolerations added to GPU workers so they may land on tainted GPU nodes.
+GPU_TOLERATION_EFFECTS = ("NoSchedule",)
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    """The ``jupyter-elastic.kubernetes`` settings, checked and with defaults filled in."""
+
+    namespace: str = "default"
+    image: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_type_label: str = "nvidia.com/gpu.product"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    service_account: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    scheduler_service_type: str = "ClusterIP"
+    pending_timeout: float = 300.0
+    start_timeout: float = 900.0
+    connect_timeout: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, namespace: str | None = None) -> KubernetesOptions:
+        """Read ``settings.kubernetes``; bad values raise ConfigError naming the key."""
+        k8s = dict(settings.kubernetes or {})
+        key = "jupyter-elastic.kubernetes."
+
+        def mapping(name: str) -> dict[str, str]:
+            value = k8s.get(name) or {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}{name} must be a mapping of strings, got {value!r}")
+            return {str(k): str(v) for k, v in value.items()}
+
+        tolerations = k8s.get("tolerations") or []
+        if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+            raise ConfigError(
+                f"{key}tolerations must be a list of tolerations such as "
+                f"[{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}], got {tolerations!r}"
+            )
+        service_type = str(k8s.get("scheduler-service-type") or "ClusterIP")
+        if service_type not in ("ClusterIP", "NodePort", "LoadBalancer"):
+            raise ConfigError(
+                f"{key}scheduler-service-type must be ClusterIP, NodePort or LoadBalancer, "
+                f"got {service_type!r}"
+            )
+        return cls(
+            namespace=namespace or k8s.get("namespace") or "default",
+            image=k8s.get("image") or None,
+            gpu_resource=str(k8s.get("gpu-resource") or "nvidia.com/gpu"),
+            gpu_type_label=str(k8s.get("gpu-type-label") or "nvidia.com/gpu.product"),
+            node_selector=mapping("node-selector"),
+            tolerations=[dict(t) for t in tolerations],
+            service_account=k8s.get("service-account") or None,
+            env=mapping("env"),
+            labels=mapping("labels"),
+            scheduler_service_type=service_type,
+            pending_timeout=parse_duration(
+                k8s.get("pending-timeout", "5m"), what=key + "pending-timeout"
+            ),
+            start_timeout=parse_duration(k8s.get("start-timeout", "15m"), what=key + "start-timeout"),
+            connect_timeout=parse_duration(
+                k8s.get("connect-timeout", "30s"), what=key + "connect-timeout"
+            ),
+        )
+
+
+def resolve_image(spec: ClusterSpec, options: KubernetesOptions) -> str:
+    """The worker image: the spec's, the configured one, else the notebook's own image.
+
+    JupyterHub's KubeSpawner sets ``JUPYTER_IMAGE_SPEC`` (and ``JUPYTER_IMAGE``) in the
+    notebook pod, so by default workers run exactly the notebook's environment.
+    """
+    image = spec.image or options.image
+    image = image or os.environ.get("JUPYTER_IMAGE_SPEC") or os.environ.get("JUPYTER_IMAGE")
+    if not image:
+        raise ConfigError(
+            "no worker image: set jupyter-elastic.kubernetes.image (or pass --image); "
+            "inside JupyterHub the notebook's image is used (JUPYTER_IMAGE_SPEC), but it is not set here"
+        )
+    return str(image)
+
+
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def label_value(text: str) -> str:
+    """``text`` made into a valid label value (<= 63 characters, alphanumeric at both ends)."""
+    value = _LABEL_VALUE.sub("-", str(text))[:63].strip("-._")
+    return value or "none"
+
+
+def quantity(nbytes: int) -> str:
+    """Bytes as a Kubernetes quantity, in Gi or Mi when exact."""
+    for unit, size in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if nbytes % size == 0:
+            return f"{nbytes // size}{unit}"
+    return str(int(nbytes))
+
+
+def _env_list(env: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": str(v)} for k, v in sorted(env.items())]
+
+
+def worker_resource(spec: ClusterSpec) -> tuple[str, float]:
+    """The Dask worker resource a worker offers: ``("GPU", n)`` or ``("CELL", 1)``."""
+    if spec.gpus_per_worker > 0:
+        return "GPU", float(max(1, int(spec.gpus_per_worker)))
+    return "CELL", 1.0
+
+
+def cluster_labels(spec: ClusterSpec, options: KubernetesOptions) -> dict[str, str]:
+    """Labels on every object of the cluster: owner, notebook session, ours, the admin's."""
+    labels = dict(options.labels)
+    labels.update(spec.labels)
+    labels.update(MANAGED_BY)
+    labels[OWNER_LABEL] = label_value(spec.owner)
+    if spec.session:
+        labels[SESSION_LABEL] = label_value(spec.session)
+    return labels
+
+
+def cluster_manifest(
+    spec: ClusterSpec, options: KubernetesOptions, *, replicas: int = 0
+) -> dict[str, Any]:
+    """The ``DaskCluster`` for ``spec``, with ``replicas`` workers to begin with.
+
+    GPUs are requested on the worker container only (requests equal limits, as Kubernetes
+    requires for extended resources); ``--gpu-type`` becomes a node selector on the
+    configured label; the scheduler runs our preload that keeps workers until the cluster
+    has been idle for ``idle-timeout``.
+    """
+    image = resolve_image(spec, options)
+    labels = cluster_labels(spec, options)
+    resource, slots = worker_resource(spec)
+    has_gpu = resource == "GPU"
+    env = {**options.env, **spec.env}
+    annotations = {OWNER_LABEL: spec.owner}
+    if spec.session:
+        annotations[SESSION_LABEL] = spec.session
+
+    worker_limits: dict[str, Any] = {
+        "cpu": str(spec.cpus_per_worker),
+        "memory": quantity(spec.memory_per_worker),
+    }
+    if has_gpu:
+        worker_limits[options.gpu_resource] = str(int(slots))
+    worker_pod: dict[str, Any] = {
+        "restartPolicy": "Always",
+        "containers": [
+            {
+                "name": "worker",
+                "image": image,
+                "args": [
+                    "dask", "worker",
+                    "--name", "$(DASK_WORKER_NAME)",
+                    "--nthreads", str(spec.cpus_per_worker),
+                    "--memory-limit", str(spec.memory_per_worker),
+                    "--resources", f"{resource}={slots:g}",
+                    "--preload", "jupyter_elastic.remote",
+                    "--dashboard-address", str(WORKER_DASHBOARD_PORT),
+                ],
+                "env": _env_list(
+                    {**env, "JUPYTER_ELASTIC_WORKER": "1", "MPLBACKEND": "agg"}
+                ),
+                "resources": {"requests": dict(worker_limits), "limits": dict(worker_limits)},
+                "ports": [
+                    {"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}
+                ],
+            }
+        ],
+    }
+    node_selector = dict(options.node_selector)
+    tolerations = list(options.tolerations)
+    if has_gpu:
+        if spec.gpu_type:
+            node_selector[options.gpu_type_label] = spec.gpu_type
+        known = {(t.get("key"), t.get("effect")) for t in tolerations}
+        for effect in GPU_TOLERATION_EFFECTS:
+            if (options.gpu_resource, effect) not in known:
+                tolerations.append(
+                    {"key": options.gpu_resource, "operator": "Exists", "effect": effect}
+                )
+    if node_selector:
+        worker_pod["nodeSelector"] = node_selector
+    if tolerations:
+        worker_pod["tolerations"] = tolerations
+
+    scheduler_pod: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "scheduler",
+                "image": image,
+                "args": [
+                    "dask", "scheduler",
+                    "--host", "0.0.0.0",
+                    "--port", str(SCHEDULER_PORT),
+                    "--dashboard-address", f":{DASHBOARD_PORT}",
+                    "--preload", "jupyter_elastic.k8s_scheduler",
+                ],
+                "env": _env_list(
+                    {
+                        **env,
+                        "JUPYTER_ELASTIC_IDLE_TIMEOUT": f"{spec.idle_timeout:g}",
+                        "JUPYTER_ELASTIC_RESOURCE": resource,
+                        "JUPYTER_ELASTIC_SLOTS": f"{slots:g}",
+                    }
+                ),
+                "resources": copy.deepcopy(SCHEDULER_RESOURCES),
+                "ports": [
+                    {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
+                    {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
+                ],
+                "readinessProbe": {
+                    "httpGet": {"port": "http-dashboard", "path": "/health"},
+                    "initialDelaySeconds": 0,
+                    "periodSeconds": 1,
+                    "timeoutSeconds": 300,
+                },
+                "livenessProbe": {
+                    "httpGet": {"port": "http-dashboard", "path": "/health"},
+                    "initialDelaySeconds": 15,
+                    "periodSeconds": 20,
+                },
+            }
+        ],
+    }
+    if options.service_account:
+        worker_pod["serviceAccountName"] = options.service_account
+        scheduler_pod["serviceAccountName"] = options.service_account
+
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DaskCluster",
+        "metadata": {
+            "name": spec.name,
+            "namespace": options.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "idleTimeout": 0,  # the control plane decides when the scheduler goes
+            "scheduler": {
+                "metadata": {"labels": dict(labels)},
+                "spec": scheduler_pod,
+                "service": {
+                    "type": options.scheduler_service_type,
+                    "selector": {
+                        "dask.org/cluster-name": spec.name,
+                        "dask.org/component": "scheduler",
+                    },
+                    "ports": [
+                        {"name": "tcp-comm", "protocol": "TCP", "port": SCHEDULER_PORT,
+                         "targetPort": "tcp-comm"},
+                        {"name": "http-dashboard", "protocol": "TCP", "port": DASHBOARD_PORT,
+                         "targetPort": "http-dashboard"},
+                    ],
+                },
+            },
+            "worker": {
+                "replicas": int(replicas),
+                "metadata": {"labels": dict(labels)},
+                "spec": worker_pod,
+            },
+        },
+    }
+
+
+def autoscaler_manifest(
+    name: str, namespace: str, minimum: int, maximum: int, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The ``DaskAutoscaler`` that keeps the cluster's default worker group in [min, max]."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DaskAutoscaler",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**(labels or {}), "dask.org/cluster-name": name,
+                       "dask.org/component": "autoscaler"},
+        },
+        "spec": {"cluster": name, "minimum": int(minimum), "maximum": int(maximum)},
+    }
+
+
+def render(spec: ClusterSpec, options: KubernetesOptions) -> list[dict[str, Any]]:
+    """Every object the backend creates for ``spec``, in creation order."""
+    cluster = cluster_manifest(spec, options, replicas=min(1, spec.max_workers))
+    autoscaler = autoscaler_manifest(
+        spec.name, options.namespace, spec.min_workers, spec.max_workers,
+        labels=cluster["metadata"]["labels"],
+    )
+    return [cluster, autoscaler]
+
+
+def to_yaml(manifests: list[dict[str, Any]]) -> str:
+    """Manifests as multi-document YAML (``kubectl apply -f -`` reads it)."""
+    return yaml.safe_dump_all(manifests, sort_keys=False, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------- validation
+_CRD_FILES = {"DaskCluster": "daskcluster.yaml", "DaskWorkerGroup": "daskworkergroup.yaml",
+              "DaskAutoscaler": "daskautoscaler.yaml"}
+_K8S_VERSION = "1.33.0"
+
+
+@functools.lru_cache(maxsize=None)
+def crd(kind: str) -> dict[str, Any]:
+    """The operator's CustomResourceDefinition for ``kind``, from the dask-kubernetes package."""
+    base = resources.files("dask_kubernetes.operator.deployment.helm")
+    path = base / "dask-kubernetes-operator" / "crds" / _CRD_FILES[kind]
+    return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
+
+
+def _strict(schema: Any) -> Any:
+    """An openAPI v3 schema with unknown fields forbidden where the schema lists properties."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _crd_validator(kind: str) -> Any:
+    import jsonschema
+
+    schema = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema = _strict(copy.deepcopy(schema))
+    schema["properties"]["metadata"] = {"type": "object"}
+    schema["properties"]["apiVersion"] = {"type": "string", "enum": [API_VERSION]}
+    schema["properties"]["kind"] = {"type": "string", "enum": [kind]}
+    return jsonschema.Draft7Validator(schema)
+
+
+def _core(kind: str, api_version: str, name: str, spec: dict[str, Any], where: str) -> None:
+    import kubernetes_validate
+
+    obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}
+    try:
+        kubernetes_validate.validate(obj, _K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path)
+        raise ConfigError(f"invalid {where} ({kind} schema): {path}: {exc.message}") from None
+
+
+def validate_manifest(manifest: dict[str, Any]) -> None:
+    """Raise ConfigError naming the field if ``manifest`` breaks the CRD or core schemas."""
+    kind = manifest.get("kind")
+    if kind not in _CRD_FILES:
+        raise ConfigError(f"not a Dask operator resource: kind={kind!r}")
+    errors = sorted(_crd_validator(kind).iter_errors(manifest), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        path = ".".join(str(p) for p in first.path) or "(top)"
+        raise ConfigError(f"invalid {kind} {manifest['metadata'].get('name')!r}: {path}: {first.message}")
+    name = str(manifest["metadata"]["name"])
+    spec = manifest["spec"]
+    if kind == "DaskCluster":
+        _core("Pod", "v1", name, spec["scheduler"]["spec"], "scheduler pod")
+        _core("Service", "v1", name, spec["scheduler"]["service"], "scheduler service")
+        _core("Pod", "v1", name, spec["worker"]["spec"], "worker pod")
+    elif kind == "DaskWorkerGroup":
+        _core("Pod", "v1", name, spec["worker"]["spec"], "worker pod")
