@@ -194,6 +194,8 @@ def _multioutput(values: np.ndarray, multioutput: Any, den: np.ndarray | None = 
             f"multioutput must be {allowed} or an array of weights; got {multioutput!r}"
         )
     weights = np.asarray(multioutput, dtype=np.float64)
+    if values.size == 1:
+        raise ValueError("custom multioutput weights need several outputs; y has one")
     if weights.shape != values.shape:
         raise ValueError(
             f"multioutput has {weights.size} weights but there are {values.size} outputs"

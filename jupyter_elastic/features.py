@@ -55,16 +55,21 @@ __all__ = [
 ]
 
 
-def _float_input(X: Any, name: str, ndims: tuple[int, ...], allow_nan: bool) -> tuple[Any, Any]:
-    """Validate a numeric array, cast it to its float dtype; returns (X, namespace)."""
+def _float_input(
+    X: Any, name: str, ndims: tuple[int, ...], allow_nan: bool
+) -> tuple[Any, Any, Any]:
+    """Validate a numeric array and return it as float64 (the computing precision) with its
+    namespace and the result dtype (float32 stays float32, everything else float64)."""
     X = as_array(X, name)
     check_ndim(X, name, ndims)
     check_float_array(X, name)
-    X = X.astype(float_dtype(X))
+    dtype = float_dtype(X)
+    X = X.astype(np.float64)
     xp = get_namespace(X)
     if is_dask(X):
-        return X.map_blocks(_check_block, allow_nan=allow_nan, what=name, meta=X._meta), xp
-    return _check_block(X, allow_nan, name), xp
+        checked = X.map_blocks(_check_block, allow_nan=allow_nan, what=name, meta=X._meta)
+        return checked, xp, dtype
+    return _check_block(X, allow_nan, name), xp, dtype
 
 
 def _check_block(X: Any, allow_nan: bool, what: str) -> Any:
@@ -114,7 +119,7 @@ def scale(
     >>> scale([[1.0, 10.0], [3.0, 10.0]]).tolist()
     [[-1.0, 0.0], [1.0, 0.0]]
     """
-    X, xp = _float_input(X, "X", (1, 2), allow_nan=True)
+    X, xp, dtype = _float_input(X, "X", (1, 2), allow_nan=True)
     Xa = _along(X, axis)
     mod = _module(Xa, xp)
     out = Xa
@@ -122,7 +127,7 @@ def scale(
         out = out - mod.nanmean(Xa, axis=0)
     if with_std:
         out = out / _zeros_to_one(mod.nanstd(Xa, axis=0), mod)
-    return _along(out, axis)
+    return _along(out, axis).astype(dtype)
 
 
 def _module(X: Any, xp: ModuleType) -> Any:
@@ -153,12 +158,12 @@ def minmax_scale(
         raise ValueError(
             f"feature_range minimum must be below its maximum, got {tuple(feature_range)}"
         )
-    X, xp = _float_input(X, "X", (1, 2), allow_nan=True)
+    X, xp, dtype = _float_input(X, "X", (1, 2), allow_nan=True)
     Xa = _along(X, axis)
     mod = _module(Xa, xp)
     data_min, data_max = mod.nanmin(Xa, axis=0), mod.nanmax(Xa, axis=0)
     factor = (hi - lo) / _zeros_to_one(data_max - data_min, mod)
-    return _along(Xa * factor + (lo - data_min * factor), axis)
+    return _along(Xa * factor + (lo - data_min * factor), axis).astype(dtype)
 
 
 def robust_scale(
@@ -190,7 +195,7 @@ def robust_scale(
         raise ValueError(
             f"quantile_range must satisfy 0 <= low <= high <= 100, got {tuple(quantile_range)}"
         )
-    X, xp = _float_input(X, "X", (1, 2), allow_nan=True)
+    X, xp, dtype = _float_input(X, "X", (1, 2), allow_nan=True)
     Xa = _along(X, axis)
     if is_dask(X) and axis == 1:
         per_row = partial(
@@ -201,13 +206,12 @@ def robust_scale(
             quantile_range=quantile_range,
             unit_variance=unit_variance,
         )
-        return X.rechunk({1: -1}).map_blocks(per_row, meta=X._meta)
+        return X.rechunk({1: -1}).map_blocks(per_row, meta=X._meta).astype(dtype)
     qs = np.array([50.0, q_lo, q_hi]) / 100
     if is_dask(Xa):
         stats = xp.asarray(exact_nanquantile(Xa, qs))
     else:
         stats = xp.nanquantile(Xa, xp.asarray(qs), axis=0)
-    stats = stats.astype(Xa.dtype)
     out = Xa
     if with_centering:
         out = out - stats[0]
@@ -217,7 +221,7 @@ def robust_scale(
             normal = NormalDist()
             spread = spread / (normal.inv_cdf(q_hi / 100) - normal.inv_cdf(q_lo / 100))
         out = out / spread
-    return _along(out, axis)
+    return _along(out, axis).astype(dtype)
 
 
 def normalize(
@@ -235,7 +239,7 @@ def normalize(
     """
     if norm not in ("l1", "l2", "max"):
         raise ValueError(f"norm must be 'l1', 'l2' or 'max', got {norm!r}")
-    X, xp = _float_input(X, "X", (2,), allow_nan=False)
+    X, xp, dtype = _float_input(X, "X", (2,), allow_nan=False)
     Xa = _along(X, 1 - axis if axis in (0, 1) else axis)  # rows of Xa are the vectors
     mod = _module(Xa, xp)
     if norm == "l1":
@@ -245,8 +249,8 @@ def normalize(
     else:
         norms = mod.max(abs(Xa), axis=1)
     norms = _zeros_to_one(norms, mod)
-    out = _along(Xa / norms[:, None], 1 - axis)
-    return (out, norms) if return_norm else out
+    out = _along(Xa / norms[:, None], 1 - axis).astype(dtype)
+    return (out, norms.astype(dtype)) if return_norm else out
 
 
 def _poly_blocks(n_features: int, degree: int, interaction_only: bool) -> list[list[int]]:
@@ -311,13 +315,14 @@ def polynomial_features(
         raise ValueError(
             f"degree must be an int >= 0 or (min, max) with 0 <= min <= max, got {degree!r}"
         )
-    X, xp = _float_input(X, "X", (2,), allow_nan=True)
+    X, xp, dtype = _float_input(X, "X", (2,), allow_nan=True)
     args = ((int(lo), int(hi)), bool(interaction_only), bool(include_bias))
     if not is_dask(X):
-        return _poly_block(X, *args)
+        return _poly_block(X, *args).astype(dtype)
     n_out = n_polynomial_features(X.shape[1], (int(lo), int(hi)), interaction_only, include_bias)
     X = X.rechunk({1: -1})
-    return X.map_blocks(_poly_block, *args, chunks=(X.chunks[0], (n_out,)), meta=X._meta)
+    out = X.map_blocks(_poly_block, *args, chunks=(X.chunks[0], (n_out,)), meta=X._meta)
+    return out.astype(dtype)
 
 
 def hash_features(
