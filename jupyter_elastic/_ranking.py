@@ -18,6 +18,7 @@ import numpy as np
 
 from ._array import get_namespace, to_numpy
 from ._chunked import union_labels
+from ._stats import encode_labels
 
 __all__ = [
     "RankStat",
@@ -44,7 +45,7 @@ def rank_stat(y_true: Any, y_score: Any, sample_weight: Any = None) -> RankStat:
         xp = np
         y_true, y_score = np.asarray(y_true), to_numpy(y_score)
         sample_weight = None if sample_weight is None else to_numpy(sample_weight)
-    labels, label_idx = xp.unique(y_true, return_inverse=True)
+    labels, label_idx = encode_labels(y_true, xp)
     k = int(labels.shape[0])
     s = y_score.astype(np.float64)
     order = xp.argsort(s)

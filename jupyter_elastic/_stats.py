@@ -19,6 +19,7 @@ from ._array import get_namespace, to_numpy
 from ._chunked import union_labels
 
 __all__ = [
+    "SMALL_LABEL_RANGE",
     "ConfusionStat",
     "LogLossStat",
     "MomentStat",
@@ -31,8 +32,35 @@ __all__ = [
 ]
 
 
+#: Integer labels spanning at most this many values are counted with ``bincount`` directly
+#: (no sort); wider or non-integer labels go through ``unique``.
+SMALL_LABEL_RANGE = 1024
+
+
 def _is_str(x: Any) -> bool:
     return x.dtype.kind in "USO"
+
+
+def _int_range(xp: Any, *arrays: Any) -> tuple[int, int] | None:
+    """(min, max) of integer/bool label arrays when the span is small, else None."""
+    if not all(a.dtype.kind in "biu" for a in arrays):
+        return None
+    lo = min(int(xp.min(a)) for a in arrays)
+    hi = max(int(xp.max(a)) for a in arrays)
+    return (lo, hi) if hi - lo < SMALL_LABEL_RANGE else None
+
+
+def encode_labels(y: Any, xp: Any) -> tuple[Any, Any]:
+    """Sorted labels present in ``y`` and each sample's index into them."""
+    span = _int_range(xp, y)
+    if span is None:
+        return xp.unique(y, return_inverse=True)
+    lo, hi = span
+    offset = y.astype(np.int64) - lo
+    present = xp.bincount(offset, minlength=hi - lo + 1) > 0
+    remap = xp.cumsum(present) - 1
+    labels = (xp.arange(lo, hi + 1)[present]).astype(y.dtype)
+    return labels, remap[offset]
 
 
 class ConfusionStat(TypedDict):
@@ -54,14 +82,28 @@ def confusion_stat(y_true: Any, y_pred: Any, sample_weight: Any = None) -> Confu
         xp = np
         y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
         sample_weight = None if sample_weight is None else to_numpy(sample_weight)
-    labels = xp.unique(xp.concatenate([xp.reshape(y_true, (-1,)), xp.reshape(y_pred, (-1,))]))
-    k = int(labels.shape[0])
-    key = xp.searchsorted(labels, y_true) * k + xp.searchsorted(labels, y_pred)
+    span = None if _is_str(y_true) else _int_range(xp, y_true, y_pred)
+    if span is not None:  # small integer labels: count pairs directly, then drop unused labels
+        lo, hi = span
+        k = hi - lo + 1
+        key = (y_true.astype(np.int64) - lo) * k + (y_pred.astype(np.int64) - lo)
+        labels = xp.arange(lo, hi + 1)
+    else:
+        labels = xp.unique(xp.concatenate([xp.reshape(y_true, (-1,)), xp.reshape(y_pred, (-1,))]))
+        k = int(labels.shape[0])
+        key = xp.searchsorted(labels, y_true) * k + xp.searchsorted(labels, y_pred)
     if sample_weight is None:
         matrix = xp.bincount(key, minlength=k * k)
     else:
         matrix = xp.bincount(key, weights=sample_weight.astype(np.float64), minlength=k * k)
-    return ConfusionStat(labels=to_numpy(labels), matrix=to_numpy(xp.reshape(matrix, (k, k))))
+    matrix = xp.reshape(matrix, (k, k))
+    if span is not None:
+        seen = (xp.bincount(y_true.astype(np.int64) - lo, minlength=k) > 0) | (
+            xp.bincount(y_pred.astype(np.int64) - lo, minlength=k) > 0
+        )
+        labels = labels[seen].astype(np.result_type(y_true.dtype, y_pred.dtype))
+        matrix = matrix[seen][:, seen]
+    return ConfusionStat(labels=to_numpy(labels), matrix=to_numpy(matrix))
 
 
 def combine_confusion(stats: list[ConfusionStat]) -> ConfusionStat:
@@ -105,23 +147,25 @@ def logloss_stat(y_true: Any, y_prob: Any, sample_weight: Any = None) -> LogLoss
     p_min, p_max = float(xp.min(y_prob)), float(xp.max(y_prob))
     eps = np.finfo(dtype).eps
     probs = xp.clip(_prob_columns(y_prob, xp), eps, 1 - eps)
-    neg_log = -xp.log(probs).astype(np.float64)
+    neg_log = -xp.log(probs)
     if _is_str(y_true):
         labels, idx = np.unique(np.asarray(y_true), return_inverse=True)
         idx = xp.asarray(idx)
     else:
-        labels, idx = xp.unique(y_true, return_inverse=True)
+        labels, idx = encode_labels(y_true, xp)
     k = int(labels.shape[0])
-    w = (
-        xp.ones(neg_log.shape[0], dtype=np.float64)
-        if sample_weight is None
-        else sample_weight.astype(np.float64)
+    w = None if sample_weight is None else sample_weight.astype(np.float64)
+    loss = xp.stack(
+        [
+            xp.bincount(idx, weights=neg_log[:, j] if w is None else neg_log[:, j] * w, minlength=k)
+            for j in range(neg_log.shape[1])
+        ],
+        axis=1,
     )
-    onehot = (xp.reshape(idx, (-1, 1)) == xp.arange(k)[None, :]).astype(np.float64) * w[:, None]
     return LogLossStat(
         labels=to_numpy(labels),
-        loss=to_numpy(onehot.T @ neg_log),
-        weight=float(xp.sum(w)),
+        loss=to_numpy(loss),
+        weight=float(neg_log.shape[0]) if w is None else float(xp.sum(w)),
         p_min=p_min,
         p_max=p_max,
     )
@@ -155,27 +199,35 @@ class MomentStat(TypedDict):
     sae: np.ndarray
 
 
-def moment_stat(y_true: Any, y_pred: Any, sample_weight: Any = None) -> MomentStat:
-    """Moments and error sums of one block (float64 accumulation)."""
+def moment_stat(
+    y_true: Any, y_pred: Any, sample_weight: Any = None, *, parts: str = "sse,sae,m2"
+) -> MomentStat:
+    """Moments and error sums of one block (float64 accumulation).
+
+    ``parts`` names what to compute (``sse``, ``sae``, ``m2``); the others are left zero,
+    so MSE does not pay for R²'s moments.
+    """
     xp = get_namespace(y_true, y_pred, sample_weight)
+    want = set(parts.split(","))
     y = y_true.astype(np.float64)
     yhat = y_pred.astype(np.float64)
     if y.ndim == 1:
         y, yhat = xp.reshape(y, (-1, 1)), xp.reshape(yhat, (-1, 1))
-    if sample_weight is None:
-        w = None
-        weight = float(y.shape[0])
-        mean = xp.mean(y, axis=0)
-        m2 = xp.sum((y - mean) ** 2, axis=0)
-        err = y - yhat
-        sse, sae = xp.sum(err * err, axis=0), xp.sum(xp.abs(err), axis=0)
-    else:
-        w = xp.reshape(sample_weight.astype(np.float64), (-1, 1))
-        weight = float(xp.sum(w))
-        mean = xp.sum(w * y, axis=0) / weight if weight != 0 else xp.zeros(y.shape[1])
-        m2 = xp.sum(w * (y - mean) ** 2, axis=0)
-        err = y - yhat
-        sse, sae = xp.sum(w * err * err, axis=0), xp.sum(w * xp.abs(err), axis=0)
+    zero = xp.zeros(y.shape[1])
+    w = None if sample_weight is None else xp.reshape(sample_weight.astype(np.float64), (-1, 1))
+    weight = float(y.shape[0]) if w is None else float(xp.sum(w))
+
+    def total(values: Any) -> Any:
+        return xp.sum(values if w is None else w * values, axis=0)
+
+    err = y - yhat
+    sse = total(err * err) if "sse" in want else zero
+    sae = total(xp.abs(err)) if "sae" in want else zero
+    mean, m2 = zero, zero
+    if "m2" in want and weight != 0:
+        mean = total(y) / weight
+        centred = y - mean
+        m2 = total(centred * centred)
     return MomentStat(
         count=int(y.shape[0]),
         weight=weight,

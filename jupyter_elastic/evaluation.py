@@ -13,6 +13,7 @@ than two samples for R²), these functions raise ``ValueError`` instead.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -108,7 +109,9 @@ _KINDS: dict[str, tuple[Callable, Callable]] = {
     "confusion": (confusion_stat, combine_confusion),
     "rank": (rank_stat, combine_rank),
     "logloss": (logloss_stat, combine_logloss),
-    "moments": (moment_stat, combine_moments),
+    "squared_errors": (partial(moment_stat, parts="sse"), combine_moments),
+    "absolute_errors": (partial(moment_stat, parts="sae"), combine_moments),
+    "moments": (partial(moment_stat, parts="sse,m2"), combine_moments),
 }
 
 
@@ -325,7 +328,7 @@ def mean_squared_error(
     >>> mean_squared_error([3, -0.5, 2, 7], [2.5, 0.0, 2, 8])
     0.375
     """
-    stat = _reduce("moments", *_regression_inputs(y_true, y_pred, sample_weight))
+    stat = _reduce("squared_errors", *_regression_inputs(y_true, y_pred, sample_weight))
     return _multioutput(stat["sse"] / stat["weight"], multioutput)
 
 
@@ -339,7 +342,7 @@ def mean_absolute_error(
     >>> mean_absolute_error([3, -0.5, 2, 7], [2.5, 0.0, 2, 8])
     0.5
     """
-    stat = _reduce("moments", *_regression_inputs(y_true, y_pred, sample_weight))
+    stat = _reduce("absolute_errors", *_regression_inputs(y_true, y_pred, sample_weight))
     return _multioutput(stat["sae"] / stat["weight"], multioutput)
 
 
@@ -381,13 +384,13 @@ METRICS: dict[str, tuple[str, Callable[..., Any]]] = {
         lambda s, wd, labels=None, normalize=True: _logloss_final(s, labels, normalize),
     ),
     "mean_squared_error": (
-        "moments",
+        "squared_errors",
         lambda s, wd, multioutput="uniform_average": _multioutput(
             s["sse"] / s["weight"], multioutput
         ),
     ),
     "mean_absolute_error": (
-        "moments",
+        "absolute_errors",
         lambda s, wd, multioutput="uniform_average": _multioutput(
             s["sae"] / s["weight"], multioutput
         ),
