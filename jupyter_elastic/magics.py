@@ -66,9 +66,15 @@ def _names(value: str | None, flag: str) -> list[str] | None:
     return names
 
 
+_CELL_PARSER: _Parser | None = None
+
+
 def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] | None]:
+    global _CELL_PARSER
+    if _CELL_PARSER is None:
+        _CELL_PARSER = _cell_parser()
     try:
-        args = _cell_parser().parse_args(shlex.split(line))
+        args = _CELL_PARSER.parse_args(shlex.split(line))
     except ValueError as exc:
         raise UsageError(f"%%gpu: cannot read the flags: {exc}") from None
     try:

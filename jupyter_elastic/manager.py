@@ -481,7 +481,7 @@ class ElasticClusterManager:
             return
         record.running_cells += 1
         record.last_activity = time.monotonic()
-        if not record.workers and record.handle is not None and record.status == "running":
+        if record.handle is not None and record.status == "running":
             impl = self._backend(record.backend)
             asyncio.ensure_future(_quietly(impl.wake(record.handle)))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import ctypes
+import functools
 import io
 import linecache
 import os
@@ -31,6 +32,8 @@ from .errors import ElasticError
 
 #: Inputs at least this large (bytes, by ``dask.sizeof``) are cached on workers.
 CACHE_MIN_BYTES = 1 << 20
+#: Results up to this size (pickled) come back with the cell's last event.
+INLINE_MAX_BYTES = 64 * 1024
 #: How often buffered output is sent while a cell runs (seconds).
 FLUSH_INTERVAL = 0.03
 #: Names an IPython shell puts in the namespace that never travel.
@@ -453,8 +456,17 @@ def dask_setup(worker: Any) -> None:
         pass
 
 
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str | None], ...]:
+    return tuple(_read_versions().items())
+
+
 def versions() -> dict[str, str | None]:
-    """Versions of the packages whose mismatch breaks cells (None when absent)."""
+    """Versions of the packages whose mismatch breaks cells (None when absent); cached."""
+    return dict(_versions())
+
+
+def _read_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     found: dict[str, str | None] = {"python": "%d.%d.%d" % sys.version_info[:3]}
@@ -470,9 +482,6 @@ def versions() -> dict[str, str | None]:
             except PackageNotFoundError:
                 continue
     return found
-
-
-_worker_versions: dict[str, str | None] | None = None
 
 
 def parity_problems(kernel: dict[str, str | None], worker: dict[str, str | None]) -> list[str]:
@@ -547,7 +556,6 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     ``evalue``, ``traceback``), ``cache-miss`` (``missing`` tokens: re-send them),
     ``mismatch`` (``problems``: package versions differ).
     """
-    global _worker_versions
     try:
         from distributed import get_worker
 
@@ -556,11 +564,9 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         worker = None
     if worker is not None:
         install_worker_hooks()
-    if _worker_versions is None:
-        _worker_versions = versions()
-    problems = parity_problems(payload.get("versions") or {}, _worker_versions)
+    problems = parity_problems(payload.get("versions") or {}, versions())
     if problems:
-        return {"status": "mismatch", "problems": problems, "versions": _worker_versions}
+        return {"status": "mismatch", "problems": problems, "versions": versions()}
 
     # Inputs: cached ones from the worker's cache, new large ones into it.
     namespace: dict[str, Any] = {}
@@ -639,15 +645,28 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     for token, name in used_tokens:
         if _changed(namespace[name], token):
             _cache.drop(token)
-    output.event("end", status=result["status"])
     result.update(
         compute_seconds=compute,
         worker=address,
         device="gpu" if _on_gpu() else "cpu",
-        events=output.seq,
         cached_inputs=from_cache,
     )
+    # A small result rides on the last event, so the kernel need not fetch it from the
+    # worker in a second round trip; the task's own return value is the fallback.
+    inline = _inline(result)
+    result["events"] = output.seq + 1
+    output.event("end", status=result["status"], inline=inline)
     return result
+
+
+def _inline(result: dict[str, Any]) -> bytes | None:
+    import cloudpickle
+
+    try:
+        data = cloudpickle.dumps(result, protocol=5)
+    except Exception:
+        return None
+    return data if len(data) <= INLINE_MAX_BYTES else None
 
 
 def _changed(value: Any, token: str) -> bool:

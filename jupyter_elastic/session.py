@@ -372,6 +372,7 @@ class ElasticSession:
         worker: str | None = None
         seen = 0
         ended = False
+        inline: bytes | None = None
         submitted = time.monotonic()
         try:
             while True:
@@ -397,6 +398,9 @@ class ElasticSession:
                             phases.show("ready", f"worker {worker}")
                     elif kind == "end":
                         ended = True
+                        if event.get("inline") is not None:
+                            inline = event["inline"]
+                            break
                     else:
                         _render(event)
                 elif future.done():
@@ -418,7 +422,12 @@ class ElasticSession:
                 + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
             ) from None
         try:
-            result = future.result()
+            if inline is not None:
+                import cloudpickle
+
+                result = cloudpickle.loads(inline)
+            else:
+                result = future.result()
         except Exception as exc:
             raise ElasticError(
                 f"the worker running this cell failed: {type(exc).__name__}: {exc}",

@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import os
+import time
 from typing import Any
 
 import psutil
@@ -58,11 +59,48 @@ class ElasticLocalCluster(LocalCluster):
         return {name: worker}
 
 
+class _CellActivity(SchedulerPlugin):
+    """Remembers when a cell task last changed state, and how many are in flight."""
+
+    name = "jupyter-elastic-activity"
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.in_flight: set[str] = set()
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if isinstance(key, str) and key.startswith(CELL_PREFIX):
+            self.last = time.monotonic()
+            if finish in ("memory", "erred", "released", "forgotten", "cancelled"):
+                self.in_flight.discard(key)
+            else:
+                self.in_flight.add(key)
+
+    def idle_for(self) -> float:
+        """Seconds since the last cell ended (0 while one runs)."""
+        return 0.0 if self.in_flight else time.monotonic() - self.last
+
+
 class CellAdaptive(Adaptive):
-    """Dask's Adaptive, plus: enough workers for the slots that waiting cells ask for."""
+    """Dask's Adaptive, plus: enough workers for the slots that waiting cells ask for, and
+    no worker retired until no cell has run for ``idle_timeout`` (Dask's own count of idle
+    checks would retire a worker between two quick cells)."""
 
     resource: str = CPU_RESOURCE
     slots_per_worker: float = 1.0
+    idle_timeout: float = 90.0
+    activity: _CellActivity | None = None
+
+    async def workers_to_close(self, target: int) -> list[str]:
+        if self.activity is not None and self.activity.idle_for() < self.idle_timeout:
+            return []
+        return await super().workers_to_close(target)
+
+    async def scale_down(self, workers: Any) -> None:
+        # SpecCluster retires workers itself (moving any data they hold) before closing
+        # them; Adaptive's extra retire_workers call first only doubles the wait.
+        if workers:
+            await self.cluster.scale_down(workers)
 
     async def target(self) -> int:
         base = await super().target()
@@ -131,6 +169,8 @@ class LocalBackend(ElasticBackend):
             gpu_ids=[g.index for g in gpus],
         )
         cluster.scheduler.add_plugin(_InteractiveLatency())
+        activity = _CellActivity()
+        cluster.scheduler.add_plugin(activity)
         progress("workers", "scheduler ready; workers start on demand")
         return ClusterHandle(
             name=spec.name,
@@ -144,6 +184,7 @@ class LocalBackend(ElasticBackend):
                 "max_workers": max_workers,
                 "memory": memory,
                 "gpus": [g.name for g in gpus],
+                "activity": activity,
             },
         )
 
@@ -158,21 +199,22 @@ class LocalBackend(ElasticBackend):
     async def adapt(
         self, handle: ClusterHandle, minimum: int, maximum: int, idle_timeout: float
     ) -> None:
-        interval = max(0.1, min(1.0, idle_timeout / 8))
         adaptive = handle.cluster.adapt(
             Adaptive=CellAdaptive,
             minimum=minimum,
             maximum=min(maximum, handle.extra["max_workers"]),
-            interval=interval,
-            wait_count=max(1, math.ceil(idle_timeout / interval)),
+            interval=max(0.1, min(0.5, idle_timeout / 8)),
+            wait_count=1,  # the idle clock is CellAdaptive's, not a count of checks
         )
         adaptive.resource = handle.extra["resource"]
         adaptive.slots_per_worker = handle.extra["slots"]
+        adaptive.idle_timeout = idle_timeout
+        adaptive.activity = handle.extra["activity"]
 
     async def wake(self, handle: ClusterHandle) -> None:
         cluster = handle.cluster
-        if not cluster.worker_spec and handle.extra["max_workers"] > 0:
-            cluster.scale(1)  # adaptive keeps it while the cell runs, then retires it
+        if not cluster.scheduler.workers and handle.extra["max_workers"] > 0:
+            cluster.scale(max(1, len(cluster.worker_spec)))  # adaptive keeps it while the cell runs
 
     async def close(self, handle: ClusterHandle) -> None:
         cluster = handle.cluster
