@@ -11,16 +11,18 @@ export function formatDuration(seconds: number | null | undefined): string {
   if (s < 10) {
     return `${Number(s.toFixed(2))}s`;
   }
-  if (s < 60) {
-    return `${Math.round(s)}s`;
+  const whole = Math.round(s);
+  if (whole < 60) {
+    return `${whole}s`;
   }
-  if (s < 3600) {
-    const m = Math.floor(s / 60);
-    const rest = Math.round(s - m * 60);
+  if (whole < 3600) {
+    const m = Math.floor(whole / 60);
+    const rest = whole - m * 60;
     return rest ? `${m}m ${rest}s` : `${m}m`;
   }
-  const h = Math.floor(s / 3600);
-  const m = Math.round((s - h * 3600) / 60);
+  const minutes = Math.round(whole / 60);
+  const h = Math.floor(minutes / 60);
+  const m = minutes - h * 60;
   return m ? `${h}h ${m}m` : `${h}h`;
 }
 

@@ -238,6 +238,9 @@ describe('format', () => {
     expect(formatDuration(1.234)).toBe('1.23s');
     expect(formatDuration(75)).toBe('1m 15s');
     expect(formatDuration(3720)).toBe('1h 2m');
+    expect(formatDuration(599.6)).toBe('10m');
+    expect(formatDuration(59.7)).toBe('1m');
+    expect(formatDuration(7199.9)).toBe('2h');
     expect(formatCost(0.0123, 'USD')).toBe('$0.0123');
     expect(formatCost(12.5, 'USD')).toBe('$12.50');
     expect(idleLabel({ workers: 2, idle_seconds: 30, idle_timeout: 90 })).toBe('to zero in 1m');

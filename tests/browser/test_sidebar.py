@@ -1,0 +1,294 @@
+"""The Elastic compute sidebar in a real JupyterLab, driven by headless Chromium (Playwright).
+
+The test starts ``jupyter lab`` on 127.0.0.1 with its own token and temporary Jupyter
+directories, runs a ``%%gpu`` cell inserted with the palette command, and checks that the
+cluster and its history row appear in the panel, that scaling to 2 workers from the panel
+shows two workers, and that stopping (after the confirmation dialog) removes the cluster.
+Screenshots go to ``test-artifacts/`` (light and dark theme, panel 300 px wide).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+PANEL_WIDTH = 300
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _api(url: str, token: str, method: str = "GET") -> object:
+    request = urllib.request.Request(url, method=method)
+    request.add_header("Authorization", f"token {token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+class Lab:
+    """A running ``jupyter lab`` and how to reach it."""
+
+    def __init__(self, process: subprocess.Popen, port: int, token: str, root: Path, log: Path):
+        self.process, self.port, self.token, self.root, self.log = process, port, token, root, log
+        self.url = f"http://127.0.0.1:{port}/"
+
+    def api(self, path: str, method: str = "GET") -> object:
+        return _api(self.url + path, self.token, method)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, no_leaked_processes) -> Lab:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    (root / "demo.ipynb").write_text(
+        json.dumps(
+            {
+                "cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# Demo"]}],
+                "metadata": {
+                    "kernelspec": {"name": "python3", "display_name": "Python 3",
+                                   "language": "python"}
+                },
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )
+    dirs = {name: tmp_path / name for name in ("config", "data", "runtime", "settings",
+                                               "workspaces", "dask", "ipython")}
+    for path in dirs.values():
+        path.mkdir()
+    # No news toast, no update check: clean screenshots and no network.
+    (dirs["config"] / "labconfig").mkdir()
+    (dirs["config"] / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+        "JUPYTER_DATA_DIR": str(dirs["data"]),
+        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+        "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
+        "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
+        "IPYTHONDIR": str(dirs["ipython"]),
+        "DASK_CONFIG": str(dirs["dask"]),
+        "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "10m",
+        "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "2",
+        "DASK_JUPYTER_ELASTIC__WORKER__CPUS": "1",
+        "DASK_JUPYTER_ELASTIC__WORKER__MEMORY": "1GiB",
+    }
+    for key in ("JUPYTER_ELASTIC_SERVER_URL", "JUPYTER_ELASTIC_TOKEN"):
+        env.pop(key, None)
+    log = tmp_path / "lab.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
+                "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
+                f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+                "--LabApp.expose_app_in_browser=True",
+                "--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.news_url=None",
+            ],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root,
+        )
+    lab = Lab(process, port, token, root, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                lab.api("api/status")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("jupyter lab did not start:\n" + log.read_text()[-3000:])
+                time.sleep(0.2)
+        yield lab
+    finally:
+        try:
+            lab.api("api/shutdown", method="POST")
+        except OSError:
+            pass
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def page(lab: Lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": 1280, "height": 860}, device_scale_factor=2
+            )
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{lab.url}lab/tree/demo.ipynb?reset&token={lab.token}")
+            page.wait_for_selector("#jupyterlab-splash", state="detached")
+            yield page
+        finally:
+            browser.close()
+
+
+def _panel_width(page) -> float:
+    return page.locator("#jupyter-elastic-sidebar").bounding_box()["width"]
+
+
+def _set_panel_width(page, width: int) -> None:
+    """Drag the handle between the left area and the main area until the panel is ``width``."""
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+    for _ in range(3):
+        box = handle.bounding_box()
+        delta = width - _panel_width(page)
+        if abs(delta) < 2:
+            return
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + delta, y, steps=5)
+        page.mouse.up()
+
+
+def _shoot(page, name: str, selector: str = "#jupyter-elastic-sidebar") -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.locator(selector).screenshot(path=str(path))
+    return path
+
+
+@pytest.fixture
+def shot_on_failure(page, request):
+    """Keep a full-page screenshot of a failing test in test-artifacts/."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"failure-{request.node.name}.png"))
+
+
+def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_failure) -> None:
+    from playwright.sync_api import expect
+
+    # Open the panel (left area tab) and give it the width the README promises.
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-elastic-sidebar"]').click()
+    panel = page.locator("#jupyter-elastic-sidebar")
+    expect(panel).to_be_visible()
+    expect(panel.locator(".jp-Elastic-title")).to_have_text("Elastic compute")
+    expect(panel.locator(".jp-Elastic-empty").first).to_contain_text("No clusters")
+    _set_panel_width(page, PANEL_WIDTH)
+    assert abs(_panel_width(page) - PANEL_WIDTH) < 4
+
+    # Insert a %%gpu cell from the command palette; it also adds %load_ext once.
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.keyboard.press("Escape")
+    page.evaluate("window.jupyterapp.commands.execute('apputils:activate-command-palette')")
+    palette = page.locator("#modal-command-palette input")
+    palette.fill("Insert %%gpu")
+    page.locator("#modal-command-palette .lm-CommandPalette-item", has_text="Insert %%gpu Cell").click()
+    cells = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor")
+    expect(cells).to_have_count(3)
+    expect(cells.nth(0)).to_contain_text("%load_ext jupyter_elastic")
+    expect(cells.nth(2)).to_contain_text("%%gpu")
+    cells.nth(2).click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("import numpy\ntotal = int(numpy.arange(10).sum())\nprint('total', total)")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    expect(page.locator(".jp-OutputArea-output", has_text="total 45")).to_be_visible(
+        timeout=180_000
+    )
+
+    # The kernel's cluster and the cell's history row show up without a reload.
+    card = panel.locator(".jp-Elastic-cluster")
+    expect(card).to_have_count(1)
+    expect(card).to_have_attribute("data-status", "running")
+    expect(card.locator(".jp-Elastic-stats")).to_contain_text("local")
+    expect(panel.locator(".jp-Elastic-historyRow")).to_have_count(1)
+    expect(panel.locator(".jp-Elastic-historyRow")).to_contain_text("[")
+    cluster_id = card.get_attribute("data-cluster-id")
+    clusters = lab.api("jupyter-elastic/api/clusters")["clusters"]
+    assert [c["id"] for c in clusters] == [cluster_id]
+
+    # Scale to two workers from the panel.
+    card.get_by_label("Number of workers").fill("2")
+    card.get_by_role("button", name="Scale").click()
+    expect(card.locator(".jp-Elastic-worker")).to_have_count(2, timeout=120_000)
+    expect(card.locator(".jp-Elastic-workerCount")).to_have_text("2")
+    gpu_text = "GPU" if clusters[0]["has_gpu"] else "no GPU"
+    expect(card.locator(".jp-Elastic-workerGpu").first).to_contain_text(gpu_text)
+    link = clusters[0]["dashboard_link"]
+    assert link.startswith("/proxy/") and link.endswith("/status")
+    expect(card.locator(".jp-Elastic-dashboard")).to_have_attribute("href", link)
+
+    # The dashboard link answers through the server.
+    dashboard = page.request.get(lab.url.rstrip("/") + link)
+    assert dashboard.status == 200
+
+    _shoot(page, "sidebar-light.png")
+    # The README picture: the panel's content only (docs/sidebar.png is copied from it).
+    _shoot(page, "sidebar-readme.png", "#jupyter-elastic-sidebar .jp-Elastic-panel")
+    page.evaluate(
+        "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
+    )
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+    _shoot(page, "sidebar-dark.png")
+    page.evaluate(
+        "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})"
+    )
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "true")
+
+    # Stop asks first; cancelling keeps the cluster, confirming removes it.
+    card.get_by_role("button", name="Stop cluster").click()
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("Stop cluster?")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    assert [c["id"] for c in lab.api("jupyter-elastic/api/clusters")["clusters"]] == [cluster_id]
+    card.get_by_role("button", name="Stop cluster").click()
+    page.locator(".jp-Dialog").get_by_role("button", name="Stop").click()
+    expect(card).to_have_count(0)
+    expect(panel.locator(".jp-Elastic-empty").first).to_contain_text("No clusters")
+    assert lab.api("jupyter-elastic/api/clusters") == {"clusters": []}
+    # The history survives the cluster.
+    expect(panel.locator(".jp-Elastic-historyRow")).to_have_count(1)
