@@ -298,7 +298,15 @@ class KubernetesBackend(ElasticBackend):
             else:
                 error = exc
             try:
-                await self._delete(api, namespace, spec.name)
+                # a fresh client: kr8s re-authenticates after a 403 and concurrent calls can
+                # leave the shared one without a server address (UnsupportedProtocol)
+                fresh = await kr8s.asyncio.Api(bypass_factory=True)
+                if watch.forbidden is None and isinstance(exc, httpx.UnsupportedProtocol):
+                    watch.forbidden = watch.forbidden or await _probe_forbidden(fresh, namespace)
+                if watch.forbidden is not None and isinstance(exc, Exception):
+                    error = translate(watch.forbidden, namespace=namespace,
+                                      action=f"start the Kubernetes cluster {spec.name!r}")
+                await self._delete(fresh, namespace, spec.name)
             except Exception as cleanup:
                 log.warning("could not delete DaskCluster %s: %s", spec.name, cleanup)
                 if isinstance(error, ElasticError):
@@ -468,6 +476,19 @@ class KubernetesBackend(ElasticBackend):
         return details
 
 
+async def _probe_forbidden(api: Any, namespace: str) -> kr8s.ServerError | None:
+    """The 403 that reading pods, services or events gives, if RBAC forbids one of them."""
+    for path in ("pods", "services", "events"):
+        try:
+            await get_json(api, path, namespace=namespace, params={"limit": 1})
+        except kr8s.ServerError as exc:
+            if exc.response is not None and exc.response.status_code == 403:
+                return exc
+        except Exception:
+            return None
+    return None
+
+
 def _json(data: Any) -> str:
     import json
 
@@ -485,6 +506,7 @@ class _StartWatch:
         self.last: tuple[str, str] | None = None
         self.last_sent = 0.0
         self.unschedulable_since: dict[str, float] = {}
+        self.forbidden: kr8s.ServerError | None = None
 
     def report(self, phase: str, detail: str) -> None:
         now = time.monotonic()
@@ -507,6 +529,7 @@ class _StartWatch:
             raise
         except kr8s.ServerError as exc:
             if exc.response is not None and exc.response.status_code == 403:
+                self.forbidden = exc
                 raise  # RBAC: translated by the caller
             log.debug("start watch: %s", exc)
         except (httpx.TransportError, kr8s.APITimeoutError):

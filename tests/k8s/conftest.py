@@ -26,9 +26,9 @@ class K8s:
 
 
 def _reset_kr8s() -> None:
-    import kr8s._api
+    import importlib
 
-    kr8s._api.Api._instances.clear()
+    importlib.import_module("kr8s._api").Api._instances.clear()
 
 
 @pytest.fixture
