@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "cast",
     "get_namespace",
     "gpu_available",
     "is_cupy",
@@ -201,3 +202,16 @@ def to_device(x: Any, xp: ModuleType) -> Any:
     if is_dask(x):
         return x.map_blocks(xp.asarray, meta=xp.empty((0,) * x.ndim, dtype=x.dtype))
     return xp.asarray(x)
+
+
+def cast(x: Any, dtype: Any) -> Any:
+    """``x`` as ``dtype``, without a copy when it already has that dtype (any namespace).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros(2)
+    >>> cast(a, np.float64) is a
+    True
+    """
+    return x if x.dtype == np.dtype(dtype) else x.astype(dtype)

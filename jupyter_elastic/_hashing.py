@@ -30,23 +30,17 @@ def _mix_k(k: np.ndarray) -> np.ndarray:
     return k * _C2
 
 
-def murmurhash3_32(tokens: Sequence[bytes]) -> np.ndarray:
-    """Signed 32-bit MurmurHash3 (seed 0) of each byte string, as an int32 array.
-
-    Examples
-    --------
-    >>> murmurhash3_32([b"", b"a"]).tolist()
-    [0, 1009084850]
-    """
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+def _murmur_buffer(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """MurmurHash3 of the byte strings ``buf[starts[i] : starts[i] + lengths[i]]``."""
+    n = len(lengths)
     order = np.argsort(-lengths, kind="stable")  # longest first: active tokens are a prefix
-    buf = np.frombuffer(b"".join(tokens[i] for i in order) + b"\0\0\0\0", dtype=np.uint8)
     sorted_len = lengths[order]
-    starts = np.concatenate([[0], np.cumsum(sorted_len)[:-1]]).astype(np.int64)
+    starts = starts[order]
+    buf = np.concatenate([buf, np.zeros(4, dtype=np.uint8)])
     nblocks = sorted_len // 4
-    h = np.zeros(len(tokens), dtype=np.uint32)
+    h = np.zeros(n, dtype=np.uint32)
     with np.errstate(over="ignore"):
-        for j in range(int(nblocks[0]) if len(tokens) else 0):
+        for j in range(int(nblocks[0]) if n else 0):
             m = int(np.searchsorted(-nblocks, -j, side="left"))  # tokens with nblocks > j
             at = starts[:m] + 4 * j
             k = (
@@ -60,7 +54,7 @@ def murmurhash3_32(tokens: Sequence[bytes]) -> np.ndarray:
             h[:m] = hm * np.uint32(5) + np.uint32(0xE6546B64)
         rem = sorted_len & 3
         tail_at = starts + 4 * nblocks
-        k1 = np.zeros(len(tokens), dtype=np.uint32)
+        k1 = np.zeros(n, dtype=np.uint32)
         for b in (2, 1, 0):
             has = rem > b
             k1[has] ^= buf[tail_at[has] + b].astype(np.uint32) << np.uint32(8 * b)
@@ -72,9 +66,36 @@ def murmurhash3_32(tokens: Sequence[bytes]) -> np.ndarray:
         h ^= h >> np.uint32(13)
         h = h * np.uint32(0xC2B2AE35)
         h ^= h >> np.uint32(16)
-    out = np.empty(len(tokens), dtype=np.int32)
+    out = np.empty(n, dtype=np.int32)
     out[order] = h.view(np.int32)
     return out
+
+
+def murmurhash3_32(tokens: Sequence[bytes]) -> np.ndarray:
+    """Signed 32-bit MurmurHash3 (seed 0) of each byte string, as an int32 array.
+
+    Examples
+    --------
+    >>> murmurhash3_32([b"", b"a"]).tolist()
+    [0, 1009084850]
+    """
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    buf = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+    return _murmur_buffer(buf, starts, lengths)
+
+
+def _hash_tokens(flat: list[Any]) -> np.ndarray:
+    """Hashes of a flat token list; ASCII text is encoded in one go."""
+    try:
+        text = "".join(flat)
+    except TypeError:
+        text = None
+    if text is not None and text.isascii():
+        lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return _murmur_buffer(np.frombuffer(text.encode("ascii"), dtype=np.uint8), starts, lengths)
+    return murmurhash3_32([_encode(t) for t in flat])
 
 
 def _encode(token: Any) -> bytes:
@@ -89,27 +110,23 @@ def hash_rows(
     rows: Iterable[Iterable[str]], n_features: int, alternate_sign: bool, dtype: Any
 ) -> np.ndarray:
     """Dense hashed counts of each row's tokens (one row per sample)."""
-    encoded: list[bytes] = []
-    row_of: list[int] = []
-    n_rows = 0
+    per_row: list[int] = []
+    flat: list[Any] = []
     for i, row in enumerate(rows):
         if isinstance(row, (str, bytes)):
             raise ValueError(
                 f"sample {i} is a single string; each sample must be a list of tokens "
                 "(wrap it: [text.split()])"
             )
-        toks = [_encode(t) for t in row]
-        encoded.extend(toks)
-        row_of.extend([i] * len(toks))
-        n_rows = i + 1
+        toks = list(row)
+        flat.extend(toks)
+        per_row.append(len(toks))
+    n_rows = len(per_row)
     out = np.zeros(n_rows * n_features, dtype=np.float64)
-    if encoded:
-        h = murmurhash3_32(encoded).astype(np.int64)
+    if flat:
+        h = _hash_tokens(flat).astype(np.int64)
         col = np.abs(h) % n_features
         values = np.where(h >= 0, 1.0, -1.0) if alternate_sign else None
-        out = np.bincount(
-            np.asarray(row_of, dtype=np.int64) * n_features + col,
-            weights=values,
-            minlength=n_rows * n_features,
-        ).astype(np.float64)
+        row_of = np.repeat(np.arange(n_rows, dtype=np.int64), per_row)
+        out = np.bincount(row_of * n_features + col, weights=values, minlength=n_rows * n_features)
     return out.reshape(n_rows, n_features).astype(dtype, copy=False)

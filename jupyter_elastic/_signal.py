@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import get_namespace, is_dask
+from ._array import cast, get_namespace, is_dask
 from ._checks import as_array, check_finite, check_float_array, check_ndim, float_dtype
 
 __all__ = [
@@ -39,7 +39,7 @@ def _signals(x: Any) -> Any:
     x = as_array(x, "x")
     check_ndim(x, "x", (1, 2))
     check_float_array(x, "x")
-    x = check_finite(x.astype(float_dtype(x)), "x")
+    x = check_finite(cast(x, float_dtype(x)), "x")
     if x.shape[-1] < 2:
         raise ValueError(f"signals need at least 2 samples along the last axis, got {x.shape[-1]}")
     return x
@@ -223,13 +223,13 @@ def _window_moments(X: Any, window: int) -> tuple[Any, Any]:
 
 
 def _mean_block(X: Any, window: int) -> Any:
-    return _window_moments(X, window)[0].astype(X.dtype)
+    return cast(_window_moments(X, window)[0], X.dtype)
 
 
 def _std_block(X: Any, window: int, ddof: int = 0) -> Any:
     xp = get_namespace(X)
     m2 = _window_moments(X, window)[1]
-    return xp.sqrt(m2 / (window - ddof)).astype(X.dtype)
+    return cast(xp.sqrt(m2 / (window - ddof)), X.dtype)
 
 
 def _extreme_block(X: Any, window: int, op: str) -> Any:
@@ -255,7 +255,7 @@ def _rolling(X: Any, window: int, axis: int, func: Callable[..., Any], **kw: Any
         raise ValueError(
             f"window must be an integer in [1, {n}] (the length of axis {axis}), got {window!r}"
         )
-    X = check_finite(X.astype(float_dtype(X)), "X")
+    X = check_finite(cast(X, float_dtype(X)), "X")
     block = partial(func, window=int(window), **kw)
     if not is_dask(X):
         xp = get_namespace(X)

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from ._array import get_namespace, to_numpy
+from ._array import cast, get_namespace, to_numpy
 from ._chunked import union_labels
 
 __all__ = [
@@ -143,7 +143,7 @@ def logloss_stat(y_true: Any, y_prob: Any, sample_weight: Any = None) -> LogLoss
     if not _is_str(y_true):
         xp = get_namespace(y_true, y_prob, sample_weight)
     dtype = y_prob.dtype if y_prob.dtype.kind == "f" else np.dtype(np.float64)
-    y_prob = y_prob.astype(dtype)
+    y_prob = cast(y_prob, dtype)
     p_min, p_max = float(xp.min(y_prob)), float(xp.max(y_prob))
     eps = np.finfo(dtype).eps
     probs = xp.clip(_prob_columns(y_prob, xp), eps, 1 - eps)
@@ -209,8 +209,8 @@ def moment_stat(
     """
     xp = get_namespace(y_true, y_pred, sample_weight)
     want = set(parts.split(","))
-    y = y_true.astype(np.float64)
-    yhat = y_pred.astype(np.float64)
+    y = cast(y_true, np.float64)
+    yhat = cast(y_pred, np.float64)
     if y.ndim == 1:
         y, yhat = xp.reshape(y, (-1, 1)), xp.reshape(yhat, (-1, 1))
     zero = xp.zeros(y.shape[1])

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import get_namespace, is_dask, to_device
+from ._array import cast, get_namespace, is_dask, to_device
 from ._checks import as_array, check_float_array, check_ndim, float_dtype
 from ._hashing import hash_rows
 from ._quantiles import exact_nanquantile, histogram_features, quantile_features
@@ -64,7 +64,7 @@ def _float_input(
     check_ndim(X, name, ndims)
     check_float_array(X, name)
     dtype = float_dtype(X)
-    X = X.astype(np.float64)
+    X = cast(X, np.float64)
     xp = get_namespace(X)
     if is_dask(X):
         checked = X.map_blocks(_check_block, allow_nan=allow_nan, what=name, meta=X._meta)
@@ -127,7 +127,7 @@ def scale(
         out = out - mod.nanmean(Xa, axis=0)
     if with_std:
         out = out / _zeros_to_one(mod.nanstd(Xa, axis=0), mod)
-    return _along(out, axis).astype(dtype)
+    return cast(_along(out, axis), dtype)
 
 
 def _module(X: Any, xp: ModuleType) -> Any:
@@ -163,7 +163,7 @@ def minmax_scale(
     mod = _module(Xa, xp)
     data_min, data_max = mod.nanmin(Xa, axis=0), mod.nanmax(Xa, axis=0)
     factor = (hi - lo) / _zeros_to_one(data_max - data_min, mod)
-    return _along(Xa * factor + (lo - data_min * factor), axis).astype(dtype)
+    return cast(_along(Xa * factor + (lo - data_min * factor), axis), dtype)
 
 
 def robust_scale(
@@ -221,7 +221,7 @@ def robust_scale(
             normal = NormalDist()
             spread = spread / (normal.inv_cdf(q_hi / 100) - normal.inv_cdf(q_lo / 100))
         out = out / spread
-    return _along(out, axis).astype(dtype)
+    return cast(_along(out, axis), dtype)
 
 
 def normalize(
@@ -249,8 +249,8 @@ def normalize(
     else:
         norms = mod.max(abs(Xa), axis=1)
     norms = _zeros_to_one(norms, mod)
-    out = _along(Xa / norms[:, None], 1 - axis).astype(dtype)
-    return (out, norms.astype(dtype)) if return_norm else out
+    out = cast(_along(Xa / norms[:, None], 1 - axis), dtype)
+    return (out, cast(norms, dtype)) if return_norm else out
 
 
 def _poly_blocks(n_features: int, degree: int, interaction_only: bool) -> list[list[int]]:
@@ -264,22 +264,34 @@ def _poly_blocks(n_features: int, degree: int, interaction_only: bool) -> list[l
 
 
 def _poly_block(X: Any, degree: tuple[int, int], interaction_only: bool, include_bias: bool) -> Any:
+    """All monomials of ``X`` up to ``degree[1]``, written into one preallocated matrix.
+
+    Layout: [bias][degree 1][degree 2]...; inside degree ``k + 1`` the monomials starting
+    with feature ``i`` are ``X[:, i]`` times a contiguous suffix of the degree-``k`` block.
+    """
     xp = get_namespace(X)
     n, d = X.shape
     lo, hi = degree
     starts = _poly_blocks(d, hi, interaction_only)
-    blocks = [X]
+    sizes = [s[-1] for s in starts]
+    bias = int(include_bias)
+    offsets = [bias + sum(sizes[:k]) for k in range(hi)]
+    out = xp.empty((n, bias + sum(sizes)), dtype=X.dtype)
+    if bias:
+        out[:, 0] = 1
+    if hi >= 1:
+        out[:, offsets[0] : offsets[0] + d] = X
     for k in range(1, hi):
-        prev, cur = blocks[-1], starts[k]
-        parts = []
+        prev, cur = offsets[k - 1], offsets[k]
         for i in range(d):
-            if cur[i + 1] > cur[i]:  # combinations (i, ...) exist at this degree
-                parts.append(X[:, i : i + 1] * prev[:, starts[k - 1][i + interaction_only] :])
-        blocks.append(xp.concatenate(parts, axis=1) if parts else X[:, :0])
-    keep = [b for k, b in enumerate(blocks, start=1) if max(lo, 1) <= k <= hi]
-    if include_bias:
-        keep.insert(0, xp.ones((n, 1), dtype=X.dtype))
-    return xp.concatenate(keep, axis=1)
+            a, b = cur + starts[k][i], cur + starts[k][i + 1]
+            if b > a:  # monomials (i, ...) exist at this degree
+                src = out[:, prev + starts[k - 1][i + interaction_only] : prev + sizes[k - 1]]
+                xp.multiply(src, X[:, i : i + 1], out=out[:, a:b])
+    if lo <= 1:
+        return out
+    keep = list(range(bias)) + list(range(offsets[lo - 1], out.shape[1]))
+    return out[:, keep]
 
 
 def n_polynomial_features(
@@ -318,11 +330,11 @@ def polynomial_features(
     X, xp, dtype = _float_input(X, "X", (2,), allow_nan=True)
     args = ((int(lo), int(hi)), bool(interaction_only), bool(include_bias))
     if not is_dask(X):
-        return _poly_block(X, *args).astype(dtype)
+        return cast(_poly_block(X, *args), dtype)
     n_out = n_polynomial_features(X.shape[1], (int(lo), int(hi)), interaction_only, include_bias)
     X = X.rechunk({1: -1})
     out = X.map_blocks(_poly_block, *args, chunks=(X.chunks[0], (n_out,)), meta=X._meta)
-    return out.astype(dtype)
+    return cast(out, dtype)
 
 
 def hash_features(
