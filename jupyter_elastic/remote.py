@@ -79,6 +79,10 @@ def _bound_names(tree: ast.Module) -> list[str]:
             add(node.name)
             for dec in node.decorator_list:
                 self.visit(dec)
+            for inner in ast.walk(node):  # `global x` inside a function binds x here
+                if isinstance(inner, ast.Global):
+                    for name in inner.names:
+                        add(name)
 
         visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 

@@ -37,13 +37,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_ROOT, ignore_errors=True)
 
 
+#: Python's own per-process helpers: started once, they live until the test process exits.
+_PYTHON_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _is_helper(process: psutil.Process) -> bool:
+    try:
+        return any(h in " ".join(process.cmdline()) for h in _PYTHON_HELPERS)
+    except psutil.Error:
+        return True
+
+
 def children() -> set[int]:
-    """PIDs of this process's live descendants."""
+    """PIDs of this process's live descendants (Python's multiprocessing helpers aside)."""
     try:
         return {
             p.pid
             for p in psutil.Process().children(recursive=True)
-            if p.status() != psutil.STATUS_ZOMBIE
+            if p.status() != psutil.STATUS_ZOMBIE and not _is_helper(p)
         }
     except psutil.Error:
         return set()

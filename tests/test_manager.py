@@ -1,0 +1,283 @@
+"""The control plane: leases, reaping, scaling rules and metering.
+
+Most tests use a small in-memory backend so the rules are checked exactly; the last ones
+run the real local backend (processes) and check nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from conftest import wait_for
+from jupyter_elastic.backends.base import ClusterHandle, ElasticBackend
+from jupyter_elastic.config import Pricing, load_settings
+from jupyter_elastic.errors import ClusterNotFound, ConfigError
+from jupyter_elastic.manager import ElasticClusterManager
+from jupyter_elastic.metering import ClusterMeter, cell_charge
+from jupyter_elastic.models import WorkerDetail
+
+
+class MemoryBackend(ElasticBackend):
+    """Clusters as plain records: every call is logged, workers appear at once."""
+
+    name = "local"
+
+    def __init__(self, settings, has_gpu=True):
+        super().__init__(settings)
+        self.calls: list[tuple] = []
+        self.sizes: dict[str, int] = {}
+        self.has_gpu = has_gpu
+        self.closed: list[str] = []
+
+    async def start(self, spec, progress):
+        progress("scheduler", "")
+        self.calls.append(("start", spec.name))
+        self.sizes[spec.name] = 0
+        return ClusterHandle(name=spec.name, scheduler_address="tcp://127.0.0.1:1", has_gpu=self.has_gpu)
+
+    async def scale(self, handle, n):
+        self.calls.append(("scale", handle.name, n))
+        self.sizes[handle.name] = n
+
+    async def adapt(self, handle, minimum, maximum, idle_timeout):
+        self.calls.append(("adapt", handle.name, minimum, maximum, idle_timeout))
+
+    async def close(self, handle):
+        self.closed.append(handle.name)
+
+    async def workers(self, handle):
+        return [WorkerDetail(name=str(i), gpus=1.0 if self.has_gpu else 0.0, memory=1)
+                for i in range(self.sizes.get(handle.name, 0))]
+
+
+def make_manager(**settings_overrides):
+    raw = {"backend": "local", "idle-timeout": "1s", "shutdown-after": "2s", "lease-ttl": "1s",
+           "max-workers": 4, **settings_overrides}
+    settings = load_settings(raw)
+    manager = ElasticClusterManager(settings, tick=0.05, owner="tester")
+    backend = MemoryBackend(settings)
+    manager._backends["local"] = backend
+    return manager, backend
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_acquire_reuses_the_session_cluster_and_reports_phases():
+    async def scenario():
+        manager, backend = make_manager()
+        phases = []
+        lease = await manager.acquire("kernel-a", progress=lambda p, d: phases.append(p))
+        again = await manager.acquire("kernel-a")
+        other = await manager.acquire("kernel-b")
+        assert phases == ["queued", "scheduler", "ready"]
+        assert again["cluster_id"] == lease["cluster_id"] and again["lease_id"] == lease["lease_id"]
+        assert other["cluster_id"] != lease["cluster_id"]
+        assert [c[0] for c in backend.calls].count("start") == 2
+        assert ("adapt", lease["name"], 0, 4, 1.0) in backend.calls
+        await manager.close_all()
+        assert sorted(backend.closed) == sorted([lease["name"], other["name"]])
+
+    run(scenario())
+
+
+def test_lapsed_lease_stops_its_cluster():
+    async def scenario():
+        manager, backend = make_manager(**{"shutdown-after": "1h"})
+        lease = await manager.acquire("kernel-a")
+        kept = await manager.acquire("kernel-b")
+        t0 = time.monotonic()
+        while manager.list_clusters() and len(manager.list_clusters()) > 1:
+            manager.heartbeat(kept["lease_id"])
+            await manager.reap_once()
+            await asyncio.sleep(0.05)
+            assert time.monotonic() - t0 < 5, "lease never lapsed"
+        assert [c["id"] for c in manager.list_clusters()] == [kept["cluster_id"]]
+        assert backend.closed == [lease["name"]]
+        assert manager.heartbeat(lease["lease_id"]) is False
+        assert manager.heartbeat(kept["lease_id"]) is True
+        await manager.close_all()
+
+    run(scenario())
+
+
+def test_released_lease_leaves_time_to_reconnect_by_name():
+    async def scenario():
+        manager, backend = make_manager(**{"lease-ttl": "0.5s", "shutdown-after": "1h"})
+        lease = await manager.acquire("kernel-a", name="my-run")
+        manager.release(lease["lease_id"])
+        await manager.reap_once()
+        again = await manager.acquire("kernel-restarted", name="my-run")
+        assert again["cluster_id"] == lease["cluster_id"]
+        manager.release(again["lease_id"])
+        await asyncio.sleep(0.6)
+        await manager.reap_once()
+        assert manager.list_clusters() == []
+        assert backend.closed == ["my-run"]
+
+    run(scenario())
+
+
+def test_empty_idle_cluster_shuts_down_after_shutdown_after():
+    async def scenario():
+        manager, backend = make_manager(**{"shutdown-after": "0.3s", "lease-ttl": "1h"})
+        created = await manager.create_cluster()
+        await manager.reap_once()
+        assert manager.list_clusters()
+        await asyncio.sleep(0.35)
+        await manager.reap_once()
+        assert manager.list_clusters() == []
+        assert backend.closed == [created["name"]]
+
+    run(scenario())
+
+
+def test_busy_cluster_is_not_shut_down_and_fixed_size_returns_to_adaptive_when_idle():
+    async def scenario():
+        manager, backend = make_manager(**{"shutdown-after": "0.2s", "idle-timeout": "0.3s"})
+        created = await manager.create_cluster()
+        await manager.scale(created["id"], 2)
+        manager.cell_started(created["id"])
+        await asyncio.sleep(0.4)
+        await manager.reap_once()
+        cluster = manager.list_clusters()[0]
+        assert cluster["requested_workers"] == 2 and cluster["adapt"] is None
+        assert cluster["running_cells"] == 1 and cluster["idle_seconds"] == 0
+        manager.cell_finished(created["id"], {"id": "c1", "cell": 1, "started": "", "backend": "local",
+                                             "cluster_id": created["id"], "worker": "0", "device": "gpu",
+                                             "seconds": 0.4, "compute_seconds": 0.4, "gpus": 1.0,
+                                             "gpu_seconds": 0.4, "cpu_seconds": 0.0, "cost": 0.1,
+                                             "status": "ok"})
+        await asyncio.sleep(0.35)
+        await manager.reap_once()
+        cluster = manager.list_clusters()[0]
+        assert cluster["adapt"] == {"minimum": 0, "maximum": 4}, cluster
+        assert backend.calls[-1][0] == "adapt"
+        history = manager.history()
+        assert history[-1]["cell"] == 1 and history[-1]["owner"] == "tester"
+        assert manager.usage()["cells"]["gpu_seconds"] == pytest.approx(0.4)
+        await manager.close_all()
+
+    run(scenario())
+
+
+def test_bad_requests_name_the_field():
+    async def scenario():
+        manager, _ = make_manager()
+        created = await manager.create_cluster(name="named")
+        with pytest.raises(ConfigError, match="n must be a whole number of workers >= 0, got -1"):
+            await manager.scale(created["id"], -1)
+        with pytest.raises(ConfigError, match="above max-workers=4"):
+            await manager.scale(created["id"], 9)
+        with pytest.raises(ConfigError, match=r"minimum \(3\) must not be above maximum \(1\)"):
+            await manager.adapt(created["id"], 3, 1)
+        with pytest.raises(ConfigError, match="minimum must be a whole number"):
+            await manager.adapt(created["id"], "a", 1)
+        with pytest.raises(ClusterNotFound, match="no cluster with id 'nope'"):
+            await manager.scale("nope", 1)
+        with pytest.raises(ConfigError, match="already exists"):
+            await manager.create_cluster(name="named")
+        with pytest.raises(ConfigError, match="cluster name 'Bad Name' is not valid"):
+            await manager.create_cluster(name="Bad Name")
+        with pytest.raises(ConfigError, match="unknown backend 'yarn'"):
+            await manager.create_cluster(backend="yarn")
+        await manager.close_all()
+
+    run(scenario())
+
+
+def test_gpu_budget_and_idle_timeout_bounds():
+    async def scenario():
+        manager, _ = make_manager()
+        manager.max_gpus = 3
+        manager.idle_timeout_bounds = (0.5, 60.0)
+        created = await manager.create_cluster()
+        await manager.scale(created["id"], 3)
+        await manager.reap_once()
+        with pytest.raises(ConfigError, match="allows at most 3 per user"):
+            await manager.create_cluster(workers=1)
+        with pytest.raises(ConfigError, match="outside the range this server allows"):
+            await manager.set_idle_timeout(created["id"], 3600)
+        await manager.close_all()
+
+    run(scenario())
+
+
+def test_meter_counts_billed_busy_and_idle_worker_seconds():
+    meter = ClusterMeter(Pricing(gpu_hour=3600.0, cpu_hour=0.0), gpus_per_worker=1.0, cpus_per_worker=4)
+    meter.tick(0.0, workers=2, busy=False)
+    meter.tick(1.0, workers=2, busy=True)   # 2 worker-seconds busy
+    meter.tick(4.0, workers=2, busy=False)  # 6 worker-seconds idle
+    meter.tick(5.0, workers=0, busy=False)  # nothing billed
+    usage = meter.usage
+    assert usage.gpu_seconds == pytest.approx(8.0)
+    assert usage.busy_seconds == pytest.approx(2.0)
+    assert usage.idle_seconds == pytest.approx(6.0)
+    assert usage.cost == pytest.approx(8.0)
+    assert cell_charge(Pricing(gpu_hour=1.0, cpu_hour=2.0), 3600.0, 0.5, 4, True) == (1800.0, 0.0, 0.5)
+    assert cell_charge(Pricing(gpu_hour=1.0, cpu_hour=2.0), 3600.0, 0.0, 2, False) == (0.0, 7200.0, 4.0)
+
+
+def test_real_local_cluster_wakes_and_scales_to_zero(no_leaked_processes):
+    from jupyter_elastic.controlplane import EmbeddedControlPlane
+
+    settings = load_settings({"idle-timeout": "1s", "max-workers": 1})
+    cp = EmbeddedControlPlane(settings)
+    try:
+        lease = cp.acquire("kernel-a")
+        assert lease["has_gpu"] is False
+        from distributed import Client
+
+        with Client(lease["scheduler_address"], set_as_default=False) as client:
+            cp.cell_started(lease["cluster_id"])
+            task = client.submit(time.sleep, 0.5, key="gpu-cell-1", resources={"CELL": 1}, pure=False)
+            wait_for(lambda: cp.cluster(lease["cluster_id"])["workers"] == 1, timeout=30, what="a worker on wake")
+            detail = cp.cluster(lease["cluster_id"])["worker_details"][0]
+            assert detail["gpus"] == 0.0 and detail["memory"] > 0
+            task.result()
+            del task
+        cp.cell_finished(lease["cluster_id"], {"id": "x", "cell": None, "started": "", "backend": "local",
+                                               "cluster_id": lease["cluster_id"], "worker": None,
+                                               "device": "cpu", "seconds": 0, "compute_seconds": 0,
+                                               "gpus": 0, "gpu_seconds": 0, "cpu_seconds": 0, "cost": 0,
+                                               "status": "ok"})
+        wait_for(lambda: cp.cluster(lease["cluster_id"])["workers"] == 0, timeout=30, what="scale to zero")
+        assert cp.cluster(lease["cluster_id"])["usage"]["idle_seconds"] > 0
+    finally:
+        cp.close()
+
+
+def test_fractional_gpus_pack_two_cells_on_one_worker(tmp_path, no_leaked_processes):
+    from distributed import Client
+
+    from jupyter_elastic.controlplane import EmbeddedControlPlane
+
+    def both_started(me: str, other: str) -> str:
+        import os
+        import time as _t
+
+        open(os.path.join(folder, me), "w").close()
+        deadline = _t.monotonic() + 30
+        while not os.path.exists(os.path.join(folder, other)):
+            if _t.monotonic() > deadline:
+                raise TimeoutError("the other cell never started alongside this one")
+            _t.sleep(0.01)
+        return os.environ.get("JUPYTER_ELASTIC_WORKER", "") + str(os.getpid())
+
+    folder = str(tmp_path)
+    cp = EmbeddedControlPlane(load_settings({"idle-timeout": "30s", "max-workers": 1}))
+    try:
+        lease = cp.acquire("kernel-a")
+        with Client(lease["scheduler_address"], set_as_default=False) as client:
+            cp.cell_started(lease["cluster_id"])
+            a = client.submit(both_started, "a", "b", key="gpu-cell-a", resources={"CELL": 0.5}, pure=False)
+            b = client.submit(both_started, "b", "a", key="gpu-cell-b", resources={"CELL": 0.5}, pure=False)
+            first, second = client.gather([a, b])
+            assert first == second and first.startswith("1"), "both halves ran in one worker process"
+            del a, b
+    finally:
+        cp.close()
