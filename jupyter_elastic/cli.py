@@ -288,7 +288,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                      f"{float(c.get('idle_seconds') or 0):.0f}s", f"{float(usage.get('cost') or 0):.2f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

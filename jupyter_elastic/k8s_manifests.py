@@ -364,7 +364,7 @@ _CRD_FILES = {"DaskCluster": "daskcluster.yaml", "DaskWorkerGroup": "daskworkerg
 _K8S_VERSION = "1.33.0"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd(kind: str) -> dict[str, Any]:
     """The operator's CustomResourceDefinition for ``kind``, from the dask-kubernetes package."""
     base = resources.files("dask_kubernetes.operator.deployment.helm")
@@ -388,7 +388,7 @@ def _strict(schema: Any) -> Any:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crd_validator(kind: str) -> Any:
     import jsonschema
 

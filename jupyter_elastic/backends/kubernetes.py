@@ -269,7 +269,7 @@ class KubernetesBackend(ElasticBackend):
                     raise _Fault(
                         f"the scheduler did not start within {options.start_timeout:g}s",
                         "raise jupyter-elastic.kubernetes.start-timeout or check the "
-                        f"operator's logs (kubectl -n dask-operator logs deploy/...)",
+                        "operator's logs (kubectl -n dask-operator logs deploy/...)",
                     )
                 await asyncio.wait({starter}, timeout=self.poll_interval)
             starter.result()

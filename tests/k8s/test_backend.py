@@ -8,6 +8,7 @@ import operator
 import time
 
 import pytest
+from conftest import wait_for
 from distributed import Client
 
 from jupyter_elastic.backends.kubernetes import KubernetesBackend
@@ -16,7 +17,6 @@ from jupyter_elastic.k8s_manifests import KubernetesOptions, cluster_manifest, v
 from jupyter_elastic.manager import ElasticClusterManager
 from jupyter_elastic.models import ClusterSpec
 
-from conftest import wait_for
 from .apiserver import DASK
 from .conftest import run, settings
 
@@ -108,7 +108,7 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
     wait_for(lambda: not k8s.operator.live(), what="pods' processes to stop")
     assert k8s.server.sync(lambda: k8s.server.list(DASK, "daskclusters")) == []
     assert k8s.server.sync(lambda: k8s.server.list("v1", "pods")) == []
-    print(f"\nkubernetes stand-in timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    print("\nkubernetes stand-in timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
 
 
 def test_reconnect_by_name_after_restart(k8s, no_leaked_processes):

@@ -1,0 +1,130 @@
+"""``jupyter-elastic`` CLI: render, bad input, and status/stop against a server double."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from jupyter_elastic.cli import main
+from jupyter_elastic.k8s_manifests import validate_manifest
+
+
+def test_render_prints_valid_manifests(capsys):
+    rc = main(["render", "--gpus", "2", "--gpu-type", "NVIDIA-A100", "--image", "img:2",
+               "--namespace", "team-a", "--max-workers", "3", "--name", "feature-run"])
+    assert rc == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["DaskCluster", "DaskAutoscaler"]
+    for d in docs:
+        validate_manifest(d)
+    cluster = docs[0]
+    assert cluster["metadata"]["name"] == "feature-run" and cluster["metadata"]["namespace"] == "team-a"
+    worker = cluster["spec"]["worker"]["spec"]
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert worker["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100"}
+    assert docs[1]["spec"]["maximum"] == 3
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["render", "--gpus", "-1", "--image", "i"], "--gpus must be 0 or more"),
+    (["render", "--gpus", "1.5", "--image", "i"], "whole number of GPUs"),
+    (["render", "--max-workers", "0", "--image", "i"], "must be 1 or more"),
+    (["render", "--name", "Bad_Name", "--image", "i"], "cluster name 'Bad_Name' is not valid"),
+    (["render", "--backend", "gateway"], "invalid choice: 'gateway'"),
+    (["stop"], "give the id or name of the cluster to stop, or --all"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_without_traceback(argv, expected, capsys, monkeypatch):
+    monkeypatch.delenv("JUPYTER_IMAGE_SPEC", raising=False)
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc in (1, 2)
+    assert expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+class _FakeServer(BaseHTTPRequestHandler):
+    clusters: list = []
+    deleted: list = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _auth(self) -> bool:
+        if self.headers.get("Authorization") != "token secret":
+            self.send_response(403)
+            self.end_headers()
+            return False
+        return True
+
+    def do_GET(self):
+        if not self._auth():
+            return
+        body = json.dumps({"clusters": self.clusters}).encode()
+        self.send_response(200 if self.path == "/jupyter-elastic/api/clusters" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_DELETE(self):
+        if not self._auth():
+            return
+        self.deleted.append(self.path.rsplit("/", 1)[1])
+        self.send_response(204)
+        self.end_headers()
+
+
+@pytest.fixture
+def jupyter_server(tmp_path, monkeypatch):
+    """A stand-in Jupyter server with the REST contract, listed in the runtime dir."""
+    _FakeServer.clusters = [
+        {"id": "c1", "name": "elastic-a", "backend": "kubernetes", "status": "running", "workers": 1,
+         "gpus": 1, "idle_seconds": 12.0, "usage": {"cost": 0.25}},
+        {"id": "c2", "name": "elastic-b", "backend": "local", "status": "running", "workers": 0,
+         "gpus": 0, "idle_seconds": 80.0, "usage": {"cost": 0.0}},
+    ]
+    _FakeServer.deleted = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.delenv("JUPYTER_ELASTIC_SERVER_URL", raising=False)
+    info = {"url": f"http://127.0.0.1:{httpd.server_port}/", "token": "secret", "pid": os.getpid()}
+    (tmp_path / "jpserver-1.json").write_text(json.dumps(info))
+    yield _FakeServer
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+def test_status_lists_clusters(jupyter_server, capsys):
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "elastic-a" in out and "kubernetes" in out and "0.25" in out
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["clusters"][1]["id"] == "c2"
+
+
+def test_stop_by_name_and_all(jupyter_server, capsys):
+    assert main(["stop", "elastic-b"]) == 0
+    assert jupyter_server.deleted == ["c2"]
+    assert main(["stop", "--all"]) == 0
+    assert jupyter_server.deleted == ["c2", "c1", "c2"]
+    assert main(["stop", "nope"]) == 1
+    assert "no cluster with id or name 'nope'" in capsys.readouterr().err
+
+
+def test_wrong_token_and_no_server(jupyter_server, capsys, tmp_path, monkeypatch):
+    assert main(["status", "--token", "wrong"]) == 1
+    assert "403" in capsys.readouterr().err
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "empty"))
+    assert main(["status"]) == 1
+    assert "no running Jupyter server found" in capsys.readouterr().err
