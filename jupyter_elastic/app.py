@@ -147,7 +147,7 @@ class ElasticExtension(ExtensionApp):
 
     def _server_url(self) -> str | None:
         app = self.serverapp
-        if app is None or getattr(app, "sock", ""):
+        if app is None or app.sock:
             return None  # a Unix socket: kernels fall back to their own control plane
         ip = app.ip or "127.0.0.1"
         host = "127.0.0.1" if ip in _LOCAL_IPS else ip

@@ -129,8 +129,8 @@ class ElasticHandler(APIHandler):
             if not self.check_host():
                 raise web.HTTPError(403)
             self.current_user = self._jupyter_current_user = User(username=KERNEL_USER)
-            return
-        await super().prepare()
+        else:
+            await super().prepare()
         await self.manager.start()  # idempotent: the reaper runs once the loop does
 
     def read_json(self) -> dict[str, Any]:

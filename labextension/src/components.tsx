@@ -255,7 +255,9 @@ export function WorkerList(props: IWorkerListProps): JSX.Element | null {
   }
   return (
     <ul className="jp-Elastic-workers">
-      {props.workers.map(worker => (
+      {[...props.workers]
+        .sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }))
+        .map(worker => (
         <li key={worker.name} className="jp-Elastic-worker" data-worker={worker.name}>
           <span className="jp-Elastic-workerName" title={worker.address}>
             {worker.name}

@@ -272,11 +272,13 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
         "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
     )
     expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")  # shown while it switches
     _shoot(page, "sidebar-dark.png")
     page.evaluate(
         "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})"
     )
     expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "true")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")
 
     # Stop asks first; cancelling keeps the cluster, confirming removes it.
     card.get_by_role("button", name="Stop cluster").click()
