@@ -122,11 +122,11 @@ def hash_rows(
         flat.extend(toks)
         per_row.append(len(toks))
     n_rows = len(per_row)
-    out = np.zeros(n_rows * n_features, dtype=np.float64)
-    if flat:
-        h = _hash_tokens(flat).astype(np.int64)
-        col = np.abs(h) % n_features
-        values = np.where(h >= 0, 1.0, -1.0) if alternate_sign else None
-        row_of = np.repeat(np.arange(n_rows, dtype=np.int64), per_row)
-        out = np.bincount(row_of * n_features + col, weights=values, minlength=n_rows * n_features)
+    if not flat:
+        return np.zeros((n_rows, n_features), dtype=dtype)
+    h = _hash_tokens(flat).astype(np.int64)
+    col = np.abs(h) % n_features
+    values = np.where(h >= 0, 1.0, -1.0) if alternate_sign else None
+    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), per_row)
+    out = np.bincount(row_of * n_features + col, weights=values, minlength=n_rows * n_features)
     return out.reshape(n_rows, n_features).astype(dtype, copy=False)

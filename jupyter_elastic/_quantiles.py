@@ -245,7 +245,10 @@ def histogram_features(
 
 def _row_quantiles(X: Any, q: np.ndarray) -> Any:
     xp = get_namespace(X)
-    if bool(xp.any(xp.all(xp.isnan(X), axis=1))):
+    nan = xp.isnan(X)
+    if not bool(xp.any(nan)):  # the plain quantile is much faster than the NaN-aware one
+        return xp.quantile(X, xp.asarray(q), axis=1).T.astype(X.dtype)
+    if bool(xp.any(xp.all(nan, axis=1))):
         raise ValueError("a row of X holds only NaN; no quantile exists")
     return xp.nanquantile(X, xp.asarray(q), axis=1).T.astype(X.dtype)
 

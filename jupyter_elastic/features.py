@@ -122,11 +122,13 @@ def scale(
     X, xp, dtype = _float_input(X, "X", (1, 2), allow_nan=True)
     Xa = _along(X, axis)
     mod = _module(Xa, xp)
+    nan_free = not is_dask(Xa) and not bool(xp.any(xp.isnan(Xa)))
+    mean, std = (xp.mean, xp.std) if nan_free else (mod.nanmean, mod.nanstd)
     out = Xa
     if with_mean:
-        out = out - mod.nanmean(Xa, axis=0)
+        out = out - mean(Xa, axis=0)
     if with_std:
-        out = out / _zeros_to_one(mod.nanstd(Xa, axis=0), mod)
+        out = out / _zeros_to_one(std(Xa, axis=0), mod)
     return cast(_along(out, axis), dtype)
 
 
@@ -245,7 +247,7 @@ def normalize(
     if norm == "l1":
         norms = mod.sum(abs(Xa), axis=1)
     elif norm == "l2":
-        norms = mod.sqrt(mod.sum(Xa * Xa, axis=1))
+        norms = mod.sqrt(mod.einsum("ij,ij->i", Xa, Xa))
     else:
         norms = mod.max(abs(Xa), axis=1)
     norms = _zeros_to_one(norms, mod)
