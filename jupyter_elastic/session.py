@@ -142,6 +142,7 @@ class ElasticSession:
                        phases: PhaseDisplay | None = None, name: str | None = None) -> dict[str, Any]:
         """The lease of this session's cluster, starting one (with phases shown) if needed."""
         backend = backend or self.settings.backend
+        name = name or session_cluster_name()
         if self.lease is not None and self.lease["backend"] == backend and (name is None or self.lease["name"] == name):
             return self.lease
         progress: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -577,6 +578,24 @@ def _short(error: BaseException | None) -> str | None:
         return f"{error.ename}: {error.evalue}"[:300]
     message = getattr(error, "message", None) or str(error)
     return f"{type(error).__name__}: {message}"[:300]
+
+
+def session_cluster_name() -> str | None:
+    """A stable cluster name for this notebook, so a restarted kernel finds its cluster.
+
+    Jupyter servers set ``JPY_SESSION_NAME`` (the notebook's path) for the kernels they
+    start; elsewhere there is no notebook identity and each kernel gets a fresh cluster.
+    """
+    import hashlib
+    import re
+
+    path = os.environ.get("JPY_SESSION_NAME")
+    if not path:
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0].lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:24].strip("-") or "notebook"
+    digest = hashlib.sha1(path.encode()).hexdigest()[:8]
+    return f"nb-{slug}-{digest}"
 
 
 def _kernel_id() -> str:

@@ -269,9 +269,11 @@ def test_status_history_config_and_logs(kernel):
 
 
 def test_scale_adapt_and_scale_to_zero_and_back():
-    k = Kernel(env={**ENV, "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "2s"})
+    k = Kernel(env={**ENV, "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "2s", "JPY_SESSION_NAME": "/work/Feature Run.ipynb"})
     try:
         ok(k.run("%%gpu\nfirst = 1"))
+        name = k.value("get_ipython().run_line_magic('gpu', 'status --json')['clusters'][0]['name']")
+        assert name.startswith("nb-feature-run-"), "the cluster is named after the notebook, to be found again"
         ok(k.run("%gpu scale 2"))
         wait_for(lambda: k.value("get_ipython().run_line_magic('gpu', 'status --json')['clusters'][0]['workers']") == 2,
                  timeout=60, what="2 workers after %gpu scale 2")
