@@ -352,7 +352,7 @@ def hash_features(
     Matches ``sklearn.feature_extraction.FeatureHasher(n_features, input_type="string",
     alternate_sign=...)`` (signed 32-bit MurmurHash3 of each UTF-8 token, seed 0; column
     ``|h| % n_features``; sign of ``h`` when ``alternate_sign``), densified. Hashing runs on
-    the CPU (tokens are Python strings); pass ``xp=cupy`` to get the matrix on the GPU. A
+    the CPU (tokens are Python strings); pass ``xp=`` a GPU array namespace to get it on the GPU. A
     ``dask.bag.Bag`` of token lists gives a Dask array with one chunk per partition.
 
     Examples
