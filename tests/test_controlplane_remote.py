@@ -42,6 +42,7 @@ def jp_server_config():
             "jupyter-elastic.idle-timeout": "5s",
             "jupyter-elastic.max-workers": 2,
             "jupyter-elastic.worker.cpus": 1,
+            "jupyter-elastic.worker.gpus": 0,  # CPU workers, also on a GPU machine
             "jupyter-elastic.worker.memory": "512MiB",
         }
     ):

@@ -43,6 +43,7 @@ def elastic_config():
             "jupyter-elastic.shutdown-after": "10m",
             "jupyter-elastic.max-workers": 2,
             "jupyter-elastic.worker.cpus": 1,
+            "jupyter-elastic.worker.gpus": 0,  # CPU workers, also on a GPU machine
             "jupyter-elastic.worker.memory": "512MiB",
         }
     ):

@@ -96,6 +96,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
         notebook.mode = 'edit';
       }
     });
+    // The command is enabled only with a current notebook: let menus and the palette know.
+    notebooks?.currentChanged.connect(() =>
+      app.commands.notifyCommandChanged(CommandIDs.insertGpuCell)
+    );
     palette?.addItem({ command: CommandIDs.insertGpuCell, category: 'Elastic Compute' });
     palette?.addItem({ command: CommandIDs.openSidebar, category: 'Elastic Compute' });
     palette?.addItem({ command: CommandIDs.refresh, category: 'Elastic Compute' });
