@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 import time
 
 import psutil
 import pytest
 
-from conftest import wait_for
+from elastic_testing import wait_for
 from kernel_harness import Kernel
 
 pytestmark = pytest.mark.kernel
@@ -303,17 +302,11 @@ def test_nothing_survives_a_killed_kernel(no_leaked_processes):
         k.km.cleanup_resources()
 
 
-def test_elastic_kernelspec_loads_the_extension(tmp_path):
-    spec_dir = os.path.join(os.path.dirname(__file__), "..", "kernels")
-    env = {"JUPYTER_PATH": os.path.abspath(os.path.join(spec_dir, ".."))}
-    # kernels/ lives at the repository root, as share/jupyter/kernels does once installed
-    os.environ["JUPYTER_PATH"] = env["JUPYTER_PATH"]
+def test_elastic_kernelspec_loads_the_extension(monkeypatch):
+    # kernels/ sits at the repository root, laid out as share/jupyter/kernels is once installed
+    monkeypatch.setenv("JUPYTER_PATH", os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+    k = Kernel(kernel_name="python3-elastic", load=False)
     try:
-        k = Kernel(kernel_name="python3-elastic", load=False)
-        try:
-            assert k.value("'gpu' in get_ipython().magics_manager.magics['cell']") is True
-        finally:
-            k.shutdown()
+        assert k.value("'gpu' in get_ipython().magics_manager.magics['cell']") is True
     finally:
-        del os.environ["JUPYTER_PATH"]
-    _ = tempfile  # isolation comes from conftest
+        k.shutdown()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from elastic_testing import wait_for
 from jupyter_elastic.backends.base import ClusterHandle, ElasticBackend
 from jupyter_elastic.config import Pricing, load_settings
 from jupyter_elastic.errors import ClusterNotFound, ConfigError

@@ -8,7 +8,7 @@ import operator
 import time
 
 import pytest
-from conftest import wait_for
+from elastic_testing import wait_for
 from distributed import Client
 
 from jupyter_elastic.backends.kubernetes import KubernetesBackend

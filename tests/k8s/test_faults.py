@@ -4,7 +4,7 @@ behind: no DaskCluster, no pods, no processes."""
 from __future__ import annotations
 
 import pytest
-from conftest import wait_for
+from elastic_testing import wait_for
 
 from jupyter_elastic.backends.kubernetes import KubernetesBackend
 from jupyter_elastic.errors import BackendUnavailable, ClusterStartError

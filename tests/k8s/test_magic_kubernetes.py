@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import wait_for
+from elastic_testing import wait_for
 from kernel_harness import Kernel
 
 from .apiserver import DASK

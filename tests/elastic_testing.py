@@ -1,0 +1,42 @@
+"""Helpers shared by the tests (a module name no other conftest can shadow)."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+#: Python's own per-process helpers: started once, they live until the test process exits.
+_PYTHON_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _is_helper(process: psutil.Process) -> bool:
+    try:
+        return any(h in " ".join(process.cmdline()) for h in _PYTHON_HELPERS)
+    except psutil.Error:
+        return True
+
+
+def children() -> set[int]:
+    """PIDs of this process's live descendants (Python's multiprocessing helpers aside)."""
+    try:
+        return {
+            p.pid
+            for p in psutil.Process().children(recursive=True)
+            if p.status() != psutil.STATUS_ZOMBIE and not _is_helper(p)
+        }
+    except psutil.Error:
+        return set()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
