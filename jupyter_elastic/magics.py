@@ -150,12 +150,18 @@ class ElasticMagics(Magics):
             if missing:
                 raise UsageError(f"--in names {', '.join(missing)}, which the notebook does not define; "
                                  "run the cell that defines it first")
-        result = self.session.run(plan, namespace, options, self.shell.execution_count)
+        result = self.session.run(plan, namespace, options, self._cell_number())
         # All at once, and only now that the cell succeeded.
         namespace.update(result.outputs)
         for name in result.deleted:
             namespace.pop(name, None)
         return result.value
+
+    def _cell_number(self) -> int | None:
+        """The running cell's In[n] (the shell's own counter is already at n + 1)."""
+        running = getattr(self.shell.displayhook, "exec_result", None)
+        number = getattr(running, "execution_count", None)
+        return number if number is not None else self.shell.execution_count
 
     # ------------------------------------------------------------------ %gpu
     @line_magic("gpu")

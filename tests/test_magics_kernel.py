@@ -74,6 +74,7 @@ def test_failed_cell_binds_nothing(kernel):
     text = run.error_text()
     assert "ZeroDivisionError" in text
     assert "line 6" in text, text  # %%gpu is line 1 of the notebook cell
+    assert f"In[{run.reply['execution_count']}]" in text, "the traceback names this cell's In[n]"
     assert kernel.value("keep") == "original"
     assert kernel.value("'fresh' in globals()") is False
 
