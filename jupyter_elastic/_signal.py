@@ -189,41 +189,45 @@ def spectral_features(
 # ------------------------------------------------------------------ rolling windows ---
 
 
-def _window_moments(X: Any, window: int) -> tuple[Any, Any]:
+def _window_moments(X: Any, window: int, spread: bool = True) -> tuple[Any, Any]:
     """Mean and centred sum of squares of every full window, merged pairwise (stable).
 
     Level ``k`` holds the moments of all windows of length ``2**k`` (two halves merged with
     Chan et al.'s update); a window of length ``window`` is the merge of one level-``k``
     window per set bit ``k`` of ``window``, laid end to end: ``O(n log window)`` and no
-    prefix-sum cancellation, so constant windows give exactly zero spread.
+    prefix-sum cancellation, so constant windows give exactly zero spread. With
+    ``spread=False`` only the means are computed (the second value is None).
     """
     xp = get_namespace(X)
     n_out = X.shape[0] - window + 1
     mean_k = X.astype(np.float64)
-    m2_k = xp.zeros_like(mean_k)
+    m2_k = xp.zeros_like(mean_k) if spread else None
     acc_mean = acc_m2 = None
     acc_n, size = 0, 1
     while True:
         if window & size:
-            seg_mean, seg_m2 = mean_k[acc_n : acc_n + n_out], m2_k[acc_n : acc_n + n_out]
+            seg_mean = mean_k[acc_n : acc_n + n_out]
+            seg_m2 = m2_k[acc_n : acc_n + n_out] if spread else None
             if acc_mean is None:
                 acc_mean, acc_m2 = seg_mean, seg_m2
             else:
                 total = acc_n + size
                 delta = seg_mean - acc_mean
                 acc_mean = acc_mean + delta * (size / total)
-                acc_m2 = acc_m2 + seg_m2 + delta * delta * (acc_n * size / total)
+                if spread:
+                    acc_m2 = acc_m2 + seg_m2 + delta * delta * (acc_n * size / total)
             acc_n += size
         if 2 * size > window:
             return acc_mean, acc_m2
-        delta = mean_k[size:] - mean_k[:-size]
-        m2_k = m2_k[:-size] + m2_k[size:] + delta * delta * (size / 2)
+        if spread:
+            delta = mean_k[size:] - mean_k[:-size]
+            m2_k = m2_k[:-size] + m2_k[size:] + delta * delta * (size / 2)
         mean_k = (mean_k[:-size] + mean_k[size:]) / 2
         size *= 2
 
 
 def _mean_block(X: Any, window: int) -> Any:
-    return cast(_window_moments(X, window)[0], X.dtype)
+    return cast(_window_moments(X, window, spread=False)[0], X.dtype)
 
 
 def _std_block(X: Any, window: int, ddof: int = 0) -> Any:
