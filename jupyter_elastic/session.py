@@ -26,7 +26,7 @@ from typing import Any
 from . import remote
 from .config import Settings, load_settings
 from .controlplane import ControlPlane, connect_control_plane
-from .errors import CellCancelled, CellTimeout, ElasticError, EnvironmentMismatch, NoGPUError
+from .errors import CellCancelled, ConfigError, CellTimeout, ElasticError, EnvironmentMismatch, NoGPUError
 from .metering import cell_charge
 from .models import new_id, utcnow_iso
 from .remote import CACHE_MIN_BYTES, CellPlan
@@ -284,6 +284,13 @@ class ElasticSession:
                 self._no_gpu_said = True
                 print("jupyter-elastic: no GPU found; this cell runs on CPU workers (NumPy path). "
                       "Use --require-gpu to make that an error.", file=sys.stderr)
+        if lease["has_gpu"] and options.gpus > float(lease["gpus_per_worker"]):
+            raise ConfigError(
+                f"--gpus {options.gpus:g} is more than one worker of this cluster has "
+                f"({float(lease['gpus_per_worker']):g}); a cell runs on one worker",
+                hint="ask for fewer GPUs, or set jupyter-elastic.worker.gpus and start a new "
+                     "cluster (%gpu stop, then run the cell again)",
+            )
         inputs, new_tokens = self._prepare_inputs(plan, namespace)
         resource = "GPU" if lease["has_gpu"] else "CELL"
         amount = options.gpus if lease["has_gpu"] else min(1.0, options.gpus or 1.0)

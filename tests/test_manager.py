@@ -281,3 +281,39 @@ def test_fractional_gpus_pack_two_cells_on_one_worker(tmp_path, no_leaked_proces
             del a, b
     finally:
         cp.close()
+
+
+def test_waiting_cells_scale_the_cluster_out_to_max_workers(tmp_path, no_leaked_processes):
+    from distributed import Client
+
+    from jupyter_elastic.controlplane import EmbeddedControlPlane
+
+    def hold(gate: str) -> int:
+        import os
+        import time as _t
+
+        deadline = _t.monotonic() + 60
+        while not os.path.exists(gate) and _t.monotonic() < deadline:
+            _t.sleep(0.01)
+        return os.getpid()
+
+    gate = str(tmp_path / "gate")
+    cp = EmbeddedControlPlane(load_settings({"idle-timeout": "30s", "max-workers": 2}))
+    try:
+        lease = cp.acquire("kernel-a")
+        with Client(lease["scheduler_address"], set_as_default=False) as client:
+            cp.cell_started(lease["cluster_id"])
+            cells = [client.submit(hold, gate, key=f"gpu-cell-{i}", resources={"CELL": 1}, pure=False)
+                     for i in range(3)]
+            # two whole slots wanted at once -> two workers (max-workers caps the third)
+            wait_for(lambda: cp.cluster(lease["cluster_id"])["workers"] == 2, timeout=60,
+                     what="adaptive scaling to two workers for waiting cells")
+            wait_for(lambda: sum(1 for keys in client.processing().values() if keys) == 2, timeout=30,
+                     what="a queued cell to move to the new worker")
+            open(gate, "w").close()
+            pids = client.gather(cells)
+            assert len(set(pids)) == 2
+            assert cp.cluster(lease["cluster_id"])["workers"] == 2
+            del cells
+    finally:
+        cp.close()

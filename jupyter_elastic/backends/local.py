@@ -81,6 +81,44 @@ class _CellActivity(SchedulerPlugin):
         return 0.0 if self.in_flight else time.monotonic() - self.last
 
 
+class _SpreadCells(SchedulerPlugin):
+    """When a worker joins, move cells queued behind busy slots elsewhere onto it.
+
+    Dask assigns a resource-restricted task to a worker that *has* the resource, even when
+    it is in use, so cells that arrived before a new worker stay queued on the old one. This
+    asks Dask's own work stealing to move the excess; a cell that already runs is refused by
+    the stealing protocol and stays where it is.
+    """
+
+    name = "jupyter-elastic-spread"
+
+    def __init__(self, resource: str) -> None:
+        self.resource = resource
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        stealing = scheduler.extensions.get("stealing")
+        thief = scheduler.workers.get(worker)
+        if stealing is None or thief is None:
+            return
+        free = thief.resources.get(self.resource, 0.0)
+        for victim in list(scheduler.workers.values()):
+            if victim is thief or free <= 0:
+                continue
+            cells = sorted(
+                (ts for ts in victim.processing
+                 if isinstance(ts.key, str) and ts.key.startswith(CELL_PREFIX)),
+                key=lambda ts: ts.priority or (),
+            )
+            supply = victim.resources.get(self.resource, 0.0)
+            demand = 0.0
+            for ts in cells:
+                need = (ts.resource_restrictions or {}).get(self.resource, 0.0)
+                demand += need
+                if demand > supply + 1e-9 and 0 < need <= free:
+                    stealing.move_task_request(ts, victim, thief)
+                    free -= need
+
+
 class CellAdaptive(Adaptive):
     """Dask's Adaptive, plus: enough workers for the slots that waiting cells ask for, and
     no worker retired until no cell has run for ``idle_timeout`` (Dask's own count of idle
@@ -171,6 +209,7 @@ class LocalBackend(ElasticBackend):
         cluster.scheduler.add_plugin(_InteractiveLatency())
         activity = _CellActivity()
         cluster.scheduler.add_plugin(activity)
+        cluster.scheduler.add_plugin(_SpreadCells(resource))
         progress("workers", "scheduler ready; workers start on demand")
         return ClusterHandle(
             name=spec.name,
