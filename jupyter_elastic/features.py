@@ -190,7 +190,7 @@ def robust_scale(
     Examples
     --------
     >>> robust_scale([[1.0], [2.0], [3.0], [4.0], [100.0]]).ravel().tolist()
-    [-1.0, -0.5, 0.0, 0.5, 49.0]
+    [-1.0, -0.5, 0.0, 0.5, 48.5]
     """
     q_lo, q_hi = quantile_range
     if not 0 <= q_lo <= q_hi <= 100:
