@@ -113,6 +113,11 @@ class ElasticMagics(Magics):
         super().__init__(shell)
         self.session = ElasticSession()
 
+    @property
+    def _shell(self) -> Any:
+        assert self.shell is not None, "the magics are registered with a shell"
+        return self.shell
+
     # ------------------------------------------------------------------ %%gpu
     @cell_magic
     def gpu(self, line: str, cell: str) -> Any:
@@ -138,10 +143,10 @@ class ElasticMagics(Magics):
             options, inputs, outputs = _parse_options(line)
         except _HelpShown:
             return None
-        namespace = self.shell.user_ns
+        namespace = self._shell.user_ns
         try:
             plan = analyze_cell(
-                cell, namespace, hidden=self.shell.user_ns_hidden, inputs=inputs, outputs=outputs,
+                cell, namespace, hidden=self._shell.user_ns_hidden, inputs=inputs, outputs=outputs,
             )
         except ElasticError as exc:
             raise UsageError(exc.message) from None
@@ -159,12 +164,12 @@ class ElasticMagics(Magics):
 
     def _cell_number(self) -> int | None:
         """The running cell's In[n] (the shell's own counter is already at n + 1)."""
-        running = getattr(self.shell.displayhook, "exec_result", None)
+        running = getattr(self._shell.displayhook, "exec_result", None)
         number = getattr(running, "execution_count", None)
-        return number if number is not None else self.shell.execution_count
+        return number if number is not None else self._shell.execution_count
 
     # ------------------------------------------------------------------ %gpu
-    @line_magic("gpu")
+    @line_magic("gpu")  # type: ignore[arg-type]
     def gpu_line(self, line: str) -> Any:
         """Report on and control elastic clusters.
 
@@ -314,7 +319,7 @@ class ElasticMagics(Magics):
             raise UsageError("this notebook has no cluster yet; run a %%gpu cell first")
         logs = client.get_worker_logs(n=lines)
         if args.worker:
-            picked = {a: l for a, l in logs.items() if args.worker in (a, str(client.scheduler_info()["workers"].get(a, {}).get("name")))}
+            picked = {a: entries for a, entries in logs.items() if args.worker in (a, str(client.scheduler_info()["workers"].get(a, {}).get("name")))}
             if not picked:
                 names = ", ".join(str(w.get("name")) for w in client.scheduler_info()["workers"].values()) or "none"
                 raise UsageError(f"no worker named {args.worker!r}; workers: {names}")

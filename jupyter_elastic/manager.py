@@ -443,13 +443,10 @@ class ElasticClusterManager:
                 )
                 record = self._clusters[created["id"]]
             now = time.monotonic()
-            lease = next(
-                (l for l in self._leases.values() if l.session == session and l.cluster_id == record.id),
-                None,
-            )
-            if lease is None:
-                lease = Lease(new_id("lease-"), session, record.id, now)
-                self._leases[lease.id] = lease
+            found = [item for item in self._leases.values()
+                     if item.session == session and item.cluster_id == record.id]
+            lease = found[0] if found else Lease(new_id("lease-"), session, record.id, now)
+            self._leases[lease.id] = lease
             lease.last_heartbeat = now
             record.leased, record.orphaned_since = True, None
             return lease.to_json(record, self.settings.lease_ttl)
@@ -471,7 +468,7 @@ class ElasticClusterManager:
                 record.orphaned_since = time.monotonic()
 
     def _leases_of(self, cluster_id: str) -> list[Lease]:
-        return [l for l in self._leases.values() if l.cluster_id == cluster_id]
+        return [lease for lease in self._leases.values() if lease.cluster_id == cluster_id]
 
     # ----------------------------------------------------------------- cells
     def cell_started(self, cluster_id: str) -> None:
@@ -566,7 +563,7 @@ class ElasticClusterManager:
             now = time.monotonic()
             record.meter.tick(now, len(record.workers), busy=record.running_cells > 0)
             ttl = self.settings.lease_ttl
-            live = [l for l in self._leases_of(record.id) if now - l.last_heartbeat < ttl]
+            live = [lease for lease in self._leases_of(record.id) if now - lease.last_heartbeat < ttl]
             for lease in self._leases_of(record.id):
                 if lease not in live:
                     self._leases.pop(lease.id, None)

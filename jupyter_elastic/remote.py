@@ -473,7 +473,7 @@ def versions() -> dict[str, str | None]:
 def _read_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    found: dict[str, str | None] = {"python": "%d.%d.%d" % sys.version_info[:3]}
+    found: dict[str, str | None] = {"python": ".".join(map(str, sys.version_info[:3]))}
     for package in PARITY:
         if package == "python":
             continue

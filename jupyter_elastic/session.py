@@ -26,7 +26,14 @@ from typing import Any
 from . import remote
 from .config import Settings, load_settings
 from .controlplane import ControlPlane, connect_control_plane
-from .errors import CellCancelled, ConfigError, CellTimeout, ElasticError, EnvironmentMismatch, NoGPUError
+from .errors import (
+    CellCancelled,
+    CellTimeout,
+    ConfigError,
+    ElasticError,
+    EnvironmentMismatch,
+    NoGPUError,
+)
 from .metering import cell_charge
 from .models import new_id, utcnow_iso
 from .remote import CACHE_MIN_BYTES, CellPlan
@@ -227,13 +234,12 @@ class ElasticSession:
             self._control_plane = None
 
     # ----------------------------------------------------------------- inputs
-    def _prepare_inputs(self, plan: CellPlan, namespace: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    def _prepare_inputs(self, plan: CellPlan, namespace: dict[str, Any]) -> dict[str, Any]:
         import cloudpickle
         from dask.base import tokenize
         from dask.sizeof import sizeof
 
         inputs: dict[str, Any] = {}
-        new_tokens: list[str] = []
         for name in plan.inputs:
             if name not in namespace:
                 continue
@@ -259,10 +265,9 @@ class ElasticSession:
                     inputs[name] = remote._Cached(token)
                 else:
                     inputs[name] = remote._CacheIt(token, value)
-                    new_tokens.append(token)
             else:
                 inputs[name] = value
-        return inputs, new_tokens
+        return inputs
 
     # ----------------------------------------------------------------- dispatch
     def run(self, plan: CellPlan, namespace: dict[str, Any], options: CellOptions,
@@ -291,80 +296,74 @@ class ElasticSession:
                 hint="ask for fewer GPUs, or set jupyter-elastic.worker.gpus and start a new "
                      "cluster (%gpu stop, then run the cell again)",
             )
-        inputs, new_tokens = self._prepare_inputs(plan, namespace)
+        inputs = self._prepare_inputs(plan, namespace)
         resource = "GPU" if lease["has_gpu"] else "CELL"
         amount = options.gpus if lease["has_gpu"] else min(1.0, options.gpus or 1.0)
         if amount <= 0:
             resources = None
         else:
             resources = {resource: amount}
-        kernel_versions = remote.versions()
         attempts = 1 + max(0, options.retries)
-        status, error = "error", None
-        worker = None
+        worker: str | None = None
         compute = 0.0
+        status, error = "error", None  # type: str, BaseException | None
+        self.control_plane.cell_started(lease["cluster_id"])  # once per cell: the idle clock
         try:
-            for attempt in range(attempts):
-                cell_id = new_id("c")
-                payload = {
-                    "cell_id": cell_id, "source": plan.source, "line_offset": plan.line_offset,
-                    "filename": f"<%%gpu {cell_name}>", "inputs": inputs, "outputs": plan.outputs,
-                    "topic": self._topic, "keep_on_device": options.keep_on_device,
-                    "versions": kernel_versions,
-                }
-                self.control_plane.cell_started(lease["cluster_id"])
-                try:
-                    result = self._submit_and_wait(payload, resources, options, phases, started_wall)
-                finally:
-                    pass
+            for attempt in range(1, attempts + 1):
+                result = self._attempt(plan, inputs, namespace, options, cell_name, resources, phases,
+                                       started_wall)
                 worker = result.get("worker") or worker
                 compute += float(result.get("compute_seconds", 0.0))
-                if result["status"] == "cache-miss":
-                    missing = set(result["missing"])
-                    self._sent_tokens -= missing
-                    inputs = {
-                        n: (remote._CacheIt(v.token, namespace[n]) if isinstance(v, remote._Cached) else v)
-                        for n, v in inputs.items()
-                    }
-                    self._finish_row(lease, cell_name, started_iso, started_wall, worker, options, 0.0,
-                                     "retried", "cache miss", plan, execution_count, quiet=True)
-                    result = self._submit_and_wait(dict(payload, inputs=inputs, cell_id=new_id("c")),
-                                                   resources, options, phases, started_wall)
-                    self.control_plane.cell_started(lease["cluster_id"])
-                    compute += float(result.get("compute_seconds", 0.0))
-                if result["status"] == "mismatch":
-                    raise EnvironmentMismatch(
-                        "the worker's packages differ from the kernel's: " + "; ".join(result["problems"]),
-                        hint="install the same versions on the workers (same image or environment) "
-                             "and start a new cluster with %gpu stop",
-                    )
-                self._sent_tokens.update(t.token for t in inputs.values() if isinstance(t, remote._CacheIt))
-                self._sent_tokens.update(new_tokens)
                 if result["status"] == "ok":
                     status = "ok"
                     row = self._finish_row(lease, cell_name, started_iso, started_wall, worker, options,
                                            compute, "ok", None, plan, execution_count,
                                            cached=result.get("cached_inputs") or [])
                     return CellResult(result["value"], result["outputs"], result["deleted"], row)
-                error = RemoteCellError(result["ename"], result["evalue"], result["traceback"], worker)
-                if result["ename"] == "OutputNotSerializable" or attempt + 1 >= attempts:
-                    raise error
-                print(f"jupyter-elastic: {result['ename']} on attempt {attempt + 1} of {attempts}; "
+                failure = RemoteCellError(result["ename"], result["evalue"], result["traceback"], worker)
+                if result["ename"] == "OutputNotSerializable" or attempt == attempts:
+                    raise failure
+                print(f"jupyter-elastic: {result['ename']} on attempt {attempt} of {attempts}; "
                       "retrying (--retries)", file=sys.stderr)
-            raise error  # pragma: no cover - loop always returns or raises
-        except CellTimeout as exc:
-            status, error = "timeout", exc
-            raise
-        except (CellCancelled, KeyboardInterrupt) as exc:
-            status, error = "cancelled", exc
-            raise
+            raise AssertionError("unreachable: the last attempt returns or raises")
         except BaseException as exc:
             error = exc
+            if isinstance(exc, CellTimeout):
+                status = "timeout"
+            elif isinstance(exc, (CellCancelled, KeyboardInterrupt)):
+                status = "cancelled"
             raise
         finally:
             if status != "ok":
                 self._finish_row(lease, cell_name, started_iso, started_wall, worker, options, compute,
                                  status, _short(error), plan, execution_count)
+
+    def _attempt(self, plan: CellPlan, inputs: dict[str, Any], namespace: dict[str, Any],
+                 options: CellOptions, cell_name: str, resources: dict[str, float] | None,
+                 phases: PhaseDisplay, started_wall: float) -> dict[str, Any]:
+        """One run of the cell; re-sends cached inputs a worker no longer holds."""
+        payload = {
+            "cell_id": new_id("c"), "source": plan.source, "line_offset": plan.line_offset,
+            "filename": f"<%%gpu {cell_name}>", "inputs": inputs, "outputs": plan.outputs,
+            "topic": self._topic, "keep_on_device": options.keep_on_device,
+            "versions": remote.versions(),
+        }
+        result = self._submit_and_wait(payload, resources, options, phases, started_wall)
+        if result["status"] == "cache-miss":  # another worker, or a restarted one
+            self._sent_tokens -= set(result["missing"])
+            inputs = {n: (remote._CacheIt(v.token, namespace[n]) if isinstance(v, remote._Cached) else v)
+                      for n, v in inputs.items()}
+            payload = dict(payload, inputs=inputs, cell_id=new_id("c"))
+            result = self._submit_and_wait(payload, resources, options, phases, started_wall)
+        if result["status"] == "mismatch":
+            raise EnvironmentMismatch(
+                "the worker's packages differ from the kernel's: " + "; ".join(result["problems"]),
+                hint="install the same versions on the workers (same image or environment) "
+                     "and start a new cluster with %gpu stop",
+            )
+        # The worker cached every large input before running the cell.
+        self._sent_tokens.update(v.token for v in inputs.values() if isinstance(v, remote._CacheIt))
+        return result
 
     def _submit_and_wait(self, payload: dict[str, Any], resources: dict[str, float] | None,
                          options: CellOptions, phases: PhaseDisplay, t0: float) -> dict[str, Any]:
@@ -488,7 +487,7 @@ class ElasticSession:
         """``--local``: the same semantics (copies in, all-or-nothing out) in this kernel."""
         import cloudpickle
 
-        inputs, _ = self._prepare_inputs(plan, namespace)
+        inputs = self._prepare_inputs(plan, namespace)
         inputs = {n: (v.value if isinstance(v, remote._CacheIt) else v) for n, v in inputs.items()}
         globals_: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         for name, value in inputs.items():
@@ -501,7 +500,9 @@ class ElasticSession:
         filename = f"<%%gpu --local {cell_name}>"
         tree = remote.parse_cell(plan.source, plan.line_offset)
         ast.increment_lineno(tree, plan.line_offset)
-        last = ast.Expression(tree.body.pop().value) if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)  # type: ignore[attr-defined]
         import linecache
 
         linecache.cache[filename] = (len(plan.source), None, ["\n"] * plan.line_offset + plan.source.splitlines(True), filename)
@@ -522,9 +523,7 @@ class ElasticSession:
     def _finish_row(self, lease: dict[str, Any] | None, cell_name: str, started_iso: str,
                     started_wall: float, worker: str | None, options: CellOptions, compute: float,
                     status: str, error: str | None, plan: CellPlan, execution_count: int | None,
-                    quiet: bool = False, cached: list[str] | None = None) -> dict[str, Any]:
-        if quiet:
-            return {}
+                    cached: list[str] | None = None) -> dict[str, Any]:
         settings = self.settings
         on_gpu = bool(lease and lease["has_gpu"]) and not options.local
         gpus = options.gpus if on_gpu else 0.0
@@ -534,7 +533,7 @@ class ElasticSession:
         else:
             gpu_s, cpu_s, cost = cell_charge(settings.pricing, compute, gpus, cpus, on_gpu)
         first_line = next((line.strip() for line in plan.source.splitlines() if line.strip()), "")
-        row = {
+        row: dict[str, Any] = {
             "id": new_id("cell-"),
             "cell": execution_count,
             "started": started_iso,

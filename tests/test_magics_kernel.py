@@ -177,6 +177,9 @@ def test_retries_run_the_cell_again(kernel, tmp_path):
     ))
     assert "retrying" in run.stderr
     assert kernel.value("attempts_seen") == 2
+    # one cell, however many attempts: the control plane sees it start and end once
+    status = kernel.value("get_ipython().run_line_magic('gpu', 'status --json')")
+    assert status["clusters"][0]["running_cells"] == 0
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ class ElasticBackend(abc.ABC):
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         """The live workers (name, GPUs, memory, GPU use where the workers report it)."""
 
-    async def wake(self, handle: ClusterHandle) -> None:
+    async def wake(self, handle: ClusterHandle) -> None:  # noqa: B027 - optional hook
         """Start one worker now when a cell waits on an empty cluster (cold start).
 
         Adaptive scaling would notice within its interval; backends that can start a

@@ -138,7 +138,7 @@ class CellAdaptive(Adaptive):
         # SpecCluster retires workers itself (moving any data they hold) before closing
         # them; Adaptive's extra retire_workers call first only doubles the wait.
         if workers:
-            await self.cluster.scale_down(workers)
+            await self.cluster.scale_down(workers)  # type: ignore[attr-defined]
 
     async def target(self) -> int:
         base = await super().target()
