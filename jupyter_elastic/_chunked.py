@@ -39,7 +39,7 @@ def align_rows(arrays: Sequence[Any], chunk_size: int | None = None) -> list[Any
         row_chunks = ref.chunks[0]
     else:
         row_chunks = "auto"
-    out = []
+    out: list[Any] = []
     for a in arrays:
         if a is None:
             out.append(None)

@@ -220,13 +220,13 @@ def _accuracy_final(stat: dict, normalize: bool = True) -> float:
     return correct / float(stat["matrix"].sum()) if normalize else correct
 
 
-def _roc_final(stat: dict, max_fpr: float | None = None) -> float:
+def _roc_final(stat: Any, max_fpr: float | None = None) -> float:
     if max_fpr is not None and not 0 < max_fpr <= 1:
         raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr!r}")
     return roc_auc_from_stat(stat, _binary_positive(stat, "ROC AUC"), max_fpr)
 
 
-def _ap_final(stat: dict, pos_label: Any = 1) -> float:
+def _ap_final(stat: Any, pos_label: Any = 1) -> float:
     present = stat["labels"]
     if len(present) > 2:
         raise ValueError(

@@ -63,7 +63,7 @@ def _select_block(
 
 
 def _select_combine(parts: list[list[Any]]) -> list[Any]:
-    merged = []
+    merged: list[Any] = []
     for items in zip(*parts, strict=True):
         if isinstance(items[0], np.ndarray):
             merged.append(np.concatenate(items))

@@ -84,7 +84,7 @@ def _check_bands(bands: Sequence[tuple[float, float]]) -> np.ndarray:
     return arr
 
 
-def _spectral_block(x: Any, fs: float, bands: np.ndarray | None, what: str, detrend: bool) -> Any:
+def _spectral_block(x: Any, fs: float, bands: Any, what: str, detrend: bool) -> Any:
     xp = get_namespace(x)
     freqs, power = periodogram(x, fs, detrend=detrend)
     cols = []
@@ -106,7 +106,7 @@ def _spectral_block(x: Any, fs: float, bands: np.ndarray | None, what: str, detr
 
 def _spectral(x: Any, fs: float, bands: Any, what: str, detrend: bool) -> Any:
     fs = _check_fs(fs)
-    band_arr = None if bands is None else _check_bands(bands)
+    band_arr: Any = None if bands is None else _check_bands(bands)
     x = _signals(x)
     if x.ndim == 1:
         return _spectral(x[None, :], fs, bands, what, detrend)[0]
@@ -201,8 +201,9 @@ def _window_moments(X: Any, window: int, spread: bool = True) -> tuple[Any, Any]
     xp = get_namespace(X)
     n_out = X.shape[0] - window + 1
     mean_k = X.astype(np.float64)
-    m2_k = xp.zeros_like(mean_k) if spread else None
-    acc_mean = acc_m2 = None
+    m2_k: Any = xp.zeros_like(mean_k) if spread else None
+    acc_mean: Any = None
+    acc_m2: Any = None
     acc_n, size = 0, 1
     while True:
         if window & size:

@@ -11,7 +11,6 @@ input are computed with reductions, never by gathering the array into one proces
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from functools import partial
 from itertools import combinations, combinations_with_replacement
 from statistics import NormalDist
@@ -340,7 +339,7 @@ def polynomial_features(
 
 
 def hash_features(
-    tokens: Sequence[Iterable[str]] | Any,
+    tokens: Any,
     n_features: int = 1024,
     *,
     alternate_sign: bool = True,
