@@ -34,6 +34,8 @@ from .errors import ElasticError
 CACHE_MIN_BYTES = 1 << 20
 #: Results up to this size (pickled) come back with the cell's last event.
 INLINE_MAX_BYTES = 64 * 1024
+#: A cell still running after this long tells the kernel which worker runs it (seconds).
+ANNOUNCE_AFTER = 0.03
 #: How often buffered output is sent while a cell runs (seconds).
 FLUSH_INTERVAL = 0.03
 #: Names an IPython shell puts in the namespace that never travel.
@@ -271,13 +273,27 @@ _cache = _InputCache(int(os.environ.get("JUPYTER_ELASTIC_CACHE_BYTES", str(2 << 
 class _CellOutput:
     """Buffers one running cell's output and sends it to the kernel as ordered events."""
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None], cell_id: str) -> None:
+    def __init__(self, emit: Callable[[dict[str, Any]], None], cell_id: str,
+                 worker: str | None = None) -> None:
         self._emit = emit
         self.cell_id = cell_id
+        self.worker = worker
         self.seq = 0
         self._buffer: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._last_flush = 0.0
+        self.started_at = time.monotonic()
+        self.announced = False
+
+    def announce(self) -> None:
+        """Tell the kernel where the cell runs (for interrupts), once.
+
+        Not sent for cells that end within ``ANNOUNCE_AFTER``: their last event says it,
+        and a message just before it would hold that one back a batching interval.
+        """
+        if not self.announced:
+            self.announced = True
+            self.event("started", worker=self.worker, pid=os.getpid())
 
     def write(self, name: str, text: str) -> None:
         if not text:
@@ -292,6 +308,8 @@ class _CellOutput:
             self.flush()
 
     def flush(self) -> None:
+        if self._buffer and not self.announced:
+            self.announce()
         with self._lock:
             pending, self._buffer = self._buffer, []
             self._last_flush = time.monotonic()
@@ -353,8 +371,11 @@ class _StreamRouter(io.TextIOBase):
 def _flusher() -> None:
     while True:
         time.sleep(FLUSH_INTERVAL)
+        now = time.monotonic()
         for output, _ in list(_active.values()):
             try:
+                if not output.announced and now - output.started_at >= ANNOUNCE_AFTER:
+                    output.announce()
                 output.flush()
             except Exception:
                 pass
@@ -596,8 +617,8 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     cell_id = payload["cell_id"]
     filename = payload["filename"]
     source = payload["source"]
-    output = _CellOutput(_emit_via(worker, payload["topic"]), cell_id)
     address = getattr(worker, "address", None)
+    output = _CellOutput(_emit_via(worker, payload["topic"]), cell_id, address)
     keep_on_device = payload.get("keep_on_device", False)
     linecache.cache[filename] = (len(source), None, ["\n"] * payload["line_offset"] + source.splitlines(True), filename)
     globals_: dict[str, Any] = {
@@ -608,7 +629,6 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     }
     _local.output = output
     _active[cell_id] = (output, threading.get_ident())
-    output.event("started", worker=address, pid=os.getpid())
     started = time.perf_counter()
     result: dict[str, Any]
     try:

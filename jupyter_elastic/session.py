@@ -428,6 +428,8 @@ class ElasticSession:
                 "interrupted: the remote cell was cancelled"
                 + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
             ) from None
+        if phases.shown and phases.phase != "ready":
+            phases.show("ready", f"worker {worker}" if worker else "")
         try:
             if inline is not None:
                 import cloudpickle

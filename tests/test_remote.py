@@ -63,7 +63,7 @@ def test_runner_returns_outputs_deletions_and_the_last_value():
     result = run_cell(payload("y = x * 2\ndel x\ny + 1", {"x": 20}, outputs=["y", "x"]))
     assert result["status"] == "ok"
     assert result["outputs"] == {"y": 40} and result["deleted"] == ["x"] and result["value"] == 41
-    assert result["events"] == 2  # "started", then "end" carrying the result
+    assert result["events"] == 1  # a quick cell sends only "end", which carries the result
 
 
 def test_runner_error_traceback_uses_the_cells_line_numbers():
