@@ -8,26 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
+from elastic_testing import cell_text
 
 pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "features_and_evaluation.ipynb"
-
-
-def text_of(cell: Any) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream":
-            parts.append(out["text"])
-        elif "data" in out:
-            parts.append(out["data"].get("text/plain", ""))
-        elif out.get("output_type") == "error":
-            parts.append(f"{out['ename']}: {out['evalue']}")
-    return "\n".join(parts)
 
 
 def test_features_and_evaluation_notebook_runs(
@@ -46,7 +34,7 @@ def test_features_and_evaluation_notebook_runs(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
-    texts = "\n".join(text_of(c) for c in nb.cells if c.cell_type == "code")
+    texts = "\n".join(cell_text(c) for c in nb.cells if c.cell_type == "code")
     assert "features: (2000, 27)" in texts
     assert "chunked == single pass: True" in texts
     auc = float(texts.split("ROC AUC ")[1].split()[0])

@@ -6,24 +6,12 @@ import os
 
 import nbformat
 import pytest
+from elastic_testing import cell_text
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.kernel
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
-
-
-def outputs_text(cell) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream":
-            parts.append(out["text"])
-        elif "data" in out:
-            parts.append(out["data"].get("text/plain", ""))
-            parts.extend(k for k in out["data"] if k != "text/plain")
-        elif out.get("output_type") == "error":
-            parts.append(out["ename"] + ": " + out["evalue"])
-    return "\n".join(parts)
 
 
 def test_getting_started_runs_top_to_bottom(tmp_path, monkeypatch, no_leaked_processes):
@@ -33,7 +21,7 @@ def test_getting_started_runs_top_to_bottom(tmp_path, monkeypatch, no_leaked_pro
     client = NotebookClient(nb, timeout=180, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    texts = [outputs_text(c) for c in nb.cells if c.cell_type == "code"]
+    texts = [cell_text(c) for c in nb.cells if c.cell_type == "code"]
     joined = "\n".join(texts)
     assert "step 2" in joined and "(2000,)" in joined
     assert "image/png" in joined and "text/html" in joined
