@@ -58,10 +58,10 @@ ADDRESS_HINT = (
     "usually https://<hub>/services/dask-gateway"
 )
 RESOURCE_HINT = (
-    "ask the hub admin to give gateway workers a GPU resource (--resources GPU=1 in "
-    "c.ClusterConfig.worker_cmd) or, for CPU-only workers, a CELL slot "
-    "(DASK_DISTRIBUTED__WORKER__RESOURCES__CELL=1 in c.ClusterConfig.environment); "
-    "see docs/GATEWAY_NOTES.md"
+    "ask the hub admin to start gateway workers with --resources GPU=1 (CPU-only workers: "
+    "--resources CELL=1) in c.ClusterConfig.worker_cmd; resource names are case-sensitive and "
+    "DASK_DISTRIBUTED__WORKER__RESOURCES__* environment variables arrive lower-cased, so they "
+    "do not work; see docs/GATEWAY_NOTES.md"
 )
 AUTH_TYPES = ("jupyterhub", "simple", "basic", "kerberos")
 
