@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import remote
+from . import worker as runner
 from .config import Settings, load_settings
 from .controlplane import ControlPlane, connect_control_plane
 from .errors import (
@@ -36,7 +37,8 @@ from .errors import (
 )
 from .metering import cell_charge
 from .models import new_id, utcnow_iso
-from .remote import CACHE_MIN_BYTES, CellPlan
+from .remote import CellPlan
+from .worker import CACHE_MIN_BYTES
 
 _DONE = object()
 #: How long to wait for a worker's last output events after its result arrived (seconds).
@@ -262,9 +264,9 @@ class ElasticSession:
             if big:
                 token = tokenize(value)
                 if token in self._sent_tokens:
-                    inputs[name] = remote._Cached(token)
+                    inputs[name] = runner._Cached(token)
                 else:
-                    inputs[name] = remote._CacheIt(token, value)
+                    inputs[name] = runner._CacheIt(token, value)
             else:
                 inputs[name] = value
         return inputs
@@ -346,12 +348,12 @@ class ElasticSession:
             "cell_id": new_id("c"), "source": plan.source, "line_offset": plan.line_offset,
             "filename": f"<%%gpu {cell_name}>", "inputs": inputs, "outputs": plan.outputs,
             "topic": self._topic, "keep_on_device": options.keep_on_device,
-            "versions": remote.versions(),
+            "versions": runner.versions(),
         }
         result = self._submit_and_wait(payload, resources, options, phases, started_wall)
         if result["status"] == "cache-miss":  # another worker, or a restarted one
             self._sent_tokens -= set(result["missing"])
-            inputs = {n: (remote._CacheIt(v.token, namespace[n]) if isinstance(v, remote._Cached) else v)
+            inputs = {n: (runner._CacheIt(v.token, namespace[n]) if isinstance(v, runner._Cached) else v)
                       for n, v in inputs.items()}
             payload = dict(payload, inputs=inputs, cell_id=new_id("c"))
             result = self._submit_and_wait(payload, resources, options, phases, started_wall)
@@ -362,7 +364,7 @@ class ElasticSession:
                      "and start a new cluster with %gpu stop",
             )
         # The worker cached every large input before running the cell.
-        self._sent_tokens.update(v.token for v in inputs.values() if isinstance(v, remote._CacheIt))
+        self._sent_tokens.update(v.token for v in inputs.values() if isinstance(v, runner._CacheIt))
         return result
 
     def _submit_and_wait(self, payload: dict[str, Any], resources: dict[str, float] | None,
@@ -372,7 +374,7 @@ class ElasticSession:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Large object.*")
             warnings.filterwarnings("ignore", message=".*Sending large graph.*")
-            future = client.submit(remote.run_cell, payload, key=f"gpu-cell-{cell_id}",
+            future = client.submit(runner.run_cell, payload, key=f"gpu-cell-{cell_id}",
                                    resources=resources, pure=False)
         future.add_done_callback(lambda f: self._events.put(_DONE))
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
@@ -469,10 +471,10 @@ class ElasticSession:
             return "cancelled"
         grace = self.settings.interrupt_grace
         try:
-            self.client.run(remote.interrupt_cell, cell_id, workers=[worker])
+            self.client.run(runner.interrupt_cell, cell_id, workers=[worker])
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                running = self.client.run(remote.cell_running, cell_id, workers=[worker])
+                running = self.client.run(runner.cell_running, cell_id, workers=[worker])
                 if not running.get(worker):
                     return "interrupted"
                 time.sleep(0.05)
@@ -490,7 +492,7 @@ class ElasticSession:
         import cloudpickle
 
         inputs = self._prepare_inputs(plan, namespace)
-        inputs = {n: (v.value if isinstance(v, remote._CacheIt) else v) for n, v in inputs.items()}
+        inputs = {n: (v.value if isinstance(v, runner._CacheIt) else v) for n, v in inputs.items()}
         globals_: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         for name, value in inputs.items():
             globals_[name] = value if isinstance(value, types.ModuleType) else cloudpickle.loads(cloudpickle.dumps(value))
@@ -515,7 +517,7 @@ class ElasticSession:
         except Exception as exc:
             self._finish_row(None, cell_name, started_iso, started_wall, "local", options,
                              time.perf_counter() - t, "error", _short(exc), plan, execution_count)
-            raise RemoteCellError(type(exc).__name__, str(exc), remote._format_traceback(exc, filename), "local") from None
+            raise RemoteCellError(type(exc).__name__, str(exc), runner._format_traceback(exc, filename), "local") from None
         outputs = {n: globals_[n] for n in plan.outputs if n in globals_}
         deleted = [n for n in plan.outputs if n not in globals_ and n in inputs]
         row = self._finish_row(None, cell_name, started_iso, started_wall, "local", options,
