@@ -55,6 +55,8 @@ class Lease:
             "cpus_per_worker": record.spec.cpus_per_worker,
             "idle_timeout": record.idle_timeout,
             "lease_ttl": ttl,
+            # what a kernel's Client needs besides the address (gateway: TLS credentials)
+            "client": record.handle.extra.get("client") if record.handle else None,
         }
 
 

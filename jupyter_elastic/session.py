@@ -178,7 +178,12 @@ class ElasticSession:
         from distributed import Client
 
         self._disconnect()
-        client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s")
+        kwargs: dict[str, Any] = {}
+        if lease.get("client"):  # e.g. a gateway's TLS credentials
+            from .backends import backend_class
+
+            kwargs = backend_class(lease["backend"]).client_kwargs(lease["client"])  # type: ignore[attr-defined]
+        client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
         try:
             client.scheduler_comm.interval = 0.0005  # cells are rare: send at once
         except AttributeError:
