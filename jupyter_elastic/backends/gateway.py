@@ -537,8 +537,11 @@ class GatewayBackend(ElasticBackend):
 
             async def later() -> None:
                 await asyncio.sleep(keep)
-                await self._request(handle, handle.cluster.adapt(minimum=minimum, maximum=maximum),
-                                    f"set adaptive scaling on {handle.name}")
+                try:
+                    await self._request(handle, handle.cluster.adapt(minimum=minimum, maximum=maximum),
+                                        f"set adaptive scaling on {handle.name}")
+                except ElasticError as exc:
+                    log.warning("jupyter-elastic: %s", exc.message)
 
             handle.extra["pending"] = asyncio.ensure_future(later())
             return
