@@ -9,15 +9,18 @@ import time
 from typing import Any
 
 import pytest
-from distributed import Client
-from elastic_testing import wait_for
 
-from jupyter_elastic.backends.gateway import GatewayBackend
-from jupyter_elastic.errors import BackendUnavailable, ClusterStartError, ConfigError
-from jupyter_elastic.manager import ElasticClusterManager
-from jupyter_elastic.models import ClusterSpec
+pytest.importorskip("dask_gateway", reason="the gateway backend needs dask-gateway")
 
-from .conftest import free_port, run, worker_module
+from distributed import Client  # noqa: E402
+from elastic_testing import wait_for  # noqa: E402
+
+from jupyter_elastic.backends.gateway import GatewayBackend  # noqa: E402
+from jupyter_elastic.errors import BackendUnavailable, ClusterStartError, ConfigError  # noqa: E402
+from jupyter_elastic.manager import ElasticClusterManager  # noqa: E402
+from jupyter_elastic.models import ClusterSpec  # noqa: E402
+
+from .conftest import free_port, run, worker_module  # noqa: E402
 
 runner = worker_module()
 
