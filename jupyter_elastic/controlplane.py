@@ -45,7 +45,9 @@ class ControlPlane(abc.ABC):
     ) -> dict[str, Any]:
         """The session's cluster (started if needed) and a lease on it, as lease JSON:
         ``{lease_id, session, cluster_id, name, backend, scheduler_address, dashboard_link,
-        has_gpu, gpus_per_worker, cpus_per_worker, idle_timeout, lease_ttl}``.
+        has_gpu, gpus_per_worker, cpus_per_worker, idle_timeout, lease_ttl, client}``
+        (``client``: what a Dask client needs besides the address, e.g. a gateway's TLS
+        credentials; ``None`` for most backends)
         ``progress(phase, detail)`` is called from another thread while it starts."""
 
     @abc.abstractmethod
