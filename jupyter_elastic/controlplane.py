@@ -117,6 +117,7 @@ class EmbeddedControlPlane(ControlPlane):
         )
         self._thread.start()
         self._closed = False
+        self._follow_config = settings is None  # explicit settings stay as given
 
         async def build() -> ElasticClusterManager:
             manager = ElasticClusterManager(settings or load_settings(), **manager_kwargs)
@@ -141,6 +142,8 @@ class EmbeddedControlPlane(ControlPlane):
 
     def acquire(self, session: str, *, backend: str | None = None, name: str | None = None,
                 gpu_type: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+        if self._follow_config:  # this kernel's settings, as %gpu config left them
+            self._sync(self.manager.update_settings, load_settings())
         return self._call(
             self.manager.acquire(session, backend=backend, name=name, gpu_type=gpu_type,
                                  progress=progress)

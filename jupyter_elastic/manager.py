@@ -163,6 +163,7 @@ class ElasticClusterManager:
         self._clusters: dict[str, ClusterRecord] = {}
         self._leases: dict[str, Lease] = {}
         self._history: deque[HistoryRow] = deque(maxlen=HISTORY_LIMIT)
+        self._closed_usage = Usage()  # what stopped clusters cost
         self._backends: dict[str, ElasticBackend] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
@@ -198,6 +199,12 @@ class ElasticClusterManager:
             except Exception:
                 log.exception("jupyter-elastic: failed to close cluster %s", cluster_id)
 
+    def update_settings(self, settings: Settings) -> None:
+        """Use ``settings`` for clusters started from now on (running ones keep theirs)."""
+        self.settings = settings
+        for backend in self._backends.values():
+            backend.settings = settings
+
     def _backend(self, name: str) -> ElasticBackend:
         if name not in self._backends:
             self._backends[name] = backend_class(name)(self.settings)
@@ -229,14 +236,19 @@ class ElasticClusterManager:
                 )
         return seconds
 
-    def _check_gpu_budget(self, extra_gpus: float, exclude: str | None = None) -> None:
-        if self.max_gpus is None:
-            return
-        held = sum(
-            r.spec.gpus_per_worker * max(len(r.workers), r.requested if r.mode == "fixed" else 0)
+    def _gpus_held(self, exclude: str | None = None) -> float:
+        """GPUs other clusters hold, or may grow to (an adaptive cluster's maximum)."""
+        return sum(
+            r.spec.gpus_per_worker
+            * (max(len(r.workers), r.requested) if r.mode == "fixed" else max(len(r.workers), r.maximum))
             for r in self._clusters.values()
             if r.id != exclude and r.handle is not None and r.handle.has_gpu
         )
+
+    def _check_gpu_budget(self, extra_gpus: float, exclude: str | None = None) -> None:
+        if self.max_gpus is None:
+            return
+        held = self._gpus_held(exclude)
         if held + extra_gpus > self.max_gpus:
             raise ConfigError(
                 f"that would hold {held + extra_gpus:g} GPUs; this server allows at most "
@@ -319,6 +331,16 @@ class ElasticClusterManager:
         impl = self._backend(backend)
         try:
             record.handle = await impl.start(spec, on_progress)
+            if not record.handle.has_gpu:
+                record.meter.gpus_per_worker = 0.0  # CPU workers bill CPU-seconds only
+            elif workers is None and self.max_gpus is not None:
+                room = self.max_gpus - self._gpus_held(exclude=record.id)
+                record.maximum = min(record.maximum, int(room // max(spec.gpus_per_worker, 1e-9)))
+                if record.maximum < 1:
+                    raise ConfigError(
+                        f"no GPU left for a new cluster: this server allows {self.max_gpus:g} GPUs "
+                        "per user and other clusters hold them; stop or scale one down first"
+                    )
             if workers is not None:
                 self._check_gpu_budget(workers * spec.gpus_per_worker if record.handle.has_gpu else 0)
                 record.mode, record.requested = "fixed", workers
@@ -402,11 +424,15 @@ class ElasticClusterManager:
         if record.status in ("stopping", "stopped"):
             return
         record.status = "stopping"
+        record.meter.tick(time.monotonic(), len(record.workers), busy=record.running_cells > 0)
         try:
             if record.handle is not None:
                 await self._backend(record.backend).close(record.handle)
         finally:
             record.status = "stopped"
+            for key in ("gpu_seconds", "cpu_seconds", "idle_seconds", "busy_seconds", "cost"):
+                setattr(self._closed_usage, key,
+                        getattr(self._closed_usage, key) + getattr(record.meter.usage, key))
             self._clusters.pop(cluster_id, None)
             for lease_id in [k for k, v in self._leases.items() if v.cluster_id == cluster_id]:
                 del self._leases[lease_id]
@@ -432,6 +458,11 @@ class ElasticClusterManager:
             record = None
             if name is not None:
                 record = next((r for r in self._clusters.values() if r.name == name), None)
+                if record is not None and record.backend != backend:
+                    raise ConfigError(
+                        f"the cluster named {name!r} runs on the {record.backend} backend, not "
+                        f"{backend}; pick another name or stop it first"
+                    )
             else:
                 for lease in self._leases.values():
                     candidate = self._clusters.get(lease.cluster_id)
@@ -467,7 +498,15 @@ class ElasticClusterManager:
         if lease is not None:
             record = self._clusters.get(lease.cluster_id)
             if record is not None and not self._leases_of(record.id):
-                record.orphaned_since = time.monotonic()
+                self._orphan(record, time.monotonic())
+
+    @staticmethod
+    def _orphan(record: ClusterRecord, since: float) -> None:
+        """No kernel holds the cluster any more: no cell of theirs can still be running."""
+        record.orphaned_since = since
+        if record.running_cells:
+            record.running_cells = 0
+            record.last_activity = time.monotonic()
 
     def _leases_of(self, cluster_id: str) -> list[Lease]:
         return [lease for lease in self._leases.values() if lease.cluster_id == cluster_id]
@@ -514,7 +553,7 @@ class ElasticClusterManager:
 
     def usage(self) -> dict[str, Any]:
         """Totals over live clusters and recorded cells."""
-        total = Usage()
+        total = Usage(**self._closed_usage.__dict__)
         for record in self._clusters.values():
             u = record.meter.usage
             total.gpu_seconds += u.gpu_seconds
@@ -570,7 +609,7 @@ class ElasticClusterManager:
                 if lease not in live:
                     self._leases.pop(lease.id, None)
                     if not live and record.orphaned_since is None:
-                        record.orphaned_since = lease.last_heartbeat
+                        self._orphan(record, lease.last_heartbeat)
             if record.leased and not live and record.orphaned_since is not None:
                 if now - record.orphaned_since >= ttl:
                     await self.close_cluster(record.id, reason="lease expired: owning kernel gone")
@@ -580,7 +619,8 @@ class ElasticClusterManager:
                 record.empty_since = None
             elif record.empty_since is None:
                 record.empty_since = now
-            if record.mode == "fixed" and record.requested > record.minimum and idle >= record.idle_timeout:
+            size = max(record.requested, len(record.workers))
+            if record.mode == "fixed" and size > record.minimum and idle >= record.idle_timeout:
                 assert record.handle is not None
                 await self._backend(record.backend).adapt(
                     record.handle, record.minimum, record.maximum, record.idle_timeout

@@ -246,7 +246,9 @@ def test_real_local_cluster_wakes_and_scales_to_zero(no_leaked_processes):
                                                "gpus": 0, "gpu_seconds": 0, "cpu_seconds": 0, "cost": 0,
                                                "status": "ok"})
         wait_for(lambda: cp.cluster(lease["cluster_id"])["workers"] == 0, timeout=30, what="scale to zero")
-        assert cp.cluster(lease["cluster_id"])["usage"]["idle_seconds"] > 0
+        usage = cp.cluster(lease["cluster_id"])["usage"]
+        assert usage["idle_seconds"] > 0
+        assert usage["gpu_seconds"] == 0 and usage["cpu_seconds"] > 0, "CPU workers bill no GPU time"
     finally:
         cp.close()
 
@@ -317,3 +319,64 @@ def test_waiting_cells_scale_the_cluster_out_to_max_workers(tmp_path, no_leaked_
             del cells
     finally:
         cp.close()
+
+
+def test_a_dead_kernels_running_cell_does_not_keep_the_cluster_busy():
+    async def scenario():
+        manager, backend = make_manager(**{"shutdown-after": "0.3s", "lease-ttl": "1h"})
+        first = await manager.acquire("kernel-1", name="nb-x")
+        manager.cell_started(first["cluster_id"])      # the kernel dies mid-cell ...
+        manager.release(first["lease_id"])
+        again = await manager.acquire("kernel-2", name="nb-x")  # ... its restart reconnects
+        assert again["cluster_id"] == first["cluster_id"]
+        assert manager.list_clusters()[0]["running_cells"] == 0
+        await manager.reap_once()
+        await asyncio.sleep(0.35)
+        await manager.reap_once()
+        assert manager.list_clusters() == [], "an idle, empty cluster is stopped after shutdown-after"
+
+    run(scenario())
+
+
+def test_named_cluster_on_another_backend_is_a_clear_error():
+    async def scenario():
+        manager, _ = make_manager()
+        await manager.acquire("kernel-1", name="nb-x")
+        with pytest.raises(ConfigError, match="runs on the local backend, not gateway"):
+            await manager.acquire("kernel-1", name="nb-x", backend="gateway")
+        await manager.close_all()
+
+    run(scenario())
+
+
+def test_cpu_clusters_bill_no_gpu_seconds_and_closed_clusters_keep_their_cost():
+    async def scenario():
+        manager, backend = make_manager(**{"pricing": {"gpu-hour": 3600.0, "cpu-hour": 3600.0}})
+        backend.has_gpu = False
+        created = await manager.create_cluster(workers=2)
+        await manager.reap_once()
+        await asyncio.sleep(0.2)
+        await manager.reap_once()
+        usage = manager.list_clusters()[0]["usage"]
+        assert usage["gpu_seconds"] == 0.0 and usage["cpu_seconds"] > 0
+        assert usage["cost"] == pytest.approx(usage["cpu_seconds"])
+        await manager.close_cluster(created["id"])
+        kept = manager.usage()["clusters"]
+        assert kept["cost"] >= usage["cost"] > 0, "a stopped cluster's cost stays in the totals"
+
+    run(scenario())
+
+
+def test_gpu_cap_limits_how_far_adaptive_clusters_may_grow():
+    async def scenario():
+        manager, backend = make_manager()
+        manager.max_gpus = 3
+        first = await manager.create_cluster()            # adaptive, up to 3 of 4 GPUs
+        assert manager.list_clusters()[0]["adapt"] == {"minimum": 0, "maximum": 3}
+        with pytest.raises(ConfigError, match="no GPU left for a new cluster"):
+            await manager.create_cluster()
+        assert len(manager.list_clusters()) == 1 and len(backend.closed) == 1
+        await manager.close_cluster(first["id"])
+        await manager.close_all()
+
+    run(scenario())

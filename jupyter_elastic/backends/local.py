@@ -9,6 +9,7 @@ concurrent cells get two workers, and told to retire idle workers after ``idle-t
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import math
@@ -227,17 +228,30 @@ class LocalBackend(ElasticBackend):
             },
         )
 
+    @staticmethod
+    async def _stop_adaptive(cluster: Any, reason: str) -> None:
+        """Stop adaptive scaling and wait out a pass already under way (it could still
+        start a worker after a fixed size was set)."""
+        adaptive = cluster._adaptive
+        if adaptive is None:
+            return
+        adaptive.stop(reason=reason)
+        cluster._adaptive = None
+        for _ in range(200):
+            if not getattr(adaptive, "_adapting", False):
+                break
+            await asyncio.sleep(0.01)
+
     async def scale(self, handle: ClusterHandle, n: int) -> None:
         cluster = handle.cluster
-        if cluster._adaptive is not None:
-            cluster._adaptive.stop(reason="fixed size requested")
-            cluster._adaptive = None
+        await self._stop_adaptive(cluster, "fixed size requested")
         cluster.scale(min(n, handle.extra["max_workers"]))
         await cluster
 
     async def adapt(
         self, handle: ClusterHandle, minimum: int, maximum: int, idle_timeout: float
     ) -> None:
+        await self._stop_adaptive(handle.cluster, "new adaptive bounds")
         adaptive = handle.cluster.adapt(
             Adaptive=CellAdaptive,
             minimum=minimum,
@@ -256,10 +270,8 @@ class LocalBackend(ElasticBackend):
             cluster.scale(max(1, len(cluster.worker_spec)))  # adaptive keeps it while the cell runs
 
     async def close(self, handle: ClusterHandle) -> None:
-        cluster = handle.cluster
-        if cluster._adaptive is not None:
-            cluster._adaptive.stop(reason="closing")
-        await cluster.close()
+        await self._stop_adaptive(handle.cluster, "closing")
+        await handle.cluster.close()
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         scheduler = handle.cluster.scheduler
