@@ -43,8 +43,8 @@ def _cell_parser() -> _Parser:
     p = _Parser(prog="%%gpu", add_help=True, description="Run this cell on an elastic GPU worker.")
     p.add_argument("--gpus", default=None, help="GPUs for this cell: 1, 2, ... or a fraction such as 0.5 to share one")
     p.add_argument("--gpu-type", default=None, help="GPU model, e.g. NVIDIA-H100-80GB-HBM3 (Kubernetes)")
-    p.add_argument("--cpus", default=None, help="CPU cores the cell uses (metering)")
-    p.add_argument("--memory", default=None, help="memory the cell needs, e.g. 8GiB")
+    p.add_argument("--cpus", default=None, help="CPU cores the cell uses (what its CPU-seconds count)")
+    p.add_argument("--memory", default=None, help="memory the cell needs, e.g. 8GiB (checked against the worker size)")
     p.add_argument("--in", dest="inputs", default=None, help="names to send, comma-separated (default: found)")
     p.add_argument("--out", dest="outputs", default=None, help="names to bring back, comma-separated (default: all assigned)")
     p.add_argument("--keep-on-device", action="store_true", help="return CuPy arrays as CuPy, not NumPy")
@@ -82,8 +82,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
         timeout = None if args.timeout is None else cfg.parse_duration(args.timeout, what="--timeout")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"--timeout must be above 0, got {args.timeout!r}")
-        if args.cpus is not None:
-            cfg._int(args.cpus, "--cpus", minimum=1)
+        cpus = None if args.cpus is None else cfg._int(args.cpus, "--cpus", minimum=1)
         if args.memory is not None:
             memory = cfg.parse_size(args.memory, what="--memory")
             worker_memory = cfg.load_settings().worker.memory
@@ -100,7 +99,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
         raise UsageError("--gpus 0 and --require-gpu contradict each other; drop one")
     options = CellOptions(
         gpus=gpus, backend=backend, timeout=timeout, retries=retries, keep_on_device=args.keep_on_device,
-        require_gpu=args.require_gpu, local=args.local, gpu_type=args.gpu_type,
+        require_gpu=args.require_gpu, local=args.local, gpu_type=args.gpu_type, cpus=cpus,
     )
     return options, _names(args.inputs, "--in"), _names(args.outputs, "--out")
 
@@ -293,9 +292,13 @@ class ElasticMagics(Magics):
         for key, value in changes:
             if key == "idle-timeout" and lease is not None:
                 self.session.control_plane.set_idle_timeout(lease["cluster_id"], cfg.parse_duration(value))
-        print("set " + ", ".join(f"{k}={v}" for k, v in changes)
-              + (" (new clusters use it; idle-timeout also applies to this notebook's cluster)"
-                 if lease is not None else ""))
+        note = ""
+        if self.session.control_plane.kind == "server":
+            note = (" in this kernel; clusters are started by the Jupyter server with its own "
+                    "settings (idle-timeout applies to this notebook's cluster)")
+        elif lease is not None:
+            note = " (new clusters use it; idle-timeout also applies to this notebook's cluster)"
+        print("set " + ", ".join(f"{k}={v}" for k, v in changes) + note)
         return None
 
     def _cmd_history(self, argv: list[str]) -> Any:

@@ -128,6 +128,41 @@ def _read_names(tree: ast.Module) -> set[str]:
     }
 
 
+def _surely_bound(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement binds whenever it completes (not ``if``/``for`` bodies)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {a.asname or a.name.split(".")[0] for a in stmt.names if a.name != "*"}
+    targets: list[ast.expr] = []
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+        targets = [stmt.target]
+    names: set[str] = set()
+    for target in targets:
+        stack = [target]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, (ast.Tuple, ast.List)):
+                stack.extend(node.elts)
+            elif isinstance(node, ast.Starred):
+                stack.append(node.value)
+    return names
+
+
+def _names_needed(tree: ast.Module) -> set[str]:
+    """Names some statement reads before an earlier statement of the cell surely binds them."""
+    bound: set[str] = set()
+    needed: set[str] = set()
+    for stmt in tree.body:
+        needed |= _read_names(ast.Module(body=[stmt], type_ignores=[])) - bound
+        bound |= _surely_bound(stmt)
+    return needed
+
+
 def parse_cell(source: str, line_offset: int = 1, cell_name: str = "cell") -> ast.Module:
     """Parse ``source``; a syntax error becomes one line naming the line in the cell."""
     try:
@@ -165,7 +200,7 @@ def analyze_cell(
     tree = parse_cell(source, line_offset)
     skip = SHELL_NAMES | set(hidden)
     if inputs is None:
-        read = _read_names(tree)
+        read = _names_needed(tree)
         inputs = sorted(n for n in read if n in namespace and n not in skip and not _is_builtin(n, namespace))
     if outputs is None:
         outputs = [n for n in _bound_names(tree) if n not in SHELL_NAMES]

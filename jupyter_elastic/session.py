@@ -12,6 +12,7 @@ period if the cell still runs, so the GPU is really free.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import queue
 import sys
@@ -78,6 +79,7 @@ class CellOptions:
     require_gpu: bool = False
     local: bool = False
     gpu_type: str | None = None
+    cpus: int | None = None
 
 
 @dataclass
@@ -151,15 +153,16 @@ class ElasticSession:
                        phases: PhaseDisplay | None = None, name: str | None = None) -> dict[str, Any]:
         """The lease of this session's cluster, starting one (with phases shown) if needed."""
         backend = backend or self.settings.backend
-        name = name or session_cluster_name()
+        name = name or session_cluster_name(backend)
         if self.lease is not None and self.lease["backend"] == backend and (name is None or self.lease["name"] == name):
             return self.lease
         progress: queue.Queue[tuple[str, str]] = queue.Queue()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(
-                self.control_plane.acquire, self.id, backend=backend, name=name, gpu_type=gpu_type,
-                progress=lambda phase, detail: progress.put((phase, detail)),
-            )
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jupyter-elastic-start")
+        future = pool.submit(
+            self.control_plane.acquire, self.id, backend=backend, name=name, gpu_type=gpu_type,
+            progress=lambda phase, detail: progress.put((phase, detail)),
+        )
+        try:
             while True:
                 try:
                     phase, detail = progress.get(timeout=0.1)
@@ -170,7 +173,15 @@ class ElasticSession:
                         break
                     if phases is not None and phases.shown:
                         phases.show(phases.phase)
-            lease = future.result()
+        except KeyboardInterrupt:
+            # The start goes on in the background; the next cell picks the cluster up.
+            raise CellCancelled(
+                "interrupted while the cluster was starting; it keeps starting, and the next "
+                "%%gpu cell uses it (%gpu stop to stop it)"
+            ) from None
+        finally:
+            pool.shutdown(wait=False)
+        lease = future.result()
         self._connect(lease)
         return lease
 
@@ -424,13 +435,13 @@ class ElasticSession:
                 elif not worker and phases.shown:
                     phases.show("workers", "waiting for a worker")
                 if deadline is not None and time.monotonic() >= deadline:
-                    stopped = self._stop_remote(future, cell_id, worker, ended)
+                    stopped = self._stop_remote(client, future, cell_id, worker, ended)
                     raise CellTimeout(
                         f"the cell ran past --timeout {options.timeout:g}s and was cancelled"
                         + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
                     )
         except KeyboardInterrupt:
-            stopped = self._stop_remote(future, cell_id, worker, ended)
+            stopped = self._stop_remote(client, future, cell_id, worker, ended)
             raise CellCancelled(
                 "interrupted: the remote cell was cancelled"
                 + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
@@ -466,68 +477,101 @@ class ElasticSession:
                 _render(event)
         return result
 
-    def _stop_remote(self, future: Any, cell_id: str, worker: str | None, ended: bool) -> str:
-        """Cancel a running cell; restart its worker if it does not stop within the grace."""
+    def _stop_remote(self, client: Any, future: Any, cell_id: str, worker: str | None,
+                     ended: bool) -> str:
+        """Cancel a cell; interrupt its thread wherever it runs; restart any worker on which
+        it is still running after the grace period (a cell stuck in C code)."""
         try:
             future.cancel()
         except Exception:
             pass
-        if worker is None or ended:
+        if ended:
             return "cancelled"
+        # A cell stopped before it announced itself may already run somewhere: ask them all.
+        where = [worker] if worker else None
         grace = self.settings.interrupt_grace
         try:
-            self.client.run(runner.interrupt_cell, cell_id, workers=[worker])
+            running = [a for a, r in client.run(runner.cell_running, cell_id, workers=where).items() if r]
+            if not running:
+                return "cancelled"
+            client.run(runner.interrupt_cell, cell_id, workers=running)
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                running = self.client.run(runner.cell_running, cell_id, workers=[worker])
-                if not running.get(worker):
-                    return "interrupted"
+            while running and time.monotonic() < deadline:
                 time.sleep(0.05)
-            self.client.restart_workers([worker], timeout=60, raise_for_error=False)
-            return "restarted"
+                state = client.run(runner.cell_running, cell_id, workers=running)
+                running = [a for a, r in state.items() if r]
+            if not running:
+                return "interrupted"
         except KeyboardInterrupt:
-            self.client.restart_workers([worker], timeout=60, raise_for_error=False)
-            return "restarted"
+            running = [worker] if worker else []
         except Exception:
             return "cancelled"
+        if running:
+            client.restart_workers(running, timeout=60, raise_for_error=False)
+            return "restarted"
+        return "cancelled"
 
     def _run_local(self, plan: CellPlan, namespace: dict[str, Any], options: CellOptions, cell_name: str,
                    started_wall: float, started_iso: str, execution_count: int | None) -> CellResult:
-        """``--local``: the same semantics (copies in, all-or-nothing out) in this kernel."""
-        import cloudpickle
-
-        inputs = self._prepare_inputs(plan, namespace)
-        inputs = {n: (v.value if isinstance(v, runner._CacheIt) else v) for n, v in inputs.items()}
-        globals_: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-        for name, value in inputs.items():
-            globals_[name] = value if isinstance(value, types.ModuleType) else cloudpickle.loads(cloudpickle.dumps(value))
-        from IPython.display import display
-
-        globals_["display"] = display
+        """``--local``: the same semantics in this kernel — copies in, all-or-nothing out,
+        ``--retries``, and ``--timeout`` (an alarm on the kernel's main thread)."""
         import ast
-
-        filename = f"<%%gpu --local {cell_name}>"
-        tree = remote.parse_cell(plan.source, plan.line_offset)
-        ast.increment_lineno(tree, plan.line_offset)
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)  # type: ignore[attr-defined]
         import linecache
 
-        linecache.cache[filename] = (len(plan.source), None, ["\n"] * plan.line_offset + plan.source.splitlines(True), filename)
-        t = time.perf_counter()
-        try:
-            exec(compile(tree, filename, "exec"), globals_)
-            value = eval(compile(last, filename, "eval"), globals_) if last is not None else None
-        except Exception as exc:
-            self._finish_row(None, cell_name, started_iso, started_wall, "local", options,
-                             time.perf_counter() - t, "error", _short(exc), plan, execution_count)
-            raise RemoteCellError(type(exc).__name__, str(exc), runner._format_traceback(exc, filename), "local") from None
-        outputs = {n: globals_[n] for n in plan.outputs if n in globals_}
-        deleted = [n for n in plan.outputs if n not in globals_ and n in inputs]
-        row = self._finish_row(None, cell_name, started_iso, started_wall, "local", options,
-                               time.perf_counter() - t, "ok", None, plan, execution_count)
-        return CellResult(value, outputs, deleted, row)
+        import cloudpickle
+        from IPython.display import display
+
+        inputs = {n: (v.value if isinstance(v, runner._CacheIt) else v)
+                  for n, v in self._prepare_inputs(plan, namespace).items()}
+        filename = f"<%%gpu --local {cell_name}>"
+        linecache.cache[filename] = (len(plan.source), None,
+                                     ["\n"] * plan.line_offset + plan.source.splitlines(True), filename)
+        attempts = 1 + max(0, options.retries)
+        compute = 0.0
+
+        def finish(status: str, error: BaseException | None) -> dict[str, Any]:
+            return self._finish_row(None, cell_name, started_iso, started_wall, "local", options,
+                                    compute, status, _short(error), plan, execution_count)
+
+        for attempt in range(1, attempts + 1):
+            globals_: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__,
+                                        "display": display}
+            for name, value in inputs.items():
+                globals_[name] = (value if isinstance(value, types.ModuleType)
+                                  else cloudpickle.loads(cloudpickle.dumps(value)))
+            tree = remote.parse_cell(plan.source, plan.line_offset)
+            ast.increment_lineno(tree, plan.line_offset)
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)  # type: ignore[attr-defined]
+            t = time.perf_counter()
+            try:
+                with _alarm(options.timeout):
+                    exec(compile(tree, filename, "exec"), globals_)
+                    value = eval(compile(last, filename, "eval"), globals_) if last is not None else None
+            except CellTimeout as exc:
+                compute += time.perf_counter() - t
+                finish("timeout", exc)
+                raise
+            except KeyboardInterrupt:
+                compute += time.perf_counter() - t
+                stop = CellCancelled("interrupted: the --local cell was stopped")
+                finish("cancelled", stop)
+                raise stop from None
+            except Exception as exc:
+                compute += time.perf_counter() - t
+                if attempt < attempts:
+                    print(f"jupyter-elastic: {type(exc).__name__} on attempt {attempt} of {attempts}; "
+                          "retrying (--retries)", file=sys.stderr)
+                    continue
+                finish("error", exc)
+                raise RemoteCellError(type(exc).__name__, str(exc),
+                                      runner._format_traceback(exc, filename), "local") from None
+            compute += time.perf_counter() - t
+            outputs = {n: globals_[n] for n in plan.outputs if n in globals_}
+            deleted = [n for n in plan.outputs if n not in globals_ and n in inputs]
+            return CellResult(value, outputs, deleted, finish("ok", None))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _finish_row(self, lease: dict[str, Any] | None, cell_name: str, started_iso: str,
                     started_wall: float, worker: str | None, options: CellOptions, compute: float,
@@ -536,7 +580,10 @@ class ElasticSession:
         settings = self.settings
         on_gpu = bool(lease and lease["has_gpu"]) and not options.local
         gpus = options.gpus if on_gpu else 0.0
-        cpus = (lease["cpus_per_worker"] if lease else 1) * (min(1.0, options.gpus or 1.0))
+        if options.cpus is not None:
+            cpus = float(options.cpus)
+        else:
+            cpus = (lease["cpus_per_worker"] if lease else 1) * (min(1.0, options.gpus or 1.0))
         if options.local:
             gpu_s, cpu_s, cost = 0.0, 0.0, 0.0
         else:
@@ -568,6 +615,29 @@ class ElasticSession:
         return row
 
 
+@contextlib.contextmanager
+def _alarm(seconds: float | None) -> Any:
+    """Raise CellTimeout in this (the kernel's main) thread after ``seconds``."""
+    if seconds is None:
+        yield
+        return
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        raise ConfigError("--timeout with --local needs the kernel's main thread; drop one of them")
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CellTimeout(f"the cell ran past --timeout {seconds:g}s and was stopped")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _render(event: dict[str, Any]) -> None:
     """Show one output event in the running cell (called on the cell's thread)."""
     kind = event["kind"]
@@ -595,8 +665,9 @@ def _short(error: BaseException | None) -> str | None:
     return f"{type(error).__name__}: {message}"[:300]
 
 
-def session_cluster_name() -> str | None:
-    """A stable cluster name for this notebook, so a restarted kernel finds its cluster.
+def session_cluster_name(backend: str = "local") -> str | None:
+    """A stable cluster name for this notebook and backend, so a restarted kernel finds its
+    cluster (one per backend: ``%%gpu --backend`` may use several).
 
     Jupyter servers set ``JPY_SESSION_NAME`` (the notebook's path) for the kernels they
     start; elsewhere there is no notebook identity and each kernel gets a fresh cluster.
@@ -610,7 +681,8 @@ def session_cluster_name() -> str | None:
     stem = os.path.splitext(os.path.basename(path))[0].lower()
     slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:24].strip("-") or "notebook"
     digest = hashlib.sha1(path.encode()).hexdigest()[:8]
-    return f"nb-{slug}-{digest}"
+    suffix = "" if backend == "local" else f"-{backend[:4]}"
+    return f"nb-{slug}-{digest}{suffix}"
 
 
 def _kernel_id() -> str:

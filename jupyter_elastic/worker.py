@@ -398,12 +398,21 @@ def _interrupt_thread(thread_id: int) -> bool:
     return done == 1
 
 
+_active_lock = threading.Lock()
+
+
 def interrupt_cell(cell_id: str) -> bool:
     """Run on a worker (``client.run``): interrupt the cell if it is still running there."""
-    item = _active.get(cell_id)
-    if item is None:
-        return False
-    return _interrupt_thread(item[1])
+    with _active_lock:  # the cell cannot end between the check and the interrupt
+        item = _active.get(cell_id)
+        if item is None:
+            return False
+        return _interrupt_thread(item[1])
+
+
+def _clear_interrupt(thread_id: int) -> None:
+    """Drop an interrupt aimed at a cell that ended first, so it never hits the next task."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
 
 
 def cell_running(cell_id: str) -> bool:
@@ -499,7 +508,9 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         }
     finally:
         compute = time.perf_counter() - started
-        _active.pop(cell_id, None)
+        with _active_lock:
+            _active.pop(cell_id, None)
+            _clear_interrupt(threading.get_ident())
         _local.output = None
         linecache.cache.pop(filename, None)
     # An input the cell changed in place must not be served to the next cell.

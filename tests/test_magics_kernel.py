@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -116,11 +115,8 @@ def test_unchanged_large_inputs_are_not_sent_again(kernel):
     ok(kernel.run("big = np.ones(400_000)"))  # 3.2 MB
     ok(kernel.run("%%gpu\ns1 = big.sum()"))
     ok(kernel.run("%%gpu\ns2 = big.sum()"))
-    rows = kernel.run("%gpu history --json").result
-    history = json.loads(rows["application/json"]) if "application/json" in rows else None
-    if history is None:
-        history = kernel.value("[r['cached_inputs'] for r in get_ipython().run_line_magic('gpu', 'history --json')]")
-        assert history[-1] == ["big"] and history[-2] == []
+    cached = kernel.value("[r['cached_inputs'] for r in get_ipython().run_line_magic('gpu', 'history --json')]")
+    assert cached[-2:] == [[], ["big"]], "the second cell took the unchanged array from the worker's cache"
     ok(kernel.run("big[0] = 5"))
     ok(kernel.run("%%gpu\ns3 = big.sum()"))
     cached = kernel.value("[r['cached_inputs'] for r in get_ipython().run_line_magic('gpu', 'history --json')]")
@@ -134,6 +130,29 @@ def test_timeout_cancels_the_cell(kernel):
     assert "CellTimeout" in run.error_text() and "--timeout 1s" in run.error_text()
     assert ok(kernel.run("%%gpu\nafter_timeout = 7")).status == "ok"
     assert kernel.value("after_timeout") == 7
+
+
+def test_timeout_before_the_worker_announced_the_cell_still_frees_it(kernel):
+    run = kernel.run("%%gpu --timeout 0.02\nwhile True:\n    pass\n", timeout=60)
+    assert run.status == "error" and "CellTimeout" in run.error_text()
+    # the worker is free again: the next cell runs (it would queue forever behind the loop)
+    assert ok(kernel.run("%%gpu --timeout 30\nfreed = 1", timeout=60)).status == "ok"
+    assert kernel.value("freed") == 1
+
+
+def test_local_honours_timeout_retries_and_cpus(kernel, tmp_path):
+    run = kernel.run("%%gpu --local --timeout 1s\nimport time\ntime.sleep(10)\nlate = 1", timeout=30)
+    assert run.status == "error" and "--timeout 1s" in run.error_text()
+    assert kernel.value("'late' in globals()") is False
+    marker = tmp_path / "local-attempts"
+    run = ok(kernel.run(
+        "%%gpu --local --retries 1\nimport pathlib\n"
+        f"p = pathlib.Path({str(marker)!r})\nn = int(p.read_text()) if p.exists() else 0\n"
+        "p.write_text(str(n + 1))\nif n == 0:\n    raise RuntimeError('flaky')\nlocal_ok = n"))
+    assert "retrying" in run.stderr and kernel.value("local_ok") == 1
+    ok(kernel.run("%%gpu --cpus 1\nimport time\ntime.sleep(0.3)"))
+    row = kernel.value("get_ipython().run_line_magic('gpu', 'history --json')[-1]")
+    assert row["cpu_seconds"] == pytest.approx(row["compute_seconds"]), "--cpus 1 bills one core"
 
 
 def test_interrupt_stops_a_python_loop(kernel):
@@ -285,8 +304,16 @@ def test_scale_adapt_and_scale_to_zero_and_back():
                  timeout=60, what="scale to zero after idle-timeout")
         run = ok(k.run("%%gpu\nsecond = first + 1\nsecond"))
         assert run.result["text/plain"] == "2"
+        ok(k.run("%gpu scale 0"))
+        ok(k.run("%%gpu\nthird = 3"))  # wakes a worker on a cluster held at size 0 ...
+        wait_for(lambda: k.value("get_ipython().run_line_magic('gpu', 'status --json')['clusters'][0]['workers']") == 0,
+                 timeout=60, what="zero workers again after idle-timeout (scale 0 returns to adaptive)")
         ok(k.run("%gpu stop"))
         assert k.value("get_ipython().run_line_magic('gpu', 'status --json')") == {"clusters": []}
+        ok(k.run("%gpu config idle-timeout=7s max-workers=1"))
+        ok(k.run("%%gpu\nfourth = 4"))
+        cluster = k.value("get_ipython().run_line_magic('gpu', 'status --json')['clusters'][0]")
+        assert cluster["idle_timeout"] == 7.0 and cluster["adapt"]["maximum"] == 1, "new clusters use %gpu config"
     finally:
         k.shutdown()
 

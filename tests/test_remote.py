@@ -18,7 +18,7 @@ from jupyter_elastic.worker import parity_problems, run_cell
     [
         ("y = x + 1", {"x": 1}, ["x"], ["y"]),
         ("x += 1", {"x": 1}, ["x"], ["x"]),
-        ("import numpy as np\nz = np.ones(2)", {"np": np}, ["np"], ["np", "z"]),
+        ("z = np.ones(2)", {"np": np}, ["np"], ["z"]),
         ("from os import path as p, sep", {}, [], ["p", "sep"]),
         ("def f(a):\n    return a + k\nclass C:\n    pass", {"k": 2, "a": 9}, ["a", "k"], ["f", "C"]),
         ("total = sum(v * w for v in items)", {"items": [1], "w": 2, "v": 0}, ["items", "v", "w"], ["total"]),
@@ -31,6 +31,12 @@ from jupyter_elastic.worker import parity_problems, run_cell
         ("print(len(x))", {"x": [1], "print": print}, ["x"], []),
         ("display(In, Out, get_ipython)", {"In": [], "Out": {}, "get_ipython": None, "display": None}, [], []),
         ("def g():\n    global counter\n    counter = 1", {"counter": 0}, ["counter"], ["g", "counter"]),
+        ("lk = 3\nprint(lk + 1)", {"lk": object()}, [], ["lk"]),
+        ("import numpy as np\nnp.ones(1)", {"np": np}, [], ["np"]),
+        ("x = x + 1", {"x": 1}, ["x"], ["x"]),
+        ("if flag:\n    y = 1\nprint(y)", {"flag": True, "y": 0}, ["flag", "y"], ["y"]),
+        ("for k in []:\n    z = 1\nz", {"z": 0}, ["z"], ["k", "z"]),
+        ("a, (b, *c) = 1, (2, 3)\nb + c[0]", {"b": 5, "c": [9]}, [], ["a", "b", "c"]),
     ],
 )
 def test_analysis_finds_names_read_and_bound(source, namespace, inputs, outputs):
