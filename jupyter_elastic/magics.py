@@ -281,17 +281,17 @@ class ElasticMagics(Magics):
 
         for key, _ in changes:
             before[key] = dask.config.get(f"{cfg.NAMESPACE}.{key}", None)
+        lease = self.session.lease
         try:
             for key, value in changes:
                 cfg.set_option(key, value)
-        except ConfigError:
+            for key, value in changes:
+                if key == "idle-timeout" and lease is not None:  # the server may refuse it
+                    self.session.control_plane.set_idle_timeout(lease["cluster_id"], cfg.parse_duration(value))
+        except ElasticError:
             for key, value in before.items():  # all or nothing
                 dask.config.set({f"{cfg.NAMESPACE}.{key}": value})
             raise
-        lease = self.session.lease
-        for key, value in changes:
-            if key == "idle-timeout" and lease is not None:
-                self.session.control_plane.set_idle_timeout(lease["cluster_id"], cfg.parse_duration(value))
         note = ""
         if self.session.control_plane.kind == "server":
             note = (" in this kernel; clusters are started by the Jupyter server with its own "
