@@ -260,6 +260,8 @@ def test_environment_mismatch_stops_the_cell(kernel):
 
 
 def test_status_history_config_and_logs(kernel):
+    ok(kernel.run("%%gpu\nfor_status = 1"))
+    kernel.run("%%gpu\nraise ValueError('for the history')")
     status = kernel.value("get_ipython().run_line_magic('gpu', 'status --json')")
     assert len(status["clusters"]) == 1
     cluster = status["clusters"][0]
