@@ -112,7 +112,7 @@ def test_local_runs_in_the_kernel_with_the_same_semantics(kernel):
 
 
 def test_unchanged_large_inputs_are_not_sent_again(kernel):
-    ok(kernel.run("big = np.ones(400_000)"))  # 3.2 MB
+    ok(kernel.run("import numpy as np\nbig = np.ones(400_000)"))  # 3.2 MB
     ok(kernel.run("%%gpu\ns1 = big.sum()"))
     ok(kernel.run("%%gpu\ns2 = big.sum()"))
     cached = kernel.value("[r['cached_inputs'] for r in get_ipython().run_line_magic('gpu', 'history --json')]")
