@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import http.client
 import json
 import os
 import platform
@@ -140,19 +141,19 @@ def _doctor_local(report: _Report) -> None:
         report.line("ok", "local GPUs: " + ", ".join(f"{g.index}: {g.name}" for g in gpus))
     else:
         report.line("info", "no local GPU (the local backend runs %%gpu cells on CPU workers)")
-    cupy = next((f"{d} {v}" for d, v in versions.items() if d.startswith("cupy") and v), None)
-    if cupy is None:
+    cupy_version = next((f"{d} {v}" for d, v in versions.items() if d.startswith("cupy") and v), None)
+    if cupy_version is None:
         report.line("info", "CuPy is not installed here (GPU workers need it)",
                     "pip install 'jupyter-elastic[gpu]' in the worker image")
     else:
         try:
-            import cupy
+            from ._array import gpu_available
 
-            usable = bool(cupy.is_available())
+            usable = bool(gpu_available())
         except Exception:
             usable = False
         report.line("ok" if usable or not gpus else "warn",
-                    f"{cupy}: {'usable' if usable else 'installed, no usable GPU here'}")
+                    f"{cupy_version}: {'usable' if usable else 'installed, no usable GPU here'}")
 
 
 async def _doctor_kubernetes(report: _Report) -> None:
@@ -247,10 +248,10 @@ def _servers(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [(info["url"], args.token or info.get("token", "")) for info in list_running_servers()]
 
 
-def _request(base: str, token: str, path: str, method: str = "GET") -> Any:
+def _request(base: str, token: str, path: str, method: str = "GET", timeout: float = 30) -> Any:
     url = base.rstrip("/") + "/" + path
     req = urllib.request.Request(url, method=method, headers={"Authorization": f"token {token}"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         data = resp.read()
     return json.loads(data) if data else None
 
@@ -308,9 +309,17 @@ def cmd_stop(args: argparse.Namespace) -> int:
             chosen.extend(match)
     for c in chosen:
         try:
-            _request(base, token, f"{API}/clusters/{urllib.parse.quote(str(c['id']))}", method="DELETE")
+            # a backend may take minutes to delete a cluster (Kubernetes waits up to 120 s)
+            _request(base, token, f"{API}/clusters/{urllib.parse.quote(str(c['id']))}",
+                     method="DELETE", timeout=600)
         except urllib.error.HTTPError as exc:
             raise ElasticError(f"could not stop {c.get('name')}: {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise ElasticError(
+                f"could not stop {c.get('name')}: the server did not answer "
+                f"({type(exc).__name__}: {exc})",
+                hint="check it with `jupyter-elastic status`; it may still be stopping",
+            ) from None
         print(f"stopped {c.get('name')} ({c.get('id')})")
     if not chosen:
         print("no clusters to stop")

@@ -29,7 +29,8 @@ class ClusterHandle:
     dashboard_link: str | None = None
     has_gpu: bool = False
     cluster: Any = None  # backend-specific (LocalCluster, KubeCluster, GatewayCluster)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # may hold credentials (a gateway's TLS key): never in a repr or a log line
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 class ElasticBackend(abc.ABC):

@@ -365,13 +365,23 @@ class GatewayBackend(ElasticBackend):
             found.append((report.name, tag))
         return found
 
+    async def _stop_new(self, gateway: Gateway, before: set[str]) -> None:
+        """Stop this user's gateway clusters that are not in ``before`` (a failed submit)."""
+        with suppress(BaseException):
+            reports = await asyncio.wait_for(gateway.list_clusters(), self.options.connect_timeout)
+            for report in reports:
+                if report.name not in before:
+                    log.warning("stopping gateway cluster %s left by a failed start", report.name)
+                    await asyncio.wait_for(gateway.stop_cluster(report.name), self.options.connect_timeout)
+
     # ------------------------------------------------------------------ start
     async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
         t0 = time.monotonic()
         gateway = self._gateway()
         try:
             progress("scheduler", f"asking the Dask Gateway at {gateway.address} for a cluster")
-            for gateway_name, tag in await self._tags(gateway):
+            existing = await self._tags(gateway)
+            for gateway_name, tag in existing:
                 if tag.get("name") == spec.name:
                     progress("scheduler", f"reconnecting to gateway cluster {gateway_name}")
                     return await self._reconnect(gateway, gateway_name, spec.name, tag)
@@ -385,8 +395,14 @@ class GatewayBackend(ElasticBackend):
                 detail += "; this gateway offers no option for " + ", ".join(absent) + \
                           " (its defaults apply)"
             progress("scheduler", detail)
-            name = await self._call(gateway, gateway.submit(options),
-                                    f"create a Dask Gateway cluster for {spec.name!r}")
+            try:
+                name = await self._call(gateway, gateway.submit(options),
+                                        f"create a Dask Gateway cluster for {spec.name!r}")
+            except BaseException:
+                # The gateway may have created it and answered too late (or the cell was
+                # stopped): stop whatever of ours appeared since we looked.
+                await self._stop_new(gateway, {n for n, _ in existing})
+                raise
             try:
                 return await self._finish_start(gateway, name, spec, progress, t0)
             except BaseException as exc:
@@ -556,7 +572,12 @@ class GatewayBackend(ElasticBackend):
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
-            log.warning("could not shut down gateway cluster %s: %s", cluster.name, exc)
+            log.warning("could not shut down gateway cluster %s: %r", cluster.name, exc)
+            raise BackendUnavailable(
+                f"could not stop gateway cluster {cluster.name}: {type(exc).__name__}: {exc!r}",
+                hint=f"it may still be running; stop it with dask-gateway "
+                     f"(Gateway().stop_cluster({cluster.name!r}))",
+            ) from None
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         cluster = handle.cluster

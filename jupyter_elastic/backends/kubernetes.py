@@ -63,7 +63,7 @@ def translate(exc: BaseException, *, action: str, namespace: str | None = None) 
     where = f" in namespace {namespace}" if namespace else ""
     if isinstance(exc, kr8s.ServerError) and exc.response is not None:
         code = exc.response.status_code
-        status = exc.status if isinstance(exc.status, dict) else {}
+        status: dict[str, Any] = exc.status if isinstance(exc.status, dict) else {}
         message = str(status.get("message") or exc)
         if code == 403 and "exceeded quota" in message:
             return ClusterStartError(
@@ -115,10 +115,21 @@ def translate(exc: BaseException, *, action: str, namespace: str | None = None) 
     return ClusterStartError(f"could not {action}: {type(exc).__name__}: {exc}")
 
 
+#: Seconds one request to the API server may take (kr8s waits forever by default, and a
+#: server that accepts connections but never answers would hang every call).
+REQUEST_TIMEOUT = 30.0
+
+
 async def kube_api() -> Any:
-    """The kr8s API client (kubeconfig, or the pod's service account inside a cluster)."""
+    """The kr8s API client (kubeconfig, or the pod's service account inside a cluster).
+
+    The client is shared with dask-kubernetes' KubeCluster, so its request timeout bounds
+    their calls too.
+    """
     try:
-        return await kr8s.asyncio.api()
+        api = await kr8s.asyncio.api()
+        api.timeout = REQUEST_TIMEOUT
+        return api
     except ValueError as exc:
         raise BackendUnavailable(
             f"no Kubernetes credentials: {exc} (no kubeconfig at $KUBECONFIG or ~/.kube/config, "
@@ -297,10 +308,18 @@ class KubernetesBackend(ElasticBackend):
                                   namespace=namespace)
             else:
                 error = exc
+            if isinstance(exc, ValueError) and "already exists" in str(exc):
+                # Someone else created this name after our check: it is theirs, keep it.
+                raise ConfigError(
+                    f"a DaskCluster named {spec.name!r} was created in {namespace} by someone else "
+                    "while this one started",
+                    hint="run the cell again to connect to it, or use another cluster name",
+                ) from None
             try:
                 # a fresh client: kr8s re-authenticates after a 403 and concurrent calls can
                 # leave the shared one without a server address (UnsupportedProtocol)
                 fresh = await kr8s.asyncio.Api(bypass_factory=True)
+                fresh.timeout = REQUEST_TIMEOUT
                 if watch.forbidden is None and isinstance(exc, httpx.UnsupportedProtocol):
                     watch.forbidden = watch.forbidden or await _probe_forbidden(fresh, namespace)
                 if watch.forbidden is not None and isinstance(exc, Exception):
@@ -448,6 +467,8 @@ class KubernetesBackend(ElasticBackend):
         cluster.shutdown_on_close = True
         try:
             await cluster._close(timeout=120)
+            # The operator owns the autoscaler once it has seen it; before that it would stay.
+            await self._delete(await kube_api(), ns, handle.name)
         except Exception as exc:
             cluster.status = Status.closed
             error = translate(exc, action=f"delete the Kubernetes cluster {handle.name}", namespace=ns)
@@ -495,6 +516,20 @@ def _json(data: Any) -> str:
     return json.dumps(data)
 
 
+def _event_time(event: dict[str, Any]) -> float:
+    """When an event last happened (epoch seconds); events without a time count as new."""
+    import datetime as _dt
+
+    stamp = (event.get("lastTimestamp") or event.get("eventTime")
+             or (event.get("metadata") or {}).get("creationTimestamp"))
+    if not stamp:
+        return float("inf")
+    try:
+        return _dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")
+
+
 class _StartWatch:
     """Reads pods and events of a starting cluster: reports phases, raises on faults."""
 
@@ -507,6 +542,8 @@ class _StartWatch:
         self.last_sent = 0.0
         self.unschedulable_since: dict[str, float] = {}
         self.forbidden: kr8s.ServerError | None = None
+        # events older than this start (an earlier cluster of the same name) are not ours
+        self.since_wall = time.time() - (time.monotonic() - t0) - 5.0
 
     def report(self, phase: str, detail: str) -> None:
         now = time.monotonic()
@@ -539,7 +576,9 @@ class _StartWatch:
         warnings = await self._events(type="Warning")
         for event in warnings:
             involved = event.get("involvedObject") or {}
-            if event.get("reason") == "FailedCreate" and str(involved.get("name", "")).startswith(self.name):
+            if _event_time(event) < self.since_wall:
+                continue
+            if event.get("reason") == "FailedCreate" and str(involved.get("name", "")).startswith(self.name + "-"):
                 message = str(event.get("message", ""))
                 if "exceeded quota" in message:
                     raise _Fault(f"quota exceeded: {message}",
