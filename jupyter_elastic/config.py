@@ -21,6 +21,8 @@ import yaml
 from .errors import ConfigError
 
 NAMESPACE = "jupyter-elastic"
+#: The most GPUs one worker (one machine) can have.
+MAX_GPUS = 64
 BACKENDS = ("local", "kubernetes", "gateway")
 
 _defaults_path = os.path.join(os.path.dirname(__file__), "jupyter-elastic.yaml")
@@ -53,7 +55,10 @@ def parse_duration(value: Any, *, what: str = "duration") -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{what} must be a duration such as 90s, 2m or 1h, got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ConfigError(f"{what} must be a duration such as 90s, 2m or 1h; that number is far too large") from None
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
         unit = m.group(2).lower() if m else None
@@ -78,7 +83,10 @@ def parse_size(value: Any, *, what: str = "size") -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{what} must be a size such as 16GiB or 512MB, got {value!r}")
     if isinstance(value, (int, float)):
-        size = float(value)
+        try:
+            size = float(value)
+        except OverflowError:
+            raise ConfigError(f"{what} must be a size such as 16GiB; that number is far too large") from None
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
         if not m or m.group(2).lower() not in _SIZE_UNITS:
@@ -91,14 +99,18 @@ def parse_size(value: Any, *, what: str = "size") -> int:
 
 def parse_gpus(value: Any, *, what: str = "--gpus") -> float:
     """Return a GPU request: a whole number of GPUs, or a fraction in (0, 1) to share one."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a number of GPUs (1, 2, ...) or a fraction of one (0.5), got {value!r}")
     try:
         gpus = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"{what} must be a number of GPUs (1, 2, ...) or a fraction of one (0.5), got {value!r}"
         ) from None
     if not math.isfinite(gpus) or gpus < 0:
         raise ConfigError(f"{what} must be 0 or more (0.5 shares one GPU), got {value!r}")
+    if gpus > MAX_GPUS:
+        raise ConfigError(f"{what} asks for {value!r} GPUs; one worker has at most {MAX_GPUS}")
     if gpus > 1 and not gpus.is_integer():
         raise ConfigError(
             f"{what} above 1 must be a whole number of GPUs, got {value!r}; use 2, not 1.5"

@@ -11,6 +11,7 @@ thread sends them in order. ``acquire`` reads the server's NDJSON stream and cal
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import queue
@@ -128,21 +129,33 @@ class RemoteControlPlane(ControlPlane):
         # No read timeout: a cold start can take minutes, and the server streams phases.
         response = self._open("POST", "leases", body, timeout=None)
         with response:
-            for raw in response:
-                if not raw.strip():
-                    continue
-                event = json.loads(raw)
-                kind = event.get("event")
-                if kind == "progress":
-                    if progress is not None:
-                        try:
-                            progress(event.get("phase", ""), event.get("detail", ""))
-                        except Exception:
-                            log.debug("progress callback failed", exc_info=True)
-                elif kind == "lease":
-                    return event["lease"]
-                elif kind == "error":
-                    raise error_for(int(event.get("status_code", 500)), event.get("message", ""))
+            try:
+                return self._read_lease(response, progress)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                raise BackendUnavailable(
+                    f"the connection to the Jupyter server broke while the cluster started "
+                    f"({type(exc).__name__}: {exc})",
+                    hint="run the cell again: a cluster that finished starting is reused",
+                ) from None
+
+    @staticmethod
+    def _read_lease(response: Any, progress: Progress | None) -> dict[str, Any]:
+        """Follow the server's start-up stream to its lease (or its error)."""
+        for raw in response:
+            if not raw.strip():
+                continue
+            event = json.loads(raw)
+            kind = event.get("event")
+            if kind == "progress":
+                if progress is not None:
+                    try:
+                        progress(event.get("phase", ""), event.get("detail", ""))
+                    except Exception:
+                        log.debug("progress callback failed", exc_info=True)
+            elif kind == "lease":
+                return event["lease"]
+            elif kind == "error":
+                raise error_for(int(event.get("status_code", 500)), event.get("message", ""))
         raise ClusterStartError("the Jupyter server closed the connection before the cluster was ready")
 
     def heartbeat(self, lease_id: str) -> bool:

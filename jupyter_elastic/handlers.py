@@ -394,7 +394,8 @@ class CellFinishHandler(ElasticHandler):
         missing = [k for k in _ROW_REQUIRED if k not in row]
         if missing:
             raise _bad(f"field 'row' lacks {missing[0]!r} (required: {', '.join(_ROW_REQUIRED)})")
-        self.manager.cell_finished(cluster_id, row)
+        with http_errors():  # the manager checks each field's type and range
+            self.manager.cell_finished(cluster_id, row)
         self.set_status(204)
         self.finish()
 

@@ -168,6 +168,7 @@ class ElasticClusterManager:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self._lock = asyncio.Lock()
+        self._starting: dict[tuple[str, ...], asyncio.Future[dict[str, Any]]] = {}
 
     # ----------------------------------------------------------------- lifecycle
     @property
@@ -357,6 +358,9 @@ class ElasticClusterManager:
             if isinstance(exc, ElasticError) or not isinstance(exc, Exception):
                 raise
             raise ClusterStartError(f"the {backend} cluster {spec.name!r} did not start: {exc}") from exc
+        if self._clusters.get(record.id) is not record:  # stopped while it started
+            await impl.close(record.handle)
+            raise ClusterStartError(f"the cluster {spec.name!r} was stopped while it started")
         record.status = "running"
         on_progress("ready", "")
         record.last_activity = time.monotonic()
@@ -454,35 +458,55 @@ class ElasticClusterManager:
         named cluster, which is how a restarted kernel finds its cluster again.
         """
         backend = check_backend(backend or self.settings.backend)
+        key = ("name", name) if name is not None else ("session", session, backend)
         async with self._lock:
-            record = None
-            if name is not None:
-                record = next((r for r in self._clusters.values() if r.name == name), None)
-                if record is not None and record.backend != backend:
-                    raise ConfigError(
-                        f"the cluster named {name!r} runs on the {record.backend} backend, not "
-                        f"{backend}; pick another name or stop it first"
-                    )
-            else:
-                for lease in self._leases.values():
-                    candidate = self._clusters.get(lease.cluster_id)
-                    if lease.session == session and candidate and candidate.backend == backend:
-                        record = candidate
-                        break
-            if record is None or record.status != "running":
-                created = await self.create_cluster(
+            record = self._leasable(session, backend, name)
+            if record is not None:
+                return self._lease(session, record)
+            starting = self._starting.get(key)
+            if starting is None:  # start it; others asking meanwhile wait for the same start
+                starting = asyncio.ensure_future(self.create_cluster(
                     backend=backend, name=name, session=session, gpu_type=gpu_type,
                     progress=progress,
+                ))
+                self._starting[key] = starting
+                starting.add_done_callback(lambda _done: self._starting.pop(key, None))
+        # Not under the lock: one slow start must not hold up every other kernel's lease.
+        created = await asyncio.shield(starting)
+        async with self._lock:
+            started = self._clusters.get(created["id"])
+            if started is None or started.status != "running":
+                raise ClusterStartError(f"the cluster {created['name']!r} was stopped while it started")
+            return self._lease(session, started)
+
+    def _leasable(self, session: str, backend: str, name: str | None) -> ClusterRecord | None:
+        """The running cluster this session (or this name) already has, if any."""
+        if name is not None:
+            record = next((r for r in self._clusters.values() if r.name == name), None)
+            if record is not None and record.backend != backend:
+                raise ConfigError(
+                    f"the cluster named {name!r} runs on the {record.backend} backend, not "
+                    f"{backend}; pick another name or stop it first"
                 )
-                record = self._clusters[created["id"]]
-            now = time.monotonic()
-            found = [item for item in self._leases.values()
-                     if item.session == session and item.cluster_id == record.id]
-            lease = found[0] if found else Lease(new_id("lease-"), session, record.id, now)
-            self._leases[lease.id] = lease
-            lease.last_heartbeat = now
-            record.leased, record.orphaned_since = True, None
-            return lease.to_json(record, self.settings.lease_ttl)
+        else:
+            record = next(
+                (self._clusters[lease.cluster_id] for lease in self._leases.values()
+                 if lease.session == session and lease.cluster_id in self._clusters
+                 and self._clusters[lease.cluster_id].backend == backend),
+                None,
+            )
+        return record if record is not None and record.status == "running" else None
+
+    def _lease(self, session: str, record: ClusterRecord) -> dict[str, Any]:
+        """A fresh (or renewed) lease of ``session`` on ``record``, as lease JSON."""
+        now = time.monotonic()
+        found = [item for item in self._leases.values()
+                 if item.session == session and item.cluster_id == record.id]
+        lease = found[0] if found else Lease(new_id("lease-"), session, record.id, now)
+        self._leases[lease.id] = lease
+        lease.last_heartbeat = now
+        record.leased, record.orphaned_since = True, None
+        return lease.to_json(record, self.settings.lease_ttl)
 
     def heartbeat(self, lease_id: str) -> bool:
         """Renew a lease; False when it is unknown (lapsed, or its cluster is gone)."""
@@ -532,8 +556,7 @@ class ElasticClusterManager:
             record.cells += 1
         row = dict(row)
         row.setdefault("owner", self.owner)
-        fields = HistoryRow.__dataclass_fields__
-        self._history.append(HistoryRow(**{k: v for k, v in row.items() if k in fields}))
+        self._history.append(HistoryRow.from_json(row))
 
     # ----------------------------------------------------------------- reports
     def list_clusters(self) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
 from .config import Settings
@@ -133,6 +133,36 @@ class HistoryRow:
     source: str = ""
     owner: str = ""
     cached_inputs: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> HistoryRow:
+        """A row from JSON, every field checked: ConfigError naming the first bad one."""
+        import math
+
+        fields = cls.__dataclass_fields__
+        missing = [k for k, f in fields.items()
+                   if k not in row and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ConfigError(f"history row: missing field(s) {', '.join(missing)}")
+        values = {k: v for k, v in row.items() if k in fields}
+        for key in ("seconds", "compute_seconds", "gpus", "gpu_seconds", "cpu_seconds", "cost"):
+            v = values[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"history row: {key} must be a finite number >= 0, got {v!r}")
+            values[key] = float(v)
+        cell = values.get("cell")
+        if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int)):
+            raise ConfigError(f"history row: cell must be a whole number or null, got {cell!r}")
+        for key in ("id", "started", "backend", "device", "status"):
+            if not isinstance(values[key], str):
+                raise ConfigError(f"history row: {key} must be a string, got {values[key]!r}")
+        for key in ("cluster_id", "worker", "error"):
+            if values.get(key) is not None and not isinstance(values[key], str):
+                raise ConfigError(f"history row: {key} must be a string or null, got {values[key]!r}")
+        cached = values.get("cached_inputs", [])
+        if not isinstance(cached, list) or not all(isinstance(n, str) for n in cached):
+            raise ConfigError(f"history row: cached_inputs must be a list of names, got {cached!r}")
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

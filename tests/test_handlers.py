@@ -394,3 +394,18 @@ def test_no_endpoint_without_auth(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LOADED ['jupyter_elastic']" in result.stdout, result.stdout
     assert "AUTH-WARNINGS 0" in result.stdout, result.stdout
+
+
+async def test_a_bad_history_row_is_refused_and_history_keeps_working(jp_fetch):
+    row = {"id": "bad", "cell": 1, "started": "", "backend": "local", "cluster_id": None,
+           "worker": None, "device": "cpu", "seconds": "fast", "compute_seconds": 1, "gpus": 0,
+           "gpu_seconds": 0, "cpu_seconds": 1, "cost": 0, "status": "ok"}
+    code, body = await call(jp_fetch, "cells", "finish", method="POST", body={"cluster_id": None, "row": row})
+    assert code == 400 and "seconds must be a finite number" in body["message"]
+    for path in ("history", "usage"):
+        code, _ = await call(jp_fetch, path)
+        assert code == 200, f"GET /{path} still answers after a bad row was refused"
+    code, body = await call(jp_fetch, "clusters", method="POST", body={"gpus": 10**400})
+    assert code == 400 and "gpus" in body["message"]
+    code, body = await call(jp_fetch, "clusters", method="POST", body={"gpus": True})
+    assert code == 400 and "gpus" in body["message"]

@@ -380,3 +380,79 @@ def test_gpu_cap_limits_how_far_adaptive_clusters_may_grow():
         await manager.close_all()
 
     run(scenario())
+
+
+class SlowBackend(MemoryBackend):
+    """A backend whose start takes a while (a cold Kubernetes start, say)."""
+
+    delay = 0.5
+
+    async def start(self, spec, progress):
+        await asyncio.sleep(self.delay)
+        return await super().start(spec, progress)
+
+
+def test_stopping_a_starting_cluster_closes_it_when_the_start_returns():
+    async def scenario():
+        manager, _ = make_manager()
+        backend = SlowBackend(manager.settings)
+        manager._backends["local"] = backend
+        acquiring = asyncio.ensure_future(manager.acquire("kernel-1"))
+        await asyncio.sleep(0.1)
+        [starting] = manager.list_clusters()
+        assert starting["status"] == "starting"
+        await manager.close_cluster(starting["id"])
+        with pytest.raises(Exception, match="stopped while it started"):
+            await acquiring
+        assert backend.closed == [starting["name"]], "the backend cluster was closed, not leaked"
+        assert manager.list_clusters() == []
+
+    run(scenario())
+
+
+def test_one_slow_start_does_not_hold_up_other_kernels_leases():
+    async def scenario():
+        manager, _ = make_manager()
+        backend = SlowBackend(manager.settings)
+        manager._backends["local"] = backend
+        ready = await manager.acquire("kernel-a")          # kernel A has a running cluster
+        backend.delay = 2.0
+        slow = asyncio.ensure_future(manager.acquire("kernel-b"))  # B starts one slowly
+        await asyncio.sleep(0.1)
+        t = time.monotonic()
+        again = await manager.acquire("kernel-a")
+        assert again["cluster_id"] == ready["cluster_id"]
+        assert time.monotonic() - t < 1.0, "A waited for B's start"
+        twin = asyncio.ensure_future(manager.acquire("kernel-b"))  # B again: joins the same start
+        first, second = await slow, await twin
+        assert first["cluster_id"] == second["cluster_id"]
+        assert [c[0] for c in backend.calls].count("start") == 2
+        await manager.close_all()
+
+    run(scenario())
+
+
+def test_history_rows_are_checked_field_by_field():
+    manager, _ = make_manager()
+    good = {"id": "c1", "cell": 1, "started": "", "backend": "local", "cluster_id": None,
+            "worker": None, "device": "cpu", "seconds": 1, "compute_seconds": 1, "gpus": 0,
+            "gpu_seconds": 0, "cpu_seconds": 1, "cost": 0.1, "status": "ok"}
+    manager.cell_finished(None, good)
+    for bad, message in [({"seconds": "fast"}, "seconds must be a finite number"),
+                         ({"cost": float("nan")}, "cost must be a finite number"),
+                         ({"cell": "3"}, "cell must be a whole number"),
+                         ({"status": 1}, "status must be a string")]:
+        with pytest.raises(ConfigError, match=message):
+            manager.cell_finished(None, {**good, **bad})
+    with pytest.raises(ConfigError, match="missing field"):
+        manager.cell_finished(None, {"id": "x"})
+    assert len(manager.history()) == 1 and manager.usage()["cells"]["cost"] == 0.1
+
+
+def test_local_gpu_groups_give_each_worker_whole_devices():
+    from jupyter_elastic.backends.local import gpu_groups
+
+    assert gpu_groups([0, 1, 2, 3], 1) == ["0", "1", "2", "3"]
+    assert gpu_groups([0, 1, 2, 3], 2) == ["0,1", "2,3"]
+    assert gpu_groups([0, 1, 2], 2) == ["0,1"]
+    assert gpu_groups([0], 2) == []

@@ -130,7 +130,7 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["soon", "-1s", "5 parsecs", True, ""])
+@pytest.mark.parametrize("text", ["soon", "-1s", "5 parsecs", True, "", 10**400])
 def test_bad_durations(text):
     with pytest.raises(ConfigError, match="must be a"):
         parse_duration(text, what="idle-timeout")
@@ -141,7 +141,8 @@ def test_sizes_and_gpus():
     with pytest.raises(ConfigError, match="must be a size such as 16GiB"):
         parse_size("lots")
     assert parse_gpus("0.5") == 0.5 and parse_gpus(2) == 2.0
-    for bad, message in [("-1", "0 or more"), ("x", "number of GPUs"), ("2.5", "whole number of GPUs")]:
+    for bad, message in [("-1", "0 or more"), ("x", "number of GPUs"), ("2.5", "whole number of GPUs"),
+                         (True, "number of GPUs"), (10**400, "number of GPUs"), (1e300, "at most 64")]:
         with pytest.raises(ConfigError, match=message):
             parse_gpus(bad)
 

@@ -23,6 +23,7 @@ from distributed.deploy.adaptive import Adaptive
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .._devices import detect_gpus
+from ..errors import ConfigError
 from ..models import ClusterSpec, WorkerDetail
 from .base import ClusterHandle, ElasticBackend, ProgressCallback
 
@@ -38,15 +39,16 @@ INTERACTIVE_INTERVAL = 0.0005
 
 
 class ElasticLocalCluster(LocalCluster):
-    """A LocalCluster whose next worker takes the next free GPU (when there are GPUs)."""
+    """A LocalCluster whose next worker takes the next free group of GPUs (when there are
+    GPUs): one device per worker by default, ``worker.gpus`` devices each when that is more."""
 
-    def __init__(self, *args: Any, gpu_ids: list[int] | None = None, **kwargs: Any) -> None:
-        self._gpu_ids = list(gpu_ids or [])
+    def __init__(self, *args: Any, gpu_groups: list[str] | None = None, **kwargs: Any) -> None:
+        self._gpu_groups = list(gpu_groups or [])  # CUDA_VISIBLE_DEVICES values, e.g. "0,1"
         super().__init__(*args, **kwargs)
 
     def new_worker_spec(self) -> dict[Any, Any]:
         spec = super().new_worker_spec()
-        if not self._gpu_ids:
+        if not self._gpu_groups:
             return spec
         name, worker = next(iter(spec.items()))
         worker = copy.deepcopy(worker)
@@ -54,10 +56,23 @@ class ElasticLocalCluster(LocalCluster):
             w["options"].get("env", {}).get("CUDA_VISIBLE_DEVICES")
             for w in self.worker_spec.values()
         }
-        free = [g for g in self._gpu_ids if str(g) not in taken]
-        gpu = free[0] if free else self._gpu_ids[len(self.worker_spec) % len(self._gpu_ids)]
-        worker["options"].setdefault("env", {})["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        free = [g for g in self._gpu_groups if g not in taken]
+        group = free[0] if free else self._gpu_groups[len(self.worker_spec) % len(self._gpu_groups)]
+        worker["options"].setdefault("env", {})["CUDA_VISIBLE_DEVICES"] = group
         return {name: worker}
+
+
+def gpu_groups(indices: list[int], per_worker: int) -> list[str]:
+    """Devices for each worker: ``per_worker`` of them each, whole groups only.
+
+    Examples
+    --------
+    >>> gpu_groups([0, 1, 2], 2)
+    ['0,1']
+    """
+    per_worker = max(1, per_worker)
+    return [",".join(map(str, indices[i:i + per_worker]))
+            for i in range(0, len(indices) - per_worker + 1, per_worker)]
 
 
 class _CellActivity(SchedulerPlugin):
@@ -184,11 +199,19 @@ class LocalBackend(ElasticBackend):
     supports_adapt = True
 
     async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
-        gpus = detect_gpus() if spec.gpus_per_worker > 0 else []
-        has_gpu = bool(gpus)
+        # NVML or nvidia-smi may take seconds: not on the control plane's event loop
+        gpus = await asyncio.to_thread(detect_gpus) if spec.gpus_per_worker > 0 else []
+        slots_wanted = max(1, int(spec.gpus_per_worker))
+        groups = gpu_groups([g.index for g in gpus], slots_wanted)
+        if gpus and not groups:
+            raise ConfigError(
+                f"worker.gpus={slots_wanted} but this machine has {len(gpus)} GPU(s); "
+                "set jupyter-elastic.worker.gpus to at most that"
+            )
+        has_gpu = bool(groups)
         progress("scheduler", "starting a scheduler on this machine")
         cpu_count = os.cpu_count() or 1
-        max_workers = min(spec.max_workers, len(gpus)) if has_gpu else spec.max_workers
+        max_workers = min(spec.max_workers, len(groups)) if has_gpu else spec.max_workers
         memory = min(spec.memory_per_worker, psutil.virtual_memory().total // max(1, max_workers))
         slots = float(max(1, int(spec.gpus_per_worker))) if has_gpu else 1.0
         resource = GPU_RESOURCE if has_gpu else CPU_RESOURCE
@@ -205,7 +228,7 @@ class LocalBackend(ElasticBackend):
             resources={resource: slots},
             env={"MPLBACKEND": "agg", "JUPYTER_ELASTIC_WORKER": "1", **spec.env},
             preload=["jupyter_elastic.remote"],
-            gpu_ids=[g.index for g in gpus],
+            gpu_groups=groups,
         )
         cluster.scheduler.add_plugin(_InteractiveLatency())
         activity = _CellActivity()
