@@ -3,7 +3,7 @@
  */
 import * as React from 'react';
 
-import { formatBytes, formatCost, formatDuration, idleLabel } from './format';
+import { formatBytes, formatCost, formatDuration, idleLabel, wholeNumber } from './format';
 import { ICluster, IElasticState, IHistoryRow, IWorkerDetail, SIDEBAR_TITLE } from './tokens';
 
 /** Actions the panel offers; the widget wires them to the model and dialogs. */
@@ -117,6 +117,22 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const [n, setN] = React.useState(String(cluster.requested_workers ?? cluster.workers));
   const [minimum, setMinimum] = React.useState(String(cluster.adapt?.minimum ?? 0));
   const [maximum, setMaximum] = React.useState(String(cluster.adapt?.maximum ?? 4));
+  // Follow changes made elsewhere (%gpu scale / adapt in a kernel), not every poll.
+  React.useEffect(() => {
+    if (cluster.requested_workers !== null && cluster.requested_workers !== undefined) {
+      setN(String(cluster.requested_workers));
+    }
+  }, [cluster.requested_workers]);
+  React.useEffect(() => {
+    if (cluster.adapt) {
+      setMinimum(String(cluster.adapt.minimum));
+      setMaximum(String(cluster.adapt.maximum));
+    }
+  }, [cluster.adapt?.minimum, cluster.adapt?.maximum]);
+  const nValue = wholeNumber(n);
+  const minValue = wholeNumber(minimum);
+  const maxValue = wholeNumber(maximum);
+  const adaptValid = minValue !== null && maxValue !== null && minValue <= maxValue;
   const running = cluster.status === 'running';
   const mode = cluster.adapt
     ? `adaptive ${cluster.adapt.minimum}–${cluster.adapt.maximum}`
@@ -165,7 +181,9 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           className="jp-Elastic-control"
           onSubmit={event => {
             event.preventDefault();
-            props.onScale(cluster, Number(n));
+            if (nValue !== null) {
+              props.onScale(cluster, nValue);
+            }
           }}
         >
           <label>
@@ -179,7 +197,12 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
               onChange={event => setN(event.target.value)}
             />
           </label>
-          <button className="jp-Elastic-button" type="submit" disabled={busy || !running}>
+          <button
+            className="jp-Elastic-button"
+            type="submit"
+            disabled={busy || !running || nValue === null}
+            title={nValue === null ? 'Enter a whole number of workers (0 or more)' : undefined}
+          >
             Scale
           </button>
         </form>
@@ -187,7 +210,9 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           className="jp-Elastic-control"
           onSubmit={event => {
             event.preventDefault();
-            props.onAdapt(cluster, Number(minimum), Number(maximum));
+            if (adaptValid) {
+              props.onAdapt(cluster, minValue as number, maxValue as number);
+            }
           }}
         >
           <label>
@@ -212,7 +237,12 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
               onChange={event => setMaximum(event.target.value)}
             />
           </label>
-          <button className="jp-Elastic-button" type="submit" disabled={busy || !running}>
+          <button
+            className="jp-Elastic-button"
+            type="submit"
+            disabled={busy || !running || !adaptValid}
+            title={adaptValid ? undefined : 'Enter whole numbers with Min no larger than Max'}
+          >
             Adapt
           </button>
         </form>

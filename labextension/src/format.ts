@@ -73,3 +73,8 @@ export function idleLabel(cluster: {
   const left = cluster.idle_timeout - cluster.idle_seconds;
   return left > 0 ? `to zero in ${formatDuration(left)}` : 'scaling to zero';
 }
+
+/** A whole number >= 0 typed into a field, or null for anything else (empty included). */
+export function wholeNumber(text: string): number | null {
+  return /^\s*\d+\s*$/.test(text) ? Number(text) : null;
+}

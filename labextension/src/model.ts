@@ -49,9 +49,16 @@ export class ElasticModel implements IDisposable {
         max: MAX_INTERVAL_MS
       },
       name: 'jupyter-elastic:model',
-      standby: 'when-hidden'
+      // Idle while the page is hidden, and while the panel itself is collapsed.
+      standby: () => (this.isVisible !== null && !this.isVisible()) || 'when-hidden'
     });
   }
+
+  /**
+   * Whether the panel showing this model is visible (`null`: always assume so).
+   * The sidebar sets it; while it returns false the model does not poll.
+   */
+  isVisible: (() => boolean) | null = null;
 
   /** Emitted with the new state after every refresh or action. */
   get changed(): ISignal<this, IElasticState> {
@@ -167,6 +174,9 @@ export class ElasticModel implements IDisposable {
 
   /** One refresh: the list, then each cluster's workers, history and usage. */
   private async _fetch(): Promise<void> {
+    // A reply that arrives after a newer one was shown is stale (a cluster stopped in
+    // between would reappear): drop it.
+    const seq = ++this._fetchSeq;
     try {
       const [list, history, usage] = await Promise.all([
         this._request<IClusterList>('clusters'),
@@ -180,9 +190,10 @@ export class ElasticModel implements IDisposable {
             .catch(() => cluster)
         )
       );
-      if (this._isDisposed) {
+      if (this._isDisposed || seq < this._appliedSeq) {
         return;
       }
+      this._appliedSeq = seq;
       this._update({
         clusters,
         history,
@@ -192,7 +203,7 @@ export class ElasticModel implements IDisposable {
       });
       this._refreshFailed = false;
     } catch (error) {
-      if (!this._isDisposed) {
+      if (!this._isDisposed && seq >= this._appliedSeq) {
         this._refreshFailed = true;
         this._update({
           error: `Could not refresh: ${errorMessage(error)}`,
@@ -214,6 +225,8 @@ export class ElasticModel implements IDisposable {
   private _request: RequestFn;
   private _poll: Poll;
   private _isDisposed = false;
+  private _fetchSeq = 0;
+  private _appliedSeq = 0;
   private _refreshFailed = false;
   private _state: IElasticState = {
     clusters: [],

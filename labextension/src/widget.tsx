@@ -3,6 +3,7 @@
  */
 import { Dialog, ReactWidget, showDialog, UseSignal } from '@jupyterlab/apputils';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { ElasticPanel } from './components';
@@ -40,6 +41,13 @@ export class ElasticSidebar extends ReactWidget {
     this.addClass('jp-Elastic-sidebar');
     this.title.icon = elasticIcon;
     this.title.caption = SIDEBAR_TITLE;
+    this._model.isVisible = () => this.isVisible;
+  }
+
+  /** Catch up at once when the panel is opened (the model does not poll while it is closed). */
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    void this._model.refresh();
   }
 
   /** The model behind the panel. */

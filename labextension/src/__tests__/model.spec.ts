@@ -3,7 +3,7 @@
  */
 import { ElasticModel } from '../model';
 import { ICluster, IElasticState, IHistoryRow, RequestFn } from '../tokens';
-import { formatCost, formatDuration, idleLabel } from '../format';
+import { formatCost, formatDuration, idleLabel, wholeNumber } from '../format';
 
 function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
   return {
@@ -248,5 +248,43 @@ describe('format', () => {
     expect(idleLabel({ workers: 1, idle_seconds: 0, idle_timeout: 90, running_cells: 1 })).toBe(
       'busy (1 cell)'
     );
+  });
+});
+
+describe('stale replies and input checks', () => {
+  it('drops a slow poll reply that lands after a newer one (a stopped cluster stays gone)', async () => {
+    const server = new FakeServer();
+    let releaseSlow: () => void = () => undefined;
+    let slowOnce = true;
+    const request: RequestFn = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
+      if (slowOnce && path === 'clusters' && (init.method ?? 'GET') === 'GET') {
+        slowOnce = false;
+        const snapshot = server.request<T>(path, init); // the list as it was: cluster 'a'
+        await new Promise<void>(resolve => (releaseSlow = resolve));
+        return snapshot;
+      }
+      return server.request<T>(path, init);
+    };
+    const model = new ElasticModel({ request, autoStart: false });
+    const slow = model.refresh(); // an old poll, still waiting for its reply
+    await new Promise(resolve => setTimeout(resolve, 0));
+    server.clusters = []; // the cluster is stopped
+    await model.refresh(); // the newer refresh shows no cluster
+    expect(model.state.clusters).toEqual([]);
+    releaseSlow();
+    await slow;
+    expect(model.state.clusters).toEqual([]);
+    model.dispose();
+  });
+});
+
+describe('wholeNumber', () => {
+  it('accepts whole numbers and refuses empty or other input', () => {
+    expect(wholeNumber('2')).toBe(2);
+    expect(wholeNumber(' 0 ')).toBe(0);
+    expect(wholeNumber('')).toBeNull();
+    expect(wholeNumber('1.5')).toBeNull();
+    expect(wholeNumber('-1')).toBeNull();
+    expect(wholeNumber('two')).toBeNull();
   });
 });
