@@ -411,11 +411,53 @@ def _core(kind: str, api_version: str, name: str, spec: dict[str, Any], where: s
         raise ConfigError(f"invalid {where} ({kind} schema): {path}: {exc.message}") from None
 
 
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _check_labels(labels: dict[str, Any], where: str) -> None:
+    """Kubernetes' rules for label (and node-selector) keys and values; the API server
+    answers 422 to anything else, and the schemas above do not check them."""
+    for key, value in labels.items():
+        prefix, _, name = str(key).rpartition("/")
+        if not name or not _LABEL_NAME.match(name) or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
+            raise ConfigError(
+                f"{where}: {key!r} is not a valid label key; use [prefix/]name with letters, "
+                "digits, '-', '_', '.' (name up to 63 characters)"
+            )
+        if not isinstance(value, str) or not _LABEL_NAME.match(value):
+            raise ConfigError(
+                f"{where}: the value {value!r} of {key!r} is not a valid label value; use up to 63 "
+                "letters, digits, '-', '_', '.', starting and ending with a letter or digit"
+            )
+
+
+def _all_label_maps(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = f"{path}.{key}" if path else key
+                if key in ("labels", "nodeSelector") and isinstance(value, dict):
+                    found.append((here, value))
+                else:
+                    walk(value, here)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+
+    walk(manifest, "")
+    return found
+
+
 def validate_manifest(manifest: dict[str, Any]) -> None:
     """Raise ConfigError naming the field if ``manifest`` breaks the CRD or core schemas."""
     kind = manifest.get("kind")
     if kind not in _CRD_FILES:
         raise ConfigError(f"not a Dask operator resource: kind={kind!r}")
+    for where, labels in _all_label_maps(manifest):
+        _check_labels(labels, f"invalid {kind}: {where}")
     errors = sorted(_crd_validator(kind).iter_errors(manifest), key=lambda e: list(e.path))
     if errors:
         first = errors[0]

@@ -36,6 +36,7 @@ from ..k8s_manifests import (
     autoscaler_manifest,
     cluster_manifest,
     label_value,
+    validate_manifest,
     worker_resource,
 )
 from ..models import ClusterSpec, WorkerDetail
@@ -118,6 +119,8 @@ def translate(exc: BaseException, *, action: str, namespace: str | None = None) 
 #: Seconds one request to the API server may take (kr8s waits forever by default, and a
 #: server that accepts connections but never answers would hang every call).
 REQUEST_TIMEOUT = 30.0
+#: Seconds a scale request may take to be reflected in the worker group's replicas.
+SCALE_TIMEOUT = 120.0
 
 
 async def kube_api() -> Any:
@@ -233,6 +236,7 @@ class KubernetesBackend(ElasticBackend):
         namespace = await self._namespace(api, spec)
         options = self._options(namespace)
         manifest = cluster_manifest(spec, options, replicas=min(1, spec.max_workers))
+        validate_manifest(manifest)  # a bad label or --gpu-type fails here, before anything exists
         await check_operator(api)
         try:
             existing = await get_json(api, f"daskclusters/{spec.name}", version=API_VERSION,
@@ -409,7 +413,14 @@ class KubernetesBackend(ElasticBackend):
     async def scale(self, handle: ClusterHandle, n: int) -> None:
         n = max(0, min(int(n), handle.extra["max_workers"]))
         try:
-            await handle.cluster._scale(n)  # removes the autoscaler, then sets the replicas
+            # removes the autoscaler, then sets the replicas; kr8s waits for the replica count
+            # without a limit of its own
+            await asyncio.wait_for(handle.cluster._scale(n), SCALE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ClusterStartError(
+                f"scaling {handle.name} to {n} workers did not settle within {SCALE_TIMEOUT:g}s",
+                hint="look at the worker group with `kubectl get daskworkergroups`; try again",
+            ) from None
         except Exception as exc:
             raise translate(exc, action=f"scale {handle.name} to {n}",
                             namespace=handle.extra["namespace"]) from None

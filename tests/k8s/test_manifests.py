@@ -128,3 +128,18 @@ def test_example_helm_values_use_known_keys():
     assert any(s["name"] == sa for d in rbac if d["kind"] == "RoleBinding" for s in d["subjects"])
     dockerfile = (EXAMPLES / "Dockerfile.worker").read_text()
     assert "[gpu]" in dockerfile and dockerfile.startswith("#")
+
+
+def test_label_and_node_selector_values_follow_kubernetes_rules():
+    s = _settings(labels={"cost center": "vision"})
+    spec = ClusterSpec.from_settings(s, name="labels", backend="kubernetes", owner="alice")
+    with pytest.raises(ConfigError, match="'cost center' is not a valid label key"):
+        validate_manifest(cluster_manifest(spec, KubernetesOptions.from_settings(s), replicas=1))
+    s = _settings()
+    spec = ClusterSpec.from_settings(s, name="gputype", backend="kubernetes", owner="alice",
+                                     gpu_type="NVIDIA A100-SXM4-80GB")
+    with pytest.raises(ConfigError, match="not a valid label value"):
+        validate_manifest(cluster_manifest(spec, KubernetesOptions.from_settings(s), replicas=1))
+    good = ClusterSpec.from_settings(s, name="gputype", backend="kubernetes", owner="alice",
+                                     gpu_type="NVIDIA-A100-SXM4-80GB")
+    validate_manifest(cluster_manifest(good, KubernetesOptions.from_settings(s), replicas=1))
