@@ -204,7 +204,7 @@ class ElasticClusterManager:
         """Use ``settings`` for clusters started from now on (running ones keep theirs)."""
         self.settings = settings
         for backend in self._backends.values():
-            backend.settings = settings
+            backend.configure(settings)
 
     def _backend(self, name: str) -> ElasticBackend:
         if name not in self._backends:

@@ -456,3 +456,13 @@ def test_local_gpu_groups_give_each_worker_whole_devices():
     assert gpu_groups([0, 1, 2, 3], 2) == ["0,1", "2,3"]
     assert gpu_groups([0, 1, 2], 2) == ["0,1"]
     assert gpu_groups([0], 2) == []
+
+
+def test_new_settings_reach_the_options_a_backend_derives_from_them():
+    from jupyter_elastic.backends.kubernetes import KubernetesBackend
+
+    manager, _ = make_manager(kubernetes={"image": "old/img:1"})
+    manager._backends["kubernetes"] = KubernetesBackend(manager.settings)
+    assert manager._backends["kubernetes"].options.image == "old/img:1"
+    manager.update_settings(load_settings({"kubernetes": {"image": "new/img:2"}}))
+    assert manager._backends["kubernetes"].options.image == "new/img:2"

@@ -43,6 +43,11 @@ class ElasticBackend(abc.ABC):
     supports_reconnect: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        """Use ``settings`` from now on (``%gpu config``); backends that derive options
+        from them extend this so those follow too."""
         self.settings = settings
 
     @abc.abstractmethod

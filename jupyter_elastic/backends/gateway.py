@@ -273,8 +273,8 @@ class GatewayBackend(ElasticBackend):
     #: Seconds between looks at the cluster while its first worker starts.
     poll_interval: float = 0.1
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def configure(self, settings: Any) -> None:
+        super().configure(settings)
         self.options = GatewayOptions.from_settings(settings)
 
     client_kwargs = staticmethod(client_kwargs)

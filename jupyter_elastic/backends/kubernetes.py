@@ -187,8 +187,8 @@ class KubernetesBackend(ElasticBackend):
     #: Seconds between looks at pods and events while a cluster starts.
     poll_interval: float = 0.5
 
-    def __init__(self, settings: Any) -> None:
-        super().__init__(settings)
+    def configure(self, settings: Any) -> None:
+        super().configure(settings)
         self.options = KubernetesOptions.from_settings(settings)
 
     # ------------------------------------------------------------------ helpers
