@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import queue
 import sys
@@ -136,6 +137,7 @@ class ElasticSession:
         self._stop = threading.Event()
         self._no_gpu_said = False
         self._cell_counter = 0
+        self._pricing = load_settings().pricing  # the running cell's prices (set per cell)
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- plumbing
@@ -298,8 +300,10 @@ class ElasticSession:
         if options.local:
             return self._run_local(plan, namespace, options, cell_name, started_wall, started_iso, execution_count)
 
+        settings = self.settings  # read once per cell: the dispatch path is latency-bound
+        self._pricing = settings.pricing
         phases = PhaseDisplay(started_wall)
-        lease = self.ensure_cluster(options.backend, options.gpu_type, phases)
+        lease = self.ensure_cluster(options.backend or settings.backend, options.gpu_type, phases)
         if not lease["has_gpu"]:
             if options.require_gpu:
                 raise NoGPUError(f"the {lease['backend']} cluster has no GPU worker (--require-gpu)")
@@ -577,7 +581,6 @@ class ElasticSession:
                     started_wall: float, worker: str | None, options: CellOptions, compute: float,
                     status: str, error: str | None, plan: CellPlan, execution_count: int | None,
                     cached: list[str] | None = None) -> dict[str, Any]:
-        settings = self.settings
         on_gpu = bool(lease and lease["has_gpu"]) and not options.local
         gpus = options.gpus if on_gpu else 0.0
         if options.cpus is not None:
@@ -587,7 +590,7 @@ class ElasticSession:
         if options.local:
             gpu_s, cpu_s, cost = 0.0, 0.0, 0.0
         else:
-            gpu_s, cpu_s, cost = cell_charge(settings.pricing, compute, gpus, cpus, on_gpu)
+            gpu_s, cpu_s, cost = cell_charge(self._pricing, compute, gpus, cpus, on_gpu)
         first_line = next((line.strip() for line in plan.source.splitlines() if line.strip()), "")
         row: dict[str, Any] = {
             "id": new_id("cell-"),
@@ -666,6 +669,12 @@ def _short(error: BaseException | None) -> str | None:
 
 
 def session_cluster_name(backend: str = "local") -> str | None:
+    """A stable cluster name for this notebook and backend (see ``_cluster_name``)."""
+    return _cluster_name(os.environ.get("JPY_SESSION_NAME"), backend)
+
+
+@functools.lru_cache(maxsize=16)
+def _cluster_name(path: str | None, backend: str) -> str | None:
     """A stable cluster name for this notebook and backend, so a restarted kernel finds its
     cluster (one per backend: ``%%gpu --backend`` may use several).
 
@@ -675,7 +684,6 @@ def session_cluster_name(backend: str = "local") -> str | None:
     import hashlib
     import re
 
-    path = os.environ.get("JPY_SESSION_NAME")
     if not path:
         return None
     stem = os.path.splitext(os.path.basename(path))[0].lower()
