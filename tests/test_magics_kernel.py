@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import psutil
 import pytest
-
 from elastic_testing import wait_for
 from kernel_harness import Kernel
 
@@ -155,14 +153,18 @@ def test_local_honours_timeout_retries_and_cpus(kernel, tmp_path):
     assert row["cpu_seconds"] == pytest.approx(row["compute_seconds"]), "--cpus 1 bills one core"
 
 
-def test_interrupt_stops_a_python_loop(kernel):
-    msg_id = kernel.submit("%%gpu\nprint('spinning', flush=True)\nwhile True:\n    pass\n")
-
+def run_and_interrupt(kernel, code, marker, timeout=60):
+    """Run ``code`` and press the stop button once the cell has printed ``marker``."""
     def interrupt(msg):
-        if msg["msg_type"] == "stream" and "spinning" in msg["content"]["text"]:
+        if msg["msg_type"] == "stream" and marker in msg["content"]["text"]:
             kernel.km.interrupt_kernel()
 
-    run = kernel.collect(msg_id, timeout=60, on_message=interrupt)
+    return kernel.collect(kernel.submit(code), timeout=timeout, on_message=interrupt)
+
+
+def test_interrupt_stops_a_python_loop(kernel):
+    run = run_and_interrupt(kernel, "%%gpu\nprint('spinning', flush=True)\nwhile True:\n    pass\n",
+                            "spinning")
     assert run.status == "error"
     assert "CellCancelled" in run.error_text()
     assert "restarted" not in run.error_text()  # the loop stopped within the grace period
@@ -170,13 +172,8 @@ def test_interrupt_stops_a_python_loop(kernel):
 
 
 def test_interrupt_restarts_a_worker_stuck_in_c(kernel):
-    msg_id = kernel.submit("%%gpu\nimport time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
-
-    def interrupt(msg):
-        if msg["msg_type"] == "stream" and "sleeping" in msg["content"]["text"]:
-            kernel.km.interrupt_kernel()
-
-    run = kernel.collect(msg_id, timeout=90, on_message=interrupt)
+    run = run_and_interrupt(kernel, "%%gpu\nimport time\nprint('sleeping', flush=True)\ntime.sleep(600)\n",
+                            "sleeping", timeout=90)
     assert run.status == "error"
     assert "worker was restarted" in run.error_text(), run.error_text()
     assert ok(kernel.run("%%gpu\nafter_restart = 2")).status == "ok"
