@@ -86,7 +86,7 @@ def bench_ipyparallel(shell, rounds: int) -> list[float] | str:
 
 
 def bench_elastic(shell, rounds: int) -> tuple[list[float], float, float, float]:
-    from jupyter_elastic.magics import _magics
+    from jupyter_elastic.kernel.magics import _magics
 
     t = time.perf_counter()
     shell.run_cell("%%gpu\nfirst = 1\n", silent=True).raise_error()
@@ -114,8 +114,8 @@ def main() -> None:
 
     shell = start_ipython()
     shell.run_line_magic("load_ext", "jupyter_elastic")
-    import io
     import contextlib
+    import io
 
     quiet = io.StringIO()
     with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jupyter_elastic import evaluation as ev  # noqa: E402
 from jupyter_elastic import features as ft  # noqa: E402
-from jupyter_elastic._array import gpu_available, to_numpy  # noqa: E402
+from jupyter_elastic._arrays.namespace import gpu_available, to_numpy  # noqa: E402
 
 BANDS = [(0.0, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 128.0)]
 

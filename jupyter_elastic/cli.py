@@ -13,21 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import http.client
 import json
 import os
 import platform
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
-from .errors import ConfigError, ElasticError
-
-API = "jupyter-elastic/api"
+from .config import parse_gpus
+from .controlplane.remote import ApiClient
+from .errors import BackendUnavailable, ConfigError, ElasticError
+from .protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,8 +43,6 @@ def _positive_int(text: str) -> int:
 
 
 def _gpus(text: str) -> float:
-    from .config import parse_gpus
-
     try:
         return parse_gpus(text, what="--gpus")
     except ConfigError as exc:
@@ -86,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- render
 def cmd_render(args: argparse.Namespace) -> int:
+    from .backends.kubernetes.manifests import (
+        kubernetes_options,
+        render,
+        to_yaml,
+        validate_manifest,
+    )
     from .config import load_settings
-    from .k8s_manifests import KubernetesOptions, render, to_yaml, validate_manifest
     from .models import ClusterSpec
 
     settings = load_settings()
@@ -99,7 +99,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     spec = ClusterSpec.from_settings(settings, **overrides)
     if spec.min_workers > spec.max_workers:
         raise ConfigError(f"--max-workers {spec.max_workers} is below min-workers {spec.min_workers}")
-    options = KubernetesOptions.from_settings(settings, namespace=args.namespace)
+    options = kubernetes_options(settings, namespace=args.namespace)
     manifests = render(spec, options)
     for manifest in manifests:
         validate_manifest(manifest)
@@ -126,7 +126,7 @@ def _ver(dist: str) -> str | None:
 
 
 def _doctor_local(report: _Report) -> None:
-    from ._devices import detect_gpus
+    from .backends.devices import detect_gpus
 
     report.line("ok", f"Python {platform.python_version()}, jupyter-elastic {_ver('jupyter-elastic') or '(source tree)'}")
     versions = {d: _ver(d) for d in ("dask", "distributed", "dask-kubernetes", "kr8s", "cupy-cuda12x",
@@ -147,7 +147,7 @@ def _doctor_local(report: _Report) -> None:
                     "pip install 'jupyter-elastic[gpu]' in the worker image")
     else:
         try:
-            from ._array import gpu_available
+            from ._arrays.namespace import gpu_available
 
             usable = bool(gpu_available())
         except Exception:
@@ -157,9 +157,9 @@ def _doctor_local(report: _Report) -> None:
 
 
 async def _doctor_kubernetes(report: _Report) -> None:
-    from .backends.kubernetes import check_operator, get_json, kube_api, translate
+    from .backends.kubernetes.backend import check_operator, get_json, kube_api, translate
+    from .backends.kubernetes.manifests import RBAC_RULES, kubernetes_options
     from .config import load_settings
-    from .k8s_manifests import RBAC_RULES, KubernetesOptions
 
     settings = load_settings()
     try:
@@ -172,8 +172,8 @@ async def _doctor_kubernetes(report: _Report) -> None:
         err = translate(exc, action="reach the Kubernetes API server")
         report.line("FAIL", f"Kubernetes: {err.args[0]}", err.hint)
         return
-    namespace = settings.kubernetes.get("namespace") or api.namespace or "default"
-    options = KubernetesOptions.from_settings(settings, namespace=namespace)
+    namespace = settings.kubernetes.namespace or api.namespace or "default"
+    options = kubernetes_options(settings, namespace=namespace)
     report.line("ok", f"Kubernetes API {api.auth.server} ({info.get('gitVersion')}), namespace {namespace}")
     try:
         await check_operator(api)
@@ -240,32 +240,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _servers(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.server:
         return [(args.server, args.token or "")]
-    url = os.environ.get("JUPYTER_ELASTIC_SERVER_URL")
+    url = os.environ.get(SERVER_URL_ENV)
     if url:
-        return [(url, args.token or os.environ.get("JUPYTER_ELASTIC_TOKEN", ""))]
+        return [(url, args.token or os.environ.get(SERVER_TOKEN_ENV, ""))]
     from jupyter_server.serverapp import list_running_servers
 
     return [(info["url"], args.token or info.get("token", "")) for info in list_running_servers()]
 
 
-def _request(base: str, token: str, path: str, method: str = "GET", timeout: float = 30) -> Any:
-    url = base.rstrip("/") + "/" + path
-    req = urllib.request.Request(url, method=method, headers={"Authorization": f"token {token}"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        data = resp.read()
-    return json.loads(data) if data else None
-
-
-def _api(args: argparse.Namespace) -> tuple[str, str, list[dict[str, Any]]]:
+def _api(args: argparse.Namespace) -> tuple[ApiClient, list[dict[str, Any]]]:
     """The first running server that answers our API, and its cluster list."""
     tried = []
     for base, token in _servers(args):
+        api = ApiClient(base, token, timeout=30)
         try:
-            return base, token, _request(base, token, f"{API}/clusters")["clusters"]
-        except urllib.error.HTTPError as exc:
-            tried.append(f"{base} ({exc.code} {exc.reason})")
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-            tried.append(f"{base} ({getattr(exc, 'reason', exc)})")
+            return api, api.request("GET", "clusters")["clusters"]
+        except (ElasticError, ValueError, KeyError, TypeError) as exc:
+            status = getattr(exc, "http_status", None)
+            tried.append(f"{base} ({f'{status} ' if status else ''}{getattr(exc, 'message', exc)})")
     if not tried:
         raise ElasticError("no running Jupyter server found",
                            hint="start `jupyter lab`, or pass --server URL --token TOKEN")
@@ -274,7 +266,8 @@ def _api(args: argparse.Namespace) -> tuple[str, str, list[dict[str, Any]]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    base, _, clusters = _api(args)
+    api, clusters = _api(args)
+    base = api.base
     if args.json:
         print(json.dumps({"clusters": clusters}, indent=2))
         return 0
@@ -296,7 +289,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     if not args.clusters and not args.all:
         raise ConfigError("give the id or name of the cluster to stop, or --all")
-    base, token, clusters = _api(args)
+    api, clusters = _api(args)
     if args.all:
         chosen = clusters
     else:
@@ -310,16 +303,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
     for c in chosen:
         try:
             # a backend may take minutes to delete a cluster (Kubernetes waits up to 120 s)
-            _request(base, token, f"{API}/clusters/{urllib.parse.quote(str(c['id']))}",
-                     method="DELETE", timeout=600)
-        except urllib.error.HTTPError as exc:
-            raise ElasticError(f"could not stop {c.get('name')}: {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            api.request("DELETE", f"clusters/{ApiClient.quote(str(c['id']))}", timeout=600)
+        except BackendUnavailable as exc:
             raise ElasticError(
-                f"could not stop {c.get('name')}: the server did not answer "
-                f"({type(exc).__name__}: {exc})",
+                f"could not stop {c.get('name')}: the server did not answer ({exc.args[0]})",
                 hint="check it with `jupyter-elastic status`; it may still be stopping",
             ) from None
+        except ElasticError as exc:
+            raise ElasticError(f"could not stop {c.get('name')}: {exc.message}") from None
         print(f"stopped {c.get('name')} ({c.get('id')})")
     if not chosen:
         print("no clusters to stop")

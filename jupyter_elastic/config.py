@@ -3,8 +3,13 @@
 Every setting a user can change lives under ``jupyter-elastic`` in Dask's configuration
 (``~/.config/dask/jupyter-elastic.yaml``, ``/etc/dask/``, or
 ``DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT=90s``). This module registers the defaults shipped in
-``jupyter-elastic.yaml``, parses durations and sizes once, and turns every bad value into an
-:class:`~jupyter_elastic.errors.ConfigError` that names the key, the value and the accepted form.
+``jupyter-elastic.yaml`` and parses every key once, into frozen dataclasses: the top level,
+``worker``, ``pricing``, ``kubernetes`` and ``gateway``. Every bad value is a
+:class:`~jupyter_elastic.errors.ConfigError` that names the key, quotes a short prefix of the
+value and gives the accepted form. The value parsers here (durations, sizes, GPU counts,
+whole numbers) are the only ones in the package: the magics, the REST handlers, the control
+plane and the CLI call them. Each bounds its input's length before it parses, and parses in
+linear time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +30,10 @@ NAMESPACE = "jupyter-elastic"
 #: The most GPUs one worker (one machine) can have.
 MAX_GPUS = 64
 BACKENDS = ("local", "kubernetes", "gateway")
+#: Longest text a number, duration or size may be (longer input is refused unparsed).
+MAX_VALUE_CHARS = 64
+#: Longest prefix of a bad value quoted back in an error message.
+QUOTE_CHARS = 40
 
 _defaults_path = os.path.join(os.path.dirname(__file__), "jupyter-elastic.yaml")
 with open(_defaults_path) as _f:
@@ -40,6 +50,48 @@ _SIZE_UNITS = {
     "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "ki": 1024, "kib": 1024, "mi": 1024**2,
     "mib": 1024**2, "gi": 1024**3, "gib": 1024**3, "ti": 1024**4, "tib": 1024**4,
 }
+# One unambiguous way to match each number: no two quantifiers compete for the same digits,
+# so a failed match is linear in the input (which is bounded anyway).
+_NUMBER = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_QUANTITY_RE = re.compile(rf"\s*({_NUMBER})\s*([a-zA-Z]*)\s*")
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with a marker: safe to echo back.
+
+    Examples
+    --------
+    >>> quote("9" * 100, 10)
+    "'999999999…' (100 characters)"
+    """
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit - 1]!r}"[:-1] + "…' " + f"({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded_text(value: Any, what: str, form: str) -> str:
+    text = str(value)
+    if len(text) > MAX_VALUE_CHARS:
+        raise ConfigError(f"{what} must be {form}; got {len(text)} characters, which is far too long")
+    return text
+
+
+def _quantity(value: Any, what: str, form: str, units: dict[str, Any]) -> float:
+    """A number with an optional unit from ``units``; ConfigError naming ``form`` otherwise."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be {form}, got {quote(value)}")
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{what} must be {form}; that number is far too large") from None
+    text = _bounded_text(value, what, form)
+    m = _QUANTITY_RE.fullmatch(text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in units:
+        raise ConfigError(f"{what} must be {form}, got {quote(value)}")
+    return float(m.group(1)) * float(units[unit])
 
 
 def parse_duration(value: Any, *, what: str = "duration") -> float:
@@ -52,23 +104,10 @@ def parse_duration(value: Any, *, what: str = "duration") -> float:
     >>> parse_duration(1.5)
     1.5
     """
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a duration such as 90s, 2m or 1h, got {value!r}")
-    if isinstance(value, (int, float)):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            raise ConfigError(f"{what} must be a duration such as 90s, 2m or 1h; that number is far too large") from None
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
-        unit = m.group(2).lower() if m else None
-        if not m or unit not in _DURATION_UNITS and unit != "":
-            raise ConfigError(
-                f"{what} must be a duration such as 90s, 2m or 1h, got {value!r}"
-            )
-        seconds = float(m.group(1)) * (_DURATION_UNITS[unit] if unit else 1.0)
+    form = "a duration such as 90s, 2m or 1h"
+    seconds = _quantity(value, what, form, {"": 1.0, **_DURATION_UNITS})
     if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(f"{what} must be a non-negative duration such as 90s, got {value!r}")
+        raise ConfigError(f"{what} must be a non-negative duration such as 90s, got {quote(value)}")
     return seconds
 
 
@@ -80,66 +119,100 @@ def parse_size(value: Any, *, what: str = "size") -> int:
     >>> parse_size("2GiB")
     2147483648
     """
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a size such as 16GiB or 512MB, got {value!r}")
-    if isinstance(value, (int, float)):
-        try:
-            size = float(value)
-        except OverflowError:
-            raise ConfigError(f"{what} must be a size such as 16GiB; that number is far too large") from None
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
-        if not m or m.group(2).lower() not in _SIZE_UNITS:
-            raise ConfigError(f"{what} must be a size such as 16GiB or 512MB, got {value!r}")
-        size = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    size = _quantity(value, what, "a size such as 16GiB or 512MB", _SIZE_UNITS)
     if not math.isfinite(size) or size <= 0:
-        raise ConfigError(f"{what} must be a positive size such as 16GiB, got {value!r}")
+        raise ConfigError(f"{what} must be a positive size such as 16GiB, got {quote(value)}")
     return int(size)
 
 
 def parse_gpus(value: Any, *, what: str = "--gpus") -> float:
     """Return a GPU request: a whole number of GPUs, or a fraction in (0, 1) to share one."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a number of GPUs (1, 2, ...) or a fraction of one (0.5), got {value!r}")
-    try:
-        gpus = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(
-            f"{what} must be a number of GPUs (1, 2, ...) or a fraction of one (0.5), got {value!r}"
-        ) from None
+    form = "a number of GPUs (1, 2, ...) or a fraction of one (0.5)"
+    gpus = _quantity(value, what, form, {"": 1.0})
     if not math.isfinite(gpus) or gpus < 0:
-        raise ConfigError(f"{what} must be 0 or more (0.5 shares one GPU), got {value!r}")
+        raise ConfigError(f"{what} must be 0 or more (0.5 shares one GPU), got {quote(value)}")
     if gpus > MAX_GPUS:
-        raise ConfigError(f"{what} asks for {value!r} GPUs; one worker has at most {MAX_GPUS}")
+        raise ConfigError(f"{what} asks for {quote(value)} GPUs; one worker has at most {MAX_GPUS}")
     if gpus > 1 and not gpus.is_integer():
         raise ConfigError(
-            f"{what} above 1 must be a whole number of GPUs, got {value!r}; use 2, not 1.5"
+            f"{what} above 1 must be a whole number of GPUs, got {quote(value)}; use 2, not 1.5"
         )
     return gpus
 
 
-def _int(value: Any, what: str, minimum: int = 0) -> int:
+def whole(
+    value: Any,
+    what: str,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
+    unit: str = "",
+    text: bool = True,
+) -> int:
+    """``value`` as a whole number in [minimum, maximum]; the one such check in the package.
+
+    ``text=False`` refuses strings (JSON fields must be numbers); ``unit`` names what is
+    counted in the message ("workers").
+
+    Examples
+    --------
+    >>> whole("3", "--retries")
+    3
+    >>> whole(2, "n", unit="workers", text=False)
+    2
+    """
+    counted = f" of {unit}" if unit else ""
+    problem = f"{what} must be a whole number{counted} >= {minimum}, got {quote(value)}"
     if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a whole number >= {minimum}, got {value!r}")
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise ConfigError(f"{what} must be a whole number >= {minimum}, got {value!r}") from None
+        raise ConfigError(problem)
+    if isinstance(value, int):
+        number = value
+    elif text and isinstance(value, str):
+        stripped = _bounded_text(value, what, f"a whole number >= {minimum}").strip()
+        if not re.fullmatch(r"[-+]?[0-9]+", stripped):
+            raise ConfigError(problem)
+        number = int(stripped)
+    else:
+        raise ConfigError(problem)
     if number < minimum:
-        raise ConfigError(f"{what} must be a whole number >= {minimum}, got {value!r}")
+        raise ConfigError(problem)
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{what} must be at most {maximum}, got {number}")
     return number
 
 
-def _float(value: Any, what: str) -> float:
+def non_negative(value: Any, what: str) -> float:
+    """``value`` as a finite number >= 0 (prices, costs)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a number, got {quote(value)}")
+    if isinstance(value, str):
+        value = _bounded_text(value, what, "a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{what} must be a number, got {quote(value)}") from None
     if not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{what} must be a non-negative number, got {value!r}")
+        raise ConfigError(f"{what} must be a non-negative number, got {quote(value)}")
     return number
 
 
+def short_text(value: Any, what: str, *, limit: int = 200, allow_empty: bool = False) -> str:
+    """``value`` as a string of at most ``limit`` characters."""
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise ConfigError(f"{what} must be a non-empty string, got {quote(value)}")
+    if len(value) > limit:
+        raise ConfigError(f"{what} must be at most {limit} characters, got {len(value)}")
+    return value
+
+
+def check_backend(value: Any) -> str:
+    """Return ``value`` if it names a backend, else raise a ConfigError listing the choices."""
+    if value not in BACKENDS:
+        raise ConfigError(f"unknown backend {quote(value)}; choose one of: {', '.join(BACKENDS)}")
+    return str(value)
+
+
+# --------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class WorkerSettings:
     """What one worker offers: GPUs, CPU cores and memory."""
@@ -162,6 +235,51 @@ class Pricing:
         return gpu_seconds / 3600.0 * self.gpu_hour + cpu_seconds / 3600.0 * self.cpu_hour
 
 
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """``jupyter-elastic.kubernetes``: where and how clusters run on Kubernetes."""
+
+    namespace: str | None = None
+    image: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_type_label: str = "nvidia.com/gpu.product"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    service_account: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    scheduler_service_type: str = "ClusterIP"
+    pending_timeout: float = 300.0
+    start_timeout: float = 900.0
+    connect_timeout: float = 30.0
+
+
+GATEWAY_AUTH_TYPES = ("jupyterhub", "simple", "basic", "kerberos")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """``jupyter-elastic.gateway``: where the Dask Gateway is and how to log in.
+
+    Text values may hold dask-gateway templates (``{JUPYTERHUB_USER}``): the gateway
+    backend expands them where it uses them.
+    """
+
+    address: str | None = None
+    auth: str | None = None
+    proxy_address: str | None = None
+    public_address: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)
+    cluster_options: dict[str, Any] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    start_timeout: float = 300.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """The ``jupyter-elastic`` configuration, parsed and checked."""
@@ -175,26 +293,88 @@ class Settings:
     interrupt_grace: float = 2.0
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     pricing: Pricing = field(default_factory=Pricing)
-    kubernetes: dict[str, Any] = field(default_factory=dict)
-    gateway: dict[str, Any] = field(default_factory=dict)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced (already-parsed values)."""
         return replace(self, **changes)
 
 
-def check_backend(value: Any) -> str:
-    """Return ``value`` if it names a backend, else raise a ConfigError listing the choices."""
-    if value not in BACKENDS:
-        raise ConfigError(f"unknown backend {value!r}; choose one of: {', '.join(BACKENDS)}")
-    return str(value)
-
-
+# --------------------------------------------------------------------------- parsing
 def _dashed(value: Any) -> Any:
     """Keys with ``-`` throughout: environment variables arrive as ``idle_timeout``."""
     if isinstance(value, dict):
         return {str(k).replace("_", "-"): _dashed(v) for k, v in value.items()}
     return value
+
+
+def _mapping(value: Any, what: str) -> dict[str, str]:
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping of strings, got {quote(value)}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value in (None, "", "null") else str(value)
+
+
+def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
+    key = f"{NAMESPACE}.kubernetes."
+    tolerations = raw.get("tolerations") or []
+    if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+        raise ConfigError(
+            f"{key}tolerations must be a list of tolerations such as "
+            f"[{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}], got {quote(tolerations)}"
+        )
+    service_type = str(raw.get("scheduler-service-type") or "ClusterIP")
+    if service_type not in SERVICE_TYPES:
+        raise ConfigError(
+            f"{key}scheduler-service-type must be ClusterIP, NodePort or LoadBalancer, "
+            f"got {quote(service_type)}"
+        )
+    return KubernetesSettings(
+        namespace=_optional_text(raw.get("namespace")),
+        image=_optional_text(raw.get("image")),
+        gpu_resource=str(raw.get("gpu-resource") or "nvidia.com/gpu"),
+        gpu_type_label=str(raw.get("gpu-type-label") or "nvidia.com/gpu.product"),
+        node_selector=_mapping(raw.get("node-selector"), key + "node-selector"),
+        tolerations=[dict(t) for t in tolerations],
+        service_account=_optional_text(raw.get("service-account")),
+        env=_mapping(raw.get("env"), key + "env"),
+        labels=_mapping(raw.get("labels"), key + "labels"),
+        scheduler_service_type=service_type,
+        pending_timeout=parse_duration(raw.get("pending-timeout", "5m"), what=key + "pending-timeout"),
+        start_timeout=parse_duration(raw.get("start-timeout", "15m"), what=key + "start-timeout"),
+        connect_timeout=parse_duration(raw.get("connect-timeout", "30s"), what=key + "connect-timeout"),
+    )
+
+
+def _gateway(raw: dict[str, Any]) -> GatewaySettings:
+    key = f"{NAMESPACE}.gateway."
+    auth = raw.get("auth")
+    auth = None if auth in (None, "", "null", "none") else str(auth).lower()
+    if auth is not None and auth not in GATEWAY_AUTH_TYPES:
+        raise ConfigError(
+            f"{key}auth must be one of {', '.join(GATEWAY_AUTH_TYPES)} or null (dask-gateway's "
+            f"default), got {quote(raw.get('auth'))}"
+        )
+    options = raw.get("cluster-options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{key}cluster-options must be a mapping, got {quote(options)}")
+    return GatewaySettings(
+        address=_optional_text(raw.get("address")),
+        auth=auth,
+        proxy_address=_optional_text(raw.get("proxy-address")),
+        public_address=_optional_text(raw.get("public-address")),
+        username=_optional_text(raw.get("username")),
+        password=_optional_text(raw.get("password")),
+        api_token=_optional_text(raw.get("api-token")),
+        cluster_options=dict(options),
+        connect_timeout=parse_duration(raw.get("connect-timeout", "10s"), what=key + "connect-timeout"),
+        start_timeout=parse_duration(raw.get("start-timeout", "5m"), what=key + "start-timeout"),
+    )
 
 
 def load_settings(raw: dict[str, Any] | None = None) -> Settings:
@@ -208,23 +388,21 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
         idle_timeout=parse_duration(cfg.get("idle-timeout", "90s"), what=key + "idle-timeout"),
         shutdown_after=parse_duration(cfg.get("shutdown-after", "20m"), what=key + "shutdown-after"),
         lease_ttl=parse_duration(cfg.get("lease-ttl", "2m"), what=key + "lease-ttl"),
-        min_workers=_int(cfg.get("min-workers", 0), key + "min-workers"),
-        max_workers=_int(cfg.get("max-workers", 4), key + "max-workers", minimum=1),
-        interrupt_grace=parse_duration(
-            cfg.get("interrupt-grace", "2s"), what=key + "interrupt-grace"
-        ),
+        min_workers=whole(cfg.get("min-workers", 0), key + "min-workers"),
+        max_workers=whole(cfg.get("max-workers", 4), key + "max-workers", minimum=1),
+        interrupt_grace=parse_duration(cfg.get("interrupt-grace", "2s"), what=key + "interrupt-grace"),
         worker=WorkerSettings(
             gpus=parse_gpus(worker.get("gpus", 1), what=key + "worker.gpus"),
-            cpus=_int(worker.get("cpus", 4), key + "worker.cpus", minimum=1),
+            cpus=whole(worker.get("cpus", 4), key + "worker.cpus", minimum=1),
             memory=parse_size(worker.get("memory", "16GiB"), what=key + "worker.memory"),
         ),
         pricing=Pricing(
-            gpu_hour=_float(pricing.get("gpu-hour", 2.5), key + "pricing.gpu-hour"),
-            cpu_hour=_float(pricing.get("cpu-hour", 0.05), key + "pricing.cpu-hour"),
-            currency=str(pricing.get("currency", "USD")),
+            gpu_hour=non_negative(pricing.get("gpu-hour", 2.5), key + "pricing.gpu-hour"),
+            cpu_hour=non_negative(pricing.get("cpu-hour", 0.05), key + "pricing.cpu-hour"),
+            currency=short_text(str(pricing.get("currency", "USD")), key + "pricing.currency", limit=8),
         ),
-        kubernetes=dict(cfg.get("kubernetes") or {}),
-        gateway=dict(cfg.get("gateway") or {}),
+        kubernetes=_kubernetes(cfg.get("kubernetes") or {}),
+        gateway=_gateway(cfg.get("gateway") or {}),
     )
     if settings.min_workers > settings.max_workers:
         raise ConfigError(
@@ -235,23 +413,23 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
 
 
 # Keys a user may set with ``%gpu config KEY=VALUE``, each with the parser that checks it.
-SETTABLE_KEYS: dict[str, Any] = {
+SETTABLE_KEYS: dict[str, Callable[[Any], Any]] = {
     "backend": check_backend,
     "idle-timeout": lambda v: parse_duration(v, what="idle-timeout"),
     "shutdown-after": lambda v: parse_duration(v, what="shutdown-after"),
     "lease-ttl": lambda v: parse_duration(v, what="lease-ttl"),
-    "min-workers": lambda v: _int(v, "min-workers"),
-    "max-workers": lambda v: _int(v, "max-workers", minimum=1),
+    "min-workers": lambda v: whole(v, "min-workers"),
+    "max-workers": lambda v: whole(v, "max-workers", minimum=1),
     "interrupt-grace": lambda v: parse_duration(v, what="interrupt-grace"),
     "worker.gpus": lambda v: parse_gpus(v, what="worker.gpus"),
-    "worker.cpus": lambda v: _int(v, "worker.cpus", minimum=1),
+    "worker.cpus": lambda v: whole(v, "worker.cpus", minimum=1),
     "worker.memory": lambda v: parse_size(v, what="worker.memory"),
-    "pricing.gpu-hour": lambda v: _float(v, "pricing.gpu-hour"),
-    "pricing.cpu-hour": lambda v: _float(v, "pricing.cpu-hour"),
-    "pricing.currency": str,
-    "kubernetes.namespace": str,
-    "kubernetes.image": str,
-    "gateway.address": str,
+    "pricing.gpu-hour": lambda v: non_negative(v, "pricing.gpu-hour"),
+    "pricing.cpu-hour": lambda v: non_negative(v, "pricing.cpu-hour"),
+    "pricing.currency": lambda v: short_text(v, "pricing.currency", limit=8),
+    "kubernetes.namespace": lambda v: short_text(v, "kubernetes.namespace", limit=63),
+    "kubernetes.image": lambda v: short_text(v, "kubernetes.image", limit=512),
+    "gateway.address": lambda v: short_text(v, "gateway.address", limit=512),
 }
 
 
@@ -262,7 +440,7 @@ def set_option(key: str, value: str) -> None:
     """
     if key not in SETTABLE_KEYS:
         raise ConfigError(
-            f"unknown setting {key!r}; settable keys are: {', '.join(sorted(SETTABLE_KEYS))}"
+            f"unknown setting {quote(key)}; settable keys are: {', '.join(sorted(SETTABLE_KEYS))}"
         )
     SETTABLE_KEYS[key](value)  # raises ConfigError with the accepted form
     dask.config.set({f"{NAMESPACE}.{key}": value})

@@ -2,7 +2,21 @@
 
 Every error here renders as one line in a notebook (``_render_traceback_``), so a user
 mistake never shows a traceback from deep inside a library. The server extension maps
-``status_code`` to the HTTP status of its JSON error body.
+``status_code`` to the HTTP status of its JSON error body. The tree::
+
+    ElasticError                 one line with a hint; HTTP status_code
+    ├── ConfigError (400)        a setting, flag or field value is malformed or out of range
+    ├── ClusterNotFound (404)    no cluster with this id or name
+    ├── BackendUnavailable (503) the backend cannot be reached, installed or configured
+    ├── ClusterStartError (503)  a cluster did not start; nothing was left half-created
+    ├── NoGPUError (409)         --require-gpu and no GPU worker
+    ├── EnvironmentMismatch (409) worker packages differ from the kernel's
+    ├── InputNotSerializable (400) a name the cell reads cannot be sent
+    ├── CellSyntaxError (400)    the cell body is not valid Python
+    ├── CellTimeout              the cell ran past --timeout
+    └── CellCancelled            the cell was interrupted
+    RemoteCellError              (not an ElasticError) the cell's own exception, shown as the
+                                 remote traceback against the cell's line numbers
 """
 
 from __future__ import annotations
@@ -77,3 +91,30 @@ class CellTimeout(ElasticError):
 
 class CellCancelled(ElasticError):
     """A ``%%gpu`` cell was interrupted; its remote work was cancelled."""
+
+
+class InputNotSerializable(ElasticError):
+    """A name the cell reads cannot be sent to a worker."""
+
+    status_code = 400
+
+
+class CellSyntaxError(ElasticError):
+    """The cell body is not valid Python."""
+
+    status_code = 400
+
+
+class RemoteCellError(Exception):
+    """The cell raised on the worker; shown as the remote traceback, cell line numbers."""
+
+    def __init__(self, ename: str, evalue: str, traceback_lines: list[str], worker: str | None):
+        super().__init__(f"{ename}: {evalue}")
+        self.ename, self.evalue = ename, evalue
+        self.traceback_lines, self.worker = traceback_lines, worker
+
+    def _render_traceback_(self) -> list[str]:
+        where = f" on worker {self.worker}" if self.worker else ""
+        header = f"\x1b[0;31m{self.ename}\x1b[0m raised in a %%gpu cell{where}:"
+        body = self.traceback_lines or [f"{self.ename}: {self.evalue}"]
+        return [header, *body]

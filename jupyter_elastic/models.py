@@ -1,7 +1,9 @@
 """The wire format: what a cluster, a worker, a lease and a history row look like in JSON.
 
 The REST API, ``%gpu status --json``, ``%gpu history --json`` and the sidebar all speak
-these shapes (snake_case keys, seconds as floats, times as ISO-8601 UTC strings).
+these shapes (snake_case keys, seconds as floats, times as ISO-8601 UTC strings). The JSON
+is built here (``to_json``) and read back here (``from_json``, every field checked and
+bounded); the control plane fills the values, the server and the kernels only pass them on.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
-from .config import Settings
+from .config import Settings, quote
 from .errors import ConfigError
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -71,10 +73,10 @@ class ClusterSpec:
             min_workers=settings.min_workers,
             max_workers=settings.max_workers,
             idle_timeout=settings.idle_timeout,
-            image=k8s.get("image"),
-            namespace=k8s.get("namespace"),
-            env=dict(k8s.get("env") or {}),
-            labels=dict(k8s.get("labels") or {}),
+            image=k8s.image,
+            namespace=k8s.namespace,
+            env=dict(k8s.env),
+            labels=dict(k8s.labels),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         check_cluster_name(values["name"])
@@ -107,13 +109,103 @@ class Usage:
     busy_seconds: float = 0.0
     cost: float = 0.0
 
+    def add(self, other: Usage) -> None:
+        """Add ``other``'s totals to these."""
+        for key in self.__dataclass_fields__:
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 6) for k, v in asdict(self).items()}
 
 
 @dataclass
+class ClusterInfo:
+    """One cluster as the REST API, ``%gpu status --json`` and the sidebar see it."""
+
+    id: str
+    name: str
+    backend: str
+    status: str  # starting | running | stopping | stopped | error
+    phase: str
+    phase_detail: str
+    phase_seconds: float
+    workers: int
+    gpus: float
+    has_gpu: bool
+    idle_seconds: float
+    idle_timeout: float
+    shutdown_after: float
+    running_cells: int
+    cells: int
+    adapt: dict[str, int] | None
+    requested_workers: int | None
+    dashboard_link: str | None
+    scheduler_address: str | None
+    owner: str
+    created: str
+    usage: Usage
+    currency: str
+    worker_details: list[WorkerDetail] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "worker_details"}
+        data["gpus"] = int(self.gpus) if float(self.gpus).is_integer() else self.gpus
+        data["phase_seconds"] = round(self.phase_seconds, 3)
+        data["idle_seconds"] = round(self.idle_seconds, 3)
+        data["usage"] = self.usage.to_json()
+        if self.worker_details is not None:
+            data["worker_details"] = [w.to_json() for w in self.worker_details]
+        return data
+
+
+@dataclass
+class LeaseInfo:
+    """A kernel's lease on a cluster: what the kernel needs to reach and keep it.
+
+    ``client`` holds what a Dask client needs besides the address (TLS credentials): it
+    is handed only to the kernel that holds the lease, never put in a URL or a log line.
+    """
+
+    lease_id: str
+    session: str
+    cluster_id: str
+    name: str
+    backend: str
+    scheduler_address: str | None
+    dashboard_link: str | None
+    has_gpu: bool
+    gpus_per_worker: float
+    cpus_per_worker: int
+    idle_timeout: float
+    lease_ttl: float
+    client: dict[str, Any] | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+STATUSES = ("ok", "error", "cancelled", "timeout")
+DEVICES = ("gpu", "cpu", "local")
+#: Longest first line of a cell kept in a history row, and longest error text.
+SOURCE_CHARS = 200
+ERROR_CHARS = 1000
+#: Largest number a history row may hold (seconds or money): totals cannot overflow.
+MAX_NUMBER = 1e12
+_TRUNCATED = " …[truncated]"
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(_TRUNCATED)] + _TRUNCATED
+
+
+@dataclass
 class HistoryRow:
-    """One ``%%gpu`` cell run, as ``%gpu history`` and ``GET /history`` report it."""
+    """One ``%%gpu`` cell run, as ``%gpu history`` and ``GET /history`` report it.
+
+    Kernels report what happened (seconds, compute seconds, GPUs and CPU cores held,
+    device); the control plane prices the row when it records it (``gpu_seconds``,
+    ``cpu_seconds``, ``cost``), with the server's prices.
+    """
 
     id: str
     cell: int | None
@@ -125,18 +217,23 @@ class HistoryRow:
     seconds: float
     compute_seconds: float
     gpus: float
-    gpu_seconds: float
-    cpu_seconds: float
-    cost: float
     status: str  # ok | error | cancelled | timeout
+    cpus: float = 0.0
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    cost: float = 0.0
     error: str | None = None
     source: str = ""
     owner: str = ""
+    notebook: str | None = None
     cached_inputs: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> HistoryRow:
-        """A row from JSON, every field checked: ConfigError naming the first bad one."""
+        """A row from JSON, every field typed and bounded: ConfigError naming the first bad one.
+
+        Long ``source`` and ``error`` texts are cut with a marker rather than refused.
+        """
         import math
 
         fields = cls.__dataclass_fields__
@@ -145,23 +242,57 @@ class HistoryRow:
         if missing:
             raise ConfigError(f"history row: missing field(s) {', '.join(missing)}")
         values = {k: v for k, v in row.items() if k in fields}
-        for key in ("seconds", "compute_seconds", "gpus", "gpu_seconds", "cpu_seconds", "cost"):
+        for key in ("seconds", "compute_seconds", "gpus", "cpus", "gpu_seconds", "cpu_seconds", "cost"):
+            if key not in values:
+                continue
             v = values[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"history row: {key} must be a finite number >= 0, got {v!r}")
+                raise ConfigError(f"history row: {key} must be a finite number >= 0, got {quote(v)}")
+            if v > MAX_NUMBER:
+                raise ConfigError(f"history row: {key} must be at most {MAX_NUMBER:g}, got {v:g}")
             values[key] = float(v)
         cell = values.get("cell")
-        if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int)):
-            raise ConfigError(f"history row: cell must be a whole number or null, got {cell!r}")
-        for key in ("id", "started", "backend", "device", "status"):
-            if not isinstance(values[key], str):
-                raise ConfigError(f"history row: {key} must be a string, got {values[key]!r}")
-        for key in ("cluster_id", "worker", "error"):
-            if values.get(key) is not None and not isinstance(values[key], str):
-                raise ConfigError(f"history row: {key} must be a string or null, got {values[key]!r}")
+        if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int)
+                                 or not 0 <= cell < 2**31):
+            raise ConfigError(f"history row: cell must be a whole number from 0 to 2**31 or null, "
+                              f"got {quote(cell)}")
+        for key, limit in (("id", 64), ("started", 40), ("backend", 32), ("device", 16),
+                           ("status", 16)):
+            if not isinstance(values[key], str) or len(values[key]) > limit:
+                raise ConfigError(f"history row: {key} must be a string of at most {limit} "
+                                  f"characters, got {quote(values[key])}")
+        if values["status"] not in STATUSES:
+            raise ConfigError(f"history row: status must be one of {', '.join(STATUSES)}, "
+                              f"got {quote(values['status'])}")
+        if values["device"] not in DEVICES:
+            raise ConfigError(f"history row: device must be one of {', '.join(DEVICES)}, "
+                              f"got {quote(values['device'])}")
+        try:
+            _dt.datetime.fromisoformat(values["started"])
+        except ValueError:
+            raise ConfigError(f"history row: started must be an ISO-8601 time, "
+                              f"got {quote(values['started'])}") from None
+        text_limits: tuple[tuple[str, int | None], ...] = (
+            ("cluster_id", 64), ("worker", 256), ("error", None), ("notebook", 1024))
+        for key, cap in text_limits:
+            v = values.get(key)
+            if v is None:
+                continue
+            if not isinstance(v, str) or (cap is not None and len(v) > cap):
+                raise ConfigError(f"history row: {key} must be a string or null, got {quote(v)}")
+        for key in ("source", "owner"):
+            if key in values and not isinstance(values[key], str):
+                raise ConfigError(f"history row: {key} must be a string, got {quote(values[key])}")
+        if values.get("error") is not None:
+            values["error"] = _truncate(values["error"], ERROR_CHARS)
+        if "source" in values:
+            values["source"] = _truncate(values["source"], SOURCE_CHARS)
+        if len(values.get("owner", "")) > 200:
+            raise ConfigError("history row: owner must be at most 200 characters")
         cached = values.get("cached_inputs", [])
-        if not isinstance(cached, list) or not all(isinstance(n, str) for n in cached):
-            raise ConfigError(f"history row: cached_inputs must be a list of names, got {cached!r}")
+        if (not isinstance(cached, list) or len(cached) > 1000
+                or not all(isinstance(n, str) and len(n) <= 256 for n in cached)):
+            raise ConfigError(f"history row: cached_inputs must be a list of names, got {quote(cached)}")
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:

@@ -23,4 +23,9 @@ if [ -f scripts/check_extension.sh ]; then
   PATH="$PWD/.venv/bin:$PATH" bash scripts/check_extension.sh
 fi
 
+# The architecture and the code style, enforced: import rules (docs/architecture.md), ruff, mypy.
+.venv/bin/lint-imports --no-cache
+.venv/bin/ruff check jupyter_elastic tests benchmarks
+.venv/bin/mypy
+
 .venv/bin/python -m pytest -p no:cacheprovider -q "$@"

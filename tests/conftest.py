@@ -29,7 +29,6 @@ os.environ.setdefault("MPLBACKEND", "agg")
 
 import psutil  # noqa: E402
 import pytest  # noqa: E402
-
 from elastic_testing import children, wait_for  # noqa: E402,F401
 
 TEST_ROOT = _ROOT

@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from jupyter_elastic import _array
+from jupyter_elastic._arrays import namespace as _array
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
+from jupyter_elastic.backends.kubernetes.manifests import validate_manifest
 from jupyter_elastic.cli import main
-from jupyter_elastic.k8s_manifests import validate_manifest
 
 
 def test_render_prints_valid_manifests(capsys):

@@ -17,13 +17,10 @@ import threading
 import dask
 import pytest
 
-from jupyter_elastic.controlplane import (
-    SERVER_TOKEN_ENV,
-    SERVER_URL_ENV,
-    connect_control_plane,
-)
-from jupyter_elastic.controlplane_remote import RemoteControlPlane
+from jupyter_elastic.controlplane import connect_control_plane
+from jupyter_elastic.controlplane.remote import RemoteControlPlane
 from jupyter_elastic.errors import BackendUnavailable, ClusterNotFound, ConfigError
+from jupyter_elastic.protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from jupyter_elastic import evaluation as ev
-from jupyter_elastic._array import gpu_available
+from jupyter_elastic._arrays.namespace import gpu_available
 
 
 @pytest.fixture(params=["numpy", "dask", pytest.param("cupy", marks=pytest.mark.gpu)])

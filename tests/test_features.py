@@ -18,8 +18,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from sklearn import preprocessing as skp
 from sklearn.feature_extraction import FeatureHasher
 
-from jupyter_elastic import _quantiles, features
-from jupyter_elastic._array import gpu_available
+from jupyter_elastic import features
+from jupyter_elastic._arrays.namespace import gpu_available
+from jupyter_elastic.features import _quantiles
 
 
 @pytest.fixture(

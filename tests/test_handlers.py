@@ -17,7 +17,7 @@ import dask
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from jupyter_elastic.controlplane import SERVER_TOKEN_ENV, SERVER_URL_ENV
+from jupyter_elastic.protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -310,7 +310,7 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
         row = {
             "id": "row-1", "cell": 3, "started": "2026-11-29T05:00:00+00:00",
             "backend": "local", "cluster_id": cid, "worker": "w0", "device": "cpu",
-            "seconds": 1.5, "compute_seconds": 1.25, "gpus": 0.0, "gpu_seconds": 0.0,
+            "seconds": 1.5, "compute_seconds": 1.25, "gpus": 0.0, "cpus": 1.0, "gpu_seconds": 0.0,
             "cpu_seconds": 1.25, "cost": 0.0001, "status": "ok", "source": "x = 1",
         }
         assert (await call(jp_fetch, "cells", "finish", method="POST",
@@ -397,7 +397,7 @@ def test_no_endpoint_without_auth(tmp_path):
 
 
 async def test_a_bad_history_row_is_refused_and_history_keeps_working(jp_fetch):
-    row = {"id": "bad", "cell": 1, "started": "", "backend": "local", "cluster_id": None,
+    row = {"id": "bad", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local", "cluster_id": None,
            "worker": None, "device": "cpu", "seconds": "fast", "compute_seconds": 1, "gpus": 0,
            "gpu_seconds": 0, "cpu_seconds": 1, "cost": 0, "status": "ok"}
     code, body = await call(jp_fetch, "cells", "finish", method="POST", body={"cluster_id": None, "row": row})

@@ -243,7 +243,7 @@ def test_unsendable_output_fails_the_cell_atomically(kernel):
 
 def test_environment_mismatch_stops_the_cell(kernel):
     ok(kernel.run(
-        "import jupyter_elastic.worker as _r\n_real_versions = _r.versions\n"
+        "import jupyter_elastic.execution.payload as _r\n_real_versions = _r.versions\n"
         "_r.versions = lambda: dict(_real_versions(), numpy='1.0.0')"
     ))
     try:

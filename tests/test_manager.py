@@ -10,13 +10,13 @@ import asyncio
 import time
 
 import pytest
-
 from elastic_testing import wait_for
+
 from jupyter_elastic.backends.base import ClusterHandle, ElasticBackend
 from jupyter_elastic.config import Pricing, load_settings
+from jupyter_elastic.controlplane.manager import ElasticClusterManager
+from jupyter_elastic.controlplane.metering import ClusterMeter, cell_charge
 from jupyter_elastic.errors import ClusterNotFound, ConfigError
-from jupyter_elastic.manager import ElasticClusterManager
-from jupyter_elastic.metering import ClusterMeter, cell_charge
 from jupyter_elastic.models import WorkerDetail
 
 
@@ -147,7 +147,7 @@ def test_busy_cluster_is_not_shut_down_and_fixed_size_returns_to_adaptive_when_i
         cluster = manager.list_clusters()[0]
         assert cluster["requested_workers"] == 2 and cluster["adapt"] is None
         assert cluster["running_cells"] == 1 and cluster["idle_seconds"] == 0
-        manager.cell_finished(created["id"], {"id": "c1", "cell": 1, "started": "", "backend": "local",
+        manager.cell_finished(created["id"], {"id": "c1", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local",
                                              "cluster_id": created["id"], "worker": "0", "device": "gpu",
                                              "seconds": 0.4, "compute_seconds": 0.4, "gpus": 1.0,
                                              "gpu_seconds": 0.4, "cpu_seconds": 0.0, "cost": 0.1,
@@ -223,7 +223,7 @@ def test_meter_counts_billed_busy_and_idle_worker_seconds():
 
 
 def test_real_local_cluster_wakes_and_scales_to_zero(no_leaked_processes):
-    from jupyter_elastic.controlplane import EmbeddedControlPlane
+    from jupyter_elastic.controlplane.embedded import EmbeddedControlPlane
 
     settings = load_settings({"idle-timeout": "1s", "max-workers": 1})
     cp = EmbeddedControlPlane(settings)
@@ -240,7 +240,7 @@ def test_real_local_cluster_wakes_and_scales_to_zero(no_leaked_processes):
             assert detail["gpus"] == 0.0 and detail["memory"] > 0
             task.result()
             del task
-        cp.cell_finished(lease["cluster_id"], {"id": "x", "cell": None, "started": "", "backend": "local",
+        cp.cell_finished(lease["cluster_id"], {"id": "x", "cell": None, "started": "2026-12-03T10:00:00+00:00", "backend": "local",
                                                "cluster_id": lease["cluster_id"], "worker": None,
                                                "device": "cpu", "seconds": 0, "compute_seconds": 0,
                                                "gpus": 0, "gpu_seconds": 0, "cpu_seconds": 0, "cost": 0,
@@ -256,7 +256,7 @@ def test_real_local_cluster_wakes_and_scales_to_zero(no_leaked_processes):
 def test_fractional_gpus_pack_two_cells_on_one_worker(tmp_path, no_leaked_processes):
     from distributed import Client
 
-    from jupyter_elastic.controlplane import EmbeddedControlPlane
+    from jupyter_elastic.controlplane.embedded import EmbeddedControlPlane
 
     def both_started(me: str, other: str) -> str:
         import os
@@ -288,7 +288,7 @@ def test_fractional_gpus_pack_two_cells_on_one_worker(tmp_path, no_leaked_proces
 def test_waiting_cells_scale_the_cluster_out_to_max_workers(tmp_path, no_leaked_processes):
     from distributed import Client
 
-    from jupyter_elastic.controlplane import EmbeddedControlPlane
+    from jupyter_elastic.controlplane.embedded import EmbeddedControlPlane
 
     def hold(gate: str) -> int:
         import os
@@ -434,8 +434,8 @@ def test_one_slow_start_does_not_hold_up_other_kernels_leases():
 
 def test_history_rows_are_checked_field_by_field():
     manager, _ = make_manager()
-    good = {"id": "c1", "cell": 1, "started": "", "backend": "local", "cluster_id": None,
-            "worker": None, "device": "cpu", "seconds": 1, "compute_seconds": 1, "gpus": 0,
+    good = {"id": "c1", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local", "cluster_id": None,
+            "worker": None, "device": "cpu", "seconds": 1, "compute_seconds": 1, "gpus": 0, "cpus": 1,
             "gpu_seconds": 0, "cpu_seconds": 1, "cost": 0.1, "status": "ok"}
     manager.cell_finished(None, good)
     for bad, message in [({"seconds": "fast"}, "seconds must be a finite number"),
@@ -446,7 +446,9 @@ def test_history_rows_are_checked_field_by_field():
             manager.cell_finished(None, {**good, **bad})
     with pytest.raises(ConfigError, match="missing field"):
         manager.cell_finished(None, {"id": "x"})
-    assert len(manager.history()) == 1 and manager.usage()["cells"]["cost"] == 0.1
+    # the control plane prices the row itself (the kernel's 0.1 is not trusted)
+    expected = round(manager.settings.pricing.cost(0.0, 1.0), 6)
+    assert len(manager.history()) == 1 and manager.usage()["cells"]["cost"] == expected
 
 
 def test_local_gpu_groups_give_each_worker_whole_devices():
@@ -459,10 +461,27 @@ def test_local_gpu_groups_give_each_worker_whole_devices():
 
 
 def test_new_settings_reach_the_options_a_backend_derives_from_them():
-    from jupyter_elastic.backends.kubernetes import KubernetesBackend
+    from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
 
     manager, _ = make_manager(kubernetes={"image": "old/img:1"})
     manager._backends["kubernetes"] = KubernetesBackend(manager.settings)
     assert manager._backends["kubernetes"].options.image == "old/img:1"
     manager.update_settings(load_settings({"kubernetes": {"image": "new/img:2"}}))
     assert manager._backends["kubernetes"].options.image == "new/img:2"
+
+
+def test_the_control_plane_prices_every_cell_with_its_own_prices():
+    """An admin's price reaches each cell's charge: the kernel reports seconds, not cost."""
+    manager, _ = make_manager()
+    manager.update_settings(manager.settings.with_overrides(
+        pricing=Pricing(gpu_hour=3600.0, cpu_hour=360.0, currency="EUR")))
+    row = {"id": "c1", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local",
+           "cluster_id": None, "worker": "w", "device": "gpu", "seconds": 3, "compute_seconds": 2,
+           "gpus": 0.5, "status": "ok", "gpu_seconds": 99, "cost": 123.0}
+    recorded = manager.cell_finished(None, row)
+    assert recorded["gpu_seconds"] == 1.0 and recorded["cost"] == 1.0
+    cpu = manager.cell_finished(None, {**row, "id": "c2", "device": "cpu", "gpus": 0, "cpus": 2})
+    assert cpu["gpu_seconds"] == 0 and cpu["cpu_seconds"] == 4.0 and cpu["cost"] == 0.4
+    local = manager.cell_finished(None, {**row, "id": "c3", "device": "local"})
+    assert local["cost"] == 0
+    assert [r["cost"] for r in manager.history()] == [1.0, 0.4, 0.0]

@@ -6,11 +6,13 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from jupyter_elastic import worker
 from jupyter_elastic.config import load_settings, parse_duration, parse_gpus, parse_size, set_option
-from jupyter_elastic.errors import ConfigError
-from jupyter_elastic.remote import CellSyntaxError, analyze_cell
-from jupyter_elastic.worker import parity_problems, run_cell
+from jupyter_elastic.errors import CellSyntaxError, ConfigError
+from jupyter_elastic.execution import payload as wire
+from jupyter_elastic.execution import worker
+from jupyter_elastic.execution.analysis import analyze_cell
+from jupyter_elastic.execution.payload import parity_problems
+from jupyter_elastic.execution.worker import run_cell
 
 
 @pytest.mark.parametrize(
@@ -61,7 +63,7 @@ def payload(source, inputs=None, outputs=None, **extra):
     plan = analyze_cell(source, inputs or {})
     base = {"cell_id": "c1", "source": source, "line_offset": 1, "filename": "<%%gpu In[1]>",
             "inputs": inputs or {}, "outputs": plan.outputs if outputs is None else outputs,
-            "topic": "t", "keep_on_device": False, "versions": worker.versions()}
+            "topic": "t", "keep_on_device": False, "versions": wire.versions()}
     base.update(extra)
     return base
 
@@ -83,7 +85,7 @@ def test_runner_error_traceback_uses_the_cells_line_numbers():
 
 
 def test_runner_refuses_a_version_mismatch_before_running_anything():
-    result = run_cell(payload("import sys\nsys.exit(3)", versions=dict(worker.versions(), dask="1.0.0")))
+    result = run_cell(payload("import sys\nsys.exit(3)", versions=dict(wire.versions(), dask="1.0.0")))
     assert result["status"] == "mismatch"
     assert any(p.startswith("dask 1.0.0 in the kernel but") for p in result["problems"])
 
@@ -101,14 +103,14 @@ def test_worker_cache_serves_large_inputs_and_drops_changed_ones():
     from dask.base import tokenize
 
     token = tokenize(big)
-    first = run_cell(payload("s = big.sum()", {"big": worker._CacheIt(token, big)}))
+    first = run_cell(payload("s = big.sum()", {"big": wire.CacheIt(token, big)}))
     assert first["status"] == "ok" and first["cached_inputs"] == []
-    second = run_cell(payload("s = big.sum()", {"big": worker._Cached(token)}))
+    second = run_cell(payload("s = big.sum()", {"big": wire.Cached(token)}))
     assert second["status"] == "ok" and second["cached_inputs"] == ["big"]
     assert second["outputs"]["s"] == big.sum()
-    changed = run_cell(payload("big[0] = -1.0\ns = big[0]", {"big": worker._Cached(token)}))
+    changed = run_cell(payload("big[0] = -1.0\ns = big[0]", {"big": wire.Cached(token)}))
     assert changed["outputs"]["s"] == -1.0
-    miss = run_cell(payload("s = big.sum()", {"big": worker._Cached(token)}))
+    miss = run_cell(payload("s = big.sum()", {"big": wire.Cached(token)}))
     assert miss == {"status": "cache-miss", "missing": [token]}
 
 
@@ -121,7 +123,7 @@ def test_unsendable_outputs_are_named():
 def test_inline_result_round_trips():
     result = run_cell(payload("v = list(range(5))"))
     assert cloudpickle.loads(worker._inline(result))["outputs"] == {"v": [0, 1, 2, 3, 4]}
-    huge = dict(result, outputs={"v": b"x" * (worker.INLINE_MAX_BYTES + 1)})
+    huge = dict(result, outputs={"v": b"x" * (wire.INLINE_MAX_BYTES + 1)})
     assert worker._inline(huge) is None
 
 

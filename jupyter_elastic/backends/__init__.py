@@ -12,11 +12,11 @@ from importlib.metadata import entry_points
 
 from ..config import BACKENDS
 from ..errors import BackendUnavailable, ConfigError
-from .base import ClusterHandle, ElasticBackend, ProgressCallback
+from .base import ClusterHandle, ElasticBackend
 
 _BUILTIN = {
     "local": "jupyter_elastic.backends.local:LocalBackend",
-    "kubernetes": "jupyter_elastic.backends.kubernetes:KubernetesBackend",
+    "kubernetes": "jupyter_elastic.backends.kubernetes.backend:KubernetesBackend",
     "gateway": "jupyter_elastic.backends.gateway:GatewayBackend",
 }
 
@@ -39,4 +39,4 @@ def backend_class(name: str) -> type[ElasticBackend]:
         ) from None
 
 
-__all__ = ["ClusterHandle", "ElasticBackend", "ProgressCallback", "backend_class"]
+__all__ = ["ClusterHandle", "ElasticBackend", "backend_class"]

@@ -8,16 +8,12 @@ bookkeeping: that is the manager's job. Capability flags replace ``isinstance`` 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..config import Settings
 from ..models import ClusterSpec, WorkerDetail
-
-# progress(phase, detail): phase is one of "queued", "scheduler", "workers", "pending",
-# "pulling", "starting", "ready"; detail is a short human sentence (may be "").
-ProgressCallback = Callable[[str, str], None]
+from ..protocol import Progress
 
 
 @dataclass
@@ -51,7 +47,7 @@ class ElasticBackend(abc.ABC):
         self.settings = settings
 
     @abc.abstractmethod
-    async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
+    async def start(self, spec: ClusterSpec, progress: Progress) -> ClusterHandle:
         """Start a cluster described by ``spec``; return once its scheduler answers.
 
         Must leave nothing behind if it raises (delete what it created, then raise an

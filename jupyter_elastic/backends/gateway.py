@@ -9,7 +9,7 @@ gateway offers filled from our worker settings (what it does not offer is said i
 start-up phase), one clear error per fault with nothing left on the gateway, the first
 worker's resources read to know whether cells get GPUs, a tag on the scheduler so that a
 restarted kernel finds its cluster by our name, and the TLS credentials a kernel needs to
-connect (``client_kwargs``: they travel in the lease as ``"client"``).
+connect (they travel in the lease as ``"client"``, ``kind: gateway``).
 
 Gateway clusters are named by the gateway; our cluster name is kept in the scheduler's
 metadata under ``jupyter-elastic``. Hub admin configuration (GPU resources, preload, image,
@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -33,22 +33,20 @@ from dask_gateway.auth import GatewayAuth, get_auth
 from dask_gateway.client import (
     ClusterStatus,
     GatewayClusterError,
-    GatewaySecurity,
     GatewayServerError,
     GatewayWarning,
 )
 from dask_gateway.utils import format_template
 from distributed.core import rpc
 
-from ..config import Settings, parse_duration
+from ..config import GatewaySettings, Settings
 from ..errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
 from ..models import ClusterSpec, WorkerDetail
-from .base import ClusterHandle, ElasticBackend, ProgressCallback
+from ..protocol import CPU_RESOURCE, GPU_RESOURCE, Progress
+from .base import ClusterHandle, ElasticBackend
 
 log = logging.getLogger("jupyter_elastic.backends.gateway")
 
-GPU_RESOURCE = "GPU"
-CPU_RESOURCE = "CELL"
 #: Scheduler-metadata key under which our cluster name and resource are kept.
 TAG = "jupyter-elastic"
 KEY = "jupyter-elastic.gateway."
@@ -63,7 +61,6 @@ RESOURCE_HINT = (
     "DASK_DISTRIBUTED__WORKER__RESOURCES__* environment variables arrive lower-cased, so they "
     "do not work; see docs/GATEWAY_NOTES.md"
 )
-AUTH_TYPES = ("jupyterhub", "simple", "basic", "kerberos")
 
 #: Cluster-option names gateways commonly use for each worker setting, first match wins.
 OPTION_NAMES: dict[str, tuple[str, ...]] = {
@@ -74,55 +71,18 @@ OPTION_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class GatewayOptions:
-    """``jupyter-elastic.gateway``, parsed: where the gateway is and how to log in."""
-
-    address: str | None
-    auth: str | None
-    proxy_address: str | None = None
-    public_address: str | None = None
-    username: str | None = None
-    password: str | None = None
-    api_token: str | None = None
-    cluster_options: dict[str, Any] | None = None
-    connect_timeout: float = 10.0
-    start_timeout: float = 300.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GatewayOptions:
-        raw = {str(k).replace("_", "-"): v for k, v in (settings.gateway or {}).items()}
-        auth = raw.get("auth")
-        auth = None if auth in (None, "", "null", "none") else str(auth).lower()
-        if auth is not None and auth not in AUTH_TYPES:
-            raise ConfigError(
-                f"{KEY}auth must be one of {', '.join(AUTH_TYPES)} or null (dask-gateway's "
-                f"default), got {raw.get('auth')!r}"
-            )
-        extra = raw.get("cluster-options") or {}
-        if not isinstance(extra, dict):
-            raise ConfigError(f"{KEY}cluster-options must be a mapping, got {extra!r}")
-
-        def text(key: str) -> str | None:
-            value = raw.get(key)
-            return None if value in (None, "") else format_template(str(value))
-
-        return cls(
-            address=text("address"),
-            auth=auth,
-            proxy_address=text("proxy-address"),
-            public_address=text("public-address"),
-            username=text("username"),
-            password=text("password"),
-            api_token=text("api-token"),
-            cluster_options=dict(extra),
-            connect_timeout=parse_duration(raw.get("connect-timeout", "10s"),
-                                           what=KEY + "connect-timeout"),
-            start_timeout=parse_duration(raw.get("start-timeout", "5m"), what=KEY + "start-timeout"),
-        )
+_TEMPLATED = ("address", "proxy_address", "public_address", "username", "password", "api_token")
 
 
-def _auth(options: GatewayOptions) -> GatewayAuth:
+def gateway_options(settings: Settings) -> GatewaySettings:
+    """The ``gateway`` settings with dask-gateway templates (``{JUPYTERHUB_USER}``) expanded
+    (parsing and checks are ``config.py``'s)."""
+    gw = settings.gateway
+    return replace(gw, **{k: format_template(getattr(gw, k)) for k in _TEMPLATED
+                          if getattr(gw, k) is not None})
+
+
+def _auth(options: GatewaySettings) -> GatewayAuth:
     """The dask-gateway authenticator for ``options.auth`` (None: dask-gateway's config)."""
     try:
         if options.auth == "jupyterhub":
@@ -148,16 +108,7 @@ def _auth(options: GatewayOptions) -> GatewayAuth:
         raise ConfigError(f"cannot set up Dask Gateway authentication: {exc}") from None
 
 
-def client_kwargs(info: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for ``distributed.Client`` from a lease's ``"client"`` dict.
-
-    Importing this module registers dask-gateway's ``gateway://`` comm, so a kernel can
-    reach the scheduler through the gateway's TLS proxy with the cluster's credentials.
-    """
-    return {"security": GatewaySecurity(tls_key=info["tls_key"], tls_cert=info["tls_cert"])}
-
-
-def _unreachable(options: GatewayOptions, address: str, exc: BaseException) -> BackendUnavailable:
+def _unreachable(options: GatewaySettings, address: str, exc: BaseException) -> BackendUnavailable:
     reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return BackendUnavailable(
         f"the Dask Gateway at {address} is unreachable ({reason})",
@@ -166,7 +117,7 @@ def _unreachable(options: GatewayOptions, address: str, exc: BaseException) -> B
     )
 
 
-def translate(exc: BaseException, options: GatewayOptions, address: str, *, action: str) -> ElasticError:
+def translate(exc: BaseException, options: GatewaySettings, address: str, *, action: str) -> ElasticError:
     """Turn a dask-gateway / aiohttp exception into one ElasticError naming the cause."""
     if isinstance(exc, ElasticError):
         return exc
@@ -275,9 +226,8 @@ class GatewayBackend(ElasticBackend):
 
     def configure(self, settings: Any) -> None:
         super().configure(settings)
-        self.options = GatewayOptions.from_settings(settings)
+        self.options = gateway_options(settings)
 
-    client_kwargs = staticmethod(client_kwargs)
 
     # ------------------------------------------------------------------ helpers
     def _address(self) -> str:
@@ -321,7 +271,8 @@ class GatewayBackend(ElasticBackend):
                 "resource": resource,
                 "slots": slots,
                 "max_workers": max_workers,
-                "client": {"tls_cert": security.tls_cert, "tls_key": security.tls_key},
+                "client": {"kind": "gateway", "tls_cert": security.tls_cert,
+                           "tls_key": security.tls_key},
                 "keep_first_until": 0.0,
                 "pending": None,
             },
@@ -375,7 +326,7 @@ class GatewayBackend(ElasticBackend):
                     await asyncio.wait_for(gateway.stop_cluster(report.name), self.options.connect_timeout)
 
     # ------------------------------------------------------------------ start
-    async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
+    async def start(self, spec: ClusterSpec, progress: Progress) -> ClusterHandle:
         t0 = time.monotonic()
         gateway = self._gateway()
         try:
@@ -417,7 +368,7 @@ class GatewayBackend(ElasticBackend):
                 await gateway.close()
 
     async def _finish_start(self, gateway: Gateway, gateway_name: str, spec: ClusterSpec,
-                            progress: ProgressCallback, t0: float) -> ClusterHandle:
+                            progress: Progress, t0: float) -> ClusterHandle:
         try:
             cluster = await self._open(gateway, gateway_name)
         except asyncio.TimeoutError:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import math
 import os
-import time
 from typing import Any
 
 import psutil
@@ -22,20 +20,22 @@ from distributed import LocalCluster
 from distributed.deploy.adaptive import Adaptive
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .._devices import detect_gpus
 from ..errors import ConfigError
 from ..models import ClusterSpec, WorkerDetail
-from .base import ClusterHandle, ElasticBackend, ProgressCallback
+from ..protocol import (
+    CELL_PREFIX,
+    CPU_RESOURCE,
+    GPU_RESOURCE,
+    INTERACTIVE_INTERVAL,
+    WORKER_ENV,
+    WORKER_PRELOAD,
+    Progress,
+)
+from .base import ClusterHandle, ElasticBackend
+from .devices import detect_gpus
+from .scheduling import CellActivity, IdleGuard, cell_workers_needed
 
 log = logging.getLogger("jupyter_elastic.backends.local")
-
-#: Resource a GPU worker offers per GPU, and a CPU worker offers as one cell slot.
-GPU_RESOURCE = "GPU"
-CPU_RESOURCE = "CELL"
-#: Key prefix of every %%gpu cell task (the adaptive target counts these).
-CELL_PREFIX = "gpu-cell"
-#: Batched-send interval for interactive use, in seconds (Dask's defaults are 2-10 ms).
-INTERACTIVE_INTERVAL = 0.0005
 
 
 class ElasticLocalCluster(LocalCluster):
@@ -73,28 +73,6 @@ def gpu_groups(indices: list[int], per_worker: int) -> list[str]:
     per_worker = max(1, per_worker)
     return [",".join(map(str, indices[i:i + per_worker]))
             for i in range(0, len(indices) - per_worker + 1, per_worker)]
-
-
-class _CellActivity(SchedulerPlugin):
-    """Remembers when a cell task last changed state, and how many are in flight."""
-
-    name = "jupyter-elastic-activity"
-
-    def __init__(self) -> None:
-        self.last = time.monotonic()
-        self.in_flight: set[str] = set()
-
-    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if isinstance(key, str) and key.startswith(CELL_PREFIX):
-            self.last = time.monotonic()
-            if finish in ("memory", "erred", "released", "forgotten", "cancelled"):
-                self.in_flight.discard(key)
-            else:
-                self.in_flight.add(key)
-
-    def idle_for(self) -> float:
-        """Seconds since the last cell ended (0 while one runs)."""
-        return 0.0 if self.in_flight else time.monotonic() - self.last
 
 
 class _SpreadCells(SchedulerPlugin):
@@ -136,17 +114,15 @@ class _SpreadCells(SchedulerPlugin):
 
 
 class CellAdaptive(Adaptive):
-    """Dask's Adaptive, plus: enough workers for the slots that waiting cells ask for, and
-    no worker retired until no cell has run for ``idle_timeout`` (Dask's own count of idle
-    checks would retire a worker between two quick cells)."""
+    """Dask's Adaptive under the project's scaling policy (``scheduling.py``): enough
+    workers for the slots waiting cells ask for, none retired before ``idle_timeout``."""
 
     resource: str = CPU_RESOURCE
     slots_per_worker: float = 1.0
-    idle_timeout: float = 90.0
-    activity: _CellActivity | None = None
+    guard: IdleGuard | None = None
 
     async def workers_to_close(self, target: int) -> list[str]:
-        if self.activity is not None and self.activity.idle_for() < self.idle_timeout:
+        if self.guard is not None and not self.guard.may_retire():
             return []
         return await super().workers_to_close(target)
 
@@ -157,20 +133,9 @@ class CellAdaptive(Adaptive):
             await self.cluster.scale_down(workers)  # type: ignore[attr-defined]
 
     async def target(self) -> int:
-        base = await super().target()
+        base = int(await super().target())
         scheduler = getattr(self.cluster, "scheduler", None)
-        tasks = getattr(scheduler, "tasks", None)
-        if not tasks or len(tasks) > 20000:
-            return int(base)
-        demand = 0.0
-        for key, ts in list(tasks.items()):
-            if (
-                isinstance(key, str)
-                and key.startswith(CELL_PREFIX)
-                and ts.state in ("processing", "waiting", "no-worker", "queued")
-            ):
-                demand += (ts.resource_restrictions or {}).get(self.resource, 0.0)
-        return int(max(base, math.ceil(demand / self.slots_per_worker - 1e-9)))
+        return max(base, cell_workers_needed(scheduler, self.resource, self.slots_per_worker))
 
 
 class _InteractiveLatency(SchedulerPlugin):
@@ -198,7 +163,7 @@ class LocalBackend(ElasticBackend):
     name = "local"
     supports_adapt = True
 
-    async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
+    async def start(self, spec: ClusterSpec, progress: Progress) -> ClusterHandle:
         # NVML or nvidia-smi may take seconds: not on the control plane's event loop
         gpus = await asyncio.to_thread(detect_gpus) if spec.gpus_per_worker > 0 else []
         slots_wanted = max(1, int(spec.gpus_per_worker))
@@ -226,12 +191,12 @@ class LocalBackend(ElasticBackend):
             silence_logs=logging.ERROR,
             memory_limit=memory,
             resources={resource: slots},
-            env={"MPLBACKEND": "agg", "JUPYTER_ELASTIC_WORKER": "1", **spec.env},
-            preload=["jupyter_elastic.remote"],
+            env={"MPLBACKEND": "agg", WORKER_ENV: "1", **spec.env},
+            preload=[WORKER_PRELOAD],
             gpu_groups=groups,
         )
         cluster.scheduler.add_plugin(_InteractiveLatency())
-        activity = _CellActivity()
+        activity = CellActivity()
         cluster.scheduler.add_plugin(activity)
         cluster.scheduler.add_plugin(_SpreadCells(resource))
         progress("workers", "scheduler ready; workers start on demand")
@@ -284,8 +249,7 @@ class LocalBackend(ElasticBackend):
         )
         adaptive.resource = handle.extra["resource"]
         adaptive.slots_per_worker = handle.extra["slots"]
-        adaptive.idle_timeout = idle_timeout
-        adaptive.activity = handle.extra["activity"]
+        adaptive.guard = IdleGuard(handle.extra["activity"], idle_timeout)
 
     async def wake(self, handle: ClusterHandle) -> None:
         cluster = handle.cluster

@@ -39,16 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def worker_module() -> Any:
     """The module with the cell runner and the workers' Dask preload (``dask_setup``)."""
-    import importlib
+    from jupyter_elastic.execution import worker
 
-    for name in ("jupyter_elastic.worker", "jupyter_elastic.remote"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "run_cell") and hasattr(module, "dask_setup"):
-            return module
-    raise RuntimeError("no jupyter_elastic module defines run_cell and dask_setup")
+    return worker
 
 
 def free_port() -> int:

@@ -16,8 +16,10 @@ from distributed import Client  # noqa: E402
 from elastic_testing import wait_for  # noqa: E402
 
 from jupyter_elastic.backends.gateway import GatewayBackend  # noqa: E402
+from jupyter_elastic.controlplane.manager import ElasticClusterManager  # noqa: E402
 from jupyter_elastic.errors import BackendUnavailable, ClusterStartError, ConfigError  # noqa: E402
-from jupyter_elastic.manager import ElasticClusterManager  # noqa: E402
+from jupyter_elastic.execution import payload as wire  # noqa: E402
+from jupyter_elastic.kernel.session import client_security  # noqa: E402
 from jupyter_elastic.models import ClusterSpec  # noqa: E402
 
 from .conftest import free_port, run, worker_module  # noqa: E402
@@ -31,14 +33,14 @@ def payload(source: str, cell_id: str = "c1", outputs: list[str] | None = None) 
     """A cell payload as the session builds it."""
     return {"cell_id": cell_id, "source": source, "line_offset": 0, "filename": f"<%%gpu {cell_id}>",
             "inputs": {}, "outputs": outputs or [], "topic": f"t-{cell_id}",
-            "keep_on_device": False, "versions": runner.versions()}
+            "keep_on_device": False, "versions": wire.versions()}
 
 
 async def run_cell(address: str, client_info: dict[str, Any], source: str, resource: str = "CELL",
                    outputs: list[str] | None = None) -> dict[str, Any]:
     """Run a cell the way the session does: a Client on the lease's address and credentials."""
     async with Client(address, asynchronous=True, timeout="20s",
-                      **GatewayBackend.client_kwargs(client_info)) as client:
+                      security=client_security(client_info)) as client:
         future = client.submit(runner.run_cell, payload(source, outputs=outputs),
                                key="gpu-cell-test", resources={resource: 1}, pure=False)
         result = await future
@@ -73,7 +75,8 @@ def test_start_runs_a_cell_scales_and_shuts_down(gateway_server, no_leaked_proce
             assert handle.scheduler_address.endswith("/" + handle.extra["gateway_name"])
             assert handle.dashboard_link and handle.extra["gateway_name"] in handle.dashboard_link
             assert handle.has_gpu is False and handle.extra["resource"] == "CELL"
-            assert set(handle.extra["client"]) == {"tls_cert", "tls_key"}
+            assert set(handle.extra["client"]) == {"kind", "tls_cert", "tls_key"}
+            assert handle.extra["client"]["kind"] == "gateway"
 
             result = await run_cell(handle.scheduler_address, handle.extra["client"],
                                     "import os\nanswer = 6 * 7\nanswer", outputs=["answer"])
@@ -116,7 +119,7 @@ def test_manager_lease_adaptive_from_zero_and_reconnect_after_restart(gateway_se
         first = ElasticClusterManager(settings, owner="alice", tick=0.2)
         lease = await first.acquire("kernel-1", name="nb-restart", progress=lambda p, d: phases.append((p, d)))
         assert lease["backend"] == "gateway" and lease["has_gpu"] is False
-        assert set(lease["client"]) == {"tls_cert", "tls_key"}
+        assert set(lease["client"]) == {"kind", "tls_cert", "tls_key"}
         record = first.find("nb-restart")
         impl = first._backend("gateway")
         # the first worker stays for idle-timeout (1 s), then the gateway's adaptive

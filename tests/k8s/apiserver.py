@@ -27,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
+from jupyter_elastic.backends.kubernetes.manifests import validate_manifest
 from jupyter_elastic.errors import ConfigError
-from jupyter_elastic.k8s_manifests import validate_manifest
 
 DASK = "kubernetes.dask.org/v1"
 # (groupVersion, plural) -> (kind, namespaced)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jupyter_elastic.backends.kubernetes import KubernetesBackend
+from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
 from jupyter_elastic.config import load_settings
 
 from .apiserver import APIServer

@@ -8,13 +8,17 @@ import operator
 import time
 
 import pytest
-from elastic_testing import wait_for
 from distributed import Client
+from elastic_testing import wait_for
 
-from jupyter_elastic.backends.kubernetes import KubernetesBackend
+from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
+from jupyter_elastic.backends.kubernetes.manifests import (
+    cluster_manifest,
+    kubernetes_options,
+    validate_manifest,
+)
+from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.errors import ClusterStartError, ConfigError
-from jupyter_elastic.k8s_manifests import KubernetesOptions, cluster_manifest, validate_manifest
-from jupyter_elastic.manager import ElasticClusterManager
 from jupyter_elastic.models import ClusterSpec
 
 from .apiserver import DASK
@@ -55,7 +59,7 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
         # the exact custom resources the backend created
         posted = {o["kind"]: o for o in k8s.server.posted}
         assert set(posted) == {"DaskCluster", "DaskAutoscaler"}
-        expected = cluster_manifest(record.spec, KubernetesOptions.from_settings(s, namespace="jhub"),
+        expected = cluster_manifest(record.spec, kubernetes_options(s, namespace="jhub"),
                                     replicas=1)
         assert posted["DaskCluster"] == expected
         for obj in posted.values():
@@ -66,7 +70,7 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert container["resources"]["requests"] == container["resources"]["limits"]
         assert ["--resources", "GPU=1"] == container["args"][8:10]
-        assert "jupyter_elastic.remote" in container["args"]
+        assert "jupyter_elastic.execution.worker" in container["args"]
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in worker["tolerations"]
         sched = expected["spec"]["scheduler"]["spec"]["containers"][0]
         assert "nvidia.com/gpu" not in str(sched["resources"])

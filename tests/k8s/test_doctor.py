@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from jupyter_elastic.backends.kubernetes.manifests import HELM_INSTALL
 from jupyter_elastic.cli import main
-from jupyter_elastic.k8s_manifests import HELM_INSTALL
 
 pytestmark = pytest.mark.k8s
 

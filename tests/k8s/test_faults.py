@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from elastic_testing import wait_for
 
-from jupyter_elastic.backends.kubernetes import KubernetesBackend
+from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
+from jupyter_elastic.backends.kubernetes.manifests import HELM_INSTALL
+from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.errors import BackendUnavailable, ClusterStartError
-from jupyter_elastic.k8s_manifests import HELM_INSTALL
-from jupyter_elastic.manager import ElasticClusterManager
 from jupyter_elastic.models import ClusterSpec
 
 from .apiserver import DASK

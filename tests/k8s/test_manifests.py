@@ -9,15 +9,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from jupyter_elastic.config import load_settings
-from jupyter_elastic.errors import ConfigError
-from jupyter_elastic.k8s_manifests import (
+from jupyter_elastic.backends.kubernetes.manifests import (
     RBAC_RULES,
-    KubernetesOptions,
     cluster_manifest,
+    kubernetes_options,
     render,
     validate_manifest,
 )
+from jupyter_elastic.config import load_settings
+from jupyter_elastic.errors import ConfigError
 from jupyter_elastic.models import ClusterSpec
 
 pytestmark = pytest.mark.k8s
@@ -38,7 +38,7 @@ def test_gpu_cluster_requests_gpus_on_workers_only_and_validates():
                      "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml",
                                       "effect": "NoSchedule"}]})
     cluster, autoscaler = render(_spec(s, gpus_per_worker=2.0, gpu_type="MI300X"),
-                                 KubernetesOptions.from_settings(s, namespace="ns"))
+                                 kubernetes_options(s, namespace="ns"))
     for m in (cluster, autoscaler):
         validate_manifest(m)
     worker = cluster["spec"]["worker"]["spec"]
@@ -55,7 +55,7 @@ def test_gpu_cluster_requests_gpus_on_workers_only_and_validates():
 
 def test_cpu_only_spec_offers_a_cell_slot_and_no_gpu():
     s = _settings()
-    cluster = cluster_manifest(_spec(s, gpus_per_worker=0.0), KubernetesOptions.from_settings(s))
+    cluster = cluster_manifest(_spec(s, gpus_per_worker=0.0), kubernetes_options(s))
     validate_manifest(cluster)
     container = cluster["spec"]["worker"]["spec"]["containers"][0]
     assert "CELL=1" in container["args"] and "gpu" not in yaml.safe_dump(container["resources"])
@@ -67,15 +67,15 @@ def test_image_defaults_to_the_notebook_image(monkeypatch):
     monkeypatch.delenv("JUPYTER_IMAGE_SPEC", raising=False)
     monkeypatch.delenv("JUPYTER_IMAGE", raising=False)
     with pytest.raises(ConfigError, match="no worker image"):
-        cluster_manifest(_spec(s), KubernetesOptions.from_settings(s))
+        cluster_manifest(_spec(s), kubernetes_options(s))
     monkeypatch.setenv("JUPYTER_IMAGE_SPEC", "hub/notebook:abc")
-    cluster = cluster_manifest(_spec(s), KubernetesOptions.from_settings(s))
+    cluster = cluster_manifest(_spec(s), kubernetes_options(s))
     assert cluster["spec"]["worker"]["spec"]["containers"][0]["image"] == "hub/notebook:abc"
 
 
 def test_validator_rejects_unknown_fields_and_wrong_types():
     s = _settings()
-    good = cluster_manifest(_spec(s), KubernetesOptions.from_settings(s))
+    good = cluster_manifest(_spec(s), kubernetes_options(s))
     bad = yaml.safe_load(yaml.safe_dump(good))
     bad["spec"]["worker"]["replicas"] = "two"
     with pytest.raises(ConfigError, match="spec.worker.replicas"):
@@ -88,9 +88,9 @@ def test_validator_rejects_unknown_fields_and_wrong_types():
 
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="tolerations"):
-        KubernetesOptions.from_settings(_settings(tolerations="nvidia"))
+        kubernetes_options(_settings(tolerations="nvidia"))
     with pytest.raises(ConfigError, match="scheduler-service-type"):
-        KubernetesOptions.from_settings(_settings(**{"scheduler-service-type": "Ingress"}))
+        kubernetes_options(_settings(**{"scheduler-service-type": "Ingress"}))
 
 
 def test_crd_schemas_come_from_the_dask_kubernetes_package():
@@ -134,12 +134,12 @@ def test_label_and_node_selector_values_follow_kubernetes_rules():
     s = _settings(labels={"cost center": "vision"})
     spec = ClusterSpec.from_settings(s, name="labels", backend="kubernetes", owner="alice")
     with pytest.raises(ConfigError, match="'cost center' is not a valid label key"):
-        validate_manifest(cluster_manifest(spec, KubernetesOptions.from_settings(s), replicas=1))
+        validate_manifest(cluster_manifest(spec, kubernetes_options(s), replicas=1))
     s = _settings()
     spec = ClusterSpec.from_settings(s, name="gputype", backend="kubernetes", owner="alice",
                                      gpu_type="NVIDIA A100-SXM4-80GB")
     with pytest.raises(ConfigError, match="not a valid label value"):
-        validate_manifest(cluster_manifest(spec, KubernetesOptions.from_settings(s), replicas=1))
+        validate_manifest(cluster_manifest(spec, kubernetes_options(s), replicas=1))
     good = ClusterSpec.from_settings(s, name="gputype", backend="kubernetes", owner="alice",
                                      gpu_type="NVIDIA-A100-SXM4-80GB")
-    validate_manifest(cluster_manifest(good, KubernetesOptions.from_settings(s), replicas=1))
+    validate_manifest(cluster_manifest(good, kubernetes_options(s), replicas=1))

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._array import cast, get_namespace, is_dask, to_device
-from ._checks import as_array, check_float_array, check_ndim, float_dtype
+from .._arrays.checks import as_array, check_float_array, check_ndim, float_dtype
+from .._arrays.namespace import cast, get_namespace, is_dask, to_device
 from ._hashing import hash_rows
 from ._quantiles import exact_nanquantile, histogram_features, quantile_features
 from ._signal import (

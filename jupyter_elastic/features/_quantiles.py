@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ._array import get_namespace, is_dask, to_numpy
-from ._checks import as_array, check_float_array, check_ndim, float_dtype
-from ._chunked import map_reduce
+from .._arrays.checks import as_array, check_float_array, check_ndim, float_dtype
+from .._arrays.chunked import map_reduce
+from .._arrays.namespace import get_namespace, is_dask, to_numpy
 
 __all__ = ["BINS", "GATHER_LIMIT", "exact_nanquantile", "histogram_features", "quantile_features"]
 

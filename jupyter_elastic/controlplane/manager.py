@@ -1,12 +1,13 @@
-"""The control plane: one user's clusters, their leases, idle clocks, metering and history.
+"""The control plane's registry: one user's clusters, their leases, start, scale and stop.
 
 ``ElasticClusterManager`` knows nothing about tornado or IPython. It runs on one asyncio
 loop: the Jupyter server's when the server extension is loaded (clusters then outlive
 kernels and every kernel shares them), or a private thread's loop inside the kernel
-otherwise (see ``controlplane.py``). Backends start and scale clusters; this module
-decides *when*: scale to zero is Dask's ``Adaptive``; switching a fixed-size cluster back
-to adaptive after ``idle-timeout``, stopping an empty cluster after ``shutdown-after`` and
-stopping everything a dead kernel owned after ``lease-ttl`` happen in the reaper here.
+otherwise (``embedded.py``). Backends start and scale clusters; the control plane decides
+*when*: scale to zero is the backend's autoscaler under ``backends/scheduling.py``'s
+policy; the timed passes (fixed size back to adaptive after ``idle-timeout``, an empty
+cluster stopped after ``shutdown-after``, a dead kernel's cluster after ``lease-ttl``) are
+``reaper.py``'s; every cluster and every cell is priced by ``metering.py``.
 """
 
 from __future__ import annotations
@@ -16,19 +17,28 @@ import getpass
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends import ClusterHandle, ElasticBackend, backend_class
-from .config import Settings, check_backend, load_settings, parse_gpus
-from .errors import ClusterNotFound, ClusterStartError, ConfigError, ElasticError
-from .metering import ClusterMeter
-from .models import ClusterSpec, HistoryRow, Usage, WorkerDetail, new_id, utcnow_iso
+from ..backends import ClusterHandle, ElasticBackend, backend_class
+from ..config import Settings, check_backend, load_settings, parse_gpus, whole
+from ..errors import ClusterNotFound, ClusterStartError, ConfigError, ElasticError
+from ..models import (
+    ClusterInfo,
+    ClusterSpec,
+    HistoryRow,
+    LeaseInfo,
+    Usage,
+    WorkerDetail,
+    new_id,
+    utcnow_iso,
+)
+from ..protocol import Progress
+from .metering import ClusterMeter, price_row
+from .reaper import Reaper
 
 log = logging.getLogger("jupyter_elastic.manager")
 
-Progress = Callable[[str, str], None]
 HISTORY_LIMIT = 2000
 
 
@@ -41,23 +51,23 @@ class Lease:
     cluster_id: str
     last_heartbeat: float
 
-    def to_json(self, record: ClusterRecord, ttl: float) -> dict[str, Any]:
-        return {
-            "lease_id": self.id,
-            "session": self.session,
-            "cluster_id": record.id,
-            "name": record.name,
-            "backend": record.backend,
-            "scheduler_address": record.handle.scheduler_address if record.handle else None,
-            "dashboard_link": record.handle.dashboard_link if record.handle else None,
-            "has_gpu": bool(record.handle and record.handle.has_gpu),
-            "gpus_per_worker": record.spec.gpus_per_worker,
-            "cpus_per_worker": record.spec.cpus_per_worker,
-            "idle_timeout": record.idle_timeout,
-            "lease_ttl": ttl,
-            # what a kernel's Client needs besides the address (gateway: TLS credentials)
-            "client": record.handle.extra.get("client") if record.handle else None,
-        }
+    def info(self, record: ClusterRecord, ttl: float) -> LeaseInfo:
+        handle = record.handle
+        return LeaseInfo(
+            lease_id=self.id,
+            session=self.session,
+            cluster_id=record.id,
+            name=record.name,
+            backend=record.backend,
+            scheduler_address=handle.scheduler_address if handle else None,
+            dashboard_link=handle.dashboard_link if handle else None,
+            has_gpu=bool(handle and handle.has_gpu),
+            gpus_per_worker=record.spec.gpus_per_worker,
+            cpus_per_worker=record.spec.cpus_per_worker,
+            idle_timeout=record.idle_timeout,
+            lease_ttl=ttl,
+            client=handle.extra.get("client") if handle else None,
+        )
 
 
 @dataclass
@@ -98,42 +108,82 @@ class ClusterRecord:
         """Seconds since the last cell finished (0 while a cell runs)."""
         return 0.0 if self.running_cells else max(0.0, now - self.last_activity)
 
+    def info(self, now: float, *, details: bool = False) -> ClusterInfo:
+        """The cluster as the wire format describes it."""
+        handle = self.handle
+        return ClusterInfo(
+            id=self.id,
+            name=self.name,
+            backend=self.backend,
+            status=self.status,
+            phase=self.phase,
+            phase_detail=self.phase_detail,
+            phase_seconds=max(0.0, now - self.phase_since),
+            workers=len(self.workers),
+            gpus=sum(w.gpus for w in self.workers),
+            has_gpu=bool(handle and handle.has_gpu),
+            idle_seconds=self.idle_seconds(now),
+            idle_timeout=self.idle_timeout,
+            shutdown_after=self.shutdown_after,
+            running_cells=self.running_cells,
+            cells=self.cells,
+            adapt={"minimum": self.minimum, "maximum": self.maximum}
+            if self.mode == "adaptive" else None,
+            requested_workers=self.requested if self.mode == "fixed" else None,
+            dashboard_link=handle.dashboard_link if handle else None,
+            scheduler_address=handle.scheduler_address if handle else None,
+            owner=self.owner,
+            created=self.created,
+            usage=self.meter.usage,
+            currency=self.meter.pricing.currency,
+            worker_details=list(self.workers) if details else None,
+        )
+
     def to_json(self, now: float, *, details: bool = False) -> dict[str, Any]:
-        gpus = sum(w.gpus for w in self.workers)
-        data: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "backend": self.backend,
-            "status": self.status,
-            "phase": self.phase,
-            "phase_detail": self.phase_detail,
-            "phase_seconds": round(max(0.0, now - self.phase_since), 3),
-            "workers": len(self.workers),
-            "gpus": int(gpus) if float(gpus).is_integer() else gpus,
-            "has_gpu": bool(self.handle and self.handle.has_gpu),
-            "idle_seconds": round(self.idle_seconds(now), 3),
-            "idle_timeout": self.idle_timeout,
-            "shutdown_after": self.shutdown_after,
-            "running_cells": self.running_cells,
-            "cells": self.cells,
-            "adapt": {"minimum": self.minimum, "maximum": self.maximum}
-            if self.mode == "adaptive"
-            else None,
-            "requested_workers": self.requested if self.mode == "fixed" else None,
-            "dashboard_link": self.handle.dashboard_link if self.handle else None,
-            "scheduler_address": self.handle.scheduler_address if self.handle else None,
-            "owner": self.owner,
-            "created": self.created,
-            "usage": self.meter.usage.to_json(),
-            "currency": self.meter.pricing.currency,
-        }
-        if details:
-            data["worker_details"] = [w.to_json() for w in self.workers]
-        return data
+        return self.info(now, details=details).to_json()
+
+
+class GpuBudget:
+    """The admin's cap on GPUs one user holds at once, across every cluster.
+
+    A fixed-size cluster holds what it asked for; an adaptive one may grow to its maximum,
+    so that much counts against the cap too.
+    """
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit = limit
+
+    @staticmethod
+    def held(records: list[ClusterRecord], exclude: str | None = None) -> float:
+        """GPUs the clusters hold, or may grow to (an adaptive cluster's maximum)."""
+        return sum(
+            r.spec.gpus_per_worker
+            * (max(len(r.workers), r.requested) if r.mode == "fixed" else max(len(r.workers), r.maximum))
+            for r in records
+            if r.id != exclude and r.handle is not None and r.handle.has_gpu
+        )
+
+    def check(self, records: list[ClusterRecord], extra: float, exclude: str | None = None) -> None:
+        """ConfigError when ``extra`` more GPUs would pass the cap."""
+        if self.limit is None:
+            return
+        held = self.held(records, exclude)
+        if held + extra > self.limit:
+            raise ConfigError(
+                f"that would hold {held + extra:g} GPUs; this server allows at most "
+                f"{self.limit:g} per user. Scale another cluster down or stop it first"
+            )
+
+    def room(self, records: list[ClusterRecord], exclude: str) -> float | None:
+        """GPUs still free under the cap (None: no cap)."""
+        return None if self.limit is None else self.limit - self.held(records, exclude)
 
 
 class ElasticClusterManager:
-    """Owns the clusters of one user: start, lease, scale, adapt, close, meter, reap.
+    """Owns the clusters of one user: start, lease, scale, adapt, close; records cells.
+
+    The timed passes are :class:`~jupyter_elastic.controlplane.reaper.Reaper`'s; prices
+    are :mod:`~jupyter_elastic.controlplane.metering`'s.
 
     Examples
     --------
@@ -157,48 +207,50 @@ class ElasticClusterManager:
     ) -> None:
         self.settings = settings or load_settings()
         self.owner = owner or _current_user()
-        self.max_gpus = max_gpus
+        self.budget = GpuBudget(max_gpus)
         self.idle_timeout_bounds = idle_timeout_bounds
-        self._tick = tick
         self._clusters: dict[str, ClusterRecord] = {}
         self._leases: dict[str, Lease] = {}
         self._history: deque[HistoryRow] = deque(maxlen=HISTORY_LIMIT)
         self._closed_usage = Usage()  # what stopped clusters cost
         self._backends: dict[str, ElasticBackend] = {}
-        self._reaper: asyncio.Task[None] | None = None
+        self._reaper = Reaper(self, tick=tick)
         self._closed = False
         self._lock = asyncio.Lock()
         self._starting: dict[tuple[str, ...], asyncio.Future[dict[str, Any]]] = {}
 
     # ----------------------------------------------------------------- lifecycle
     @property
+    def max_gpus(self) -> float | None:
+        """The admin's cap on GPUs this user holds at once (None: no cap)."""
+        return self.budget.limit
+
+    @max_gpus.setter
+    def max_gpus(self, limit: float | None) -> None:
+        self.budget.limit = limit
+
+    @property
     def tick(self) -> float:
-        """Seconds between reaper passes: fine enough for the shortest timer in use."""
-        if self._tick is not None:
-            return self._tick
-        s = self.settings
-        return max(0.1, min(1.0, s.idle_timeout / 4, s.lease_ttl / 4, s.shutdown_after / 4))
+        """Seconds between reaper passes."""
+        return self._reaper.tick
 
     async def start(self) -> None:
         """Start the reaper (idempotent)."""
-        if self._reaper is None or self._reaper.done():
-            self._reaper = asyncio.ensure_future(self._reap_forever())
+        self._reaper.start()
 
     async def close_all(self, reason: str = "shutdown") -> None:
         """Stop every cluster and the reaper; never raises."""
         self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-            try:
-                await self._reaper
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._reaper = None
+        await self._reaper.stop()
         for cluster_id in list(self._clusters):
             try:
                 await self.close_cluster(cluster_id, reason=reason)
             except Exception:
                 log.exception("jupyter-elastic: failed to close cluster %s", cluster_id)
+
+    async def reap_once(self) -> None:
+        """One reaper pass now (tests, and the reaper's own loop)."""
+        await self._reaper.pass_once()
 
     def update_settings(self, settings: Settings) -> None:
         """Use ``settings`` for clusters started from now on (running ones keep theirs)."""
@@ -206,12 +258,19 @@ class ElasticClusterManager:
         for backend in self._backends.values():
             backend.configure(settings)
 
-    def _backend(self, name: str) -> ElasticBackend:
+    def backend(self, name: str) -> ElasticBackend:
+        """The (one) backend instance of this kind."""
         if name not in self._backends:
             self._backends[name] = backend_class(name)(self.settings)
         return self._backends[name]
 
+    _backend = backend
+
     # ----------------------------------------------------------------- clusters
+    def records(self) -> list[ClusterRecord]:
+        """Every cluster record, in start order."""
+        return list(self._clusters.values())
+
     def _get(self, cluster_id: str) -> ClusterRecord:
         record = self._clusters.get(cluster_id)
         if record is None:
@@ -237,24 +296,113 @@ class ElasticClusterManager:
                 )
         return seconds
 
-    def _gpus_held(self, exclude: str | None = None) -> float:
-        """GPUs other clusters hold, or may grow to (an adaptive cluster's maximum)."""
-        return sum(
-            r.spec.gpus_per_worker
-            * (max(len(r.workers), r.requested) if r.mode == "fixed" else max(len(r.workers), r.maximum))
-            for r in self._clusters.values()
-            if r.id != exclude and r.handle is not None and r.handle.has_gpu
+    def _check_workers(self, n: Any, what: str) -> int:
+        n = whole(n, what, unit="workers" if what == "n" else "", text=False)
+        if n > self.settings.max_workers:
+            raise ConfigError(
+                f"{what}={n} is above max-workers={self.settings.max_workers}; "
+                "raise jupyter-elastic.max-workers or ask for fewer"
+            )
+        return n
+
+    def _new_record(
+        self,
+        *,
+        backend: str | None,
+        name: str | None,
+        workers: int | None,
+        gpus: float | None,
+        gpu_type: str | None,
+        session: str,
+        idle_timeout: float | None,
+    ) -> ClusterRecord:
+        """Check a start request and turn it into a (not yet started) record."""
+        if self._closed:
+            raise ElasticError("the control plane is shutting down; no new clusters")
+        backend = check_backend(backend or self.settings.backend)
+        if workers is not None:
+            self._check_workers(workers, "workers")
+        gpus_per_worker = None if gpus is None else parse_gpus(gpus, what="gpus")
+        if gpus_per_worker is not None and 0 < gpus_per_worker < 1:
+            gpus_per_worker = 1.0  # a fraction is a per-cell request; workers hold whole GPUs
+        if name is not None:
+            for existing in self._clusters.values():
+                if existing.name == name:
+                    raise ConfigError(f"a cluster named {name!r} already exists (id {existing.id})")
+        spec = ClusterSpec.from_settings(
+            self.settings, name=name, backend=backend, owner=self.owner, session=session,
+            gpus_per_worker=gpus_per_worker, gpu_type=gpu_type, idle_timeout=idle_timeout,
+        )
+        now = time.monotonic()
+        return ClusterRecord(
+            id=new_id(),
+            spec=spec,
+            backend=backend,
+            owner=self.owner,
+            created=utcnow_iso(),
+            created_at=now,
+            idle_timeout=self._check_idle_timeout(spec.idle_timeout),
+            shutdown_after=self.settings.shutdown_after,
+            meter=ClusterMeter(self.settings.pricing, spec.gpus_per_worker, spec.cpus_per_worker),
+            minimum=spec.min_workers,
+            maximum=spec.max_workers,
+            last_activity=now,
+            phase_since=now,
         )
 
-    def _check_gpu_budget(self, extra_gpus: float, exclude: str | None = None) -> None:
-        if self.max_gpus is None:
-            return
-        held = self._gpus_held(exclude)
-        if held + extra_gpus > self.max_gpus:
-            raise ConfigError(
-                f"that would hold {held + extra_gpus:g} GPUs; this server allows at most "
-                f"{self.max_gpus:g} per user. Scale another cluster down or stop it first"
-            )
+    @staticmethod
+    def _progress(record: ClusterRecord, progress: Progress | None) -> Progress:
+        """Record each start-up phase on the cluster and pass it on to ``progress``."""
+
+        def on_progress(phase: str, detail: str) -> None:
+            if phase != record.phase:
+                record.phase_since = time.monotonic()
+            record.phase, record.phase_detail = phase, detail
+            if progress is not None:
+                try:
+                    progress(phase, detail)
+                except Exception:  # a display problem must not break the start
+                    log.debug("progress callback failed", exc_info=True)
+
+        return on_progress
+
+    async def _size(self, record: ClusterRecord, workers: int | None) -> None:
+        """Give a just-started cluster its size: fixed ``workers``, or adaptive within what
+        the GPU cap leaves."""
+        impl, handle = self.backend(record.backend), record.handle
+        assert handle is not None
+        if not handle.has_gpu:
+            record.meter.gpus_per_worker = 0.0  # CPU workers bill CPU-seconds only
+        elif workers is None:
+            room = self.budget.room(self.records(), exclude=record.id)
+            if room is not None:
+                record.maximum = min(record.maximum, int(room // max(record.spec.gpus_per_worker, 1e-9)))
+                if record.maximum < 1:
+                    raise ConfigError(
+                        f"no GPU left for a new cluster: this server allows {self.budget.limit:g} "
+                        "GPUs per user and other clusters hold them; stop or scale one down first"
+                    )
+        if workers is not None:
+            if handle.has_gpu:
+                self.budget.check(self.records(), workers * record.spec.gpus_per_worker,
+                                  exclude=record.id)
+            record.mode, record.requested = "fixed", workers
+            await impl.scale(handle, workers)
+        else:
+            await impl.adapt(handle, record.minimum, record.maximum, record.idle_timeout)
+
+    async def _discard(self, record: ClusterRecord, exc: BaseException) -> ElasticError | None:
+        """A start failed: forget the record, close what was started; the error to raise
+        (None: re-raise ``exc`` as it is)."""
+        self._clusters.pop(record.id, None)
+        if record.handle is not None:
+            try:
+                await self.backend(record.backend).close(record.handle)
+            except Exception:
+                log.exception("cleanup of a failed start of %s failed", record.name)
+        if isinstance(exc, ElasticError) or not isinstance(exc, Exception):
+            return None
+        return ClusterStartError(f"the {record.backend} cluster {record.name!r} did not start: {exc}")
 
     async def create_cluster(
         self,
@@ -273,114 +421,37 @@ class ElasticClusterManager:
         ``workers`` given: a fixed-size cluster; otherwise adaptive in
         [min-workers, max-workers] starting from zero.
         """
-        if self._closed:
-            raise ElasticError("the control plane is shutting down; no new clusters")
-        backend = check_backend(backend or self.settings.backend)
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-            raise ConfigError(f"workers must be a whole number >= 0, got {workers!r}")
-        if workers is not None and workers > self.settings.max_workers:
-            raise ConfigError(
-                f"workers={workers} is above max-workers={self.settings.max_workers}; "
-                "raise jupyter-elastic.max-workers or ask for fewer"
-            )
-        gpus_per_worker = None if gpus is None else parse_gpus(gpus, what="gpus")
-        if gpus_per_worker is not None and 0 < gpus_per_worker < 1:
-            gpus_per_worker = 1.0  # a fraction is a per-cell request; workers hold whole GPUs
-        if name is not None:
-            for existing in self._clusters.values():
-                if existing.name == name:
-                    raise ConfigError(f"a cluster named {name!r} already exists (id {existing.id})")
-        spec = ClusterSpec.from_settings(
-            self.settings,
-            name=name,
-            backend=backend,
-            owner=self.owner,
-            session=session,
-            gpus_per_worker=gpus_per_worker,
-            gpu_type=gpu_type,
-            idle_timeout=idle_timeout,
-        )
-        now = time.monotonic()
-        record = ClusterRecord(
-            id=new_id(),
-            spec=spec,
-            backend=backend,
-            owner=self.owner,
-            created=utcnow_iso(),
-            created_at=now,
-            idle_timeout=self._check_idle_timeout(spec.idle_timeout),
-            shutdown_after=self.settings.shutdown_after,
-            meter=ClusterMeter(self.settings.pricing, spec.gpus_per_worker, spec.cpus_per_worker),
-            minimum=spec.min_workers,
-            maximum=spec.max_workers,
-            last_activity=now,
-            phase_since=now,
-        )
+        record = self._new_record(backend=backend, name=name, workers=workers, gpus=gpus,
+                                  gpu_type=gpu_type, session=session, idle_timeout=idle_timeout)
         self._clusters[record.id] = record
-
-        def on_progress(phase: str, detail: str) -> None:
-            if phase != record.phase:
-                record.phase_since = time.monotonic()
-            record.phase, record.phase_detail = phase, detail
-            if progress is not None:
-                try:
-                    progress(phase, detail)
-                except Exception:  # a display problem must not break the start
-                    log.debug("progress callback failed", exc_info=True)
-
+        on_progress = self._progress(record, progress)
         on_progress("queued", "")
-        impl = self._backend(backend)
+        impl = self.backend(record.backend)
         try:
-            record.handle = await impl.start(spec, on_progress)
-            if not record.handle.has_gpu:
-                record.meter.gpus_per_worker = 0.0  # CPU workers bill CPU-seconds only
-            elif workers is None and self.max_gpus is not None:
-                room = self.max_gpus - self._gpus_held(exclude=record.id)
-                record.maximum = min(record.maximum, int(room // max(spec.gpus_per_worker, 1e-9)))
-                if record.maximum < 1:
-                    raise ConfigError(
-                        f"no GPU left for a new cluster: this server allows {self.max_gpus:g} GPUs "
-                        "per user and other clusters hold them; stop or scale one down first"
-                    )
-            if workers is not None:
-                self._check_gpu_budget(workers * spec.gpus_per_worker if record.handle.has_gpu else 0)
-                record.mode, record.requested = "fixed", workers
-                await impl.scale(record.handle, workers)
-            else:
-                await impl.adapt(record.handle, record.minimum, record.maximum, record.idle_timeout)
+            record.handle = await impl.start(record.spec, on_progress)
+            await self._size(record, workers)
         except BaseException as exc:
-            self._clusters.pop(record.id, None)
-            if record.handle is not None:
-                try:
-                    await impl.close(record.handle)
-                except Exception:
-                    log.exception("cleanup of a failed start of %s failed", record.name)
-            if isinstance(exc, ElasticError) or not isinstance(exc, Exception):
+            error = await self._discard(record, exc)
+            if error is None:
                 raise
-            raise ClusterStartError(f"the {backend} cluster {spec.name!r} did not start: {exc}") from exc
+            raise error from exc
         if self._clusters.get(record.id) is not record:  # stopped while it started
             await impl.close(record.handle)
-            raise ClusterStartError(f"the cluster {spec.name!r} was stopped while it started")
+            raise ClusterStartError(f"the cluster {record.name!r} was stopped while it started")
         record.status = "running"
         on_progress("ready", "")
         record.last_activity = time.monotonic()
-        log.info("jupyter-elastic: started %s cluster %s (%s)", backend, record.name, record.id)
+        log.info("jupyter-elastic: started %s cluster %s (%s)", record.backend, record.name, record.id)
         return record.to_json(time.monotonic())
 
     async def scale(self, cluster_id: str, n: Any) -> dict[str, Any]:
         """Fixed size ``n`` (0 frees every worker); adaptive scaling stops until idle."""
         record = self._running(cluster_id)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"n must be a whole number of workers >= 0, got {n!r}")
-        if n > self.settings.max_workers:
-            raise ConfigError(
-                f"n={n} is above max-workers={self.settings.max_workers}; "
-                "raise jupyter-elastic.max-workers or scale to fewer"
-            )
+        n = self._check_workers(n, "n")
         assert record.handle is not None
         if record.handle.has_gpu:
-            self._check_gpu_budget(n * record.spec.gpus_per_worker, exclude=record.id)
-        await self._backend(record.backend).scale(record.handle, n)
+            self.budget.check(self.records(), n * record.spec.gpus_per_worker, exclude=record.id)
+        await self.backend(record.backend).scale(record.handle, n)
         record.mode, record.requested = "fixed", n
         record.last_activity = time.monotonic()
         return record.to_json(time.monotonic())
@@ -388,20 +459,13 @@ class ElasticClusterManager:
     async def adapt(self, cluster_id: str, minimum: Any, maximum: Any) -> dict[str, Any]:
         """Adaptive size between ``minimum`` and ``maximum`` workers."""
         record = self._running(cluster_id)
-        for label, value in (("minimum", minimum), ("maximum", maximum)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{label} must be a whole number >= 0, got {value!r}")
+        minimum = whole(minimum, "minimum", text=False)
+        maximum = whole(maximum, "maximum", text=False)
         if minimum > maximum:
             raise ConfigError(f"minimum ({minimum}) must not be above maximum ({maximum})")
-        if maximum > self.settings.max_workers:
-            raise ConfigError(
-                f"maximum={maximum} is above max-workers={self.settings.max_workers}; "
-                "raise jupyter-elastic.max-workers or lower maximum"
-            )
+        self._check_workers(maximum, "maximum")
         assert record.handle is not None
-        await self._backend(record.backend).adapt(
-            record.handle, minimum, maximum, record.idle_timeout
-        )
+        await self.backend(record.backend).adapt(record.handle, minimum, maximum, record.idle_timeout)
         record.mode, record.minimum, record.maximum = "adaptive", minimum, maximum
         return record.to_json(time.monotonic())
 
@@ -411,10 +475,18 @@ class ElasticClusterManager:
         record.idle_timeout = self._check_idle_timeout(seconds)
         if record.mode == "adaptive":
             assert record.handle is not None
-            await self._backend(record.backend).adapt(
+            await self.backend(record.backend).adapt(
                 record.handle, record.minimum, record.maximum, record.idle_timeout
             )
         return record.to_json(time.monotonic())
+
+    async def back_to_adaptive(self, record: ClusterRecord) -> None:
+        """A fixed-size cluster returns to its adaptive bounds (the reaper, after idle)."""
+        assert record.handle is not None
+        await self.backend(record.backend).adapt(
+            record.handle, record.minimum, record.maximum, record.idle_timeout
+        )
+        record.mode = "adaptive"
 
     def _running(self, cluster_id: str) -> ClusterRecord:
         record = self._get(cluster_id)
@@ -431,12 +503,10 @@ class ElasticClusterManager:
         record.meter.tick(time.monotonic(), len(record.workers), busy=record.running_cells > 0)
         try:
             if record.handle is not None:
-                await self._backend(record.backend).close(record.handle)
+                await self.backend(record.backend).close(record.handle)
         finally:
             record.status = "stopped"
-            for key in ("gpu_seconds", "cpu_seconds", "idle_seconds", "busy_seconds", "cost"):
-                setattr(self._closed_usage, key,
-                        getattr(self._closed_usage, key) + getattr(record.meter.usage, key))
+            self._closed_usage.add(record.meter.usage)
             self._clusters.pop(cluster_id, None)
             for lease_id in [k for k, v in self._leases.items() if v.cluster_id == cluster_id]:
                 del self._leases[lease_id]
@@ -506,7 +576,7 @@ class ElasticClusterManager:
         self._leases[lease.id] = lease
         lease.last_heartbeat = now
         record.leased, record.orphaned_since = True, None
-        return lease.to_json(record, self.settings.lease_ttl)
+        return lease.info(record, self.settings.lease_ttl).to_json()
 
     def heartbeat(self, lease_id: str) -> bool:
         """Renew a lease; False when it is unknown (lapsed, or its cluster is gone)."""
@@ -521,18 +591,23 @@ class ElasticClusterManager:
         lease = self._leases.pop(lease_id, None)
         if lease is not None:
             record = self._clusters.get(lease.cluster_id)
-            if record is not None and not self._leases_of(record.id):
-                self._orphan(record, time.monotonic())
+            if record is not None and not self.leases_of(record.id):
+                self.orphan(record, time.monotonic())
+
+    def drop_lease(self, lease_id: str) -> None:
+        """Forget a lapsed lease (the reaper)."""
+        self._leases.pop(lease_id, None)
 
     @staticmethod
-    def _orphan(record: ClusterRecord, since: float) -> None:
+    def orphan(record: ClusterRecord, since: float) -> None:
         """No kernel holds the cluster any more: no cell of theirs can still be running."""
         record.orphaned_since = since
         if record.running_cells:
             record.running_cells = 0
             record.last_activity = time.monotonic()
 
-    def _leases_of(self, cluster_id: str) -> list[Lease]:
+    def leases_of(self, cluster_id: str) -> list[Lease]:
+        """The leases held on a cluster."""
         return [lease for lease in self._leases.values() if lease.cluster_id == cluster_id]
 
     # ----------------------------------------------------------------- cells
@@ -544,46 +619,47 @@ class ElasticClusterManager:
         record.running_cells += 1
         record.last_activity = time.monotonic()
         if record.handle is not None and record.status == "running":
-            impl = self._backend(record.backend)
+            impl = self.backend(record.backend)
             asyncio.ensure_future(_quietly(impl.wake(record.handle)))
 
-    def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:
-        """A cell ended: record its history row and restart the idle clock."""
+    def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> dict[str, Any]:
+        """A cell ended: price its history row with this control plane's prices, record
+        it, and restart the idle clock. Returns the row as recorded."""
         record = self._clusters.get(cluster_id) if cluster_id else None
+        checked = dict(row)
+        checked.setdefault("owner", self.owner)
+        parsed = price_row(self.settings.pricing, HistoryRow.from_json(checked))
         if record is not None:
             record.running_cells = max(0, record.running_cells - 1)
             record.last_activity = time.monotonic()
             record.cells += 1
-        row = dict(row)
-        row.setdefault("owner", self.owner)
-        self._history.append(HistoryRow.from_json(row))
+        self._history.append(parsed)
+        return parsed.to_json()
 
     # ----------------------------------------------------------------- reports
-    def list_clusters(self) -> list[dict[str, Any]]:
-        """Every cluster as JSON (live worker and GPU counts, usage so far)."""
+    def list_clusters(self, *, details: bool = False) -> list[dict[str, Any]]:
+        """Every cluster as JSON (live worker and GPU counts, usage so far; ``details``:
+        each one's ``worker_details`` as of the reaper's last look)."""
         now = time.monotonic()
-        return [r.to_json(now) for r in self._clusters.values()]
+        return [r.to_json(now, details=details) for r in self._clusters.values()]
 
     async def get_cluster(self, cluster_id: str) -> dict[str, Any]:
         """One cluster as JSON, with ``worker_details`` read fresh from its scheduler."""
         record = self._get(cluster_id)
-        await self._refresh_workers(record)
+        await self.refresh_workers(record)
         return record.to_json(time.monotonic(), details=True)
 
-    def history(self) -> list[dict[str, Any]]:
-        """One row per ``%%gpu`` cell, oldest first."""
-        return [row.to_json() for row in self._history]
+    def history(self, notebook: str | None = None) -> list[dict[str, Any]]:
+        """One row per ``%%gpu`` cell, oldest first (only ``notebook``'s when given)."""
+        return [row.to_json() for row in self._history
+                if notebook is None or row.notebook == notebook]
 
     def usage(self) -> dict[str, Any]:
         """Totals over live clusters and recorded cells."""
-        total = Usage(**self._closed_usage.__dict__)
+        total = Usage()
+        total.add(self._closed_usage)
         for record in self._clusters.values():
-            u = record.meter.usage
-            total.gpu_seconds += u.gpu_seconds
-            total.cpu_seconds += u.cpu_seconds
-            total.idle_seconds += u.idle_seconds
-            total.busy_seconds += u.busy_seconds
-            total.cost += u.cost
+            total.add(record.meter.usage)
         cells = list(self._history)
         return {
             "clusters": total.to_json(),
@@ -601,60 +677,14 @@ class ElasticClusterManager:
             },
         }
 
-    # ----------------------------------------------------------------- reaper
-    async def _refresh_workers(self, record: ClusterRecord) -> None:
+    async def refresh_workers(self, record: ClusterRecord) -> None:
+        """Read the cluster's live workers from its backend (keeps the last list on failure)."""
         if record.handle is None or record.status != "running":
             return
         try:
-            record.workers = await self._backend(record.backend).workers(record.handle)
+            record.workers = await self.backend(record.backend).workers(record.handle)
         except Exception:
             log.debug("could not list workers of %s", record.id, exc_info=True)
-
-    async def _reap_forever(self) -> None:
-        while True:
-            try:
-                await self.reap_once()
-            except Exception:
-                log.exception("jupyter-elastic reaper pass failed")
-            await asyncio.sleep(self.tick)
-
-    async def reap_once(self) -> None:
-        """One pass: meter, expire leases, return idle fixed clusters to adaptive, stop empty ones."""
-        for record in list(self._clusters.values()):
-            if record.status != "running":
-                continue
-            await self._refresh_workers(record)
-            now = time.monotonic()
-            record.meter.tick(now, len(record.workers), busy=record.running_cells > 0)
-            ttl = self.settings.lease_ttl
-            live = [lease for lease in self._leases_of(record.id) if now - lease.last_heartbeat < ttl]
-            for lease in self._leases_of(record.id):
-                if lease not in live:
-                    self._leases.pop(lease.id, None)
-                    if not live and record.orphaned_since is None:
-                        self._orphan(record, lease.last_heartbeat)
-            if record.leased and not live and record.orphaned_since is not None:
-                if now - record.orphaned_since >= ttl:
-                    await self.close_cluster(record.id, reason="lease expired: owning kernel gone")
-                    continue
-            idle = record.idle_seconds(now)
-            if record.workers:
-                record.empty_since = None
-            elif record.empty_since is None:
-                record.empty_since = now
-            size = max(record.requested, len(record.workers))
-            if record.mode == "fixed" and size > record.minimum and idle >= record.idle_timeout:
-                assert record.handle is not None
-                await self._backend(record.backend).adapt(
-                    record.handle, record.minimum, record.maximum, record.idle_timeout
-                )
-                record.mode = "adaptive"
-            if (
-                not record.workers
-                and record.empty_since is not None
-                and min(idle, now - record.empty_since) >= record.shutdown_after
-            ):
-                await self.close_cluster(record.id, reason="shutdown-after: empty and idle")
 
 
 async def _quietly(awaitable: Any) -> None:
@@ -669,4 +699,3 @@ def _current_user() -> str:
         return getpass.getuser()
     except Exception:
         return "user"
-

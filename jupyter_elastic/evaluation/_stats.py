@@ -15,8 +15,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from ._array import cast, get_namespace, to_numpy
-from ._chunked import union_labels
+from .._arrays.chunked import union_labels
+from .._arrays.namespace import cast, get_namespace, to_numpy
 
 __all__ = [
     "SMALL_LABEL_RANGE",

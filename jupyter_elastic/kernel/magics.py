@@ -1,7 +1,8 @@
 """``%%gpu`` and ``%gpu``: the notebook surface of elastic compute.
 
 This module parses flags, checks every value before anything runs, and binds results;
-the work itself is in ``session.py`` (dispatch) and ``remote.py`` (cell analysis). Every
+the work itself is in ``dispatch.py`` (running a cell), ``session.py`` (lease, client),
+``display.py`` (what is shown) and ``execution/analysis.py`` (names in and out). Every
 user mistake is one ``UsageError`` line that names the bad value and the accepted form,
 and a failed cell leaves the namespace exactly as it was.
 """
@@ -9,16 +10,19 @@ and a failed cell leaves the namespace exactly as it was.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from . import config as cfg
-from .errors import ConfigError, ElasticError
-from .remote import analyze_cell
-from .session import CellOptions, ElasticSession
+from .. import config as cfg
+from ..errors import ConfigError, ElasticError
+from ..execution.analysis import analyze_cell
+from .dispatch import CellOptions, Dispatcher
+from .display import config_text, history_text, status_text
+from .session import ElasticSession
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,7 +86,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
         timeout = None if args.timeout is None else cfg.parse_duration(args.timeout, what="--timeout")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"--timeout must be above 0, got {args.timeout!r}")
-        cpus = None if args.cpus is None else cfg._int(args.cpus, "--cpus", minimum=1)
+        cpus = None if args.cpus is None else cfg.whole(args.cpus, "--cpus", minimum=1)
         if args.memory is not None:
             memory = cfg.parse_size(args.memory, what="--memory")
             worker_memory = cfg.load_settings().worker.memory
@@ -91,7 +95,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
                     f"--memory {args.memory} is more than a worker has ({worker_memory / 2**30:.1f} GiB); "
                     "raise jupyter-elastic.worker.memory with %gpu config worker.memory=..."
                 )
-        retries = cfg._int(args.retries, "--retries")
+        retries = cfg.whole(args.retries, "--retries")
         backend = None if args.backend is None else cfg.check_backend(args.backend)
     except ConfigError as exc:
         raise UsageError(exc.message) from None
@@ -111,6 +115,7 @@ class ElasticMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.session = ElasticSession()
+        self.dispatcher = Dispatcher(self.session)
 
     @property
     def _shell(self) -> Any:
@@ -154,7 +159,7 @@ class ElasticMagics(Magics):
             if missing:
                 raise UsageError(f"--in names {', '.join(missing)}, which the notebook does not define; "
                                  "run the cell that defines it first")
-        result = self.session.run(plan, namespace, options, self._cell_number())
+        result = self.dispatcher.run(plan, namespace, options, self._cell_number())
         # All at once, and only now that the cell succeeded.
         namespace.update(result.outputs)
         for name in result.deleted:
@@ -204,17 +209,10 @@ class ElasticMagics(Magics):
         p = _Parser(prog="%gpu status")
         p.add_argument("--json", action="store_true")
         args = p.parse_args(argv)
-        cp = self.session.control_plane
-        clusters = []
-        for cluster in cp.clusters():
-            try:
-                clusters.append(cp.cluster(cluster["id"]))
-            except ElasticError:
-                continue
-        report = {"clusters": clusters}
+        report = {"clusters": self.session.control_plane.clusters(details=True)}
         if args.json:
             return report
-        print(_status_text(report, self.session))
+        print(status_text(report, self.session.lease))
         return None
 
     def _cmd_scale(self, argv: list[str]) -> Any:
@@ -268,7 +266,7 @@ class ElasticMagics(Magics):
 
     def _cmd_config(self, argv: list[str]) -> Any:
         if not argv:
-            print(_config_text(cfg.load_settings()))
+            print(config_text(cfg.load_settings()))
             return None
         changes = []
         for item in argv:
@@ -304,11 +302,13 @@ class ElasticMagics(Magics):
     def _cmd_history(self, argv: list[str]) -> Any:
         p = _Parser(prog="%gpu history")
         p.add_argument("--json", action="store_true")
+        p.add_argument("--all", action="store_true", help="every notebook's cells, not only this one's")
         args = p.parse_args(argv)
-        rows = self.session.control_plane.history()
+        notebook = None if args.all else (os.environ.get("JPY_SESSION_NAME") or None)
+        rows = self.session.control_plane.history(notebook)
         if args.json:
             return rows
-        print(_history_text(rows, cfg.load_settings().pricing.currency))
+        print(history_text(rows, cfg.load_settings().pricing.currency))
         return None
 
     def _cmd_logs(self, argv: list[str]) -> Any:
@@ -338,84 +338,9 @@ class ElasticMagics(Magics):
 
 def _whole(value: str, what: str) -> int:
     try:
-        number = int(value)
-    except ValueError:
-        raise UsageError(f"{what} must be a whole number >= 0, got {value!r}") from None
-    if number < 0:
-        raise UsageError(f"{what} must be a whole number >= 0, got {value!r}")
-    return number
-
-
-def _money(value: float, currency: str) -> str:
-    return f"{value:.4f} {currency}"
-
-
-def _status_text(report: dict[str, Any], session: ElasticSession) -> str:
-    clusters = report["clusters"]
-    if not clusters:
-        return "no clusters running; a %%gpu cell starts one on demand"
-    lines = []
-    for c in clusters:
-        mine = " (this notebook)" if session.lease and session.lease["cluster_id"] == c["id"] else ""
-        gpu_note = f"{c['gpus']} GPU(s)" if c["has_gpu"] else "no GPU found: CPU workers run the NumPy path"
-        idle = c["idle_seconds"]
-        if c["workers"] and not c["running_cells"]:
-            left = max(0.0, c["idle_timeout"] - idle)
-            countdown = f"idle {idle:.0f}s, scale to zero in {left:.0f}s"
-        elif c["running_cells"]:
-            countdown = f"{c['running_cells']} cell(s) running"
-        else:
-            countdown = "no workers (scaled to zero)"
-        usage = c["usage"]
-        lines.append(
-            f"{c['name']} [{c['id']}]{mine}: {c['backend']}, {c['status']}, {c['workers']} worker(s), "
-            f"{gpu_note}; {countdown}; cost so far {_money(usage['cost'], c.get('currency', 'USD'))} "
-            f"(idle {usage['idle_seconds']:.0f} worker-s)"
-        )
-        for w in c.get("worker_details", []):
-            gpu = f"{w['gpus']:g} GPU" if w["gpus"] else "no GPU"
-            util = f", GPU {w['gpu_utilization']}%" if w.get("gpu_utilization") is not None else ""
-            lines.append(f"    {w['name']}: {gpu}, memory {w['memory'] / 2**30:.1f} GiB{util}")
-        if c.get("dashboard_link"):
-            lines.append(f"    dashboard: {c['dashboard_link']}")
-    return "\n".join(lines)
-
-
-def _history_text(rows: list[dict[str, Any]], currency: str) -> str:
-    if not rows:
-        return "no %%gpu cells have run yet"
-    header = f"{'cell':>5} {'started':25} {'where':10} {'seconds':>8} {'GPU-s':>8} {'cost':>12}  status"
-    lines = [header]
-    for r in rows:
-        cell = "" if r.get("cell") is None else str(r["cell"])
-        lines.append(
-            f"{cell:>5} {r['started']:25} {r.get('device', ''):10} {r['seconds']:8.3f} "
-            f"{r['gpu_seconds']:8.3f} {_money(r['cost'], currency):>12}  {r['status']}"
-            + (f" ({r['error']})" if r.get("error") else "")
-        )
-    total = sum(r["cost"] for r in rows)
-    lines.append(f"total cost of {len(rows)} cell(s): {_money(total, currency)}")
-    return "\n".join(lines)
-
-
-def _config_text(settings: cfg.Settings) -> str:
-    s = settings
-    rows = [
-        ("backend", s.backend),
-        ("idle-timeout", f"{s.idle_timeout:g}s"),
-        ("shutdown-after", f"{s.shutdown_after:g}s"),
-        ("lease-ttl", f"{s.lease_ttl:g}s"),
-        ("min-workers", s.min_workers),
-        ("max-workers", s.max_workers),
-        ("interrupt-grace", f"{s.interrupt_grace:g}s"),
-        ("worker.gpus", s.worker.gpus),
-        ("worker.cpus", s.worker.cpus),
-        ("worker.memory", f"{s.worker.memory / 2**30:g}GiB"),
-        ("pricing.gpu-hour", s.pricing.gpu_hour),
-        ("pricing.cpu-hour", s.pricing.cpu_hour),
-        ("pricing.currency", s.pricing.currency),
-    ]
-    return "\n".join(f"{k:18} {v}" for k, v in rows)
+        return cfg.whole(value, what)
+    except ConfigError as exc:
+        raise UsageError(exc.message) from None
 
 
 _magics: ElasticMagics | None = None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from ._checks import (
+from .._arrays.checks import (
     as_array,
     check_finite,
     check_float_array,
@@ -22,7 +22,7 @@ from ._checks import (
     check_ndim,
     check_weights,
 )
-from ._chunked import map_reduce
+from .._arrays.chunked import map_reduce
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "run_evaluate"]
 
@@ -107,7 +107,7 @@ def run_evaluate(
     check_ndim(y, "y", (1, 2))
     n = check_lengths(X=X, y=y)
     w = check_weights(sample_weight, n)
-    from ._array import is_dask  # noqa: PLC0415
+    from .._arrays.namespace import is_dask  # noqa: PLC0415
 
     if chunk_size is None and not is_dask(X):
         chunk_size = DEFAULT_CHUNK_ROWS

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._array import cast, get_namespace, is_dask
-from ._checks import as_array, check_finite, check_float_array, check_ndim, float_dtype
+from .._arrays.checks import as_array, check_finite, check_float_array, check_ndim, float_dtype
+from .._arrays.namespace import cast, get_namespace, is_dask
 
 __all__ = [
     "band_powers",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import (
+from .._arrays.checks import (
     as_array,
     check_finite,
     check_float_array,
@@ -27,7 +27,7 @@ from ._checks import (
     check_ndim,
     check_weights,
 )
-from ._chunked import map_reduce
+from .._arrays.chunked import map_reduce
 from ._evaluate import run_evaluate
 from ._finalize import (
     UndefinedMetricWarning,

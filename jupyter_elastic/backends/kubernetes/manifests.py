@@ -16,15 +16,25 @@ import copy
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from .config import Settings, parse_duration
-from .errors import ConfigError
-from .models import ClusterSpec
+from ...config import KubernetesSettings, Settings
+from ...errors import ConfigError
+from ...models import ClusterSpec
+from ...protocol import (
+    CPU_RESOURCE,
+    GPU_RESOURCE,
+    IDLE_TIMEOUT_ENV,
+    RESOURCE_ENV,
+    SCHEDULER_PRELOAD,
+    SLOTS_ENV,
+    WORKER_ENV,
+    WORKER_PRELOAD,
+)
 
 GROUP = "kubernetes.dask.org"
 API_VERSION = f"{GROUP}/v1"
@@ -62,70 +72,14 @@ SCHEDULER_RESOURCES = {
 GPU_TOLERATION_EFFECTS = ("NoSchedule",)
 
 
-@dataclass(frozen=True)
-class KubernetesOptions:
-    """The ``jupyter-elastic.kubernetes`` settings, checked and with defaults filled in."""
-
-    namespace: str = "default"
-    image: str | None = None
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_type_label: str = "nvidia.com/gpu.product"
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    service_account: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    scheduler_service_type: str = "ClusterIP"
-    pending_timeout: float = 300.0
-    start_timeout: float = 900.0
-    connect_timeout: float = 30.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings, namespace: str | None = None) -> KubernetesOptions:
-        """Read ``settings.kubernetes``; bad values raise ConfigError naming the key."""
-        k8s = dict(settings.kubernetes or {})
-        key = "jupyter-elastic.kubernetes."
-
-        def mapping(name: str) -> dict[str, str]:
-            value = k8s.get(name) or {}
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key}{name} must be a mapping of strings, got {value!r}")
-            return {str(k): str(v) for k, v in value.items()}
-
-        tolerations = k8s.get("tolerations") or []
-        if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
-            raise ConfigError(
-                f"{key}tolerations must be a list of tolerations such as "
-                f"[{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}], got {tolerations!r}"
-            )
-        service_type = str(k8s.get("scheduler-service-type") or "ClusterIP")
-        if service_type not in ("ClusterIP", "NodePort", "LoadBalancer"):
-            raise ConfigError(
-                f"{key}scheduler-service-type must be ClusterIP, NodePort or LoadBalancer, "
-                f"got {service_type!r}"
-            )
-        return cls(
-            namespace=namespace or k8s.get("namespace") or "default",
-            image=k8s.get("image") or None,
-            gpu_resource=str(k8s.get("gpu-resource") or "nvidia.com/gpu"),
-            gpu_type_label=str(k8s.get("gpu-type-label") or "nvidia.com/gpu.product"),
-            node_selector=mapping("node-selector"),
-            tolerations=[dict(t) for t in tolerations],
-            service_account=k8s.get("service-account") or None,
-            env=mapping("env"),
-            labels=mapping("labels"),
-            scheduler_service_type=service_type,
-            pending_timeout=parse_duration(
-                k8s.get("pending-timeout", "5m"), what=key + "pending-timeout"
-            ),
-            start_timeout=parse_duration(k8s.get("start-timeout", "15m"), what=key + "start-timeout"),
-            connect_timeout=parse_duration(
-                k8s.get("connect-timeout", "30s"), what=key + "connect-timeout"
-            ),
-        )
+def kubernetes_options(settings: Settings, namespace: str | None = None) -> KubernetesSettings:
+    """The ``kubernetes`` settings with the namespace resolved: ``namespace`` if given, else
+    the configured one, else ``default`` (parsing and checks are ``config.py``'s)."""
+    chosen = namespace or settings.kubernetes.namespace or "default"
+    return replace(settings.kubernetes, namespace=chosen)
 
 
-def resolve_image(spec: ClusterSpec, options: KubernetesOptions) -> str:
+def resolve_image(spec: ClusterSpec, options: KubernetesSettings) -> str:
     """The worker image: the spec's, the configured one, else the notebook's own image.
 
     JupyterHub's KubeSpawner sets ``JUPYTER_IMAGE_SPEC`` (and ``JUPYTER_IMAGE``) in the
@@ -165,11 +119,11 @@ def _env_list(env: dict[str, str]) -> list[dict[str, str]]:
 def worker_resource(spec: ClusterSpec) -> tuple[str, float]:
     """The Dask worker resource a worker offers: ``("GPU", n)`` or ``("CELL", 1)``."""
     if spec.gpus_per_worker > 0:
-        return "GPU", float(max(1, int(spec.gpus_per_worker)))
-    return "CELL", 1.0
+        return GPU_RESOURCE, float(max(1, int(spec.gpus_per_worker)))
+    return CPU_RESOURCE, 1.0
 
 
-def cluster_labels(spec: ClusterSpec, options: KubernetesOptions) -> dict[str, str]:
+def cluster_labels(spec: ClusterSpec, options: KubernetesSettings) -> dict[str, str]:
     """Labels on every object of the cluster: owner, notebook session, ours, the admin's."""
     labels = dict(options.labels)
     labels.update(spec.labels)
@@ -181,7 +135,7 @@ def cluster_labels(spec: ClusterSpec, options: KubernetesOptions) -> dict[str, s
 
 
 def cluster_manifest(
-    spec: ClusterSpec, options: KubernetesOptions, *, replicas: int = 0
+    spec: ClusterSpec, options: KubernetesSettings, *, replicas: int = 0
 ) -> dict[str, Any]:
     """The ``DaskCluster`` for ``spec``, with ``replicas`` workers to begin with.
 
@@ -193,7 +147,7 @@ def cluster_manifest(
     image = resolve_image(spec, options)
     labels = cluster_labels(spec, options)
     resource, slots = worker_resource(spec)
-    has_gpu = resource == "GPU"
+    has_gpu = resource == GPU_RESOURCE
     env = {**options.env, **spec.env}
     annotations = {OWNER_LABEL: spec.owner}
     if spec.session:
@@ -217,11 +171,11 @@ def cluster_manifest(
                     "--nthreads", str(spec.cpus_per_worker),
                     "--memory-limit", str(spec.memory_per_worker),
                     "--resources", f"{resource}={slots:g}",
-                    "--preload", "jupyter_elastic.remote",
+                    "--preload", WORKER_PRELOAD,
                     "--dashboard-address", str(WORKER_DASHBOARD_PORT),
                 ],
                 "env": _env_list(
-                    {**env, "JUPYTER_ELASTIC_WORKER": "1", "MPLBACKEND": "agg"}
+                    {**env, WORKER_ENV: "1", "MPLBACKEND": "agg"}
                 ),
                 "resources": {"requests": dict(worker_limits), "limits": dict(worker_limits)},
                 "ports": [
@@ -256,14 +210,14 @@ def cluster_manifest(
                     "--host", "0.0.0.0",
                     "--port", str(SCHEDULER_PORT),
                     "--dashboard-address", f":{DASHBOARD_PORT}",
-                    "--preload", "jupyter_elastic.k8s_scheduler",
+                    "--preload", SCHEDULER_PRELOAD,
                 ],
                 "env": _env_list(
                     {
                         **env,
-                        "JUPYTER_ELASTIC_IDLE_TIMEOUT": f"{spec.idle_timeout:g}",
-                        "JUPYTER_ELASTIC_RESOURCE": resource,
-                        "JUPYTER_ELASTIC_SLOTS": f"{slots:g}",
+                        IDLE_TIMEOUT_ENV: f"{spec.idle_timeout:g}",
+                        RESOURCE_ENV: resource,
+                        SLOTS_ENV: f"{slots:g}",
                     }
                 ),
                 "resources": copy.deepcopy(SCHEDULER_RESOURCES),
@@ -343,11 +297,11 @@ def autoscaler_manifest(
     }
 
 
-def render(spec: ClusterSpec, options: KubernetesOptions) -> list[dict[str, Any]]:
+def render(spec: ClusterSpec, options: KubernetesSettings) -> list[dict[str, Any]]:
     """Every object the backend creates for ``spec``, in creation order."""
     cluster = cluster_manifest(spec, options, replicas=min(1, spec.max_workers))
     autoscaler = autoscaler_manifest(
-        spec.name, options.namespace, spec.min_workers, spec.max_workers,
+        spec.name, options.namespace or "default", spec.min_workers, spec.max_workers,
         labels=cluster["metadata"]["labels"],
     )
     return [cluster, autoscaler]

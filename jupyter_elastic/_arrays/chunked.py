@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import is_dask
+from .namespace import is_dask
 
 __all__ = ["SPLIT_EVERY", "align_rows", "map_reduce"]
 

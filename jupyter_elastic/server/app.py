@@ -1,12 +1,12 @@
 """The Jupyter server extension: hosts the control plane in the server process.
 
-``ElasticExtension`` builds one :class:`~jupyter_elastic.manager.ElasticClusterManager` per
+``ElasticExtension`` builds one :class:`~jupyter_elastic.controlplane.manager.ElasticClusterManager` per
 server in ``initialize_settings``, serves the REST API of ``handlers.py`` under
 ``/jupyter-elastic/api`` and, before any kernel launches, puts
 ``JUPYTER_ELASTIC_SERVER_URL`` and ``JUPYTER_ELASTIC_TOKEN`` into the server's environment
 (kernel managers copy ``os.environ``), so ``%%gpu`` in every kernel of this server leases
 its clusters here: they survive kernel restarts and the sidebar sees all of them. Without
-this extension a kernel hosts the same control plane itself (``controlplane.py``).
+this extension a kernel hosts the same control plane itself (``controlplane/embedded.py``).
 Admin policy (idle-timeout bounds, GPUs per user, prices) is traitlets configuration:
 
 .. code-block:: python
@@ -26,10 +26,10 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Unicode, default
 
-from .config import Pricing, load_settings
-from .controlplane import SERVER_TOKEN_ENV, SERVER_URL_ENV
+from ..config import Pricing, load_settings
+from ..controlplane.manager import ElasticClusterManager
+from ..protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 from .handlers import default_handlers
-from .manager import ElasticClusterManager
 
 _LOCAL_IPS = {"", "localhost", "0.0.0.0", "::", "127.0.0.1", "*"}
 

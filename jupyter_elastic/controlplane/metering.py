@@ -3,15 +3,17 @@
 A cluster is billed for every second each worker exists (that is what a cloud charges);
 seconds in which no cell ran are also counted as ``idle_seconds`` — money that bought
 nothing, the number this project exists to drive to zero. A cell is charged for the
-seconds its task computed, times the GPUs (or CPU cores) it held.
+seconds its task computed, times the GPUs (or CPU cores) it held. Both are priced here,
+by the control plane, with its prices (an admin's ``c.ElasticExtension.gpu_hour_price``
+included): kernels report what happened, never what it cost.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Pricing
-from .models import Usage
+from ..config import Pricing
+from ..models import HistoryRow, Usage
 
 
 @dataclass
@@ -66,3 +68,17 @@ def cell_charge(
     gpu_seconds = compute_seconds * gpus if on_gpu else 0.0
     cpu_seconds = 0.0 if on_gpu else compute_seconds * cpus
     return gpu_seconds, cpu_seconds, pricing.cost(gpu_seconds, cpu_seconds)
+
+
+def price_row(pricing: Pricing, row: HistoryRow) -> HistoryRow:
+    """Fill a reported cell's GPU-seconds, CPU-seconds and cost from its compute seconds.
+
+    ``--local`` cells ran in the kernel and cost nothing.
+    """
+    if row.device == "local":
+        row.gpu_seconds = row.cpu_seconds = row.cost = 0.0
+        return row
+    row.gpu_seconds, row.cpu_seconds, row.cost = cell_charge(
+        pricing, row.compute_seconds, row.gpus, row.cpus, row.device == "gpu"
+    )
+    return row

@@ -26,21 +26,23 @@ from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
 from distributed.core import Status, rpc
 from tornado.ioloop import IOLoop
 
-from ..errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
-from ..k8s_manifests import (
+from ...config import KubernetesSettings
+from ...errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
+from ...models import ClusterSpec, WorkerDetail
+from ...protocol import GPU_RESOURCE, RESOURCE_ENV, Progress
+from ..base import ClusterHandle, ElasticBackend
+from .manifests import (
     API_VERSION,
     HELM_INSTALL,
     MANAGED_BY,
     OWNER_LABEL,
-    KubernetesOptions,
     autoscaler_manifest,
     cluster_manifest,
+    kubernetes_options,
     label_value,
     validate_manifest,
     worker_resource,
 )
-from ..models import ClusterSpec, WorkerDetail
-from .base import ClusterHandle, ElasticBackend, ProgressCallback
 
 log = logging.getLogger("jupyter_elastic.backends.kubernetes")
 
@@ -189,15 +191,15 @@ class KubernetesBackend(ElasticBackend):
 
     def configure(self, settings: Any) -> None:
         super().configure(settings)
-        self.options = KubernetesOptions.from_settings(settings)
+        self.options = kubernetes_options(settings)
 
     # ------------------------------------------------------------------ helpers
     async def _namespace(self, api: Any, spec: ClusterSpec | None = None) -> str:
-        explicit = (spec.namespace if spec else None) or self.settings.kubernetes.get("namespace")
+        explicit = (spec.namespace if spec else None) or self.settings.kubernetes.namespace
         return str(explicit or api.namespace or "default")
 
-    def _options(self, namespace: str) -> KubernetesOptions:
-        return KubernetesOptions.from_settings(self.settings, namespace=namespace)
+    def _options(self, namespace: str) -> KubernetesSettings:
+        return kubernetes_options(self.settings, namespace=namespace)
 
     async def _delete(self, api: Any, namespace: str, name: str) -> None:
         for plural in ("daskautoscalers", "daskclusters"):
@@ -224,13 +226,13 @@ class KubernetesBackend(ElasticBackend):
             name=cluster.name,
             scheduler_address=cluster.scheduler_address,
             dashboard_link=cluster.dashboard_link,
-            has_gpu=spec_info["resource"] == "GPU",
+            has_gpu=spec_info["resource"] == GPU_RESOURCE,
             cluster=cluster,
             extra=spec_info,
         )
 
     # ------------------------------------------------------------------ start
-    async def start(self, spec: ClusterSpec, progress: ProgressCallback) -> ClusterHandle:
+    async def start(self, spec: ClusterSpec, progress: Progress) -> ClusterHandle:
         t0 = time.monotonic()
         api = await kube_api()
         namespace = await self._namespace(api, spec)
@@ -402,7 +404,7 @@ class KubernetesBackend(ElasticBackend):
             raise
         env = {e["name"]: e.get("value") for e in
                obj["spec"]["scheduler"]["spec"]["containers"][0].get("env") or []}
-        resource = env.get("JUPYTER_ELASTIC_RESOURCE", "GPU")
+        resource = env.get(RESOURCE_ENV, GPU_RESOURCE)
         info = {"namespace": namespace, "resource": resource,
                 "slots": float(env.get("JUPYTER_ELASTIC_SLOTS", "1")),
                 "max_workers": self.settings.max_workers,
@@ -490,14 +492,14 @@ class KubernetesBackend(ElasticBackend):
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         details = []
-        resource = handle.extra.get("resource", "GPU")
+        resource = handle.extra.get("resource", GPU_RESOURCE)
         for address, info in list((handle.cluster.scheduler_info.get("workers") or {}).items()):
             metrics = info.get("metrics") or {}
             gpu = metrics.get("gpu") or {}
             details.append(
                 WorkerDetail(
                     name=str(info.get("name", address)),
-                    gpus=float((info.get("resources") or {}).get("GPU", 0.0)) if resource == "GPU" else 0.0,
+                    gpus=float((info.get("resources") or {}).get(GPU_RESOURCE, 0.0)) if resource == GPU_RESOURCE else 0.0,
                     memory=int(info.get("memory_limit") or 0),
                     gpu_utilization=gpu.get("utilization"),
                     gpu_memory=gpu.get("memory-used"),
@@ -544,8 +546,8 @@ def _event_time(event: dict[str, Any]) -> float:
 class _StartWatch:
     """Reads pods and events of a starting cluster: reports phases, raises on faults."""
 
-    def __init__(self, api: Any, namespace: str, name: str, progress: ProgressCallback,
-                 t0: float, options: KubernetesOptions, interval: float) -> None:
+    def __init__(self, api: Any, namespace: str, name: str, progress: Progress,
+                 t0: float, options: KubernetesSettings, interval: float) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.progress, self.t0, self.options = progress, t0, options
         self.interval = interval

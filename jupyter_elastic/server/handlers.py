@@ -1,6 +1,6 @@
 """REST API of the server extension, under ``{base_url}jupyter-elastic/api``.
 
-Thin handlers: parse the request, call the :class:`~jupyter_elastic.manager.ElasticClusterManager`,
+Thin handlers: parse the request, call the :class:`~jupyter_elastic.controlplane.manager.ElasticClusterManager`,
 write JSON (snake_case). Every handler is ``@web.authenticated`` and XSRF-protected like any
 Jupyter endpoint; bad input is a 400 whose ``{"message": ...}`` names the field, an unknown
 id a 404, and :func:`http_errors` is the one place that turns an ``ElasticError`` into its
@@ -8,14 +8,14 @@ HTTP status. Full reference with examples: ``docs/rest-api.md``.
 
 Public endpoints (the sidebar, scripts)::
 
-    GET    /clusters                         -> 200 {"clusters": [cluster, ...]}
+    GET    /clusters[?details=1]             -> 200 {"clusters": [cluster, ...]}
     POST   /clusters {backend?, workers?, gpus?, name?}  -> 201 cluster
     GET    /clusters/{id}                    -> 200 cluster + worker_details
     DELETE /clusters/{id}                    -> 204
     POST   /clusters/{id}/scale {n}          -> 200 cluster
     POST   /clusters/{id}/adapt {minimum, maximum}       -> 200 cluster
     PUT    /clusters/{id}/idle-timeout {seconds}         -> 200 cluster
-    GET    /history                          -> 200 [history row, ...]   (oldest first)
+    GET    /history[?notebook=PATH]          -> 200 [history row, ...]   (oldest first)
     GET    /usage                            -> 200 usage totals
 
 Kernel-internal endpoints (``RemoteControlPlane``; also open to the server's own auth)::
@@ -54,12 +54,13 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .config import check_backend, parse_duration, parse_gpus
-from .errors import ElasticError
-from .manager import ElasticClusterManager
-from .models import HistoryRow, check_cluster_name
+from ..config import check_backend, parse_duration, parse_gpus, quote, short_text, whole
+from ..controlplane.manager import ElasticClusterManager
+from ..errors import ConfigError, ElasticError
+from ..models import HistoryRow, check_cluster_name
+from ..protocol import API_PATH
 
-API_PREFIX = "/jupyter-elastic/api"
+API_PREFIX = "/" + API_PATH
 KERNEL_USER = "jupyter-elastic-kernel"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
@@ -83,27 +84,28 @@ def _whole(body: dict[str, Any], key: str, *, required: bool = False) -> int | N
         if required:
             raise _bad(f"missing field {key!r}: a whole number >= 0")
         return None
-    value = body[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _bad(f"field {key!r} must be a whole number >= 0, got {json.dumps(value)}")
-    return value
+    try:
+        return whole(body[key], f"field {key!r}", text=False)
+    except ConfigError as exc:
+        raise _bad(exc.message) from None
 
 
-def _text(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+def _text(body: dict[str, Any], key: str, *, required: bool = False, limit: int = 200) -> str | None:
+    """``body[key]`` as a non-empty string of at most ``limit`` characters."""
     if key not in body or body[key] is None:
         if required:
             raise _bad(f"missing field {key!r}: a string")
         return None
-    value = body[key]
-    if not isinstance(value, str) or not value:
-        raise _bad(f"field {key!r} must be a non-empty string, got {json.dumps(value)}")
-    return value
+    try:
+        return short_text(body[key], f"field {key!r}", limit=limit)
+    except ConfigError as exc:
+        raise _bad(exc.message) from None
 
 
 def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}; accepted fields: {', '.join(allowed)}")
+        raise _bad(f"unknown field {quote(unknown[0])}; accepted fields: {', '.join(allowed)}")
 
 
 class ElasticHandler(APIHandler):
@@ -168,7 +170,12 @@ class ClusterListHandler(ElasticHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        self.write_json({"clusters": [self.public(c) for c in self.manager.list_clusters()]})
+        details = self.get_query_argument("details", "0") not in ("0", "", "false")
+        if details:  # workers read fresh from each scheduler, in one request for the sidebar
+            for record in self.manager.records():
+                await self.manager.refresh_workers(record)
+        clusters = self.manager.list_clusters(details=details)
+        self.write_json({"clusters": [self.public(c) for c in clusters]})
 
     @web.authenticated
     async def post(self) -> None:
@@ -258,7 +265,10 @@ class HistoryHandler(ElasticHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        self.write_json(self.manager.history())
+        notebook = self.get_query_argument("notebook", None)
+        if notebook is not None and len(notebook) > 1024:
+            raise _bad("query argument 'notebook' must be at most 1024 characters")
+        self.write_json(self.manager.history(notebook))
 
 
 class UsageHandler(ElasticHandler):

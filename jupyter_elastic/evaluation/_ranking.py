@@ -16,8 +16,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from ._array import get_namespace, to_numpy
-from ._chunked import union_labels
+from .._arrays.chunked import union_labels
+from .._arrays.namespace import get_namespace, to_numpy
 from ._stats import encode_labels
 
 __all__ = [

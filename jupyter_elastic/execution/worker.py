@@ -1,64 +1,35 @@
-"""What runs on a worker: the cell runner, its output, its inputs, and the Dask preload.
+"""What runs on a worker: the Dask preload, output routing, the input cache, interrupts.
 
-:func:`run_cell` executes a ``%%gpu`` body in a fresh ``__main__``-like namespace, routes
-``print``/``display``/matplotlib output of *this cell's thread* back to the kernel as
-ordered events (``Worker.log_event``), keeps large unchanged inputs in a per-worker cache
-so they are not re-sent, and returns a plain dict: it never raises for the cell's own
-errors, so the kernel decides about retries and renders the remote traceback against the
-cell's line numbers. :func:`dask_setup` is the workers' Dask preload.
+:func:`run_cell` is the task of every ``%%gpu`` cell: it runs the body through the one
+runner (``runner.py``), routes ``print``/``display``/matplotlib output of *this cell's
+thread* back to the kernel as ordered events (``Worker.log_event``), keeps large unchanged
+inputs in a per-worker cache so they are not re-sent, and returns a plain dict: it never
+raises for the cell's own errors, so the kernel decides about retries and renders the
+remote traceback against the cell's line numbers. :func:`dask_setup` is the workers' Dask
+preload (``--preload jupyter_elastic.execution.worker``). Nothing here imports the kernel,
+the control plane, the server or a backend: this module runs on workers.
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
 import ctypes
-import functools
 import io
-import linecache
 import os
 import sys
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-#: Inputs at least this large (bytes, by ``dask.sizeof``) are cached on workers.
-CACHE_MIN_BYTES = 1 << 20
-#: Results up to this size (pickled) come back with the cell's last event.
-INLINE_MAX_BYTES = 64 * 1024
+from ..protocol import CACHE_BYTES_ENV, INTERACTIVE_INTERVAL
+from . import runner
+from .payload import INLINE_MAX_BYTES, Cached, CacheIt, changed, parity_problems, versions
+
 #: A cell still running after this long tells the kernel which worker runs it (seconds).
 ANNOUNCE_AFTER = 0.03
 #: How often buffered output is sent while a cell runs (seconds).
 FLUSH_INTERVAL = 0.03
-#: Packages whose versions must agree between kernel and worker (and how strictly).
-PARITY = {"python": 2, "dask": 3, "distributed": 3, "cloudpickle": 1, "numpy": 1, "cupy": 1}
-
-
-class _Cached:
-    """Stands in for an input the worker already holds under ``token``."""
-
-    __slots__ = ("token",)
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Cached, (self.token,))
-
-
-class _CacheIt:
-    """Wraps an input the worker should keep under ``token`` for later cells."""
-
-    __slots__ = ("token", "value")
-
-    def __init__(self, token: str, value: Any) -> None:
-        self.token, self.value = token, value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_CacheIt, (self.token, self.value))
 
 
 class _InputCache:
@@ -104,7 +75,7 @@ class _InputCache:
             return list(self._items)
 
 
-_cache = _InputCache(int(os.environ.get("JUPYTER_ELASTIC_CACHE_BYTES", str(2 << 30))))
+_cache = _InputCache(int(os.environ.get(CACHE_BYTES_ENV, str(2 << 30))))
 
 
 class _CellOutput:
@@ -313,49 +284,9 @@ def dask_setup(worker: Any) -> None:
         pass
     install_worker_hooks()
     try:
-        worker.batched_stream.interval = 0.0005
+        worker.batched_stream.interval = INTERACTIVE_INTERVAL
     except AttributeError:
         pass
-
-
-@functools.lru_cache(maxsize=1)
-def _versions() -> tuple[tuple[str, str | None], ...]:
-    return tuple(_read_versions().items())
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of the packages whose mismatch breaks cells (None when absent); cached."""
-    return dict(_versions())
-
-
-def _read_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {"python": ".".join(map(str, sys.version_info[:3]))}
-    for package in PARITY:
-        if package == "python":
-            continue
-        names = [package] if package != "cupy" else ["cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x"]
-        found[package] = None
-        for name in names:
-            try:
-                found[package] = version(name)
-                break
-            except PackageNotFoundError:
-                continue
-    return found
-
-
-def parity_problems(kernel: dict[str, str | None], worker: dict[str, str | None]) -> list[str]:
-    """The critical differences between two ``versions()`` dicts, as readable lines."""
-    problems = []
-    for package, depth in PARITY.items():
-        a, b = kernel.get(package), worker.get(package)
-        if a is None or b is None:
-            continue  # cupy on one side only is fine: the worker picks its own array library
-        if a.split(".")[:depth] != b.split(".")[:depth]:
-            problems.append(f"{package} {a} in the kernel but {b} on the worker")
-    return problems
 
 
 def _emit_via(worker: Any, topic: str) -> Callable[[dict[str, Any]], None]:
@@ -379,15 +310,6 @@ def _to_host(value: Any) -> Any:
     if isinstance(value, dict) and type(value) is dict:
         return {k: _to_host(v) for k, v in value.items()}
     return value
-
-
-def _format_traceback(exc: BaseException, filename: str) -> list[str]:
-    """The traceback from the first frame in the cell on (runner frames dropped)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    lines = traceback.format_exception(type(exc), exc, tb)
-    return [line.rstrip("\n") for line in "".join(lines).splitlines()]
 
 
 def _interrupt_thread(thread_id: int) -> bool:
@@ -443,7 +365,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     namespace: dict[str, Any] = {}
     missing, used_tokens, from_cache = [], [], []
     for name, value in payload["inputs"].items():
-        if isinstance(value, _Cached):
+        if isinstance(value, Cached):
             hit, cached = _cache.get(value.token)
             if not hit:
                 missing.append(value.token)
@@ -451,7 +373,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
             namespace[name] = cached
             used_tokens.append((value.token, name))
             from_cache.append(name)
-        elif isinstance(value, _CacheIt):
+        elif isinstance(value, CacheIt):
             _cache.put(value.token, value.value)
             namespace[name] = value.value
             used_tokens.append((value.token, name))
@@ -462,60 +384,42 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
 
     cell_id = payload["cell_id"]
     filename = payload["filename"]
-    source = payload["source"]
     address = getattr(worker, "address", None)
     output = _CellOutput(_emit_via(worker, payload["topic"]), cell_id, address)
-    keep_on_device = payload.get("keep_on_device", False)
-    linecache.cache[filename] = (len(source), None, ["\n"] * payload["line_offset"] + source.splitlines(True), filename)
-    globals_: dict[str, Any] = {
-        "__name__": "__main__",
-        "__builtins__": builtins,
-        "display": remote_display,
-        **namespace,
-    }
+    convert = (lambda value: value) if payload.get("keep_on_device", False) else _to_host
+    globals_ = runner.fresh_globals(namespace, remote_display)
     _local.output = output
     _active[cell_id] = (output, threading.get_ident())
     started = time.perf_counter()
     result: dict[str, Any]
-    try:
-        tree = ast.parse(source, filename=filename)
-        ast.increment_lineno(tree, payload["line_offset"])
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, filename, "exec"), globals_)
-        value = eval(compile(last, filename, "eval"), globals_) if last is not None else None
-        _flush_figures(output)
-        outputs, deleted = {}, []
-        for name in payload["outputs"]:
-            if name in globals_:
-                outputs[name] = globals_[name] if keep_on_device else _to_host(globals_[name])
-            elif name in namespace:
-                deleted.append(name)
-        value = value if keep_on_device else _to_host(value)
-        unsendable = _unsendable(outputs, value)
-        if unsendable:
-            result = {"status": "error", "ename": "OutputNotSerializable", "evalue": unsendable,
-                      "traceback": []}
-        else:
-            result = {"status": "ok", "outputs": outputs, "deleted": deleted, "value": value}
-    except BaseException as exc:  # the cell's own error, KeyboardInterrupt from an interrupt
-        result = {
-            "status": "error",
-            "ename": type(exc).__name__,
-            "evalue": str(exc),
-            "traceback": _format_traceback(exc, filename),
-        }
-    finally:
-        compute = time.perf_counter() - started
-        with _active_lock:
-            _active.pop(cell_id, None)
-            _clear_interrupt(threading.get_ident())
-        _local.output = None
-        linecache.cache.pop(filename, None)
+    with runner.cell_source(filename, payload["source"], payload["line_offset"]):
+        try:
+            value = runner.execute(payload["source"], payload["line_offset"], filename, globals_)
+            _flush_figures(output)
+            outputs, deleted = runner.collect(globals_, payload["outputs"], namespace, convert)
+            value = convert(value)
+            unsendable = _unsendable(outputs, value)
+            if unsendable:
+                result = {"status": "error", "ename": "OutputNotSerializable",
+                          "evalue": unsendable, "traceback": []}
+            else:
+                result = {"status": "ok", "outputs": outputs, "deleted": deleted, "value": value}
+        except BaseException as exc:  # the cell's own error, KeyboardInterrupt from an interrupt
+            result = {
+                "status": "error",
+                "ename": type(exc).__name__,
+                "evalue": str(exc),
+                "traceback": runner.format_traceback(exc, filename),
+            }
+        finally:
+            compute = time.perf_counter() - started
+            with _active_lock:
+                _active.pop(cell_id, None)
+                _clear_interrupt(threading.get_ident())
+            _local.output = None
     # An input the cell changed in place must not be served to the next cell.
     for token, name in used_tokens:
-        if _changed(namespace[name], token):
+        if changed(namespace[name], token):
             _cache.drop(token)
     result.update(
         compute_seconds=compute,
@@ -539,15 +443,6 @@ def _inline(result: dict[str, Any]) -> bytes | None:
     except Exception:
         return None
     return data if len(data) <= INLINE_MAX_BYTES else None
-
-
-def _changed(value: Any, token: str) -> bool:
-    from dask.base import tokenize
-
-    try:
-        return tokenize(value) != token
-    except Exception:
-        return True
 
 
 def _unsendable(outputs: dict[str, Any], value: Any) -> str:
@@ -585,7 +480,7 @@ def _on_gpu() -> bool:
     if "cupy" not in sys.modules and not os.environ.get("CUDA_VISIBLE_DEVICES"):
         return False
     try:
-        from ._array import gpu_available
+        from .._arrays.namespace import gpu_available
     except ImportError:
         return False
     return bool(gpu_available())

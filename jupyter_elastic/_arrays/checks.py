@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import get_namespace, is_dask, to_numpy
+from .namespace import get_namespace, is_dask, to_numpy
 
 __all__ = [
     "as_array",

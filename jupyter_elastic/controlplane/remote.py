@@ -1,12 +1,13 @@
-"""The kernel's handle on the Jupyter server's control plane, over the extension's REST API.
+"""The REST API's one HTTP client, and the kernel's handle on the server's control plane.
 
-``connect_control_plane()`` returns a :class:`RemoteControlPlane` when the kernel was started
-by a server running the extension (``JUPYTER_ELASTIC_SERVER_URL`` / ``JUPYTER_ELASTIC_TOKEN``).
-Plain ``urllib`` (no proxies: the server is local), one request per call, errors turned
-back into the ``ElasticError`` subclass the server reported. ``cell_started`` and
-``cell_finished`` are on a cell's dispatch path, so they only enqueue; one background
-thread sends them in order. ``acquire`` reads the server's NDJSON stream and calls
-``progress(phase, detail)`` as each start-up phase arrives.
+:class:`ApiClient` is the only Python code that speaks the extension's REST API: plain
+``urllib`` (no proxies: the server is local), token authentication, JSON in and out, and
+errors turned back into the ``ElasticError`` subclass the server reported. The CLI uses it
+as it is; :class:`RemoteControlPlane` (what ``connect_control_plane()`` returns when a
+server running the extension started the kernel) builds the control-plane interface on it.
+``cell_started`` and ``cell_finished`` are on a cell's dispatch path, so they only enqueue;
+one background thread sends them in order. ``acquire`` reads the server's NDJSON stream and
+calls ``progress(phase, detail)`` as each start-up phase arrives.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .controlplane import ControlPlane, Progress
-from .errors import (
+from ..errors import (
     BackendUnavailable,
     ClusterNotFound,
     ClusterStartError,
     ConfigError,
     ElasticError,
 )
+from ..protocol import API_PATH, SERVER_URL_ENV, Progress
+from .base import ControlPlane
 
-log = logging.getLogger("jupyter_elastic.controlplane_remote")
+log = logging.getLogger("jupyter_elastic.controlplane.remote")
 
-API_PATH = "jupyter-elastic/api/"
 #: Seconds to wait for a plain request (a cluster start streams, and has no such limit).
 REQUEST_TIMEOUT = 60.0
 
@@ -48,7 +49,66 @@ def error_for(status: int, message: str) -> ElasticError:
     cls = _ERRORS.get(status, ElasticError)
     exc = cls(message, hint="") if cls is ClusterNotFound else cls(message)
     exc.status_code = status
+    exc.http_status = status  # type: ignore[attr-defined]  # the server answered (not a network fault)
     return exc
+
+
+class ApiClient:
+    """JSON requests to ``{url}jupyter-elastic/api/`` with ``Authorization: token ...``.
+
+    Examples
+    --------
+    ::
+
+        api = ApiClient("http://127.0.0.1:8888/", token)
+        clusters = api.request("GET", "clusters")["clusters"]
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.base = (url if url.endswith("/") else url + "/") + API_PATH + "/"
+        self.token = token
+        self.timeout = timeout
+        # The server is this machine's Jupyter server: never route through an HTTP proxy.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Send one request; the decoded JSON reply (None for 204), or an ElasticError."""
+        response = self.open(method, path, body, timeout=timeout or self.timeout)
+        with response:
+            data = response.read()
+        return json.loads(data) if data else None
+
+    def open(self, method: str, path: str, body: Any, *, timeout: float | None) -> Any:
+        """Send one request and return the open response (for streamed replies)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", f"token {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            return self._opener.open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raw = exc.read()
+            try:
+                message = json.loads(raw).get("message") or exc.reason
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace").strip() or str(exc.reason)
+            raise error_for(exc.code, str(message)) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BackendUnavailable(
+                f"cannot reach the Jupyter server's control plane at {self.base}: {reason}",
+                hint=f"Restart the kernel, or unset {SERVER_URL_ENV} to run clusters "
+                "inside this kernel",
+            ) from None
+
+    @staticmethod
+    def quote(value: str) -> str:
+        """``value`` as one URL path segment."""
+        return urllib.parse.quote(value, safe="")
 
 
 class RemoteControlPlane(ControlPlane):
@@ -66,53 +126,26 @@ class RemoteControlPlane(ControlPlane):
     kind = "server"
 
     def __init__(self, url: str, token: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
-        self.base = (url if url.endswith("/") else url + "/") + API_PATH
-        self.token = token
-        self.timeout = timeout
-        # The server is this machine's Jupyter server: never route through an HTTP proxy.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.api = ApiClient(url, token, timeout=timeout)
         self._outbox: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._sender: threading.Thread | None = None
         self._sender_lock = threading.Lock()
         self._closed = False
 
-    # ------------------------------------------------------------------ transport
+    @property
+    def base(self) -> str:
+        return self.api.base
+
+    @property
+    def token(self) -> str:
+        return self.api.token
+
     def _request(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None
     ) -> Any:
-        """Send one request; the decoded JSON reply (None for 204), or an ElasticError."""
-        response = self._open(method, path, body, timeout=timeout or self.timeout)
-        with response:
-            data = response.read()
-        return json.loads(data) if data else None
+        return self.api.request(method, path, body, timeout=timeout)
 
-    def _open(self, method: str, path: str, body: Any, *, timeout: float | None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Authorization", f"token {self.token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            return self._opener.open(request, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raw = exc.read()
-            try:
-                message = json.loads(raw).get("message") or exc.reason
-            except (ValueError, AttributeError):
-                message = raw.decode(errors="replace").strip() or str(exc.reason)
-            raise error_for(exc.code, str(message)) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BackendUnavailable(
-                f"cannot reach the Jupyter server's control plane at {self.base}: {reason}",
-                hint="Restart the kernel, or unset JUPYTER_ELASTIC_SERVER_URL to run clusters "
-                "inside this kernel",
-            ) from None
-
-    @staticmethod
-    def _quote(value: str) -> str:
-        return urllib.parse.quote(value, safe="")
+    _quote = staticmethod(ApiClient.quote)
 
     # ------------------------------------------------------------------ leases
     def acquire(
@@ -127,7 +160,7 @@ class RemoteControlPlane(ControlPlane):
         body = {"session": session, "backend": backend, "name": name, "gpu_type": gpu_type}
         body = {k: v for k, v in body.items() if v is not None}
         # No read timeout: a cold start can take minutes, and the server streams phases.
-        response = self._open("POST", "leases", body, timeout=None)
+        response = self.api.open("POST", "leases", body, timeout=None)
         with response:
             try:
                 return self._read_lease(response, progress)
@@ -213,8 +246,8 @@ class RemoteControlPlane(ControlPlane):
         return done.wait(timeout)
 
     # ------------------------------------------------------------------ clusters
-    def clusters(self) -> list[dict[str, Any]]:
-        return self._request("GET", "clusters")["clusters"]
+    def clusters(self, *, details: bool = False) -> list[dict[str, Any]]:
+        return self._request("GET", "clusters?details=1" if details else "clusters")["clusters"]
 
     def cluster(self, cluster_id: str) -> dict[str, Any]:
         return self._request("GET", f"clusters/{self._quote(cluster_id)}")
@@ -237,8 +270,9 @@ class RemoteControlPlane(ControlPlane):
     def stop(self, cluster_id: str) -> None:
         self._request("DELETE", f"clusters/{self._quote(cluster_id)}")
 
-    def history(self) -> list[dict[str, Any]]:
-        return self._request("GET", "history")
+    def history(self, notebook: str | None = None) -> list[dict[str, Any]]:
+        query = "" if notebook is None else "?notebook=" + self._quote(notebook)
+        return self._request("GET", "history" + query)
 
     def usage(self) -> dict[str, Any]:
         return self._request("GET", "usage")

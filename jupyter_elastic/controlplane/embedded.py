@@ -1,0 +1,120 @@
+"""The embedded control plane: the manager on a private event-loop thread in this process.
+
+Used when no Jupyter server with the extension started this kernel (plain IPython, VS Code,
+headless runs). The scheduler of a local cluster then lives in the kernel process, and its
+workers exit as soon as it goes: a kernel killed with ``kill -9`` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ..config import Settings, load_settings
+from ..protocol import Progress
+from .base import ControlPlane
+from .manager import ElasticClusterManager
+
+T = TypeVar("T")
+
+
+class EmbeddedControlPlane(ControlPlane):
+    """An ``ElasticClusterManager`` on a private event-loop thread inside this process."""
+
+    kind = "embedded"
+
+    def __init__(self, settings: Settings | None = None, **manager_kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="jupyter-elastic-control-plane", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+        self._follow_config = settings is None  # explicit settings stay as given
+
+        async def build() -> ElasticClusterManager:
+            manager = ElasticClusterManager(settings or load_settings(), **manager_kwargs)
+            await manager.start()
+            return manager
+
+        self.manager = self._call(build())
+        atexit.register(self.close)
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        if not self._closed:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _sync(self, fn: Callable[..., T], *args: Any) -> T:
+        async def run() -> T:
+            return fn(*args)
+
+        return self._call(run())
+
+    def acquire(self, session: str, *, backend: str | None = None, name: str | None = None,
+                gpu_type: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+        if self._follow_config:  # this kernel's settings, as %gpu config left them
+            self._sync(self.manager.update_settings, load_settings())
+        return self._call(
+            self.manager.acquire(session, backend=backend, name=name, gpu_type=gpu_type,
+                                 progress=progress)
+        )
+
+    def heartbeat(self, lease_id: str) -> bool:
+        return self._sync(self.manager.heartbeat, lease_id)
+
+    def release(self, lease_id: str) -> None:
+        self._sync(self.manager.release, lease_id)
+
+    def cell_started(self, cluster_id: str) -> None:
+        self._soon(self.manager.cell_started, cluster_id)
+
+    def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:
+        self._soon(self.manager.cell_finished, cluster_id, row)
+
+    def clusters(self, *, details: bool = False) -> list[dict[str, Any]]:
+        if details:  # workers read fresh from each scheduler
+            async def fresh() -> list[dict[str, Any]]:
+                for record in self.manager.records():
+                    await self.manager.refresh_workers(record)
+                return self.manager.list_clusters(details=True)
+
+            return self._call(fresh())
+        return self._sync(self.manager.list_clusters)
+
+    def cluster(self, cluster_id: str) -> dict[str, Any]:
+        return self._call(self.manager.get_cluster(cluster_id))
+
+    def scale(self, cluster_id: str, n: int) -> dict[str, Any]:
+        return self._call(self.manager.scale(cluster_id, n))
+
+    def adapt(self, cluster_id: str, minimum: int, maximum: int) -> dict[str, Any]:
+        return self._call(self.manager.adapt(cluster_id, minimum, maximum))
+
+    def set_idle_timeout(self, cluster_id: str, seconds: float) -> dict[str, Any]:
+        return self._call(self.manager.set_idle_timeout(cluster_id, seconds))
+
+    def stop(self, cluster_id: str) -> None:
+        self._call(self.manager.close_cluster(cluster_id, reason="stopped by the user"))
+
+    def history(self, notebook: str | None = None) -> list[dict[str, Any]]:
+        return self._sync(self.manager.history, notebook)
+
+    def usage(self) -> dict[str, Any]:
+        return self._sync(self.manager.usage)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call(self.manager.close_all("kernel shutdown"), timeout=30)
+        except Exception:
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

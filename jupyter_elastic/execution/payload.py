@@ -1,0 +1,98 @@
+"""What travels between the kernel and a worker for one cell, and what both sides check.
+
+A cell's payload carries its source, its inputs (large ones by content token: the worker
+keeps them in a cache and the next cell sends only the token), the names to bring back,
+and the kernel's package versions; :func:`parity_problems` is the check a worker makes
+before it runs anything. Imported by the kernel and by workers alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+#: Inputs at least this large (bytes, by ``dask.sizeof``) are cached on workers.
+CACHE_MIN_BYTES = 1 << 20
+#: Results up to this size (pickled) come back with the cell's last event.
+INLINE_MAX_BYTES = 64 * 1024
+#: Packages whose versions must agree between kernel and worker (and how strictly).
+PARITY = {"python": 2, "dask": 3, "distributed": 3, "cloudpickle": 1, "numpy": 1, "cupy": 1}
+
+
+class Cached:
+    """Stands in for an input the worker already holds under ``token``."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Cached, (self.token,))
+
+
+class CacheIt:
+    """Wraps an input the worker should keep under ``token`` for later cells."""
+
+    __slots__ = ("token", "value")
+
+    def __init__(self, token: str, value: Any) -> None:
+        self.token, self.value = token, value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CacheIt, (self.token, self.value))
+
+
+def input_token(value: Any) -> str:
+    """The content token under which a large input is cached."""
+    from dask.base import tokenize
+
+    return str(tokenize(value))
+
+
+def changed(value: Any, token: str) -> bool:
+    try:
+        return input_token(value) != token
+    except Exception:
+        return True
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str | None], ...]:
+    return tuple(_read_versions().items())
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages whose mismatch breaks cells (None when absent); cached."""
+    return dict(_versions())
+
+
+def _read_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": ".".join(map(str, sys.version_info[:3]))}
+    for package in PARITY:
+        if package == "python":
+            continue
+        names = [package] if package != "cupy" else ["cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x"]
+        found[package] = None
+        for name in names:
+            try:
+                found[package] = version(name)
+                break
+            except PackageNotFoundError:
+                continue
+    return found
+
+
+def parity_problems(kernel: dict[str, str | None], worker: dict[str, str | None]) -> list[str]:
+    """The critical differences between two ``versions()`` dicts, as readable lines."""
+    problems = []
+    for package, depth in PARITY.items():
+        a, b = kernel.get(package), worker.get(package)
+        if a is None or b is None:
+            continue  # cupy on one side only is fine: the worker picks its own array library
+        if a.split(".")[:depth] != b.split(".")[:depth]:
+            problems.append(f"{package} {a} in the kernel but {b} on the worker")
+    return problems

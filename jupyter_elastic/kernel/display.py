@@ -1,0 +1,135 @@
+"""What a ``%%gpu`` cell and ``%gpu`` show: start-up phases, streamed output, reports.
+
+Everything here runs on the cell's own thread in the kernel (ipykernel drops output written
+from other threads). Reports take the wire format's JSON (``models.py``) and turn it into
+text a person reads at a glance.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ..config import Settings
+from ..protocol import PHASES
+
+
+class PhaseDisplay:
+    """One updating line in the cell while a cluster or worker starts (never for warm cells)."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self._handle: Any = None
+        self.phase = ""
+        self.shown = False
+
+    def show(self, phase: str, detail: str = "") -> None:
+        from IPython.display import display
+
+        self.phase = phase
+        elapsed = time.monotonic() - self.start
+        steps = PHASES
+        marks = []
+        for step in steps:
+            if step == phase:
+                marks.append(f"[{step}]")
+            else:
+                marks.append(step)
+        text = f"jupyter-elastic: {' → '.join(marks)}  {elapsed:.1f} s" + (f"  ({detail})" if detail else "")
+        bundle = {"text/plain": text}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+        self.shown = True
+
+
+def render_event(event: dict[str, Any]) -> None:
+    """Show one output event in the running cell (called on the cell's thread)."""
+    kind = event["kind"]
+    if kind == "stream":
+        stream = sys.stderr if event.get("name") == "stderr" else sys.stdout
+        stream.write(event["text"])
+        stream.flush()
+    elif kind == "display":
+        from IPython.display import publish_display_data
+
+        sys.stdout.flush()
+        publish_display_data(event["data"], event.get("metadata") or {})
+    elif kind == "clear":
+        from IPython.display import clear_output
+
+        clear_output(wait=bool(event.get("wait")))
+
+
+def money(value: float, currency: str) -> str:
+    return f"{value:.4f} {currency}"
+
+
+def status_text(report: dict[str, Any], lease: dict[str, Any] | None) -> str:
+    clusters = report["clusters"]
+    if not clusters:
+        return "no clusters running; a %%gpu cell starts one on demand"
+    lines = []
+    for c in clusters:
+        mine = " (this notebook)" if lease and lease["cluster_id"] == c["id"] else ""
+        gpu_note = f"{c['gpus']} GPU(s)" if c["has_gpu"] else "no GPU found: CPU workers run the NumPy path"
+        idle = c["idle_seconds"]
+        if c["workers"] and not c["running_cells"]:
+            left = max(0.0, c["idle_timeout"] - idle)
+            countdown = f"idle {idle:.0f}s, scale to zero in {left:.0f}s"
+        elif c["running_cells"]:
+            countdown = f"{c['running_cells']} cell(s) running"
+        else:
+            countdown = "no workers (scaled to zero)"
+        usage = c["usage"]
+        lines.append(
+            f"{c['name']} [{c['id']}]{mine}: {c['backend']}, {c['status']}, {c['workers']} worker(s), "
+            f"{gpu_note}; {countdown}; cost so far {money(usage['cost'], c.get('currency', 'USD'))} "
+            f"(idle {usage['idle_seconds']:.0f} worker-s)"
+        )
+        for w in c.get("worker_details", []):
+            gpu = f"{w['gpus']:g} GPU" if w["gpus"] else "no GPU"
+            util = f", GPU {w['gpu_utilization']}%" if w.get("gpu_utilization") is not None else ""
+            lines.append(f"    {w['name']}: {gpu}, memory {w['memory'] / 2**30:.1f} GiB{util}")
+        if c.get("dashboard_link"):
+            lines.append(f"    dashboard: {c['dashboard_link']}")
+    return "\n".join(lines)
+
+
+def history_text(rows: list[dict[str, Any]], currency: str) -> str:
+    if not rows:
+        return "no %%gpu cells have run yet"
+    header = f"{'cell':>5} {'started':25} {'where':10} {'seconds':>8} {'GPU-s':>8} {'cost':>12}  status"
+    lines = [header]
+    for r in rows:
+        cell = "" if r.get("cell") is None else str(r["cell"])
+        lines.append(
+            f"{cell:>5} {r['started']:25} {r.get('device', ''):10} {r['seconds']:8.3f} "
+            f"{r['gpu_seconds']:8.3f} {money(r['cost'], currency):>12}  {r['status']}"
+            + (f" ({r['error']})" if r.get("error") else "")
+        )
+    total = sum(r["cost"] for r in rows)
+    lines.append(f"total cost of {len(rows)} cell(s): {money(total, currency)}")
+    return "\n".join(lines)
+
+
+def config_text(settings: Settings) -> str:
+    s = settings
+    rows = [
+        ("backend", s.backend),
+        ("idle-timeout", f"{s.idle_timeout:g}s"),
+        ("shutdown-after", f"{s.shutdown_after:g}s"),
+        ("lease-ttl", f"{s.lease_ttl:g}s"),
+        ("min-workers", s.min_workers),
+        ("max-workers", s.max_workers),
+        ("interrupt-grace", f"{s.interrupt_grace:g}s"),
+        ("worker.gpus", s.worker.gpus),
+        ("worker.cpus", s.worker.cpus),
+        ("worker.memory", f"{s.worker.memory / 2**30:g}GiB"),
+        ("pricing.gpu-hour", s.pricing.gpu_hour),
+        ("pricing.cpu-hour", s.pricing.cpu_hour),
+        ("pricing.currency", s.pricing.currency),
+    ]
+    return "\n".join(f"{k:18} {v}" for k, v in rows)

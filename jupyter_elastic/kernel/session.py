@@ -1,0 +1,207 @@
+"""This kernel's session: its lease on a cluster, its Dask client, and the heartbeat.
+
+One :class:`ElasticSession` per kernel. It asks the control plane for a cluster (showing
+start-up phases while one starts), connects a Dask client to it (events from workers
+arrive on :attr:`events`), and keeps the lease alive from a heartbeat thread. Running
+cells is ``dispatch.py``'s job; this class only holds what they run on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import queue
+import threading
+import uuid
+from typing import Any
+
+from ..config import Settings, load_settings
+from ..controlplane import ControlPlane, connect_control_plane
+from ..errors import CellCancelled
+from ..protocol import INTERACTIVE_INTERVAL
+from .display import PhaseDisplay
+
+
+class ElasticSession:
+    """A kernel's lease on a cluster, its Dask client and the heartbeat that keeps it."""
+
+    def __init__(self, control_plane: ControlPlane | None = None, session_id: str | None = None):
+        self.id = session_id or _kernel_id()
+        self._control_plane = control_plane
+        self.lease: dict[str, Any] | None = None
+        self.client: Any = None
+        #: Events the workers send for this session's cells (``Worker.log_event``).
+        self.events: queue.Queue[Any] = queue.Queue()
+        #: Content tokens of the large inputs the current cluster's workers already hold.
+        self.sent_tokens: set[str] = set()
+        self.topic = ""
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def control_plane(self) -> ControlPlane:
+        if self._control_plane is None:
+            self._control_plane = connect_control_plane()
+        return self._control_plane
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings()
+
+    def ensure_cluster(self, backend: str | None = None, gpu_type: str | None = None,
+                       phases: PhaseDisplay | None = None, name: str | None = None) -> dict[str, Any]:
+        """The lease of this session's cluster, starting one (with phases shown) if needed."""
+        backend = backend or self.settings.backend
+        name = name or session_cluster_name(backend)
+        if self.lease is not None and self.lease["backend"] == backend and (name is None or self.lease["name"] == name):
+            return self.lease
+        progress: queue.Queue[tuple[str, str]] = queue.Queue()
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jupyter-elastic-start")
+        future = pool.submit(
+            self.control_plane.acquire, self.id, backend=backend, name=name, gpu_type=gpu_type,
+            progress=lambda phase, detail: progress.put((phase, detail)),
+        )
+        try:
+            while True:
+                try:
+                    phase, detail = progress.get(timeout=0.1)
+                    if phases is not None and phase != "ready":
+                        phases.show(phase, detail)
+                except queue.Empty:
+                    if future.done():
+                        break
+                    if phases is not None and phases.shown:
+                        phases.show(phases.phase)
+        except KeyboardInterrupt:
+            # The start goes on in the background; the next cell picks the cluster up.
+            raise CellCancelled(
+                "interrupted while the cluster was starting; it keeps starting, and the next "
+                "%%gpu cell uses it (%gpu stop to stop it)"
+            ) from None
+        finally:
+            pool.shutdown(wait=False)
+        lease = future.result()
+        self._connect(lease)
+        return lease
+
+    def _connect(self, lease: dict[str, Any]) -> None:
+        from distributed import Client
+
+        self._disconnect()
+        kwargs: dict[str, Any] = {}
+        if lease.get("client"):  # the cluster's TLS credentials, handed to this kernel only
+            kwargs["security"] = client_security(lease["client"])
+        client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
+        try:
+            client.scheduler_comm.interval = INTERACTIVE_INTERVAL  # cells are rare: send at once
+        except AttributeError:
+            pass
+        self.topic = f"jupyter-elastic-{self.id}-{uuid.uuid4().hex[:6]}"
+        client.subscribe_topic(self.topic, lambda event: self.events.put(event[1]))
+        self.client, self.lease = client, lease
+        self.sent_tokens.clear()
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._stop.clear()
+            self._heartbeat = threading.Thread(target=self._beat, name="jupyter-elastic-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _disconnect(self) -> None:
+        client, self.client, self.lease = self.client, None, None
+        if client is not None:
+            try:
+                client.close(timeout=5)
+            except Exception:
+                pass
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            lease = self.lease
+            ttl = float(lease["lease_ttl"]) if lease else 30.0
+            if self._stop.wait(max(0.2, min(ttl / 4, 10.0))):
+                return
+            lease = self.lease
+            if lease is None:
+                continue
+            try:
+                alive = self.control_plane.heartbeat(lease["lease_id"])
+            except Exception:
+                continue
+            if not alive and self.lease is lease:
+                self._disconnect()  # the cluster is gone; the next cell starts a new one
+
+    def forget_cluster(self, cluster_id: str | None = None) -> None:
+        """Drop the client after the session's cluster was stopped."""
+        if self.lease is not None and (cluster_id is None or self.lease["cluster_id"] == cluster_id):
+            self._disconnect()
+
+    def close(self) -> None:
+        """Release the lease and close the client (kernel shutdown or %unload_ext)."""
+        self._stop.set()
+        lease = self.lease
+        self._disconnect()
+        if lease is not None:
+            try:
+                self.control_plane.release(lease["lease_id"])
+            except Exception:
+                pass
+        if self._control_plane is not None:
+            self._control_plane.close()
+            self._control_plane = None
+
+
+
+def client_security(info: dict[str, Any]) -> Any:
+    """The ``security=`` of a Dask client from a lease's ``client`` credentials.
+
+    ``kind: gateway``: dask-gateway's TLS through its proxy (importing dask-gateway
+    registers its ``gateway://`` comm); otherwise Dask's own TLS, with the cluster's CA.
+    """
+    if info.get("kind") == "gateway":
+        from dask_gateway.client import GatewaySecurity
+
+        return GatewaySecurity(tls_key=info["tls_key"], tls_cert=info["tls_cert"])
+    from distributed.security import Security
+
+    return Security(tls_ca_file=info["tls_ca"], tls_client_cert=info["tls_cert"],
+                    tls_client_key=info["tls_key"], require_encryption=True)
+
+
+def session_cluster_name(backend: str = "local") -> str | None:
+    """A stable cluster name for this notebook and backend (see ``_cluster_name``)."""
+    return _cluster_name(os.environ.get("JPY_SESSION_NAME"), backend)
+
+
+@functools.lru_cache(maxsize=16)
+def _cluster_name(path: str | None, backend: str) -> str | None:
+    """A stable cluster name for this notebook and backend, so a restarted kernel finds its
+    cluster (one per backend: ``%%gpu --backend`` may use several).
+
+    Jupyter servers set ``JPY_SESSION_NAME`` (the notebook's path) for the kernels they
+    start; elsewhere there is no notebook identity and each kernel gets a fresh cluster.
+    """
+    import hashlib
+    import re
+
+    if not path:
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0].lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:24].strip("-") or "notebook"
+    digest = hashlib.sha1(path.encode()).hexdigest()[:8]
+    suffix = "" if backend == "local" else f"-{backend[:4]}"
+    return f"nb-{slug}-{digest}{suffix}"
+
+
+def _kernel_id() -> str:
+    """This kernel's id (from its connection file) or a random one outside a kernel."""
+    try:
+        from ipykernel.kernelapp import IPKernelApp
+
+        if IPKernelApp.initialized():
+            path = IPKernelApp.instance().connection_file
+            name = os.path.basename(path)
+            if name.startswith("kernel-") and name.endswith(".json"):
+                return name[len("kernel-"):-len(".json")]
+    except Exception:
+        pass
+    return uuid.uuid4().hex

@@ -1,0 +1,49 @@
+"""What both sides of a wire agree on: names, prefixes, resources, intervals, env vars.
+
+The kernel, the control plane, the Jupyter server, scheduler preloads and workers run in
+different processes (often on different machines) and share only these constants. Change
+one here and every side follows; a value written out anywhere else is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+#: Key prefix of every ``%%gpu`` cell task (scaling policies count these).
+CELL_PREFIX = "gpu-cell"
+#: Worker resource a GPU worker offers per GPU.
+GPU_RESOURCE = "GPU"
+#: Worker resource a CPU worker offers as one cell slot (no GPU in reach).
+CPU_RESOURCE = "CELL"
+#: Task states in which a cell still needs (or holds) a worker slot.
+CELL_WAITING_STATES = ("processing", "waiting", "no-worker", "queued")
+
+#: Batched-send interval for interactive use, in seconds (Dask's defaults are 2-10 ms).
+INTERACTIVE_INTERVAL = 0.0005
+
+#: Path of the REST API under the Jupyter server's base URL.
+API_PATH = "jupyter-elastic/api"
+
+#: Set by the server extension before kernels launch: where its control plane answers.
+SERVER_URL_ENV = "JUPYTER_ELASTIC_SERVER_URL"
+#: Set by the server extension before kernels launch: the kernels' bearer token.
+SERVER_TOKEN_ENV = "JUPYTER_ELASTIC_TOKEN"
+#: Set on every worker the project starts.
+WORKER_ENV = "JUPYTER_ELASTIC_WORKER"
+#: Bytes a worker's input cache may hold.
+CACHE_BYTES_ENV = "JUPYTER_ELASTIC_CACHE_BYTES"
+#: Scheduler preload settings on Kubernetes (idle timeout, resource name, slots per worker).
+IDLE_TIMEOUT_ENV = "JUPYTER_ELASTIC_IDLE_TIMEOUT"
+RESOURCE_ENV = "JUPYTER_ELASTIC_RESOURCE"
+SLOTS_ENV = "JUPYTER_ELASTIC_SLOTS"
+
+#: Dask preload that every worker runs (output routing, input cache, interrupts).
+WORKER_PRELOAD = "jupyter_elastic.execution.worker"
+#: Dask preload of Kubernetes schedulers (the operator's autoscaler asks it).
+SCHEDULER_PRELOAD = "jupyter_elastic.backends.kubernetes.scheduler"
+
+#: Start-up phases a cell shows, in order (backends may report finer ones in between).
+PHASES = ("queued", "scheduler", "workers", "ready")
+
+#: ``progress(phase, detail)``: a start-up phase and a short human sentence (may be "").
+Progress = Callable[[str, str], None]
