@@ -18,7 +18,11 @@ export default tseslint.config(
   },
   {
     files: ['labextension/src/**/*.{ts,tsx}'],
-    extends: [js.configs.recommended, ...tseslint.configs.recommended, prettier],
+    extends: [
+      js.configs.recommended,
+      ...tseslint.configs.recommended,
+      prettier
+    ],
     languageOptions: {
       parserOptions: {
         project: './tsconfig.eslint.json',
@@ -39,7 +43,10 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
       '@typescript-eslint/no-namespace': 'off',
       '@typescript-eslint/no-use-before-define': 'off',
-      '@typescript-eslint/no-floating-promises': ['error', { ignoreVoid: true }],
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        { ignoreVoid: true }
+      ],
       quotes: [
         'error',
         'single',

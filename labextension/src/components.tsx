@@ -3,8 +3,20 @@
  */
 import * as React from 'react';
 
-import { formatBytes, formatCost, formatDuration, idleLabel, wholeNumber } from './format';
-import { ICluster, IElasticState, IHistoryRow, IWorkerDetail, SIDEBAR_TITLE } from './tokens';
+import {
+  formatBytes,
+  formatCost,
+  formatDuration,
+  idleLabel,
+  wholeNumber
+} from './format';
+import {
+  ICluster,
+  IElasticState,
+  IHistoryRow,
+  IWorkerDetail,
+  SIDEBAR_TITLE
+} from './tokens';
 
 /** Actions the panel offers; the widget wires them to the model and dialogs. */
 export interface IPanelActions {
@@ -32,7 +44,10 @@ export interface IPanelProps extends IPanelActions {
 export function ElasticPanel(props: IPanelProps): JSX.Element {
   const { state } = props;
   const currency = state.usage?.currency ?? 'USD';
-  const clusterCost = state.clusters.reduce((sum, c) => sum + (c.usage?.cost ?? 0), 0);
+  const clusterCost = state.clusters.reduce(
+    (sum, c) => sum + (c.usage?.cost ?? 0),
+    0
+  );
   return (
     <div className="jp-Elastic-panel">
       <header className="jp-Elastic-header">
@@ -48,7 +63,8 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
       </header>
       <div className="jp-Elastic-summary" aria-label="Usage">
         <span>
-          {state.clusters.length} cluster{state.clusters.length === 1 ? '' : 's'}
+          {state.clusters.length} cluster
+          {state.clusters.length === 1 ? '' : 's'}
         </span>
         <span title="Cost so far of the clusters listed here">
           running cost {formatCost(clusterCost, currency)}
@@ -114,12 +130,21 @@ export interface IClusterCardProps {
 /** One cluster: status, counts, idle clock, cost, workers and controls. */
 export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const { cluster, busy } = props;
-  const [n, setN] = React.useState(String(cluster.requested_workers ?? cluster.workers));
-  const [minimum, setMinimum] = React.useState(String(cluster.adapt?.minimum ?? 0));
-  const [maximum, setMaximum] = React.useState(String(cluster.adapt?.maximum ?? 4));
+  const [n, setN] = React.useState(
+    String(cluster.requested_workers ?? cluster.workers)
+  );
+  const [minimum, setMinimum] = React.useState(
+    String(cluster.adapt?.minimum ?? 0)
+  );
+  const [maximum, setMaximum] = React.useState(
+    String(cluster.adapt?.maximum ?? 4)
+  );
   // Follow changes made elsewhere (%gpu scale / adapt in a kernel), not every poll.
   React.useEffect(() => {
-    if (cluster.requested_workers !== null && cluster.requested_workers !== undefined) {
+    if (
+      cluster.requested_workers !== null &&
+      cluster.requested_workers !== undefined
+    ) {
       setN(String(cluster.requested_workers));
     }
   }, [cluster.requested_workers]);
@@ -132,19 +157,28 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const nValue = wholeNumber(n);
   const minValue = wholeNumber(minimum);
   const maxValue = wholeNumber(maximum);
-  const adaptValid = minValue !== null && maxValue !== null && minValue <= maxValue;
+  const adaptValid =
+    minValue !== null && maxValue !== null && minValue <= maxValue;
   const running = cluster.status === 'running';
   const mode = cluster.adapt
     ? `adaptive ${cluster.adapt.minimum}–${cluster.adapt.maximum}`
     : `fixed ${cluster.requested_workers ?? cluster.workers}`;
   return (
-    <div className="jp-Elastic-cluster" data-cluster-id={cluster.id} data-status={cluster.status}>
+    <div
+      className="jp-Elastic-cluster"
+      data-cluster-id={cluster.id}
+      data-status={cluster.status}
+    >
       <div className="jp-Elastic-clusterHead">
         <span className="jp-Elastic-clusterName" title={cluster.id}>
           {cluster.name}
         </span>
-        <span className={`jp-Elastic-status jp-Elastic-status-${cluster.status}`}>
-          {cluster.status === 'starting' && cluster.phase ? cluster.phase : cluster.status}
+        <span
+          className={`jp-Elastic-status jp-Elastic-status-${cluster.status}`}
+        >
+          {cluster.status === 'starting' && cluster.phase
+            ? cluster.phase
+            : cluster.status}
         </span>
       </div>
       <dl className="jp-Elastic-stats">
@@ -201,7 +235,11 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
             className="jp-Elastic-button"
             type="submit"
             disabled={busy || !running || nValue === null}
-            title={nValue === null ? 'Enter a whole number of workers (0 or more)' : undefined}
+            title={
+              nValue === null
+                ? 'Enter a whole number of workers (0 or more)'
+                : undefined
+            }
           >
             Scale
           </button>
@@ -241,7 +279,11 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
             className="jp-Elastic-button"
             type="submit"
             disabled={busy || !running || !adaptValid}
-            title={adaptValid ? undefined : 'Enter whole numbers with Min no larger than Max'}
+            title={
+              adaptValid
+                ? undefined
+                : 'Enter whole numbers with Min no larger than Max'
+            }
           >
             Adapt
           </button>
@@ -286,18 +328,24 @@ export function WorkerList(props: IWorkerListProps): JSX.Element | null {
   return (
     <ul className="jp-Elastic-workers">
       {[...props.workers]
-        .sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }))
+        .sort((a, b) =>
+          a.name.localeCompare(b.name, undefined, { numeric: true })
+        )
         .map(worker => (
-        <li key={worker.name} className="jp-Elastic-worker" data-worker={worker.name}>
-          <span className="jp-Elastic-workerName" title={worker.address}>
-            {worker.name}
-          </span>
-          <span className="jp-Elastic-workerGpu">{gpuLabel(worker)}</span>
-          <span className="jp-Elastic-workerMem" title="Memory limit">
-            {formatBytes(worker.memory)}
-          </span>
-        </li>
-      ))}
+          <li
+            key={worker.name}
+            className="jp-Elastic-worker"
+            data-worker={worker.name}
+          >
+            <span className="jp-Elastic-workerName" title={worker.address}>
+              {worker.name}
+            </span>
+            <span className="jp-Elastic-workerGpu">{gpuLabel(worker)}</span>
+            <span className="jp-Elastic-workerMem" title="Memory limit">
+              {formatBytes(worker.memory)}
+            </span>
+          </li>
+        ))}
     </ul>
   );
 }
@@ -346,7 +394,11 @@ export function HistoryTable(props: IHistoryTableProps): JSX.Element {
           <tr
             key={row.id}
             className={`jp-Elastic-historyRow jp-Elastic-result-${row.status}`}
-            title={row.error ? `${row.status}: ${row.error}` : `${row.device} · ${row.status}`}
+            title={
+              row.error
+                ? `${row.status}: ${row.error}`
+                : `${row.device} · ${row.status}`
+            }
           >
             <td>
               {row.status === 'ok' ? '' : '⚠ '}
@@ -371,5 +423,9 @@ function timeOf(iso: string): string {
   const date = new Date(iso);
   return isNaN(date.getTime())
     ? iso
-    : date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    : date.toLocaleTimeString([], {
+        hour: '2-digit',
+        minute: '2-digit',
+        second: '2-digit'
+      });
 }

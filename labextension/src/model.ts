@@ -50,7 +50,8 @@ export class ElasticModel implements IDisposable {
       },
       name: 'jupyter-elastic:model',
       // Idle while the page is hidden, and while the panel itself is collapsed.
-      standby: () => (this.isVisible !== null && !this.isVisible()) || 'when-hidden'
+      standby: () =>
+        (this.isVisible !== null && !this.isVisible()) || 'when-hidden'
     });
   }
 
@@ -158,7 +159,10 @@ export class ElasticModel implements IDisposable {
   /**
    * Run an action on a cluster: mark it busy, show a failure in the panel, refresh after.
    */
-  private async _act<T>(id: string, action: () => Promise<T>): Promise<T | null> {
+  private async _act<T>(
+    id: string,
+    action: () => Promise<T>
+  ): Promise<T | null> {
     this._update({ busy: [...this._state.busy, id], error: null });
     let result: T | null = null;
     try {

@@ -1,7 +1,12 @@
 /**
  * The sidebar widget: a `ReactWidget` that renders the model's state and asks before stopping.
  */
-import { Dialog, ReactWidget, showDialog, UseSignal } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  ReactWidget,
+  showDialog,
+  UseSignal
+} from '@jupyterlab/apputils';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import * as React from 'react';
@@ -18,7 +23,10 @@ const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"
 </svg>`;
 
 /** The sidebar's icon (a GPU board). */
-export const elasticIcon = new LabIcon({ name: 'jupyter-elastic:gpu', svgstr: ICON_SVG });
+export const elasticIcon = new LabIcon({
+  name: 'jupyter-elastic:gpu',
+  svgstr: ICON_SVG
+});
 
 /** Options of `ElasticSidebar`. */
 export interface IElasticSidebarOptions {
@@ -71,7 +79,9 @@ export class ElasticSidebar extends ReactWidget {
           <ElasticPanel
             state={state ?? this._model.state}
             defaultBackend={this._defaultBackend()}
-            onCreate={() => void this._model.create({ backend: this._defaultBackend() })}
+            onCreate={() =>
+              void this._model.create({ backend: this._defaultBackend() })
+            }
             onScale={(cluster, n) => void this._model.scale(cluster.id, n)}
             onAdapt={(cluster, minimum, maximum) =>
               void this._model.adapt(cluster.id, minimum, maximum)

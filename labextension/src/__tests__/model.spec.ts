@@ -50,7 +50,10 @@ class FakeServer {
   calls: string[] = [];
   fail: Record<string, string> = {};
 
-  request: RequestFn = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
+  request: RequestFn = async <T>(
+    path: string,
+    init: RequestInit = {}
+  ): Promise<T> => {
     const method = init.method ?? 'GET';
     this.calls.push(`${method} ${path}${init.body ? ' ' + init.body : ''}`);
     const failure = this.fail[`${method} ${path}`];
@@ -67,8 +70,19 @@ class FakeServer {
     }
     if (method === 'GET' && path === 'usage') {
       return {
-        clusters: { gpu_seconds: 0, cpu_seconds: 4, idle_seconds: 1, cost: 0.0001 },
-        cells: { count: 1, seconds: 1.5, gpu_seconds: 1.2, cpu_seconds: 0, cost: 0.0008 },
+        clusters: {
+          gpu_seconds: 0,
+          cpu_seconds: 4,
+          idle_seconds: 1,
+          cost: 0.0001
+        },
+        cells: {
+          count: 1,
+          seconds: 1.5,
+          gpu_seconds: 1.2,
+          cpu_seconds: 0,
+          cost: 0.0008
+        },
         currency: 'USD',
         pricing: { gpu_hour: 2.5, cpu_hour: 0.05 }
       } as T;
@@ -78,9 +92,12 @@ class FakeServer {
       this.clusters.push(made);
       return made as T;
     }
-    const found = match && this.clusters.find(c => c.id === decodeURIComponent(match[1]));
+    const found =
+      match && this.clusters.find(c => c.id === decodeURIComponent(match[1]));
     if (!found) {
-      throw new ResponseError(`no cluster with id '${match ? match[1] : path}'`);
+      throw new ResponseError(
+        `no cluster with id '${match ? match[1] : path}'`
+      );
     }
     if (method === 'GET') {
       return {
@@ -146,7 +163,12 @@ describe('ElasticModel', () => {
     expect(state.history).toEqual([ROW]);
     expect(state.usage!.cells.count).toBe(1);
     expect(server.calls).toEqual(
-      expect.arrayContaining(['GET clusters', 'GET history', 'GET usage', 'GET clusters/a'])
+      expect.arrayContaining([
+        'GET clusters',
+        'GET history',
+        'GET usage',
+        'GET clusters/a'
+      ])
     );
   });
 
@@ -163,7 +185,9 @@ describe('ElasticModel', () => {
 
   it('adapt sends the bounds', async () => {
     await model.adapt('a', 1, 3);
-    expect(server.calls).toContain('POST clusters/a/adapt {"minimum":1,"maximum":3}');
+    expect(server.calls).toContain(
+      'POST clusters/a/adapt {"minimum":1,"maximum":3}'
+    );
     expect(model.state.clusters[0].adapt).toEqual({ minimum: 1, maximum: 3 });
   });
 
@@ -182,7 +206,8 @@ describe('ElasticModel', () => {
   });
 
   it('shows a failed action as an error and does not throw', async () => {
-    server.fail['POST clusters/a/scale'] = "n=9 is above max-workers=4; raise jupyter-elastic.max-workers";
+    server.fail['POST clusters/a/scale'] =
+      'n=9 is above max-workers=4; raise jupyter-elastic.max-workers';
     const result = await model.scale('a', 9);
     expect(result).toBeNull();
     expect(model.state.error).toContain('max-workers=4');
@@ -204,13 +229,19 @@ describe('ElasticModel', () => {
 
   it('keeps a cluster summary when its details vanish between calls', async () => {
     const realRequest = server.request;
-    server.request = async <T>(path: string, init?: RequestInit): Promise<T> => {
+    server.request = async <T>(
+      path: string,
+      init?: RequestInit
+    ): Promise<T> => {
       if (path === 'clusters/a') {
         throw new ResponseError("no cluster with id 'a'");
       }
       return realRequest<T>(path, init);
     };
-    const other = new ElasticModel({ request: server.request, autoStart: false });
+    const other = new ElasticModel({
+      request: server.request,
+      autoStart: false
+    });
     await other.refresh();
     expect(other.state.clusters.map(c => c.id)).toEqual(['a']);
     expect(other.state.clusters[0].worker_details).toBeUndefined();
@@ -243,11 +274,20 @@ describe('format', () => {
     expect(formatDuration(7199.9)).toBe('2h');
     expect(formatCost(0.0123, 'USD')).toBe('$0.0123');
     expect(formatCost(12.5, 'USD')).toBe('$12.50');
-    expect(idleLabel({ workers: 2, idle_seconds: 30, idle_timeout: 90 })).toBe('to zero in 1m');
-    expect(idleLabel({ workers: 0, idle_seconds: 300, idle_timeout: 90 })).toBe('scaled to zero');
-    expect(idleLabel({ workers: 1, idle_seconds: 0, idle_timeout: 90, running_cells: 1 })).toBe(
-      'busy (1 cell)'
+    expect(idleLabel({ workers: 2, idle_seconds: 30, idle_timeout: 90 })).toBe(
+      'to zero in 1m'
     );
+    expect(idleLabel({ workers: 0, idle_seconds: 300, idle_timeout: 90 })).toBe(
+      'scaled to zero'
+    );
+    expect(
+      idleLabel({
+        workers: 1,
+        idle_seconds: 0,
+        idle_timeout: 90,
+        running_cells: 1
+      })
+    ).toBe('busy (1 cell)');
   });
 });
 
@@ -256,7 +296,10 @@ describe('stale replies and input checks', () => {
     const server = new FakeServer();
     let releaseSlow: () => void = () => undefined;
     let slowOnce = true;
-    const request: RequestFn = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
+    const request: RequestFn = async <T>(
+      path: string,
+      init: RequestInit = {}
+    ): Promise<T> => {
       if (slowOnce && path === 'clusters' && (init.method ?? 'GET') === 'GET') {
         slowOnce = false;
         const snapshot = server.request<T>(path, init); // the list as it was: cluster 'a'
