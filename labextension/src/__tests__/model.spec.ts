@@ -15,7 +15,7 @@ function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
     gpus: 0,
     idle_seconds: 3,
     idle_timeout: 90,
-    dashboard_link: `/proxy/8787/status`,
+    dashboard_link: '/proxy/8787/status',
     owner: 'me',
     created: '2026-11-29T05:00:00+00:00',
     usage: { gpu_seconds: 0, cpu_seconds: 4, idle_seconds: 1, cost: 0.0001 },
