@@ -3,6 +3,7 @@
  */
 import * as React from 'react';
 
+import { SIDEBAR_TITLE } from './constants';
 import {
   formatBytes,
   formatCost,
@@ -10,13 +11,8 @@ import {
   idleLabel,
   wholeNumber
 } from './format';
-import {
-  ICluster,
-  IElasticState,
-  IHistoryRow,
-  IWorkerDetail,
-  SIDEBAR_TITLE
-} from './tokens';
+import { IElasticState } from './model';
+import { ICluster, IHistoryRow, IWorkerDetail } from './types';
 
 /** Actions the panel offers; the widget wires them to the model and dialogs. */
 export interface IPanelActions {

@@ -11,10 +11,19 @@ import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
+import { CommandIDs, PLUGIN_ID } from './constants';
 import { ElasticModel } from './model';
 import { requestAPI } from './request';
-import { CommandIDs, IElasticSettings, PLUGIN_ID, RequestFn } from './tokens';
+import { Backend, RequestFn } from './types';
 import { elasticIcon, ElasticSidebar } from './widget';
+
+/** User settings from the Settings Editor (`labextension/schema/plugin.json`). */
+export interface IElasticSettings {
+  /** Seconds between refreshes while the page is visible. */
+  refreshInterval: number;
+  /** Backend of clusters started with the panel's "New cluster" button. */
+  defaultBackend: Backend;
+}
 
 const DEFAULTS: IElasticSettings = {
   refreshInterval: 2,

@@ -10,11 +10,23 @@ import {
   ICluster,
   IClusterList,
   ICreateCluster,
-  IElasticState,
   IHistoryRow,
   IUsageReport,
   RequestFn
-} from './tokens';
+} from './types';
+
+/** Everything the sidebar shows, as the model last saw it. */
+export interface IElasticState {
+  clusters: ICluster[];
+  history: IHistoryRow[];
+  usage: IUsageReport | null;
+  /** The last error from the server (a refresh or an action), shown in the panel. */
+  error: string | null;
+  /** Ids of clusters with an action (scale, adapt, stop) in flight. */
+  busy: string[];
+  /** Whether at least one refresh has completed. */
+  loaded: boolean;
+}
 
 /** Longest wait between refreshes while the server keeps failing (backoff ceiling). */
 const MAX_INTERVAL_MS = 60 * 1000;

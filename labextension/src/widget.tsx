@@ -12,8 +12,9 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { ElasticPanel } from './components';
-import { ElasticModel } from './model';
-import { ICluster, IElasticState, SIDEBAR_ID, SIDEBAR_TITLE } from './tokens';
+import { SIDEBAR_ID, SIDEBAR_TITLE } from './constants';
+import { ElasticModel, IElasticState } from './model';
+import { ICluster } from './types';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
   <g class="jp-icon3" fill="#616161">

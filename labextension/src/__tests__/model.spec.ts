@@ -1,8 +1,8 @@
 /**
  * The sidebar model against a fake REST API (an in-memory `RequestFn`).
  */
-import { ElasticModel } from '../model';
-import { ICluster, IElasticState, IHistoryRow, RequestFn } from '../tokens';
+import { ElasticModel, IElasticState } from '../model';
+import { ICluster, IHistoryRow, RequestFn } from '../types';
 import { formatCost, formatDuration, idleLabel, wholeNumber } from '../format';
 
 function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
