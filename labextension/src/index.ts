@@ -60,9 +60,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const request: RequestFn = <T>(path: string, init?: RequestInit) =>
       requestAPI<T>(path, init ?? {}, serverSettings);
     let settings: IElasticSettings = { ...DEFAULTS };
+    // The panel starts collapsed: the model polls once the sidebar says it is shown.
     const model = new ElasticModel({
       request,
-      refreshInterval: settings.refreshInterval
+      refreshInterval: settings.refreshInterval,
+      visible: false
     });
     const sidebar = new ElasticSidebar({
       model,

@@ -1,6 +1,7 @@
 /**
  * The sidebar's model: one `Poll` that reads clusters, history and usage from the server,
- * and the actions (start, scale, adapt, stop) the panel offers. Views listen to `changed`.
+ * and the actions (start, scale, adapt, stop) the panel offers. Views listen to `changed`
+ * and say whether they are shown with `setVisible()`; they never write the model's state.
  */
 import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
@@ -32,26 +33,15 @@ export interface IElasticState {
 const MAX_INTERVAL_MS = 60 * 1000;
 
 /**
- * Options of an `ElasticModel`.
- */
-export interface IElasticModelOptions {
-  /** How to reach the REST API (`requestAPI` bound to the app's settings, or a fake). */
-  request: RequestFn;
-  /** Seconds between refreshes (default 2). */
-  refreshInterval?: number;
-  /** Start polling at once (default true; tests pass false and call `refresh()`). */
-  autoStart?: boolean;
-}
-
-/**
  * Poll the server for clusters, history and usage, and emit `changed` on every update.
  */
 export class ElasticModel implements IDisposable {
   /**
    * Create the model; it starts polling unless `autoStart` is false.
    */
-  constructor(options: IElasticModelOptions) {
+  constructor(options: ElasticModel.IOptions) {
     this._request = options.request;
+    this._visible = options.visible ?? true;
     this._poll = new Poll({
       auto: options.autoStart ?? true,
       factory: () => this._fetch(),
@@ -61,17 +51,10 @@ export class ElasticModel implements IDisposable {
         max: MAX_INTERVAL_MS
       },
       name: 'jupyter-elastic:model',
-      // Idle while the page is hidden, and while the panel itself is collapsed.
-      standby: () =>
-        (this.isVisible !== null && !this.isVisible()) || 'when-hidden'
+      // Idle while the page is hidden, and while no view shows the model.
+      standby: () => !this._visible || 'when-hidden'
     });
   }
-
-  /**
-   * Whether the panel showing this model is visible (`null`: always assume so).
-   * The sidebar sets it; while it returns false the model does not poll.
-   */
-  isVisible: (() => boolean) | null = null;
 
   /** Emitted with the new state after every refresh or action. */
   get changed(): ISignal<this, IElasticState> {
@@ -98,6 +81,25 @@ export class ElasticModel implements IDisposable {
       ...this._poll.frequency,
       interval: secondsToMs(seconds)
     };
+  }
+
+  /** Whether a view shows the model (it polls only then). */
+  get isVisible(): boolean {
+    return this._visible;
+  }
+
+  /**
+   * Tell the model whether its view is shown. Hidden, it stops polling; shown again, it
+   * refreshes at once, then polls as usual.
+   */
+  setVisible(visible: boolean): void {
+    if (visible === this._visible) {
+      return;
+    }
+    this._visible = visible;
+    if (visible) {
+      void this.refresh();
+    }
   }
 
   /** Refresh now; resolves once the new state has been emitted. */
@@ -240,6 +242,7 @@ export class ElasticModel implements IDisposable {
 
   private _request: RequestFn;
   private _poll: Poll;
+  private _visible: boolean;
   private _isDisposed = false;
   private _fetchSeq = 0;
   private _appliedSeq = 0;
@@ -253,6 +256,28 @@ export class ElasticModel implements IDisposable {
     loaded: false
   };
   private _changed = new Signal<this, IElasticState>(this);
+}
+
+/**
+ * A namespace for `ElasticModel` statics.
+ */
+export namespace ElasticModel {
+  /**
+   * Options of an `ElasticModel`.
+   */
+  export interface IOptions {
+    /** How to reach the REST API (`requestAPI` bound to the app's settings, or a fake). */
+    request: RequestFn;
+    /** Seconds between refreshes (default 2). */
+    refreshInterval?: number;
+    /** Start polling at once (default true; tests pass false and call `refresh()`). */
+    autoStart?: boolean;
+    /**
+     * Whether a view shows the model from the start (default true). A sidebar that
+     * starts collapsed passes false and calls `setVisible()` when it is shown.
+     */
+    visible?: boolean;
+  }
 }
 
 /** The message of an error thrown by `requestAPI` (or anything else). */

@@ -50,13 +50,30 @@ export class ElasticSidebar extends ReactWidget {
     this.addClass('jp-Elastic-sidebar');
     this.title.icon = elasticIcon;
     this.title.caption = SIDEBAR_TITLE;
-    this._model.isVisible = () => this.isVisible;
   }
 
-  /** Catch up at once when the panel is opened (the model does not poll while it is closed). */
+  /** Opened: the model catches up at once and polls (it does not while the panel is closed). */
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
-    void this._model.refresh();
+    this._model.setVisible(this.isVisible);
+  }
+
+  /** Collapsed or covered by another panel: the model stops polling. */
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._model.setVisible(this.isVisible);
+  }
+
+  /** Attached where it can be seen (e.g. restored open): as when shown. */
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this._model.setVisible(this.isVisible);
+  }
+
+  /** Taken off the page: as when hidden. */
+  protected onAfterDetach(msg: Message): void {
+    super.onAfterDetach(msg);
+    this._model.setVisible(this.isVisible);
   }
 
   /** The model behind the panel. */

@@ -264,6 +264,55 @@ describe('ElasticModel', () => {
   });
 });
 
+describe('visibility', () => {
+  const sleep = (ms: number) =>
+    new Promise<void>(resolve => setTimeout(resolve, ms));
+
+  it('polls only while a view shows it, and catches up at once when shown', async () => {
+    const server = new FakeServer();
+    const model = new ElasticModel({
+      request: server.request,
+      refreshInterval: 0.5,
+      visible: false
+    });
+    try {
+      expect(model.isVisible).toBe(false);
+      await sleep(1200); // more than two intervals
+      expect(server.calls).toEqual([]);
+      expect(model.state.loaded).toBe(false);
+
+      model.setVisible(true);
+      expect(model.isVisible).toBe(true);
+      await sleep(0);
+      const atOnce = server.calls.length;
+      expect(atOnce).toBeGreaterThan(0); // at once, not after an interval
+      await sleep(1200);
+      expect(model.state.loaded).toBe(true);
+      expect(server.calls.length).toBeGreaterThan(atOnce); // and then it polls
+
+      model.setVisible(false);
+      server.calls = [];
+      await sleep(1200);
+      expect(server.calls).toEqual([]);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('setting the same visibility again does not refresh', async () => {
+    const server = new FakeServer();
+    const model = new ElasticModel({
+      request: server.request,
+      autoStart: false
+    });
+    expect(model.isVisible).toBe(true);
+    model.setVisible(true);
+    await new Promise<void>(resolve => setTimeout(resolve, 0));
+    expect(server.calls).toEqual([]);
+    model.dispose();
+  });
+});
+
 describe('format', () => {
   it('formats durations, money and the idle clock', () => {
     expect(formatDuration(1.234)).toBe('1.23s');
