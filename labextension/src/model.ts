@@ -29,6 +29,9 @@ export interface IElasticState {
   loaded: boolean;
 }
 
+/** The one request for the clusters: the list, each cluster with its `worker_details`. */
+export const CLUSTERS_WITH_DETAILS = 'clusters?details=1';
+
 /** Longest wait between refreshes while the server keeps failing (backoff ceiling). */
 const MAX_INTERVAL_MS = 60 * 1000;
 
@@ -190,30 +193,27 @@ export class ElasticModel implements IDisposable {
     return result;
   }
 
-  /** One refresh: the list, then each cluster's workers, history and usage. */
+  /**
+   * One refresh: three requests in parallel, however many clusters there are. The
+   * clusters come with their workers in one list (`?details=1`); history and usage are
+   * separate endpoints, read on every refresh too.
+   */
   private async _fetch(): Promise<void> {
     // A reply that arrives after a newer one was shown is stale (a cluster stopped in
     // between would reappear): drop it.
     const seq = ++this._fetchSeq;
     try {
       const [list, history, usage] = await Promise.all([
-        this._request<IClusterList>('clusters'),
+        this._request<IClusterList>(CLUSTERS_WITH_DETAILS),
         this._request<IHistoryRow[]>('history'),
         this._request<IUsageReport>('usage')
       ]);
-      const clusters = await Promise.all(
-        list.clusters.map(cluster =>
-          this._request<ICluster>(`clusters/${encodeURIComponent(cluster.id)}`)
-            // Stopped between the two calls, or details unavailable: keep the summary.
-            .catch(() => cluster)
-        )
-      );
       if (this._isDisposed || seq < this._appliedSeq) {
         return;
       }
       this._appliedSeq = seq;
       this._update({
-        clusters,
+        clusters: list.clusters,
         history,
         usage,
         loaded: true,

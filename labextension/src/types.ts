@@ -33,7 +33,10 @@ export interface IAdaptBounds {
   maximum: number;
 }
 
-/** A cluster as `GET /clusters` lists it; `GET /clusters/{id}` adds `worker_details`. */
+/**
+ * A cluster as `GET /clusters` lists it; `GET /clusters/{id}` and
+ * `GET /clusters?details=1` (each cluster of the list) add `worker_details`.
+ */
 export interface ICluster {
   id: string;
   name: string;
@@ -60,7 +63,7 @@ export interface ICluster {
   worker_details?: IWorkerDetail[];
 }
 
-/** Reply of `GET /clusters`. */
+/** Reply of `GET /clusters` (and of `GET /clusters?details=1`). */
 export interface IClusterList {
   clusters: ICluster[];
 }

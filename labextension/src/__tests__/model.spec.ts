@@ -49,6 +49,25 @@ class FakeServer {
   history: IHistoryRow[] = [ROW];
   calls: string[] = [];
   fail: Record<string, string> = {};
+  /** Ids of clusters whose workers the server cannot read (listed without details). */
+  noDetails = new Set<string>();
+
+  /** A cluster as `GET /clusters/{id}` returns it: with one detail per worker. */
+  withDetails(found: ICluster): ICluster {
+    if (this.noDetails.has(found.id)) {
+      return { ...found };
+    }
+    return {
+      ...found,
+      worker_details: Array.from({ length: found.workers }, (_, i) => ({
+        name: `w${i}`,
+        gpus: 0,
+        memory: 1 << 30,
+        gpu_utilization: null,
+        gpu_memory: null
+      }))
+    };
+  }
 
   request: RequestFn = async <T>(
     path: string,
@@ -64,6 +83,9 @@ class FakeServer {
     const match = /^clusters\/([^/]+)(?:\/(scale|adapt))?$/.exec(path);
     if (method === 'GET' && path === 'clusters') {
       return { clusters: this.clusters.map(c => ({ ...c })) } as T;
+    }
+    if (method === 'GET' && path === 'clusters?details=1') {
+      return { clusters: this.clusters.map(c => this.withDetails(c)) } as T;
     }
     if (method === 'GET' && path === 'history') {
       return this.history as T;
@@ -100,16 +122,7 @@ class FakeServer {
       );
     }
     if (method === 'GET') {
-      return {
-        ...found,
-        worker_details: Array.from({ length: found.workers }, (_, i) => ({
-          name: `w${i}`,
-          gpus: 0,
-          memory: 1 << 30,
-          gpu_utilization: null,
-          gpu_memory: null
-        }))
-      } as T;
+      return this.withDetails(found) as T;
     }
     if (method === 'DELETE') {
       this.clusters = this.clusters.filter(c => c !== found);
@@ -162,14 +175,31 @@ describe('ElasticModel', () => {
     expect(state.clusters[0].worker_details!.map(w => w.name)).toEqual(['w0']);
     expect(state.history).toEqual([ROW]);
     expect(state.usage!.cells.count).toBe(1);
-    expect(server.calls).toEqual(
-      expect.arrayContaining([
-        'GET clusters',
+    expect([...server.calls].sort()).toEqual([
+      'GET clusters?details=1',
+      'GET history',
+      'GET usage'
+    ]);
+  });
+
+  it('a refresh makes the same three requests whatever the number of clusters', async () => {
+    for (const n of [0, 1, 5]) {
+      server.clusters = Array.from({ length: n }, (_, i) =>
+        cluster(`c${i}`, { workers: 2 })
+      );
+      server.calls = [];
+      await model.refresh();
+      expect(server.calls).toHaveLength(3);
+      expect([...server.calls].sort()).toEqual([
+        'GET clusters?details=1',
         'GET history',
-        'GET usage',
-        'GET clusters/a'
-      ])
-    );
+        'GET usage'
+      ]);
+      expect(model.state.clusters).toHaveLength(n);
+      for (const c of model.state.clusters) {
+        expect(c.worker_details).toHaveLength(2);
+      }
+    }
   });
 
   it('scale sends n, then refreshes: the new worker count is in the state', async () => {
@@ -218,35 +248,25 @@ describe('ElasticModel', () => {
 
   it('shows a failed refresh, keeps the last data, and clears the error once it recovers', async () => {
     await model.refresh();
-    server.fail['GET clusters'] = 'Forbidden';
+    server.fail['GET clusters?details=1'] = 'Forbidden';
     await model.refresh();
     expect(model.state.error).toBe('Could not refresh: Forbidden');
     expect(model.state.clusters.map(c => c.id)).toEqual(['a']);
-    delete server.fail['GET clusters'];
+    delete server.fail['GET clusters?details=1'];
     await model.refresh();
     expect(model.state.error).toBeNull();
   });
 
-  it('keeps a cluster summary when its details vanish between calls', async () => {
-    const realRequest = server.request;
-    server.request = async <T>(
-      path: string,
-      init?: RequestInit
-    ): Promise<T> => {
-      if (path === 'clusters/a') {
-        throw new ResponseError("no cluster with id 'a'");
-      }
-      return realRequest<T>(path, init);
-    };
-    const other = new ElasticModel({
-      request: server.request,
-      autoStart: false
-    });
-    await other.refresh();
-    expect(other.state.clusters.map(c => c.id)).toEqual(['a']);
-    expect(other.state.clusters[0].worker_details).toBeUndefined();
-    expect(other.state.error).toBeNull();
-    other.dispose();
+  it('keeps a cluster summary when the server lists it without details', async () => {
+    server.clusters.push(cluster('b'));
+    server.noDetails.add('a');
+    await model.refresh();
+    expect(model.state.clusters.map(c => c.id)).toEqual(['a', 'b']);
+    expect(model.state.clusters[0].worker_details).toBeUndefined();
+    expect(model.state.clusters[1].worker_details).toHaveLength(1);
+    expect(model.state.error).toBeNull();
+    // No request per cluster to make up for the missing details.
+    expect(server.calls.filter(c => c.startsWith('GET clusters/'))).toEqual([]);
   });
 
   it('refresh interval is settable and bounded below', () => {
@@ -349,7 +369,11 @@ describe('stale replies and input checks', () => {
       path: string,
       init: RequestInit = {}
     ): Promise<T> => {
-      if (slowOnce && path === 'clusters' && (init.method ?? 'GET') === 'GET') {
+      if (
+        slowOnce &&
+        path === 'clusters?details=1' &&
+        (init.method ?? 'GET') === 'GET'
+      ) {
         slowOnce = false;
         const snapshot = server.request<T>(path, init); // the list as it was: cluster 'a'
         await new Promise<void>(resolve => (releaseSlow = resolve));
@@ -360,6 +384,7 @@ describe('stale replies and input checks', () => {
     const model = new ElasticModel({ request, autoStart: false });
     const slow = model.refresh(); // an old poll, still waiting for its reply
     await new Promise(resolve => setTimeout(resolve, 0));
+    expect(slowOnce).toBe(false); // the old poll's list request is the one held back
     server.clusters = []; // the cluster is stopped
     await model.refresh(); // the newer refresh shows no cluster
     expect(model.state.clusters).toEqual([]);
