@@ -47,7 +47,7 @@ export class ElasticSidebar extends ReactWidget {
     this._model = options.model;
     this._defaultBackend = options.defaultBackend;
     this.id = SIDEBAR_ID;
-    this.addClass('jp-Elastic-sidebar');
+    this.addClass('elastic-Sidebar');
     this.title.icon = elasticIcon;
     this.title.caption = SIDEBAR_TITLE;
   }
