@@ -17,6 +17,8 @@ fi
 
 if [ -f package.json ] && grep -q '"test"' package.json; then
   .venv/bin/jlpm install >/dev/null
+  # lint:check runs jlpm in its own steps: it needs jlpm on PATH.
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/jlpm lint:check
   .venv/bin/jlpm test
 fi
 if [ -f scripts/check_extension.sh ]; then

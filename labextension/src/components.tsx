@@ -3,8 +3,16 @@
  */
 import * as React from 'react';
 
-import { formatBytes, formatCost, formatDuration, idleLabel, wholeNumber } from './format';
-import { ICluster, IElasticState, IHistoryRow, IWorkerDetail, SIDEBAR_TITLE } from './tokens';
+import { SIDEBAR_TITLE } from './constants';
+import {
+  formatBytes,
+  formatCost,
+  formatDuration,
+  idleLabel,
+  wholeNumber
+} from './format';
+import { IElasticState } from './model';
+import { ICluster, IHistoryRow, IWorkerDetail } from './types';
 
 /** Actions the panel offers; the widget wires them to the model and dialogs. */
 export interface IPanelActions {
@@ -32,13 +40,16 @@ export interface IPanelProps extends IPanelActions {
 export function ElasticPanel(props: IPanelProps): JSX.Element {
   const { state } = props;
   const currency = state.usage?.currency ?? 'USD';
-  const clusterCost = state.clusters.reduce((sum, c) => sum + (c.usage?.cost ?? 0), 0);
+  const clusterCost = state.clusters.reduce(
+    (sum, c) => sum + (c.usage?.cost ?? 0),
+    0
+  );
   return (
-    <div className="jp-Elastic-panel">
-      <header className="jp-Elastic-header">
-        <h2 className="jp-Elastic-title">{SIDEBAR_TITLE}</h2>
+    <div className="elastic-Panel">
+      <header className="elastic-Panel-header">
+        <h2 className="elastic-Panel-title">{SIDEBAR_TITLE}</h2>
         <button
-          className="jp-Elastic-button jp-mod-accept"
+          className="elastic-Button jp-mod-accept"
           onClick={props.onCreate}
           disabled={state.busy.includes('new')}
           title={`Start a cluster on the ${props.defaultBackend} backend`}
@@ -46,9 +57,10 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
           {state.busy.includes('new') ? 'Starting…' : 'New cluster'}
         </button>
       </header>
-      <div className="jp-Elastic-summary" aria-label="Usage">
+      <div className="elastic-Panel-summary" aria-label="Usage">
         <span>
-          {state.clusters.length} cluster{state.clusters.length === 1 ? '' : 's'}
+          {state.clusters.length} cluster
+          {state.clusters.length === 1 ? '' : 's'}
         </span>
         <span title="Cost so far of the clusters listed here">
           running cost {formatCost(clusterCost, currency)}
@@ -60,10 +72,10 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
         )}
       </div>
       {state.error && (
-        <div className="jp-Elastic-error" role="alert">
-          <span className="jp-Elastic-errorText">{state.error}</span>
+        <div className="elastic-Panel-error" role="alert">
+          <span className="elastic-Panel-errorText">{state.error}</span>
           <button
-            className="jp-Elastic-linkButton"
+            className="elastic-LinkButton"
             onClick={props.onDismissError}
             aria-label="Dismiss error"
           >
@@ -71,10 +83,10 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
           </button>
         </div>
       )}
-      <section className="jp-Elastic-section">
-        <h3 className="jp-Elastic-sectionTitle">Clusters</h3>
+      <section className="elastic-Panel-section">
+        <h3 className="elastic-Panel-sectionTitle">Clusters</h3>
         {state.clusters.length === 0 ? (
-          <p className="jp-Elastic-empty">
+          <p className="elastic-Panel-empty">
             {state.loaded
               ? 'No clusters. Run a %%gpu cell or press "New cluster".'
               : 'Loading…'}
@@ -93,8 +105,8 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
           ))
         )}
       </section>
-      <section className="jp-Elastic-section">
-        <h3 className="jp-Elastic-sectionTitle">%%gpu cells</h3>
+      <section className="elastic-Panel-section">
+        <h3 className="elastic-Panel-sectionTitle">%%gpu cells</h3>
         <HistoryTable rows={state.history} currency={currency} />
       </section>
     </div>
@@ -114,12 +126,21 @@ export interface IClusterCardProps {
 /** One cluster: status, counts, idle clock, cost, workers and controls. */
 export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const { cluster, busy } = props;
-  const [n, setN] = React.useState(String(cluster.requested_workers ?? cluster.workers));
-  const [minimum, setMinimum] = React.useState(String(cluster.adapt?.minimum ?? 0));
-  const [maximum, setMaximum] = React.useState(String(cluster.adapt?.maximum ?? 4));
+  const [n, setN] = React.useState(
+    String(cluster.requested_workers ?? cluster.workers)
+  );
+  const [minimum, setMinimum] = React.useState(
+    String(cluster.adapt?.minimum ?? 0)
+  );
+  const [maximum, setMaximum] = React.useState(
+    String(cluster.adapt?.maximum ?? 4)
+  );
   // Follow changes made elsewhere (%gpu scale / adapt in a kernel), not every poll.
   React.useEffect(() => {
-    if (cluster.requested_workers !== null && cluster.requested_workers !== undefined) {
+    if (
+      cluster.requested_workers !== null &&
+      cluster.requested_workers !== undefined
+    ) {
       setN(String(cluster.requested_workers));
     }
   }, [cluster.requested_workers]);
@@ -132,29 +153,36 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const nValue = wholeNumber(n);
   const minValue = wholeNumber(minimum);
   const maxValue = wholeNumber(maximum);
-  const adaptValid = minValue !== null && maxValue !== null && minValue <= maxValue;
+  const adaptValid =
+    minValue !== null && maxValue !== null && minValue <= maxValue;
   const running = cluster.status === 'running';
   const mode = cluster.adapt
     ? `adaptive ${cluster.adapt.minimum}–${cluster.adapt.maximum}`
     : `fixed ${cluster.requested_workers ?? cluster.workers}`;
   return (
-    <div className="jp-Elastic-cluster" data-cluster-id={cluster.id} data-status={cluster.status}>
-      <div className="jp-Elastic-clusterHead">
-        <span className="jp-Elastic-clusterName" title={cluster.id}>
+    <div
+      className="elastic-ClusterCard"
+      data-cluster-id={cluster.id}
+      data-status={cluster.status}
+    >
+      <div className="elastic-ClusterCard-head">
+        <span className="elastic-ClusterCard-name" title={cluster.id}>
           {cluster.name}
         </span>
-        <span className={`jp-Elastic-status jp-Elastic-status-${cluster.status}`}>
-          {cluster.status === 'starting' && cluster.phase ? cluster.phase : cluster.status}
+        <span className={`elastic-ClusterCard-status jp-mod-${cluster.status}`}>
+          {cluster.status === 'starting' && cluster.phase
+            ? cluster.phase
+            : cluster.status}
         </span>
       </div>
-      <dl className="jp-Elastic-stats">
+      <dl className="elastic-ClusterCard-stats">
         <div>
           <dt>Backend</dt>
           <dd>{cluster.backend}</dd>
         </div>
         <div>
           <dt>Workers</dt>
-          <dd className="jp-Elastic-workerCount">{cluster.workers}</dd>
+          <dd className="elastic-ClusterCard-workerCount">{cluster.workers}</dd>
         </div>
         <div>
           <dt>GPUs</dt>
@@ -166,19 +194,19 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
         </div>
         <div>
           <dt>Idle</dt>
-          <dd className="jp-Elastic-idle">{idleLabel(cluster)}</dd>
+          <dd className="elastic-ClusterCard-idle">{idleLabel(cluster)}</dd>
         </div>
         <div>
           <dt>Cost so far</dt>
-          <dd className="jp-Elastic-cost">
+          <dd className="elastic-ClusterCard-cost">
             {formatCost(cluster.usage?.cost, props.currency)}
           </dd>
         </div>
       </dl>
       <WorkerList workers={cluster.worker_details ?? []} />
-      <div className="jp-Elastic-controls">
+      <div className="elastic-ClusterCard-controls">
         <form
-          className="jp-Elastic-control"
+          className="elastic-ClusterCard-control"
           onSubmit={event => {
             event.preventDefault();
             if (nValue !== null) {
@@ -189,7 +217,7 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           <label>
             Workers
             <input
-              className="jp-Elastic-input"
+              className="elastic-Input"
               type="number"
               min={0}
               value={n}
@@ -198,16 +226,20 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
             />
           </label>
           <button
-            className="jp-Elastic-button"
+            className="elastic-Button"
             type="submit"
             disabled={busy || !running || nValue === null}
-            title={nValue === null ? 'Enter a whole number of workers (0 or more)' : undefined}
+            title={
+              nValue === null
+                ? 'Enter a whole number of workers (0 or more)'
+                : undefined
+            }
           >
             Scale
           </button>
         </form>
         <form
-          className="jp-Elastic-control"
+          className="elastic-ClusterCard-control"
           onSubmit={event => {
             event.preventDefault();
             if (adaptValid) {
@@ -218,7 +250,7 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           <label>
             Min
             <input
-              className="jp-Elastic-input"
+              className="elastic-Input"
               type="number"
               min={0}
               value={minimum}
@@ -229,7 +261,7 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           <label>
             Max
             <input
-              className="jp-Elastic-input"
+              className="elastic-Input"
               type="number"
               min={0}
               value={maximum}
@@ -238,19 +270,23 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
             />
           </label>
           <button
-            className="jp-Elastic-button"
+            className="elastic-Button"
             type="submit"
             disabled={busy || !running || !adaptValid}
-            title={adaptValid ? undefined : 'Enter whole numbers with Min no larger than Max'}
+            title={
+              adaptValid
+                ? undefined
+                : 'Enter whole numbers with Min no larger than Max'
+            }
           >
             Adapt
           </button>
         </form>
       </div>
-      <div className="jp-Elastic-footer">
+      <div className="elastic-ClusterCard-footer">
         {cluster.dashboard_link ? (
           <a
-            className="jp-Elastic-dashboard"
+            className="elastic-ClusterCard-dashboard"
             href={cluster.dashboard_link}
             target="_blank"
             rel="noopener noreferrer"
@@ -261,7 +297,7 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           <span />
         )}
         <button
-          className="jp-Elastic-button jp-mod-warn"
+          className="elastic-Button jp-mod-warn"
           onClick={() => props.onStop(cluster)}
           disabled={busy || cluster.status === 'stopping'}
           aria-label="Stop cluster"
@@ -284,20 +320,26 @@ export function WorkerList(props: IWorkerListProps): JSX.Element | null {
     return null;
   }
   return (
-    <ul className="jp-Elastic-workers">
+    <ul className="elastic-WorkerList">
       {[...props.workers]
-        .sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }))
+        .sort((a, b) =>
+          a.name.localeCompare(b.name, undefined, { numeric: true })
+        )
         .map(worker => (
-        <li key={worker.name} className="jp-Elastic-worker" data-worker={worker.name}>
-          <span className="jp-Elastic-workerName" title={worker.address}>
-            {worker.name}
-          </span>
-          <span className="jp-Elastic-workerGpu">{gpuLabel(worker)}</span>
-          <span className="jp-Elastic-workerMem" title="Memory limit">
-            {formatBytes(worker.memory)}
-          </span>
-        </li>
-      ))}
+          <li
+            key={worker.name}
+            className="elastic-WorkerList-item"
+            data-worker={worker.name}
+          >
+            <span className="elastic-WorkerList-name" title={worker.address}>
+              {worker.name}
+            </span>
+            <span className="elastic-WorkerList-gpu">{gpuLabel(worker)}</span>
+            <span className="elastic-WorkerList-memory" title="Memory limit">
+              {formatBytes(worker.memory)}
+            </span>
+          </li>
+        ))}
     </ul>
   );
 }
@@ -328,10 +370,10 @@ export interface IHistoryTableProps {
 export function HistoryTable(props: IHistoryTableProps): JSX.Element {
   const rows = props.rows.slice(-(props.limit ?? 25)).reverse();
   if (rows.length === 0) {
-    return <p className="jp-Elastic-empty">No %%gpu cells yet.</p>;
+    return <p className="elastic-Panel-empty">No %%gpu cells yet.</p>;
   }
   return (
-    <table className="jp-Elastic-history">
+    <table className="elastic-HistoryTable">
       <thead>
         <tr>
           <th>Cell</th>
@@ -345,8 +387,12 @@ export function HistoryTable(props: IHistoryTableProps): JSX.Element {
         {rows.map(row => (
           <tr
             key={row.id}
-            className={`jp-Elastic-historyRow jp-Elastic-result-${row.status}`}
-            title={row.error ? `${row.status}: ${row.error}` : `${row.device} · ${row.status}`}
+            className={`elastic-HistoryTable-row jp-mod-${row.status}`}
+            title={
+              row.error
+                ? `${row.status}: ${row.error}`
+                : `${row.device} · ${row.status}`
+            }
           >
             <td>
               {row.status === 'ok' ? '' : '⚠ '}
@@ -371,5 +417,9 @@ function timeOf(iso: string): string {
   const date = new Date(iso);
   return isNaN(date.getTime())
     ? iso
-    : date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    : date.toLocaleTimeString([], {
+        hour: '2-digit',
+        minute: '2-digit',
+        second: '2-digit'
+      });
 }

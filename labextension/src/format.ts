@@ -27,7 +27,10 @@ export function formatDuration(seconds: number | null | undefined): string {
 }
 
 /** Money with the currency code: `0.0123, "USD"` → `"$0.0123"`; small amounts keep 4 places. */
-export function formatCost(amount: number | null | undefined, currency = 'USD'): string {
+export function formatCost(
+  amount: number | null | undefined,
+  currency = 'USD'
+): string {
   const value = amount ?? 0;
   const digits = value !== 0 && Math.abs(value) < 1 ? 4 : 2;
   try {

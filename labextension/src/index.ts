@@ -11,12 +11,24 @@ import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
+import { CommandIDs, PLUGIN_ID } from './constants';
 import { ElasticModel } from './model';
 import { requestAPI } from './request';
-import { CommandIDs, IElasticSettings, PLUGIN_ID, RequestFn } from './tokens';
+import { Backend, RequestFn } from './types';
 import { elasticIcon, ElasticSidebar } from './widget';
 
-const DEFAULTS: IElasticSettings = { refreshInterval: 2, defaultBackend: 'local' };
+/** User settings from the Settings Editor (`labextension/schema/plugin.json`). */
+export interface IElasticSettings {
+  /** Seconds between refreshes while the page is visible. */
+  refreshInterval: number;
+  /** Backend of clusters started with the panel's "New cluster" button. */
+  defaultBackend: Backend;
+}
+
+const DEFAULTS: IElasticSettings = {
+  refreshInterval: 2,
+  defaultBackend: 'local'
+};
 
 /** Source of the cell the command inserts. */
 export const GPU_CELL_SOURCE = '%%gpu\n';
@@ -28,9 +40,15 @@ export const LOAD_EXT_SOURCE = '%load_ext jupyter_elastic';
  */
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'Elastic compute sidebar: clusters, workers, GPUs, idle countdown, cost, %%gpu history.',
+  description:
+    'Elastic compute sidebar: clusters, workers, GPUs, idle countdown, cost, %%gpu history.',
   autoStart: true,
-  optional: [ISettingRegistry, ICommandPalette, INotebookTracker, ILayoutRestorer],
+  optional: [
+    ISettingRegistry,
+    ICommandPalette,
+    INotebookTracker,
+    ILayoutRestorer
+  ],
   activate: (
     app: JupyterFrontEnd,
     settingRegistry: ISettingRegistry | null,
@@ -42,14 +60,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const request: RequestFn = <T>(path: string, init?: RequestInit) =>
       requestAPI<T>(path, init ?? {}, serverSettings);
     let settings: IElasticSettings = { ...DEFAULTS };
-    const model = new ElasticModel({ request, refreshInterval: settings.refreshInterval });
-    const sidebar = new ElasticSidebar({ model, defaultBackend: () => settings.defaultBackend });
+    // The panel starts collapsed: the model polls once the sidebar says it is shown.
+    const model = new ElasticModel({
+      request,
+      refreshInterval: settings.refreshInterval,
+      visible: false
+    });
+    const sidebar = new ElasticSidebar({
+      model,
+      defaultBackend: () => settings.defaultBackend
+    });
     app.shell.add(sidebar, 'left', { rank: 250 });
     restorer?.add(sidebar, sidebar.id);
 
     if (settingRegistry) {
       const apply = (loaded: ISettingRegistry.ISettings) => {
-        settings = { ...DEFAULTS, ...(loaded.composite as unknown as Partial<IElasticSettings>) };
+        settings = {
+          ...DEFAULTS,
+          ...(loaded.composite as unknown as Partial<IElasticSettings>)
+        };
         model.refreshInterval = settings.refreshInterval;
         sidebar.update();
       };
@@ -59,7 +88,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
           apply(loaded);
           loaded.changed.connect(apply);
         })
-        .catch(reason => console.error('jupyter-elastic: could not load settings', reason));
+        .catch(reason =>
+          console.error('jupyter-elastic: could not load settings', reason)
+        );
     }
 
     app.commands.addCommand(CommandIDs.openSidebar, {
@@ -82,7 +113,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         const notebook = panel.content;
-        const sources = (panel.model?.sharedModel.cells ?? []).map(c => c.getSource());
+        const sources = (panel.model?.sharedModel.cells ?? []).map(c =>
+          c.getSource()
+        );
         if (!sources.some(source => source.includes(LOAD_EXT_SOURCE))) {
           // The magics need the extension loaded first (the "elastic" kernel does it itself).
           const index = notebook.activeCellIndex;
@@ -100,9 +133,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
     notebooks?.currentChanged.connect(() =>
       app.commands.notifyCommandChanged(CommandIDs.insertGpuCell)
     );
-    palette?.addItem({ command: CommandIDs.insertGpuCell, category: 'Elastic Compute' });
-    palette?.addItem({ command: CommandIDs.openSidebar, category: 'Elastic Compute' });
-    palette?.addItem({ command: CommandIDs.refresh, category: 'Elastic Compute' });
+    palette?.addItem({
+      command: CommandIDs.insertGpuCell,
+      category: 'Elastic Compute'
+    });
+    palette?.addItem({
+      command: CommandIDs.openSidebar,
+      category: 'Elastic Compute'
+    });
+    palette?.addItem({
+      command: CommandIDs.refresh,
+      category: 'Elastic Compute'
+    });
   }
 };
 

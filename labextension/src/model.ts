@@ -1,6 +1,7 @@
 /**
  * The sidebar's model: one `Poll` that reads clusters, history and usage from the server,
- * and the actions (start, scale, adapt, stop) the panel offers. Views listen to `changed`.
+ * and the actions (start, scale, adapt, stop) the panel offers. Views listen to `changed`
+ * and say whether they are shown with `setVisible()`; they never write the model's state.
  */
 import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
@@ -10,26 +11,29 @@ import {
   ICluster,
   IClusterList,
   ICreateCluster,
-  IElasticState,
   IHistoryRow,
   IUsageReport,
   RequestFn
-} from './tokens';
+} from './types';
+
+/** Everything the sidebar shows, as the model last saw it. */
+export interface IElasticState {
+  clusters: ICluster[];
+  history: IHistoryRow[];
+  usage: IUsageReport | null;
+  /** The last error from the server (a refresh or an action), shown in the panel. */
+  error: string | null;
+  /** Ids of clusters with an action (scale, adapt, stop) in flight. */
+  busy: string[];
+  /** Whether at least one refresh has completed. */
+  loaded: boolean;
+}
+
+/** The one request for the clusters: the list, each cluster with its `worker_details`. */
+export const CLUSTERS_WITH_DETAILS = 'clusters?details=1';
 
 /** Longest wait between refreshes while the server keeps failing (backoff ceiling). */
 const MAX_INTERVAL_MS = 60 * 1000;
-
-/**
- * Options of an `ElasticModel`.
- */
-export interface IElasticModelOptions {
-  /** How to reach the REST API (`requestAPI` bound to the app's settings, or a fake). */
-  request: RequestFn;
-  /** Seconds between refreshes (default 2). */
-  refreshInterval?: number;
-  /** Start polling at once (default true; tests pass false and call `refresh()`). */
-  autoStart?: boolean;
-}
 
 /**
  * Poll the server for clusters, history and usage, and emit `changed` on every update.
@@ -38,8 +42,9 @@ export class ElasticModel implements IDisposable {
   /**
    * Create the model; it starts polling unless `autoStart` is false.
    */
-  constructor(options: IElasticModelOptions) {
+  constructor(options: ElasticModel.IOptions) {
     this._request = options.request;
+    this._visible = options.visible ?? true;
     this._poll = new Poll({
       auto: options.autoStart ?? true,
       factory: () => this._fetch(),
@@ -49,16 +54,10 @@ export class ElasticModel implements IDisposable {
         max: MAX_INTERVAL_MS
       },
       name: 'jupyter-elastic:model',
-      // Idle while the page is hidden, and while the panel itself is collapsed.
-      standby: () => (this.isVisible !== null && !this.isVisible()) || 'when-hidden'
+      // Idle while the page is hidden, and while no view shows the model.
+      standby: () => !this._visible || 'when-hidden'
     });
   }
-
-  /**
-   * Whether the panel showing this model is visible (`null`: always assume so).
-   * The sidebar sets it; while it returns false the model does not poll.
-   */
-  isVisible: (() => boolean) | null = null;
 
   /** Emitted with the new state after every refresh or action. */
   get changed(): ISignal<this, IElasticState> {
@@ -85,6 +84,25 @@ export class ElasticModel implements IDisposable {
       ...this._poll.frequency,
       interval: secondsToMs(seconds)
     };
+  }
+
+  /** Whether a view shows the model (it polls only then). */
+  get isVisible(): boolean {
+    return this._visible;
+  }
+
+  /**
+   * Tell the model whether its view is shown. Hidden, it stops polling; shown again, it
+   * refreshes at once, then polls as usual.
+   */
+  setVisible(visible: boolean): void {
+    if (visible === this._visible) {
+      return;
+    }
+    this._visible = visible;
+    if (visible) {
+      void this.refresh();
+    }
   }
 
   /** Refresh now; resolves once the new state has been emitted. */
@@ -158,7 +176,10 @@ export class ElasticModel implements IDisposable {
   /**
    * Run an action on a cluster: mark it busy, show a failure in the panel, refresh after.
    */
-  private async _act<T>(id: string, action: () => Promise<T>): Promise<T | null> {
+  private async _act<T>(
+    id: string,
+    action: () => Promise<T>
+  ): Promise<T | null> {
     this._update({ busy: [...this._state.busy, id], error: null });
     let result: T | null = null;
     try {
@@ -172,30 +193,27 @@ export class ElasticModel implements IDisposable {
     return result;
   }
 
-  /** One refresh: the list, then each cluster's workers, history and usage. */
+  /**
+   * One refresh: three requests in parallel, however many clusters there are. The
+   * clusters come with their workers in one list (`?details=1`); history and usage are
+   * separate endpoints, read on every refresh too.
+   */
   private async _fetch(): Promise<void> {
     // A reply that arrives after a newer one was shown is stale (a cluster stopped in
     // between would reappear): drop it.
     const seq = ++this._fetchSeq;
     try {
       const [list, history, usage] = await Promise.all([
-        this._request<IClusterList>('clusters'),
+        this._request<IClusterList>(CLUSTERS_WITH_DETAILS),
         this._request<IHistoryRow[]>('history'),
         this._request<IUsageReport>('usage')
       ]);
-      const clusters = await Promise.all(
-        list.clusters.map(cluster =>
-          this._request<ICluster>(`clusters/${encodeURIComponent(cluster.id)}`)
-            // Stopped between the two calls, or details unavailable: keep the summary.
-            .catch(() => cluster)
-        )
-      );
       if (this._isDisposed || seq < this._appliedSeq) {
         return;
       }
       this._appliedSeq = seq;
       this._update({
-        clusters,
+        clusters: list.clusters,
         history,
         usage,
         loaded: true,
@@ -224,6 +242,7 @@ export class ElasticModel implements IDisposable {
 
   private _request: RequestFn;
   private _poll: Poll;
+  private _visible: boolean;
   private _isDisposed = false;
   private _fetchSeq = 0;
   private _appliedSeq = 0;
@@ -237,6 +256,28 @@ export class ElasticModel implements IDisposable {
     loaded: false
   };
   private _changed = new Signal<this, IElasticState>(this);
+}
+
+/**
+ * A namespace for `ElasticModel` statics.
+ */
+export namespace ElasticModel {
+  /**
+   * Options of an `ElasticModel`.
+   */
+  export interface IOptions {
+    /** How to reach the REST API (`requestAPI` bound to the app's settings, or a fake). */
+    request: RequestFn;
+    /** Seconds between refreshes (default 2). */
+    refreshInterval?: number;
+    /** Start polling at once (default true; tests pass false and call `refresh()`). */
+    autoStart?: boolean;
+    /**
+     * Whether a view shows the model from the start (default true). A sidebar that
+     * starts collapsed passes false and calls `setVisible()` when it is shown.
+     */
+    visible?: boolean;
+  }
 }
 
 /** The message of an error thrown by `requestAPI` (or anything else). */

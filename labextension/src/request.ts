@@ -4,7 +4,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { API_PATH } from './tokens';
+/** Path of the REST API under the server's base URL. */
+export const API_PATH = 'jupyter-elastic/api';
 
 /**
  * Call the jupyter-elastic REST API and decode the JSON reply.

@@ -1,14 +1,20 @@
 /**
  * The sidebar widget: a `ReactWidget` that renders the model's state and asks before stopping.
  */
-import { Dialog, ReactWidget, showDialog, UseSignal } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  ReactWidget,
+  showDialog,
+  UseSignal
+} from '@jupyterlab/apputils';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { ElasticPanel } from './components';
-import { ElasticModel } from './model';
-import { ICluster, IElasticState, SIDEBAR_ID, SIDEBAR_TITLE } from './tokens';
+import { SIDEBAR_ID, SIDEBAR_TITLE } from './constants';
+import { ElasticModel, IElasticState } from './model';
+import { ICluster } from './types';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
   <g class="jp-icon3" fill="#616161">
@@ -18,7 +24,10 @@ const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"
 </svg>`;
 
 /** The sidebar's icon (a GPU board). */
-export const elasticIcon = new LabIcon({ name: 'jupyter-elastic:gpu', svgstr: ICON_SVG });
+export const elasticIcon = new LabIcon({
+  name: 'jupyter-elastic:gpu',
+  svgstr: ICON_SVG
+});
 
 /** Options of `ElasticSidebar`. */
 export interface IElasticSidebarOptions {
@@ -38,16 +47,33 @@ export class ElasticSidebar extends ReactWidget {
     this._model = options.model;
     this._defaultBackend = options.defaultBackend;
     this.id = SIDEBAR_ID;
-    this.addClass('jp-Elastic-sidebar');
+    this.addClass('elastic-Sidebar');
     this.title.icon = elasticIcon;
     this.title.caption = SIDEBAR_TITLE;
-    this._model.isVisible = () => this.isVisible;
   }
 
-  /** Catch up at once when the panel is opened (the model does not poll while it is closed). */
+  /** Opened: the model catches up at once and polls (it does not while the panel is closed). */
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
-    void this._model.refresh();
+    this._model.setVisible(this.isVisible);
+  }
+
+  /** Collapsed or covered by another panel: the model stops polling. */
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._model.setVisible(this.isVisible);
+  }
+
+  /** Attached where it can be seen (e.g. restored open): as when shown. */
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this._model.setVisible(this.isVisible);
+  }
+
+  /** Taken off the page: as when hidden. */
+  protected onAfterDetach(msg: Message): void {
+    super.onAfterDetach(msg);
+    this._model.setVisible(this.isVisible);
   }
 
   /** The model behind the panel. */
@@ -71,7 +97,9 @@ export class ElasticSidebar extends ReactWidget {
           <ElasticPanel
             state={state ?? this._model.state}
             defaultBackend={this._defaultBackend()}
-            onCreate={() => void this._model.create({ backend: this._defaultBackend() })}
+            onCreate={() =>
+              void this._model.create({ backend: this._defaultBackend() })
+            }
             onScale={(cluster, n) => void this._model.scale(cluster.id, n)}
             onAdapt={(cluster, minimum, maximum) =>
               void this._model.adapt(cluster.id, minimum, maximum)

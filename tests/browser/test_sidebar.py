@@ -216,8 +216,8 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-elastic-sidebar"]').click()
     panel = page.locator("#jupyter-elastic-sidebar")
     expect(panel).to_be_visible()
-    expect(panel.locator(".jp-Elastic-title")).to_have_text("Elastic compute")
-    expect(panel.locator(".jp-Elastic-empty").first).to_contain_text("No clusters")
+    expect(panel.locator(".elastic-Panel-title")).to_have_text("Elastic compute")
+    expect(panel.locator(".elastic-Panel-empty").first).to_contain_text("No clusters")
     _set_panel_width(page, PANEL_WIDTH)
     assert abs(_panel_width(page) - PANEL_WIDTH) < 4
 
@@ -251,12 +251,12 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     )
 
     # The kernel's cluster and the cell's history row show up without a reload.
-    card = panel.locator(".jp-Elastic-cluster")
+    card = panel.locator(".elastic-ClusterCard")
     expect(card).to_have_count(1)
     expect(card).to_have_attribute("data-status", "running")
-    expect(card.locator(".jp-Elastic-stats")).to_contain_text("local")
-    expect(panel.locator(".jp-Elastic-historyRow")).to_have_count(1)
-    expect(panel.locator(".jp-Elastic-historyRow")).to_contain_text("[")
+    expect(card.locator(".elastic-ClusterCard-stats")).to_contain_text("local")
+    expect(panel.locator(".elastic-HistoryTable-row")).to_have_count(1)
+    expect(panel.locator(".elastic-HistoryTable-row")).to_contain_text("[")
     cluster_id = card.get_attribute("data-cluster-id")
     clusters = lab.api("jupyter-elastic/api/clusters")["clusters"]
     assert [c["id"] for c in clusters] == [cluster_id]
@@ -264,13 +264,13 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     # Scale to two workers from the panel.
     card.get_by_label("Number of workers").fill("2")
     card.get_by_role("button", name="Scale").click()
-    expect(card.locator(".jp-Elastic-worker")).to_have_count(2, timeout=120_000)
-    expect(card.locator(".jp-Elastic-workerCount")).to_have_text("2")
+    expect(card.locator(".elastic-WorkerList-item")).to_have_count(2, timeout=120_000)
+    expect(card.locator(".elastic-ClusterCard-workerCount")).to_have_text("2")
     assert clusters[0]["has_gpu"] is False
-    expect(card.locator(".jp-Elastic-workerGpu").first).to_have_text("no GPU")
+    expect(card.locator(".elastic-WorkerList-gpu").first).to_have_text("no GPU")
     link = clusters[0]["dashboard_link"]
     assert link.startswith("/proxy/") and link.endswith("/status")
-    expect(card.locator(".jp-Elastic-dashboard")).to_have_attribute("href", link)
+    expect(card.locator(".elastic-ClusterCard-dashboard")).to_have_attribute("href", link)
 
     # The dashboard link answers through the server.
     dashboard = page.request.get(lab.url.rstrip("/") + link)
@@ -278,7 +278,7 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
 
     _shoot(page, "sidebar-light.png")
     # The README picture: the panel's content only (docs/sidebar.png is copied from it).
-    _shoot(page, "sidebar-readme.png", "#jupyter-elastic-sidebar .jp-Elastic-panel")
+    _shoot(page, "sidebar-readme.png", "#jupyter-elastic-sidebar .elastic-Panel")
     page.evaluate(
         "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
     )
@@ -301,7 +301,7 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     card.get_by_role("button", name="Stop cluster").click()
     page.locator(".jp-Dialog").get_by_role("button", name="Stop").click()
     expect(card).to_have_count(0)
-    expect(panel.locator(".jp-Elastic-empty").first).to_contain_text("No clusters")
+    expect(panel.locator(".elastic-Panel-empty").first).to_contain_text("No clusters")
     assert lab.api("jupyter-elastic/api/clusters") == {"clusters": []}
     # The history survives the cluster.
-    expect(panel.locator(".jp-Elastic-historyRow")).to_have_count(1)
+    expect(panel.locator(".elastic-HistoryTable-row")).to_have_count(1)

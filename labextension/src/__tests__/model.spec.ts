@@ -1,8 +1,8 @@
 /**
  * The sidebar model against a fake REST API (an in-memory `RequestFn`).
  */
-import { ElasticModel } from '../model';
-import { ICluster, IElasticState, IHistoryRow, RequestFn } from '../tokens';
+import { ElasticModel, IElasticState } from '../model';
+import { ICluster, IHistoryRow, RequestFn } from '../types';
 import { formatCost, formatDuration, idleLabel, wholeNumber } from '../format';
 
 function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
@@ -15,7 +15,7 @@ function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
     gpus: 0,
     idle_seconds: 3,
     idle_timeout: 90,
-    dashboard_link: `/proxy/8787/status`,
+    dashboard_link: '/proxy/8787/status',
     owner: 'me',
     created: '2026-11-29T05:00:00+00:00',
     usage: { gpu_seconds: 0, cpu_seconds: 4, idle_seconds: 1, cost: 0.0001 },
@@ -49,8 +49,30 @@ class FakeServer {
   history: IHistoryRow[] = [ROW];
   calls: string[] = [];
   fail: Record<string, string> = {};
+  /** Ids of clusters whose workers the server cannot read (listed without details). */
+  noDetails = new Set<string>();
 
-  request: RequestFn = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
+  /** A cluster as `GET /clusters/{id}` returns it: with one detail per worker. */
+  withDetails(found: ICluster): ICluster {
+    if (this.noDetails.has(found.id)) {
+      return { ...found };
+    }
+    return {
+      ...found,
+      worker_details: Array.from({ length: found.workers }, (_, i) => ({
+        name: `w${i}`,
+        gpus: 0,
+        memory: 1 << 30,
+        gpu_utilization: null,
+        gpu_memory: null
+      }))
+    };
+  }
+
+  request: RequestFn = async <T>(
+    path: string,
+    init: RequestInit = {}
+  ): Promise<T> => {
     const method = init.method ?? 'GET';
     this.calls.push(`${method} ${path}${init.body ? ' ' + init.body : ''}`);
     const failure = this.fail[`${method} ${path}`];
@@ -62,13 +84,27 @@ class FakeServer {
     if (method === 'GET' && path === 'clusters') {
       return { clusters: this.clusters.map(c => ({ ...c })) } as T;
     }
+    if (method === 'GET' && path === 'clusters?details=1') {
+      return { clusters: this.clusters.map(c => this.withDetails(c)) } as T;
+    }
     if (method === 'GET' && path === 'history') {
       return this.history as T;
     }
     if (method === 'GET' && path === 'usage') {
       return {
-        clusters: { gpu_seconds: 0, cpu_seconds: 4, idle_seconds: 1, cost: 0.0001 },
-        cells: { count: 1, seconds: 1.5, gpu_seconds: 1.2, cpu_seconds: 0, cost: 0.0008 },
+        clusters: {
+          gpu_seconds: 0,
+          cpu_seconds: 4,
+          idle_seconds: 1,
+          cost: 0.0001
+        },
+        cells: {
+          count: 1,
+          seconds: 1.5,
+          gpu_seconds: 1.2,
+          cpu_seconds: 0,
+          cost: 0.0008
+        },
         currency: 'USD',
         pricing: { gpu_hour: 2.5, cpu_hour: 0.05 }
       } as T;
@@ -78,21 +114,15 @@ class FakeServer {
       this.clusters.push(made);
       return made as T;
     }
-    const found = match && this.clusters.find(c => c.id === decodeURIComponent(match[1]));
+    const found =
+      match && this.clusters.find(c => c.id === decodeURIComponent(match[1]));
     if (!found) {
-      throw new ResponseError(`no cluster with id '${match ? match[1] : path}'`);
+      throw new ResponseError(
+        `no cluster with id '${match ? match[1] : path}'`
+      );
     }
     if (method === 'GET') {
-      return {
-        ...found,
-        worker_details: Array.from({ length: found.workers }, (_, i) => ({
-          name: `w${i}`,
-          gpus: 0,
-          memory: 1 << 30,
-          gpu_utilization: null,
-          gpu_memory: null
-        }))
-      } as T;
+      return this.withDetails(found) as T;
     }
     if (method === 'DELETE') {
       this.clusters = this.clusters.filter(c => c !== found);
@@ -145,9 +175,31 @@ describe('ElasticModel', () => {
     expect(state.clusters[0].worker_details!.map(w => w.name)).toEqual(['w0']);
     expect(state.history).toEqual([ROW]);
     expect(state.usage!.cells.count).toBe(1);
-    expect(server.calls).toEqual(
-      expect.arrayContaining(['GET clusters', 'GET history', 'GET usage', 'GET clusters/a'])
-    );
+    expect([...server.calls].sort()).toEqual([
+      'GET clusters?details=1',
+      'GET history',
+      'GET usage'
+    ]);
+  });
+
+  it('a refresh makes the same three requests whatever the number of clusters', async () => {
+    for (const n of [0, 1, 5]) {
+      server.clusters = Array.from({ length: n }, (_, i) =>
+        cluster(`c${i}`, { workers: 2 })
+      );
+      server.calls = [];
+      await model.refresh();
+      expect(server.calls).toHaveLength(3);
+      expect([...server.calls].sort()).toEqual([
+        'GET clusters?details=1',
+        'GET history',
+        'GET usage'
+      ]);
+      expect(model.state.clusters).toHaveLength(n);
+      for (const c of model.state.clusters) {
+        expect(c.worker_details).toHaveLength(2);
+      }
+    }
   });
 
   it('scale sends n, then refreshes: the new worker count is in the state', async () => {
@@ -163,7 +215,9 @@ describe('ElasticModel', () => {
 
   it('adapt sends the bounds', async () => {
     await model.adapt('a', 1, 3);
-    expect(server.calls).toContain('POST clusters/a/adapt {"minimum":1,"maximum":3}');
+    expect(server.calls).toContain(
+      'POST clusters/a/adapt {"minimum":1,"maximum":3}'
+    );
     expect(model.state.clusters[0].adapt).toEqual({ minimum: 1, maximum: 3 });
   });
 
@@ -182,7 +236,8 @@ describe('ElasticModel', () => {
   });
 
   it('shows a failed action as an error and does not throw', async () => {
-    server.fail['POST clusters/a/scale'] = "n=9 is above max-workers=4; raise jupyter-elastic.max-workers";
+    server.fail['POST clusters/a/scale'] =
+      'n=9 is above max-workers=4; raise jupyter-elastic.max-workers';
     const result = await model.scale('a', 9);
     expect(result).toBeNull();
     expect(model.state.error).toContain('max-workers=4');
@@ -193,29 +248,25 @@ describe('ElasticModel', () => {
 
   it('shows a failed refresh, keeps the last data, and clears the error once it recovers', async () => {
     await model.refresh();
-    server.fail['GET clusters'] = 'Forbidden';
+    server.fail['GET clusters?details=1'] = 'Forbidden';
     await model.refresh();
     expect(model.state.error).toBe('Could not refresh: Forbidden');
     expect(model.state.clusters.map(c => c.id)).toEqual(['a']);
-    delete server.fail['GET clusters'];
+    delete server.fail['GET clusters?details=1'];
     await model.refresh();
     expect(model.state.error).toBeNull();
   });
 
-  it('keeps a cluster summary when its details vanish between calls', async () => {
-    const realRequest = server.request;
-    server.request = async <T>(path: string, init?: RequestInit): Promise<T> => {
-      if (path === 'clusters/a') {
-        throw new ResponseError("no cluster with id 'a'");
-      }
-      return realRequest<T>(path, init);
-    };
-    const other = new ElasticModel({ request: server.request, autoStart: false });
-    await other.refresh();
-    expect(other.state.clusters.map(c => c.id)).toEqual(['a']);
-    expect(other.state.clusters[0].worker_details).toBeUndefined();
-    expect(other.state.error).toBeNull();
-    other.dispose();
+  it('keeps a cluster summary when the server lists it without details', async () => {
+    server.clusters.push(cluster('b'));
+    server.noDetails.add('a');
+    await model.refresh();
+    expect(model.state.clusters.map(c => c.id)).toEqual(['a', 'b']);
+    expect(model.state.clusters[0].worker_details).toBeUndefined();
+    expect(model.state.clusters[1].worker_details).toHaveLength(1);
+    expect(model.state.error).toBeNull();
+    // No request per cluster to make up for the missing details.
+    expect(server.calls.filter(c => c.startsWith('GET clusters/'))).toEqual([]);
   });
 
   it('refresh interval is settable and bounded below', () => {
@@ -233,6 +284,55 @@ describe('ElasticModel', () => {
   });
 });
 
+describe('visibility', () => {
+  const sleep = (ms: number) =>
+    new Promise<void>(resolve => setTimeout(resolve, ms));
+
+  it('polls only while a view shows it, and catches up at once when shown', async () => {
+    const server = new FakeServer();
+    const model = new ElasticModel({
+      request: server.request,
+      refreshInterval: 0.5,
+      visible: false
+    });
+    try {
+      expect(model.isVisible).toBe(false);
+      await sleep(1200); // more than two intervals
+      expect(server.calls).toEqual([]);
+      expect(model.state.loaded).toBe(false);
+
+      model.setVisible(true);
+      expect(model.isVisible).toBe(true);
+      await sleep(0);
+      const atOnce = server.calls.length;
+      expect(atOnce).toBeGreaterThan(0); // at once, not after an interval
+      await sleep(1200);
+      expect(model.state.loaded).toBe(true);
+      expect(server.calls.length).toBeGreaterThan(atOnce); // and then it polls
+
+      model.setVisible(false);
+      server.calls = [];
+      await sleep(1200);
+      expect(server.calls).toEqual([]);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('setting the same visibility again does not refresh', async () => {
+    const server = new FakeServer();
+    const model = new ElasticModel({
+      request: server.request,
+      autoStart: false
+    });
+    expect(model.isVisible).toBe(true);
+    model.setVisible(true);
+    await new Promise<void>(resolve => setTimeout(resolve, 0));
+    expect(server.calls).toEqual([]);
+    model.dispose();
+  });
+});
+
 describe('format', () => {
   it('formats durations, money and the idle clock', () => {
     expect(formatDuration(1.234)).toBe('1.23s');
@@ -243,11 +343,20 @@ describe('format', () => {
     expect(formatDuration(7199.9)).toBe('2h');
     expect(formatCost(0.0123, 'USD')).toBe('$0.0123');
     expect(formatCost(12.5, 'USD')).toBe('$12.50');
-    expect(idleLabel({ workers: 2, idle_seconds: 30, idle_timeout: 90 })).toBe('to zero in 1m');
-    expect(idleLabel({ workers: 0, idle_seconds: 300, idle_timeout: 90 })).toBe('scaled to zero');
-    expect(idleLabel({ workers: 1, idle_seconds: 0, idle_timeout: 90, running_cells: 1 })).toBe(
-      'busy (1 cell)'
+    expect(idleLabel({ workers: 2, idle_seconds: 30, idle_timeout: 90 })).toBe(
+      'to zero in 1m'
     );
+    expect(idleLabel({ workers: 0, idle_seconds: 300, idle_timeout: 90 })).toBe(
+      'scaled to zero'
+    );
+    expect(
+      idleLabel({
+        workers: 1,
+        idle_seconds: 0,
+        idle_timeout: 90,
+        running_cells: 1
+      })
+    ).toBe('busy (1 cell)');
   });
 });
 
@@ -256,8 +365,15 @@ describe('stale replies and input checks', () => {
     const server = new FakeServer();
     let releaseSlow: () => void = () => undefined;
     let slowOnce = true;
-    const request: RequestFn = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
-      if (slowOnce && path === 'clusters' && (init.method ?? 'GET') === 'GET') {
+    const request: RequestFn = async <T>(
+      path: string,
+      init: RequestInit = {}
+    ): Promise<T> => {
+      if (
+        slowOnce &&
+        path === 'clusters?details=1' &&
+        (init.method ?? 'GET') === 'GET'
+      ) {
         slowOnce = false;
         const snapshot = server.request<T>(path, init); // the list as it was: cluster 'a'
         await new Promise<void>(resolve => (releaseSlow = resolve));
@@ -268,6 +384,7 @@ describe('stale replies and input checks', () => {
     const model = new ElasticModel({ request, autoStart: false });
     const slow = model.refresh(); // an old poll, still waiting for its reply
     await new Promise(resolve => setTimeout(resolve, 0));
+    expect(slowOnce).toBe(false); // the old poll's list request is the one held back
     server.clusters = []; // the cluster is stopped
     await model.refresh(); // the newer refresh shows no cluster
     expect(model.state.clusters).toEqual([]);

@@ -1,29 +1,8 @@
 /**
  * The wire format of the jupyter-elastic REST API, mirroring `jupyter_elastic/models.py`
- * and `ClusterRecord.to_json` in `manager.py` (snake_case, seconds as numbers).
+ * and `ClusterRecord.to_json` in `manager.py` (snake_case, seconds as numbers), and the
+ * type of the function that calls it.
  */
-
-/** Plugin id, also the settings-schema id (`labextension/schema/plugin.json`). */
-export const PLUGIN_ID = 'jupyter-elastic:plugin';
-
-/** DOM id of the sidebar panel. */
-export const SIDEBAR_ID = 'jupyter-elastic-sidebar';
-
-/** Title of the sidebar panel. */
-export const SIDEBAR_TITLE = 'Elastic compute';
-
-/** Path of the REST API under the server's base URL. */
-export const API_PATH = 'jupyter-elastic/api';
-
-/** Command ids. */
-export namespace CommandIDs {
-  /** Insert a `%%gpu` cell below the active cell of the current notebook. */
-  export const insertGpuCell = 'jupyter-elastic:insert-gpu-cell';
-  /** Open the Elastic compute sidebar. */
-  export const openSidebar = 'jupyter-elastic:open-sidebar';
-  /** Refresh the sidebar now. */
-  export const refresh = 'jupyter-elastic:refresh';
-}
 
 /** Backends a cluster can run on. */
 export type Backend = 'local' | 'kubernetes' | 'gateway';
@@ -54,7 +33,10 @@ export interface IAdaptBounds {
   maximum: number;
 }
 
-/** A cluster as `GET /clusters` lists it; `GET /clusters/{id}` adds `worker_details`. */
+/**
+ * A cluster as `GET /clusters` lists it; `GET /clusters/{id}` and
+ * `GET /clusters?details=1` (each cluster of the list) add `worker_details`.
+ */
 export interface ICluster {
   id: string;
   name: string;
@@ -81,7 +63,7 @@ export interface ICluster {
   worker_details?: IWorkerDetail[];
 }
 
-/** Reply of `GET /clusters`. */
+/** Reply of `GET /clusters` (and of `GET /clusters?details=1`). */
 export interface IClusterList {
   clusters: ICluster[];
 }
@@ -129,19 +111,6 @@ export interface ICreateCluster {
   name?: string;
 }
 
-/** Everything the sidebar shows, as the model last saw it. */
-export interface IElasticState {
-  clusters: ICluster[];
-  history: IHistoryRow[];
-  usage: IUsageReport | null;
-  /** The last error from the server (a refresh or an action), shown in the panel. */
-  error: string | null;
-  /** Ids of clusters with an action (scale, adapt, stop) in flight. */
-  busy: string[];
-  /** Whether at least one refresh has completed. */
-  loaded: boolean;
-}
-
 /**
  * Send one request to the REST API and decode its JSON reply.
  *
@@ -149,11 +118,3 @@ export interface IElasticState {
  * an `Error` whose message is the server's `message`.
  */
 export type RequestFn = <T>(path: string, init?: RequestInit) => Promise<T>;
-
-/** User settings from the Settings Editor. */
-export interface IElasticSettings {
-  /** Seconds between refreshes while the page is visible. */
-  refreshInterval: number;
-  /** Backend of clusters started with the panel's "New cluster" button. */
-  defaultBackend: Backend;
-}
