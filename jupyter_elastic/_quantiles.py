@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import get_namespace, is_dask, to_numpy
+from ._array import get_namespace, is_dask, nanquantile, to_device, to_numpy
 from ._checks import as_array, check_float_array, check_ndim, float_dtype
 from ._chunked import map_reduce
 
@@ -179,7 +179,7 @@ def _features_input(X: Any) -> Any:
 
 def _no_inf(X: Any) -> Any:
     xp = get_namespace(X)
-    if bool(xp.any(xp.isinf(X))):
+    if bool(to_numpy(xp.any(xp.isinf(X)))):
         raise ValueError("X contains infinity; remove or impute non-finite values first")
     return X
 
@@ -228,7 +228,7 @@ def histogram_features(
             lo, hi = (float(to_numpy(v)) for v in dask.compute(da.nanmin(X), da.nanmax(X)))
         else:
             xp = get_namespace(X)
-            lo, hi = float(xp.nanmin(X)), float(xp.nanmax(X))
+            lo, hi = (float(v) for v in to_numpy(xp.stack([xp.nanmin(X), xp.nanmax(X)])))
         if np.isnan(lo):
             raise ValueError("X holds only NaN; pass range= or data with values")
     else:
@@ -249,11 +249,12 @@ def histogram_features(
 def _row_quantiles(X: Any, q: np.ndarray) -> Any:
     xp = get_namespace(X)
     nan = xp.isnan(X)
-    if not bool(xp.any(nan)):  # the plain quantile is much faster than the NaN-aware one
+    flags = to_numpy(xp.stack([xp.any(nan), xp.any(xp.all(nan, axis=1))]))  # one sync
+    if not flags[0]:  # the plain quantile is much faster than the NaN-aware one
         return xp.quantile(X, xp.asarray(q), axis=1).T.astype(X.dtype)
-    if bool(xp.any(xp.all(nan, axis=1))):
+    if flags[1]:
         raise ValueError("a row of X holds only NaN; no quantile exists")
-    return xp.nanquantile(X, xp.asarray(q), axis=1).T.astype(X.dtype)
+    return nanquantile(X, q, axis=1).T.astype(X.dtype)
 
 
 def quantile_features(X: Any, q: Sequence[float] = (0.25, 0.5, 0.75), *, axis: int = 1) -> Any:
