@@ -259,6 +259,9 @@ class ElasticSession:
         from dask.base import tokenize
         from dask.sizeof import sizeof
 
+        from ._array import is_device, register_device_tokens
+
+        register_device_tokens()  # --keep-on-device values are hashed on their device
         inputs: dict[str, Any] = {}
         for name in plan.inputs:
             if name not in namespace:
@@ -268,7 +271,8 @@ class ElasticSession:
                 inputs[name] = value  # travels by name; the worker imports it
                 continue
             try:
-                cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+                if not is_device(value):  # pickling a device array copies it to the host
+                    cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
             except Exception as exc:
                 raise InputNotSerializable(
                     f"cannot send `{name}` ({type(value).__name__}) to the worker: "

@@ -369,11 +369,21 @@ def _emit_via(worker: Any, topic: str) -> Callable[[dict[str, Any]], None]:
 
 
 def _to_host(value: Any) -> Any:
-    """CuPy arrays (also inside lists, tuples and dicts) become NumPy arrays."""
-    if type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get"):
+    """Device values become host values, also inside lists, tuples, namedtuples and dicts.
+
+    CuPy arrays and cupyx sparse matrices (``.get()``), and Dask arrays with device chunks
+    (each chunk brought to NumPy lazily, when the Dask array is computed).
+    """
+    from ._array import is_dask, is_device, meta_namespace, to_numpy
+
+    if type(value).__module__.split(".")[0] in ("cupy", "cupyx") and hasattr(value, "get"):
         return value.get()
+    if is_device(value) or is_dask(value) and meta_namespace(value).__name__ != "numpy":
+        return to_numpy(value)
     if isinstance(value, list):
         return [_to_host(v) for v in value]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_to_host(v) for v in value))
     if isinstance(value, tuple) and type(value) is tuple:
         return tuple(_to_host(v) for v in value)
     if isinstance(value, dict) and type(value) is dict:
@@ -517,6 +527,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     for token, name in used_tokens:
         if _changed(namespace[name], token):
             _cache.drop(token)
+    release_device_memory()
     result.update(
         compute_seconds=compute,
         worker=address,
@@ -544,7 +555,10 @@ def _inline(result: dict[str, Any]) -> bytes | None:
 def _changed(value: Any, token: str) -> bool:
     from dask.base import tokenize
 
+    from ._array import register_device_tokens
+
     try:
+        register_device_tokens()  # a CuPy input is hashed on the GPU, not copied to the host
         return tokenize(value) != token
     except Exception:
         return True
@@ -579,6 +593,28 @@ def _flush_figures(output: _CellOutput) -> None:
         output.event("display", data={"image/png": _figure_png(figure),
                                        "text/plain": repr(figure)}, metadata={})
     pyplot.close("all")
+
+
+def release_device_memory() -> bool:
+    """Hand CuPy's cached blocks back to the driver after a cell (what its pools hold unused).
+
+    CuPy keeps freed device memory in its pools for reuse; on a shared worker that memory
+    would stay unavailable to the next cell's other libraries. Does nothing unless CuPy is
+    already imported and a GPU is usable. Returns whether the pools were released.
+    """
+    cp = sys.modules.get("cupy")
+    if cp is None:
+        return False
+    try:
+        from ._array import gpu_available
+
+        if not gpu_available():
+            return False
+        cp.get_default_memory_pool().free_all_blocks()
+        cp.get_default_pinned_memory_pool().free_all_blocks()
+    except Exception:
+        return False
+    return True
 
 
 def _on_gpu() -> bool:

@@ -296,9 +296,12 @@ StrictArray.__qualname__ = StrictArray.__name__ = "ndarray"
 
 def install() -> types.ModuleType:
     """Map :class:`StrictArray` to ``strictcupy`` in the compute library; return the namespace."""
+    from dask.array.chunk_types import register_chunk_type
+
     from jupyter_elastic import _array
 
     _array.register_namespace(StrictArray, xp, StrictArray._sanctioned_to_numpy)
+    register_chunk_type(StrictArray)  # as Dask registers cupy.ndarray
     return xp
 
 
