@@ -214,3 +214,26 @@ def test_roc_auc_without_numpy_trapezoid(monkeypatch: Any) -> None:
     monkeypatch.setattr(np, "trapz", trapezoid, raising=False)  # NumPy 1.26 has only trapz
     assert evaluation.roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
     assert evaluation.roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], max_fpr=0.5) > 0
+
+
+# ------------------------------------------------------------ item 6: GPU metrics keys ---
+
+
+def test_worker_details_read_the_gpu_metrics_distributed_publishes() -> None:
+    import asyncio
+
+    from jupyter_elastic.backends.kubernetes import KubernetesBackend
+    from jupyter_elastic.backends.local import GPU_RESOURCE, LocalBackend
+
+    metrics = {"cpu": 3.0, "gpu_utilization": 87, "gpu_memory_used": 5 * 2**30}
+    ws = SimpleNamespace(name="w0", resources={GPU_RESOURCE: 1.0}, memory_limit=2**34,
+                         metrics=metrics, address="tcp://w0:1", status="running")
+    local = SimpleNamespace(cluster=SimpleNamespace(scheduler=SimpleNamespace(workers={"a": ws})))
+    (detail,) = asyncio.run(LocalBackend.workers(None, local))  # type: ignore[arg-type]
+    assert (detail.gpu_utilization, detail.gpu_memory) == (87, 5 * 2**30)
+
+    info = {"name": "w0", "resources": {"GPU": 1}, "memory_limit": 1, "metrics": metrics}
+    k8s = SimpleNamespace(extra={"resource": "GPU"},
+                          cluster=SimpleNamespace(scheduler_info={"workers": {"tcp://w0:1": info}}))
+    (detail,) = asyncio.run(KubernetesBackend.workers(None, k8s))  # type: ignore[arg-type]
+    assert (detail.gpu_utilization, detail.gpu_memory) == (87, 5 * 2**30)

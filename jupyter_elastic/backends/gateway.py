@@ -43,7 +43,7 @@ from distributed.core import rpc
 from ..config import Settings, parse_duration
 from ..errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
 from ..models import ClusterSpec, WorkerDetail
-from .base import ClusterHandle, ElasticBackend, ProgressCallback
+from .base import ClusterHandle, ElasticBackend, ProgressCallback, gpu_metrics
 
 log = logging.getLogger("jupyter_elastic.backends.gateway")
 
@@ -588,14 +588,14 @@ class GatewayBackend(ElasticBackend):
             info = cluster.scheduler_info or {}
         details = []
         for address, w in sorted((info.get("workers") or {}).items()):
-            gpu_metrics = (w.get("metrics") or {}).get("gpu") or {}
+            gpu_utilization, gpu_memory = gpu_metrics(w.get("metrics"))
             details.append(
                 WorkerDetail(
                     name=str(w.get("name", address)),
                     gpus=float((w.get("resources") or {}).get(GPU_RESOURCE, 0.0)),
                     memory=int(w.get("memory_limit") or 0),
-                    gpu_utilization=gpu_metrics.get("utilization"),
-                    gpu_memory=gpu_metrics.get("memory-used"),
+                    gpu_utilization=gpu_utilization,
+                    gpu_memory=gpu_memory,
                     address=address,
                     status=str(w.get("status", "running")),
                 )

@@ -40,7 +40,7 @@ from ..k8s_manifests import (
     worker_resource,
 )
 from ..models import ClusterSpec, WorkerDetail
-from .base import ClusterHandle, ElasticBackend, ProgressCallback
+from .base import ClusterHandle, ElasticBackend, ProgressCallback, gpu_metrics
 
 log = logging.getLogger("jupyter_elastic.backends.kubernetes")
 
@@ -492,15 +492,14 @@ class KubernetesBackend(ElasticBackend):
         details = []
         resource = handle.extra.get("resource", "GPU")
         for address, info in list((handle.cluster.scheduler_info.get("workers") or {}).items()):
-            metrics = info.get("metrics") or {}
-            gpu = metrics.get("gpu") or {}
+            gpu_utilization, gpu_memory = gpu_metrics(info.get("metrics"))
             details.append(
                 WorkerDetail(
                     name=str(info.get("name", address)),
                     gpus=float((info.get("resources") or {}).get("GPU", 0.0)) if resource == "GPU" else 0.0,
                     memory=int(info.get("memory_limit") or 0),
-                    gpu_utilization=gpu.get("utilization"),
-                    gpu_memory=gpu.get("memory-used"),
+                    gpu_utilization=gpu_utilization,
+                    gpu_memory=gpu_memory,
                     address=address,
                     status=str(info.get("status", "running")),
                 )

@@ -25,7 +25,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from .._devices import detect_gpus
 from ..errors import ConfigError
 from ..models import ClusterSpec, WorkerDetail
-from .base import ClusterHandle, ElasticBackend, ProgressCallback
+from .base import ClusterHandle, ElasticBackend, ProgressCallback, gpu_metrics
 
 log = logging.getLogger("jupyter_elastic.backends.local")
 
@@ -300,15 +300,14 @@ class LocalBackend(ElasticBackend):
         scheduler = handle.cluster.scheduler
         details = []
         for ws in list(scheduler.workers.values()):
-            metrics = ws.metrics or {}
-            gpu_metrics = metrics.get("gpu") or {}
+            gpu_utilization, gpu_memory = gpu_metrics(ws.metrics)
             details.append(
                 WorkerDetail(
                     name=str(ws.name),
                     gpus=float(ws.resources.get(GPU_RESOURCE, 0.0)),
                     memory=int(ws.memory_limit or 0),
-                    gpu_utilization=gpu_metrics.get("utilization"),
-                    gpu_memory=gpu_metrics.get("memory-used"),
+                    gpu_utilization=gpu_utilization,
+                    gpu_memory=gpu_memory,
                     address=ws.address,
                     status=str(ws.status.name if hasattr(ws.status, "name") else ws.status),
                 )
