@@ -237,3 +237,75 @@ def test_worker_details_read_the_gpu_metrics_distributed_publishes() -> None:
                           cluster=SimpleNamespace(scheduler_info={"workers": {"tcp://w0:1": info}}))
     (detail,) = asyncio.run(KubernetesBackend.workers(None, k8s))  # type: ignore[arg-type]
     assert (detail.gpu_utilization, detail.gpu_memory) == (87, 5 * 2**30)
+
+
+# --------------------------------------------------------- item 7: device discovery ---
+
+SMI_QUERY = (
+    "0, GPU-aaaa1111-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559\n"
+    "1, GPU-bbbb2222-0000-0000-0000-000000000000, NVIDIA A100-SXM4-40GB, 40960\n"
+)
+SMI_LIST = (
+    "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa1111-0000-0000-0000-000000000000)\n"
+    "GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-bbbb2222-0000-0000-0000-000000000000)\n"
+    "  MIG 3g.20gb     Device  0: (UUID: MIG-cccc3333-0000-0000-0000-000000000000)\n"
+    "  MIG 1g.5gb      Device  1: (UUID: MIG-dddd4444-0000-0000-0000-000000000000)\n"
+)
+
+
+@pytest.fixture
+def fake_smi(monkeypatch: Any) -> None:
+    from jupyter_elastic import _devices
+
+    def run(cmd: list[str], **kw: Any) -> Any:
+        return SimpleNamespace(stdout=SMI_LIST if cmd[1] == "-L" else SMI_QUERY)
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML bindings
+    monkeypatch.setattr(_devices.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(_devices.subprocess, "run", run)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_mig_instances_are_listed_instead_of_their_gpu(fake_smi: None) -> None:
+    from jupyter_elastic._devices import detect_gpus
+
+    gpus = detect_gpus()
+    assert [g.name for g in gpus] == [
+        "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB MIG 3g.20gb", "NVIDIA A100-SXM4-40GB MIG 1g.5gb"]
+    assert gpus[1].mig and gpus[1].memory == 20 * 1024**3
+    assert gpus[1].visible_id.startswith("MIG-cccc3333")
+    assert gpus[0].visible_id.startswith("GPU-aaaa1111")
+
+
+@pytest.mark.parametrize(
+    "mask,want",
+    [
+        ("GPU-aaaa1111-0000-0000-0000-000000000000", ["GPU-aaaa1111"]),
+        ("MIG-dddd4444,0", ["MIG-dddd4444", "GPU-aaaa1111"]),
+        ("0,7,MIG-cccc3333", ["GPU-aaaa1111"]),  # CUDA stops at the first unknown entry
+        ("-1", []),
+    ],
+)
+def test_cuda_visible_devices_by_index_or_uuid(
+    fake_smi: None, monkeypatch: Any, mask: str, want: list[str]
+) -> None:
+    from jupyter_elastic._devices import detect_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    assert [g.uuid[:12] for g in detect_gpus()] == want
+
+
+def test_compute_only_container_counts_devices_through_cupy(monkeypatch: Any) -> None:
+    from jupyter_elastic import _devices
+
+    props = {"name": b"NVIDIA H200", "totalGlobalMem": 141 * 1024**3}
+    runtime = SimpleNamespace(getDeviceCount=lambda: 2, getDeviceProperties=lambda i: props)
+    fake = ModuleType("cupy")
+    fake.is_available = lambda: True  # type: ignore[attr-defined]
+    fake.cuda = SimpleNamespace(runtime=runtime)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(_devices.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    gpus = _devices.detect_gpus()
+    assert [(g.name, g.visible_id) for g in gpus] == [("NVIDIA H200", "3"), ("NVIDIA H200", "5")]

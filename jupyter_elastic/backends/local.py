@@ -62,7 +62,7 @@ class ElasticLocalCluster(LocalCluster):
         return {name: worker}
 
 
-def gpu_groups(indices: list[int], per_worker: int) -> list[str]:
+def gpu_groups(indices: list[int] | list[str], per_worker: int) -> list[str]:
     """Devices for each worker: ``per_worker`` of them each, whole groups only.
 
     Examples
@@ -202,7 +202,7 @@ class LocalBackend(ElasticBackend):
         # NVML or nvidia-smi may take seconds: not on the control plane's event loop
         gpus = await asyncio.to_thread(detect_gpus) if spec.gpus_per_worker > 0 else []
         slots_wanted = max(1, int(spec.gpus_per_worker))
-        groups = gpu_groups([g.index for g in gpus], slots_wanted)
+        groups = gpu_groups([g.visible_id for g in gpus], slots_wanted)  # UUIDs for MIG
         if gpus and not groups:
             raise ConfigError(
                 f"worker.gpus={slots_wanted} but this machine has {len(gpus)} GPU(s); "
