@@ -309,3 +309,28 @@ def test_compute_only_container_counts_devices_through_cupy(monkeypatch: Any) ->
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     gpus = _devices.detect_gpus()
     assert [(g.name, g.visible_id) for g in gpus] == [("NVIDIA H200", "3"), ("NVIDIA H200", "5")]
+
+
+# ----------------------------------------------------------- items 2 and 10: gpu_check ---
+
+
+def test_gpu_check_on_the_strict_stand_in_expects_host_results_where_documented(
+    capsys: Any,
+) -> None:
+    from test_array import load_gpu_check
+
+    gpu_check = load_gpu_check()
+    assert gpu_check.check(gpu_check.Device(xp), 0.001, 1) == 0
+    table = capsys.readouterr().out
+    assert "| confusion_matrix | 0.0e+00 |" in table  # a NumPy result, as documented
+    for variant in ("scale[float32]", "robust_scale[nan]", "robust_scale[dask]",
+                    "roc_auc_score[dask]", "scale[dask]"):
+        assert f"| {variant} |" in table
+    assert "FAIL" not in table
+
+
+def test_gpu_check_sanitizes_exception_text_for_markdown() -> None:
+    from test_array import load_gpu_check
+
+    text = load_gpu_check().sanitize("bad | cell\nsecond `line`" + "x" * 300)
+    assert "|" not in text and "\n" not in text and len(text) <= 160
