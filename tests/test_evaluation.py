@@ -15,11 +15,11 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import strict_xp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-import strict_xp
 from jupyter_elastic import evaluation as ev
 from jupyter_elastic._array import gpu_available
 

@@ -14,11 +14,11 @@ import dask.bag as db
 import numpy as np
 import pytest
 import scipy.signal
+import strict_xp
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn import preprocessing as skp
 from sklearn.feature_extraction import FeatureHasher
 
-import strict_xp
 from jupyter_elastic import _array, _quantiles, features
 from jupyter_elastic._array import gpu_available
 
