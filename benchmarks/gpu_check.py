@@ -1,14 +1,22 @@
 """One prepared GPU check: every compute function on CuPy against float64 NumPy references.
 
-On a machine with a usable GPU (``cupy.is_available()``) each function runs on CuPy input,
-its result is compared with the float64 NumPy reference (scikit-learn / SciPy semantics are
-covered by the test-suite; here the CPU path of this library, run in float64, is the
-reference), and the script reports the achieved bandwidth (input + output bytes / time) as
-a share of the device's peak (H200: 4.8 TB/s) and the speed-up over the CPU path. Without a
-GPU it prints why and exits 0. ``--dry-run`` runs the identical checking logic with NumPy
-standing in for the device, so the script is exercised where no GPU exists.
+On a machine with a usable GPU (``cupy.is_available()``) each function runs on CuPy input
+(float64 and float32, inputs with NaN where the function accepts them, and one Dask array
+with CuPy chunks per engine: lazy map-blocks, exact distributed quantiles, chunked metric
+reduction), its result is compared with the float64 NumPy reference (the CPU path of this
+library; scikit-learn / SciPy semantics are covered by the test-suite), and the script
+reports, per function: the error, device and CPU times (best of the same ``--repeat`` runs
+on both), the *effective* bandwidth (input + output bytes / device time, timed with
+``cupyx.profiler.benchmark``) against the device's peak computed from its attributes
+(``memoryClockRate x memoryBusWidth x 2 / 8``), and the peak device memory the call used.
+A versions header names the CUDA runtime and driver, CuPy and NumPy. Without a GPU it
+prints why and exits 0. ``--dry-run`` runs the identical checking logic with NumPy standing
+in for the device, so the script is exercised where no GPU exists (CI runs it).
 
-Run: ``python benchmarks/gpu_check.py [--dry-run] [--scale 1.0] [--peak-gbs 4800]``.
+Functions documented to return host values (metrics: Python floats; ``confusion_matrix``:
+a NumPy array) are expected to; every other function must return the device's array type.
+
+Run: ``python benchmarks/gpu_check.py [--dry-run] [--scale 1.0] [--repeat 3]``.
 Exit status: 0 when every check passes (or no GPU), 1 when any result disagrees.
 """
 
@@ -30,13 +38,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jupyter_elastic import evaluation as ev  # noqa: E402
 from jupyter_elastic import features as ft  # noqa: E402
-from jupyter_elastic._arrays.namespace import gpu_available, to_numpy  # noqa: E402
+from jupyter_elastic._arrays.namespace import gpu_available, is_dask, to_numpy  # noqa: E402
 
 BANDS = [(0.0, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 128.0)]
+#: Functions documented to return a NumPy array whatever the input's device.
+HOST_ARRAY_RESULTS = {"confusion_matrix"}
+#: Allowed max relative error against the float64 reference, by input dtype.
+TOLERANCE = {"float64": 1e-9, "float32": 2e-5}
+
+Case = tuple[str, Callable[..., Any], tuple[np.ndarray, ...], dict]
 
 
-def cases(scale: float) -> list[tuple[str, Callable[..., Any], tuple[np.ndarray, ...], dict]]:
-    """(name, function, NumPy float64 inputs, kwargs) for every function."""
+def cases(scale: float) -> list[Case]:
+    """(name, function, NumPy inputs, kwargs) for every function and variant.
+
+    Names ending in ``[float32]`` get float32 inputs, ``[nan]`` inputs with NaN, and
+    ``[dask]`` a Dask array with device chunks (one per engine).
+    """
     rng = np.random.default_rng(0)
     n = max(1000, int(4_000_000 * scale))
     X = rng.normal(size=(n, 8))
@@ -72,11 +90,32 @@ def cases(scale: float) -> list[tuple[str, Callable[..., Any], tuple[np.ndarray,
         ("mean_squared_error", ev.mean_squared_error, (yr, pr), {}),
         ("mean_absolute_error", ev.mean_absolute_error, (yr, pr), {}),
         ("r2_score", ev.r2_score, (yr, pr), {}),
+        *_variants(X, Xp, sig, y, s),
+    ]
+
+
+def _variants(X: np.ndarray, Xp: np.ndarray, sig: np.ndarray, y: Any, s: Any) -> list[Case]:
+    X32, Xnan = X.astype(np.float32), X.copy()
+    Xnan[::17, 1] = np.nan
+    signan = sig.copy()
+    signan[::5, 3] = np.nan
+    return [
+        ("scale[float32]", ft.scale, (X32,), {}),
+        ("minmax_scale[float32]", ft.minmax_scale, (X32,), {}),
+        ("robust_scale[float32]", ft.robust_scale, (X32,), {}),
+        ("polynomial_features[float32]", ft.polynomial_features, (Xp.astype(np.float32),), {}),
+        ("rolling_std[float32]", ft.rolling_std, (X32,), {"window": 50}),
+        ("scale[nan]", ft.scale, (Xnan,), {}),
+        ("robust_scale[nan]", ft.robust_scale, (Xnan,), {}),
+        ("quantile_features[nan]", ft.quantile_features, (signan,), {}),
+        ("scale[dask]", ft.scale, (X,), {}),  # lazy map-blocks engine
+        ("robust_scale[dask]", ft.robust_scale, (Xnan,), {}),  # exact quantile engine
+        ("roc_auc_score[dask]", ev.roc_auc_score, (y, s), {}),  # chunked reduction engine
     ]
 
 
 def timed(func: Callable[[], Any], sync: Callable[[], None], repeat: int) -> tuple[float, Any]:
-    """Best wall time of ``repeat`` runs after one warm-up, synchronising the device."""
+    """Best wall time of ``repeat`` runs after one warm-up (``sync`` waits for the device)."""
     result = func()
     sync()
     best = float("inf")
@@ -92,76 +131,190 @@ def nbytes(value: Any) -> int:
     return int(getattr(value, "nbytes", 0))
 
 
-def check(
-    dev: ModuleType, sync: Callable[[], None], scale: float, repeat: int, peak_gbs: float
-) -> int:
-    """Run every case on ``dev`` (cupy, or numpy in a dry run); print a table; count failures."""
+class Device:
+    """What ``check`` needs of the device: CuPy on a GPU, NumPy (or a stand-in) in a dry run.
+
+    ``bench(func, repeat) -> seconds`` times a call (default: :func:`timed` with ``sync``);
+    ``peak_memory(func) -> bytes`` is the device memory one call needs at most (or None);
+    ``peak_gbs`` the device's peak bandwidth (None when unknown).
+    """
+
+    def __init__(
+        self,
+        xp: ModuleType,
+        sync: Callable[[], None] = lambda: None,
+        bench: Callable[[Callable[[], Any], int], float] | None = None,
+        peak_memory: Callable[[Callable[[], Any]], int | None] = lambda func: None,
+        peak_gbs: float | None = None,
+    ) -> None:
+        self.xp, self.sync, self.bench = xp, sync, bench
+        self.peak_memory, self.peak_gbs = peak_memory, peak_gbs
+
+    @staticmethod
+    def rows_per_chunk(n: int) -> int:
+        return max(1, n // 4)
+
+    def time(self, func: Callable[[], Any], repeat: int) -> float:
+        if self.bench is not None:
+            return self.bench(func, repeat)
+        return timed(func, self.sync, repeat)[0]
+
+
+def sanitize(text: str, limit: int = 160) -> str:
+    """Exception text fit for one Markdown table cell: no pipes, newlines or overlong runs."""
+    flat = " ".join(str(text).split()).replace("|", "/").replace("`", "'")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _expected_kind(name: str, got: Any, dev: Device, dask_input: bool) -> str | None:
+    """Why ``got`` is the wrong kind of result for ``name`` (None when it is right)."""
+    base = name.split("[")[0]
+    if isinstance(got, (float, int, np.floating, np.integer)):
+        return None  # metrics return host scalars, as documented
+    if base in HOST_ARRAY_RESULTS:
+        return None if isinstance(got, np.ndarray) else f"expected a NumPy array, got {type(got)}"
+    if dask_input:
+        if not is_dask(got):
+            return f"expected a Dask array, got {type(got).__name__}"
+        got = got._meta
+    root = type(got).__module__.split(".")[0]
+    return None if root == dev.xp.__name__.split(".")[0] else (
+        f"returned {type(got).__module__}.{type(got).__name__}")
+
+
+def check(dev: Device, scale: float, repeat: int) -> int:
+    """Run every case on ``dev``; print a Markdown table; return the number of failures."""
+    import dask.array as da  # noqa: PLC0415
+
     failures = 0
     print(
-        "| function | max rel. error vs float64 | device (ms) | GB/s | % of peak | CPU (ms) | speed-up |"
+        "| function | max rel. error vs float64 | device (ms) | effective GB/s "
+        "| % of peak | peak device memory (MiB) | CPU (ms) | speed-up |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, func, inputs, kwargs in cases(scale):
-        t_cpu, want = timed(lambda f=func, a=inputs, k=kwargs: f(*a, **k), lambda: None, 1)
-        on_dev = tuple(dev.asarray(a) for a in inputs)
+        dask_input = name.endswith("[dask]")
+        reference = tuple(a.astype(np.float64) if a.dtype == np.float32 else a for a in inputs)
+        t_cpu, want = timed(lambda f=func, a=reference, k=kwargs: f(*a, **k), lambda: None, repeat)
+        on_dev = tuple(dev.xp.asarray(a) for a in inputs)
+        if dask_input:
+            on_dev = tuple(
+                da.from_array(a, chunks=(dev.rows_per_chunk(a.shape[0]),) + a.shape[1:])
+                for a in on_dev
+            )
+
+        def call(f: Any = func, a: Any = on_dev, k: Any = kwargs, lazy: bool = dask_input) -> Any:
+            out = f(*a, **k)
+            return out.compute() if lazy and is_dask(out) else out
+
         try:
-            t_dev, got = timed(lambda f=func, a=on_dev, k=kwargs: f(*a, **k), sync, repeat)
+            got = func(*on_dev, **kwargs)
+            wrong = _expected_kind(name, got, dev, dask_input)
+            if wrong is None:
+                got = call()
+                t_dev = dev.time(call, repeat)
+                peak_mem = dev.peak_memory(call)
         except Exception as exc:  # report every function, not just the first failure
             failures += 1
-            print(f"| {name} | FAILED: {type(exc).__name__}: {exc} | | | | | |", flush=True)
+            print(f"| {name} | FAILED: {type(exc).__name__}: {sanitize(exc)} | | | | | | |",
+                  flush=True)
             continue
-        if (
-            not isinstance(got, (float, int, np.floating, np.integer))
-            and type(got).__module__.split(".")[0] != dev.__name__
-        ):
+        if wrong is not None:
             failures += 1
-            print(
-                f"| {name} | FAILED: returned {type(got).__module__}.{type(got).__name__} | | | | | |"
-            )
+            print(f"| {name} | FAILED: {sanitize(wrong)} | | | | | | |", flush=True)
             continue
         got_np = np.asarray(to_numpy(got), dtype=np.float64)
         want_np = np.asarray(want, dtype=np.float64)
-        scale_ref = max(1.0, float(np.max(np.abs(want_np)))) if want_np.size else 1.0
-        err = (
-            float(np.max(np.abs(got_np - want_np))) / scale_ref
-            if got_np.shape == want_np.shape
-            else float("inf")
-        )
-        ok = err <= 1e-9
+        finite = np.isfinite(want_np)
+        scale_ref = max(1.0, float(np.max(np.abs(want_np[finite])))) if finite.any() else 1.0
+        if got_np.shape != want_np.shape or not np.array_equal(np.isnan(got_np), np.isnan(want_np)):
+            err = float("inf")
+        else:
+            err = float(np.max(np.abs(got_np[finite] - want_np[finite]), initial=0.0)) / scale_ref
+        dtype = "float32" if name.endswith("[float32]") else "float64"
+        ok = err <= TOLERANCE[dtype]
         failures += not ok
         moved = sum(nbytes(a) for a in on_dev) + nbytes(got)
         gbs = moved / t_dev / 1e9
+        share = f"{100 * gbs / dev.peak_gbs:.1f}" if dev.peak_gbs else "n/a"
+        mem = f"{peak_mem / 2**20:.1f}" if peak_mem is not None else "n/a"
         print(
             f"| {name} | {err:.1e}{'' if ok else ' FAIL'} | {t_dev * 1e3:.2f} | {gbs:.1f} "
-            f"| {100 * gbs / peak_gbs:.1f} | {t_cpu * 1e3:.1f} | {t_cpu / t_dev:.1f}x |",
+            f"| {share} | {mem} | {t_cpu * 1e3:.1f} | {t_cpu / t_dev:.1f}x |",
             flush=True,
         )
     return failures
+
+
+def cupy_device() -> Device:
+    """CuPy on the current GPU: benchmark timing, peak bandwidth and memory from CUDA."""
+    import cupy  # noqa: PLC0415
+    from cupyx.profiler import benchmark  # noqa: PLC0415
+
+    device = cupy.cuda.Device()
+    clock_khz = device.attributes["MemoryClockRate"]
+    bus_bits = device.attributes["GlobalMemoryBusWidth"]
+    peak = clock_khz * 1e3 * bus_bits * 2 / 8 / 1e9
+
+    def bench(func: Callable[[], Any], repeat: int) -> float:
+        result = benchmark(func, n_repeat=repeat, n_warmup=1)
+        wall = np.maximum(result.cpu_times, result.gpu_times.max(axis=0))
+        return float(wall.min())
+
+    def peak_memory(func: Callable[[], Any]) -> int:
+        pool = cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        base = pool.used_bytes()
+        top = [base]
+
+        class Peak(cupy.cuda.MemoryHook):
+            name = "gpu-check-peak"
+
+            def malloc_postprocess(self, **kw: Any) -> None:
+                top[0] = max(top[0], pool.used_bytes())
+
+        with Peak():
+            func()
+            device.synchronize()
+        return top[0] - base
+
+    return Device(cupy, device.synchronize, bench, peak_memory, peak)
+
+
+def versions_header(dry_run: bool) -> str:
+    parts = [f"NumPy {np.__version__}"]
+    if not dry_run:
+        import cupy  # noqa: PLC0415
+
+        rt, drv = cupy.cuda.runtime.runtimeGetVersion(), cupy.cuda.runtime.driverGetVersion()
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+        parts = [
+            f"device {name.decode() if isinstance(name, bytes) else name}",
+            f"CUDA runtime {rt // 1000}.{rt % 1000 // 10}",
+            f"driver (CUDA) {drv // 1000}.{drv % 1000 // 10}",
+            f"CuPy {cupy.__version__}",
+            *parts,
+        ]
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="NumPy stands in for the GPU")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every data size")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--peak-gbs", type=float, default=4800.0, help="device peak GB/s (H200: 4800)"
-    )
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs, CPU and device alike")
     args = parser.parse_args(argv)
     if args.dry_run:
-        print("dry run: NumPy stands in for the device (checks the checking logic, not a GPU)\n")
-        failures = check(np, lambda: None, args.scale, args.repeat, args.peak_gbs)
+        print("dry run: NumPy stands in for the device (checks the checking logic, not a GPU)")
+        print(versions_header(True) + "\n")
+        failures = check(Device(np), args.scale, args.repeat)
     elif not gpu_available():
         print("no GPU: CuPy is not installed or cupy.is_available() is False; nothing to check")
         return 0
     else:
-        import cupy
-
-        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-        print(f"device: {props['name'].decode()}; CuPy {cupy.__version__}\n")
-        failures = check(
-            cupy, cupy.cuda.Device().synchronize, args.scale, args.repeat, args.peak_gbs
-        )
+        dev = cupy_device()
+        print(versions_header(False) + f"; peak bandwidth {dev.peak_gbs:.0f} GB/s\n")
+        failures = check(dev, args.scale, args.repeat)
     print(f"\n{failures} failing function(s)")
     return 1 if failures else 0
 

@@ -10,6 +10,9 @@ value and gives the accepted form. The value parsers here (durations, sizes, GPU
 whole numbers) are the only ones in the package: the magics, the REST handlers, the control
 plane and the CLI call them. Each bounds its input's length before it parses, and parses in
 linear time.
+
+Why one module of ~450 lines: every key and every parser of the namespace in one place is
+what makes "one validator table" true; it holds no logic besides parsing.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import strict_xp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
@@ -22,13 +23,23 @@ from sklearn import metrics as skm
 from jupyter_elastic import evaluation as ev
 from jupyter_elastic._arrays.namespace import gpu_available
 
+strict_xp.install()
 
-@pytest.fixture(params=["numpy", "dask", pytest.param("cupy", marks=pytest.mark.gpu)])
-def kind(request: pytest.FixtureRequest) -> str:
-    """The array kind under test; CuPy only where ``cupy.is_available()`` is true."""
+
+@pytest.fixture(
+    params=["numpy", "dask", "strict", pytest.param("cupy", marks=pytest.mark.gpu)]
+)
+def kind(request: pytest.FixtureRequest) -> Any:
+    """The array kind under test; CuPy only where ``cupy.is_available()`` is true.
+
+    ``strict`` is the CPU stand-in for CuPy (``strict_xp.py``): CuPy's names only, and any
+    implicit host transfer fails the test even where a caller swallowed the error.
+    """
     if request.param == "cupy" and not gpu_available():
         pytest.skip("no usable GPU: CuPy is not installed or cupy.is_available() is False")
-    return request.param
+    strict_xp.VIOLATIONS.clear()
+    yield request.param
+    assert not strict_xp.VIOLATIONS, f"implicit host transfers: {strict_xp.VIOLATIONS}"
 
 
 def to_kind(x: Any, kind: str, rows: int = 97) -> Any:
@@ -37,12 +48,14 @@ def to_kind(x: Any, kind: str, rows: int = 97) -> Any:
     x = np.asarray(x)
     if kind == "dask":
         return da.from_array(x, chunks=(rows,) + x.shape[1:])
+    if kind in ("cupy", "strict") and x.dtype.kind in "USO":
+        pytest.skip("CuPy has no string arrays")
     if kind == "cupy":
-        if x.dtype.kind in "USO":
-            pytest.skip("CuPy has no string arrays")
         import cupy
 
         return cupy.asarray(x)
+    if kind == "strict":
+        return strict_xp.asarray(x)
     return x
 
 

@@ -14,27 +14,38 @@ import dask.bag as db
 import numpy as np
 import pytest
 import scipy.signal
+import strict_xp
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn import preprocessing as skp
 from sklearn.feature_extraction import FeatureHasher
 
 from jupyter_elastic import features
+from jupyter_elastic._arrays import namespace as _array
 from jupyter_elastic._arrays.namespace import gpu_available
 from jupyter_elastic.features import _quantiles
+
+strict_xp.install()
 
 
 @pytest.fixture(
     params=[
         "numpy",
         "dask",
+        "strict",
         pytest.param("cupy", marks=pytest.mark.gpu),
     ]
 )
-def kind(request: pytest.FixtureRequest) -> str:
-    """The array kind under test; CuPy only where ``cupy.is_available()`` is true."""
+def kind(request: pytest.FixtureRequest) -> Any:
+    """The array kind under test; CuPy only where ``cupy.is_available()`` is true.
+
+    ``strict`` is the CPU stand-in for CuPy (``strict_xp.py``): CuPy's names only, and any
+    implicit host transfer fails the test even where a caller swallowed the error.
+    """
     if request.param == "cupy" and not gpu_available():
         pytest.skip("no usable GPU: CuPy is not installed or cupy.is_available() is False")
-    return request.param
+    strict_xp.VIOLATIONS.clear()
+    yield request.param
+    assert not strict_xp.VIOLATIONS, f"implicit host transfers: {strict_xp.VIOLATIONS}"
 
 
 def to_kind(x: np.ndarray, kind: str, rows: int = 37) -> Any:
@@ -46,6 +57,8 @@ def to_kind(x: np.ndarray, kind: str, rows: int = 37) -> Any:
         import cupy
 
         return cupy.asarray(x)
+    if kind == "strict":
+        return strict_xp.asarray(x)
     return x
 
 
@@ -59,6 +72,9 @@ def back(result: Any, kind: str) -> np.ndarray:
 
         assert isinstance(result, cupy.ndarray), type(result)
         return result.get()
+    if kind == "strict":
+        assert isinstance(result, strict_xp.StrictArray), type(result)
+        return _array.to_numpy(result)
     assert isinstance(result, np.ndarray), type(result)
     return result
 
@@ -332,6 +348,8 @@ def test_hash_features_on_a_dask_bag_and_on_device(kind: str) -> None:
         import cupy
 
         got = features.hash_features(TOKENS, 64, xp=cupy)
+    elif kind == "strict":
+        got = features.hash_features(TOKENS, 64, xp=strict_xp.xp)
     else:
         got = features.hash_features(TOKENS, 64, dtype=np.float32)
     np.testing.assert_array_equal(back(got, kind), want)

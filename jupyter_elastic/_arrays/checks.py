@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .namespace import get_namespace, is_dask, to_numpy
+from .namespace import get_namespace, is_dask, is_device, to_numpy
 
 __all__ = [
     "as_array",
@@ -32,7 +32,12 @@ def as_array(x: Any, name: str) -> Any:
     """Return ``x`` as a NumPy, CuPy or Dask array (lists and tuples become NumPy)."""
     if x is None:
         raise ValueError(f"{name} is None; pass an array")
-    if is_dask(x) or hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__"):
+    if (
+        is_dask(x)
+        or is_device(x)
+        or hasattr(x, "__array_namespace__")
+        or hasattr(x, "__cuda_array_interface__")
+    ):
         get_namespace(x)  # rejects unsupported array libraries with a clear message
         return x
     try:
@@ -106,8 +111,8 @@ def check_finite(x: Any, name: str) -> Any:
 
 def _finite_block(x: Any, what: str) -> Any:
     xp = get_namespace(x)
-    if not bool(xp.all(xp.isfinite(x))):
-        bad = "NaN" if bool(xp.any(xp.isnan(x))) else "infinity"
+    if not bool(to_numpy(xp.all(xp.isfinite(x)))):  # one device sync, a 1-byte copy
+        bad = "NaN" if bool(to_numpy(xp.any(xp.isnan(x)))) else "infinity"
         raise ValueError(f"{what} contains {bad}; remove or impute non-finite values first")
     return x
 
@@ -154,7 +159,7 @@ def check_labels(y: Any, name: str) -> Any:
 def _discrete_block(y: Any, what: str) -> Any:
     _finite_block(y, what)
     xp = get_namespace(y)
-    if not bool(xp.all(y == xp.round(y))):
+    if not bool(to_numpy(xp.all(y == xp.round(y)))):
         raise ValueError(
             f"{what} contains continuous values (floats with a fractional part); "
             "classification metrics need discrete class labels"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .namespace import is_dask
+from .namespace import is_dask, register_device_tokens
 
 __all__ = ["SPLIT_EVERY", "align_rows", "map_reduce"]
 
@@ -32,6 +32,7 @@ def align_rows(arrays: Sequence[Any], chunk_size: int | None = None) -> list[Any
     """
     import dask.array as da  # noqa: PLC0415
 
+    register_device_tokens()  # from_array hashes device arrays on the device, not via pickle
     ref = next((a for a in arrays if a is not None and is_dask(a)), None)
     if chunk_size is not None:
         row_chunks: Any = chunk_size
@@ -98,23 +99,33 @@ def map_reduce(
     """
     if chunk_size is None and not any(a is not None and is_dask(a) for a in arrays):
         return stat(*arrays, **kwargs)
+    import uuid  # noqa: PLC0415
+
     import dask  # noqa: PLC0415
 
     aligned = align_rows(arrays, chunk_size)
     per_array = [None if a is None else _row_blocks(a) for a in aligned]
     n_blocks = len(next(p for p in per_array if p is not None))
-    delayed_stat = dask.delayed(stat, pure=True)
-    delayed_combine = dask.delayed(combine, pure=True)
+    # Explicit key names: tokenizing ``stat`` would pickle whatever it closes over (a
+    # model's weights on the GPU, in ``evaluate``), copying it to the host just for a name.
+    run = uuid.uuid4().hex
+    delayed_stat = dask.delayed(stat, pure=True, name=f"stat-{run}")
+    delayed_combine = dask.delayed(combine, pure=True, name=f"combine-{run}")
     level = [
-        delayed_stat(*[None if p is None else p[i] for p in per_array], **kwargs)
+        delayed_stat(
+            *[None if p is None else p[i] for p in per_array],
+            dask_key_name=f"stat-{run}-{i}",
+            **kwargs,
+        )
         for i in range(n_blocks)
     ]
-    while len(level) > 1:
+    depth = 0
+    while len(level) > 1 or n_blocks == 1 and depth == 0:
+        depth += 1
         level = [
-            delayed_combine(level[i : i + SPLIT_EVERY]) for i in range(0, len(level), SPLIT_EVERY)
+            delayed_combine(level[i : i + SPLIT_EVERY], dask_key_name=f"combine-{run}-{depth}-{i}")
+            for i in range(0, len(level), SPLIT_EVERY)
         ]
-    if n_blocks == 1:
-        level = [delayed_combine(level)]
     (result,) = dask.compute(level[0])
     return result
 

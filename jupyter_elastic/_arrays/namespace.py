@@ -11,6 +11,7 @@ when :func:`gpu_available` is asked, and a GPU counts as available only when
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -18,14 +19,41 @@ import numpy as np
 
 __all__ = [
     "cast",
+    "device_token",
     "get_namespace",
     "gpu_available",
     "is_cupy",
     "is_dask",
+    "is_device",
     "meta_namespace",
+    "nanquantile",
+    "register_device_tokens",
+    "register_namespace",
     "to_device",
     "to_numpy",
 ]
+
+#: Extra device array types: type -> (namespace, sanctioned copy to host). CuPy is built in;
+#: tests register a strict CuPy stand-in here (``tests/strict_xp.py``).
+_NAMESPACES: dict[type, tuple[ModuleType, Callable[[Any], Any]]] = {}
+
+
+def register_namespace(
+    array_type: type, namespace: ModuleType, to_host: Callable[[Any], Any]
+) -> None:
+    """Let arrays of ``array_type`` belong to ``namespace``, a device namespace like CuPy.
+
+    ``to_host`` is the one sanctioned copy back to NumPy (CuPy's is ``.get()``); it is what
+    :func:`to_numpy` calls. Used by the test-suite's strict CuPy stand-in.
+    """
+    _NAMESPACES[array_type] = (namespace, to_host)
+
+
+def _registered(x: Any) -> tuple[ModuleType, Callable[[Any], Any]] | None:
+    for array_type, entry in _NAMESPACES.items():
+        if isinstance(x, array_type):
+            return entry
+    return None
 
 
 def _cupy() -> ModuleType | None:
@@ -90,6 +118,18 @@ def is_cupy(x: Any) -> bool:
     return cp is not None and isinstance(x, cp.ndarray)
 
 
+def is_device(x: Any) -> bool:
+    """Whether ``x`` is a device array: CuPy, or a type given to :func:`register_namespace`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_device(np.zeros(3))
+    False
+    """
+    return is_cupy(x) or _registered(x) is not None
+
+
 def meta_namespace(x: Any) -> ModuleType:
     """The namespace of a Dask array's chunks (from its ``_meta``), or of ``x`` itself.
 
@@ -138,7 +178,10 @@ def get_namespace(*arrays: Any) -> ModuleType:
             continue
         if is_dask(x):
             x = x._meta
-        if isinstance(x, (np.ndarray, np.generic)):
+        entry = _registered(x)
+        if entry is not None:
+            found[entry[0].__name__] = entry[0]
+        elif isinstance(x, (np.ndarray, np.generic)):
             found["numpy"] = np
         elif is_cupy(x):
             found["cupy"] = sys.modules["cupy"]
@@ -155,8 +198,8 @@ def get_namespace(*arrays: Any) -> ModuleType:
             )
     if len(found) > 1:
         raise ValueError(
-            "inputs mix NumPy and CuPy arrays; move them to one device first "
-            "(jupyter_elastic._array.to_numpy or to_device)"
+            f"inputs mix {' and '.join(sorted(found))} arrays; move them to one device first "
+            "(jupyter_elastic._arrays.namespace.to_numpy or to_device)"
         )
     return next(iter(found.values()), np)
 
@@ -185,6 +228,9 @@ def to_numpy(x: Any) -> Any:
         return x.map_blocks(to_numpy, meta=np.empty((0,) * x.ndim, dtype=x.dtype))
     if is_cupy(x):
         return x.get()
+    entry = _registered(x)
+    if entry is not None:
+        return entry[1](x)
     return np.asarray(x)
 
 
@@ -215,3 +261,128 @@ def cast(x: Any, dtype: Any) -> Any:
     True
     """
     return x if x.dtype == np.dtype(dtype) else x.astype(dtype)
+
+
+# ------------------------------------------------------------ device-side hashing ---
+
+#: Words hashed per step by :func:`device_token` (bounds its temporary memory).
+_HASH_STEP = 1 << 24
+_K = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93)
+
+
+def device_token(x: Any) -> tuple[str, tuple[int, ...], int, int]:
+    """A content hash of a device array computed on the device; only 16 bytes come back.
+
+    The bytes of ``x`` (C order) are read as 64-bit words; each word is mixed with its
+    position (splitmix64-style multiply/xor-shift, wrapping in ``uint64``) and two
+    differently mixed sums are reduced on the device, in steps of :data:`_HASH_STEP` words.
+    Equal contents give equal tokens; a change to any byte changes the token except with
+    probability about 2**-128 for non-adversarial data. It is a cache key, not a
+    cryptographic digest.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> device_token(np.arange(3.0)) == device_token(np.arange(3.0))
+    True
+    >>> device_token(np.arange(3.0)) == device_token(np.arange(1.0, 4.0))
+    False
+    """
+    xp = get_namespace(x)
+    u64 = xp.uint64
+    flat = xp.ascontiguousarray(x).reshape(-1)
+    data = flat.view(xp.uint8)
+    pad = (-int(data.shape[0])) % 8
+    if pad:
+        data = xp.concatenate([data, xp.zeros(pad, dtype=xp.uint8)])
+    words = data.view(u64)
+    k0, k1, k2, k3 = (u64(k) for k in _K)
+    acc = xp.zeros(2, dtype=u64)
+    with np.errstate(over="ignore"):
+        for start in range(0, int(words.shape[0]), _HASH_STEP):
+            w = words[start : start + _HASH_STEP]
+            i = xp.arange(start, start + int(w.shape[0]), dtype=u64)
+            h = (w ^ (i * k0 + k1)) * k2
+            h = h ^ (h >> u64(31))
+            g = (h ^ (h >> u64(29))) * k3
+            acc = acc + xp.stack([xp.sum(h, dtype=u64), xp.sum(g ^ (g >> u64(32)), dtype=u64)])
+    lo, hi = (int(v) for v in to_numpy(acc))
+    return (np.dtype(x.dtype).str, tuple(int(s) for s in x.shape), lo, hi)
+
+
+def _normalize_device_array(x: Any) -> tuple[Any, ...]:
+    return ("device-array", type(x).__module__, *device_token(x))
+
+
+_TOKENIZED: set[type] = set()
+
+
+def register_device_tokens() -> None:
+    """Make ``dask.base.tokenize`` hash device arrays on the device (:func:`device_token`).
+
+    Dask's default tokenizes a CuPy array by pickling it, which copies the whole array to
+    the host. Call this before anything tokenizes device data (the chunked engine, the
+    worker's input cache, the kernel's input tokens); it registers CuPy (when imported) and
+    every type given to :func:`register_namespace`. Idempotent and cheap.
+    """
+    types_ = list(_NAMESPACES)
+    cp = sys.modules.get("cupy")
+    if cp is not None and hasattr(cp, "ndarray"):
+        types_.append(cp.ndarray)
+    new = [t for t in types_ if t not in _TOKENIZED]
+    if not new:
+        return
+    from dask.base import normalize_token  # noqa: PLC0415
+
+    for t in new:
+        normalize_token.register(t)(_normalize_device_array)
+        _TOKENIZED.add(t)
+
+
+# ---------------------------------------------------------------- NaN-aware quantiles ---
+
+
+def _lerp(a: Any, b: Any, t: Any, xp: ModuleType) -> Any:
+    """NumPy's quantile interpolation: ``a + (b - a) t``, from ``b`` when ``t >= 0.5``."""
+    diff = b - a
+    return xp.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+def nanquantile(x: Any, q: Any, axis: int = 0) -> Any:
+    """``numpy.nanquantile(x, q, axis=axis)`` (method 'linear') in the namespace of ``x``.
+
+    NumPy arrays use NumPy's own function. Device namespaces without ``nanquantile`` (CuPy
+    13/14 have ``quantile`` but no NaN-aware variant) sort along ``axis`` (NaN sorts last),
+    count the non-NaN values of each slice, and interpolate between the two order
+    statistics around ``(count - 1) * q`` exactly as NumPy does; all on the device, with no
+    host round trip. ``q`` is a 1-D sequence; the result has shape ``(len(q), ...)`` with
+    ``axis`` removed, float64 (as NumPy's with an array of quantiles); an all-NaN slice
+    gives NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nanquantile(np.array([1.0, np.nan, 3.0]), [0.5]).tolist()
+    [2.0]
+    """
+    xp = get_namespace(x)
+    q_host = np.asarray(q, dtype=np.float64).reshape(-1)
+    native = getattr(xp, "nanquantile", None)
+    if native is not None:
+        return native(x, xp.asarray(q_host), axis=axis)
+    moved = xp.moveaxis(x, axis, -1)
+    ordered = xp.sort(moved, axis=-1)
+    count = xp.sum(~xp.isnan(moved), axis=-1)
+    top = xp.maximum(count - 1, 0)
+    qs = xp.asarray(q_host).reshape((-1,) + (1,) * count.ndim)
+    virtual = qs * top.astype(np.float64)
+    prev = xp.floor(virtual)
+    gamma = virtual - prev
+    prev = xp.minimum(prev.astype(np.int64), top)
+    nxt = xp.minimum(prev + 1, top)
+    shape = (q_host.size,) + ordered.shape
+    full = xp.broadcast_to(ordered[None], shape)
+    a = xp.take_along_axis(full, prev[..., None], axis=-1)[..., 0].astype(np.float64)
+    b = xp.take_along_axis(full, nxt[..., None], axis=-1)[..., 0].astype(np.float64)
+    out = _lerp(a, b, gamma, xp)
+    return xp.where(count == 0, xp.nan, out)

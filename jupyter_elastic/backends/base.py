@@ -82,3 +82,28 @@ class ElasticBackend(abc.ABC):
     async def connect(self, name: str) -> ClusterHandle | None:
         """Find a running cluster by name (after a restart); ``None`` when there is none."""
         return None
+
+
+def gpu_metrics(metrics: dict[str, Any] | None) -> tuple[Any, Any]:
+    """(GPU utilisation %, GPU memory used in bytes) from a Dask worker's metrics, or Nones.
+
+    ``distributed``'s system monitor publishes ``gpu_utilization`` and ``gpu_memory_used``
+    as top-level worker metrics (what its dashboard reads); the nested ``{"gpu":
+    {"utilization", "memory-used"}}`` entry exists only where ``add_gpu_metrics`` ran, so
+    it is the fallback.
+
+    Examples
+    --------
+    >>> gpu_metrics({"gpu_utilization": 87, "gpu_memory_used": 2**30})
+    (87, 1073741824)
+    >>> gpu_metrics({"gpu": {"utilization": 5, "memory-used": 10}})
+    (5, 10)
+    >>> gpu_metrics(None)
+    (None, None)
+    """
+    metrics = metrics or {}
+    gpu = metrics.get("gpu")
+    nested: dict[str, Any] = gpu if isinstance(gpu, dict) else {}
+    utilization = metrics.get("gpu_utilization", nested.get("utilization"))
+    memory = metrics.get("gpu_memory_used", nested.get("memory-used"))
+    return utilization, memory

@@ -43,7 +43,7 @@ from ..config import GatewaySettings, Settings
 from ..errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
 from ..models import ClusterSpec, WorkerDetail
 from ..protocol import CPU_RESOURCE, GPU_RESOURCE, Progress
-from .base import ClusterHandle, ElasticBackend
+from .base import ClusterHandle, ElasticBackend, gpu_metrics
 
 log = logging.getLogger("jupyter_elastic.backends.gateway")
 
@@ -539,14 +539,14 @@ class GatewayBackend(ElasticBackend):
             info = cluster.scheduler_info or {}
         details = []
         for address, w in sorted((info.get("workers") or {}).items()):
-            gpu_metrics = (w.get("metrics") or {}).get("gpu") or {}
+            gpu_utilization, gpu_memory = gpu_metrics(w.get("metrics"))
             details.append(
                 WorkerDetail(
                     name=str(w.get("name", address)),
                     gpus=float((w.get("resources") or {}).get(GPU_RESOURCE, 0.0)),
                     memory=int(w.get("memory_limit") or 0),
-                    gpu_utilization=gpu_metrics.get("utilization"),
-                    gpu_memory=gpu_metrics.get("memory-used"),
+                    gpu_utilization=gpu_utilization,
+                    gpu_memory=gpu_memory,
                     address=address,
                     status=str(w.get("status", "running")),
                 )

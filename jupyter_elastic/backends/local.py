@@ -31,7 +31,7 @@ from ..protocol import (
     WORKER_PRELOAD,
     Progress,
 )
-from .base import ClusterHandle, ElasticBackend
+from .base import ClusterHandle, ElasticBackend, gpu_metrics
 from .devices import detect_gpus
 from .scheduling import CellActivity, IdleGuard, cell_workers_needed
 
@@ -62,7 +62,7 @@ class ElasticLocalCluster(LocalCluster):
         return {name: worker}
 
 
-def gpu_groups(indices: list[int], per_worker: int) -> list[str]:
+def gpu_groups(indices: list[int] | list[str], per_worker: int) -> list[str]:
     """Devices for each worker: ``per_worker`` of them each, whole groups only.
 
     Examples
@@ -167,7 +167,7 @@ class LocalBackend(ElasticBackend):
         # NVML or nvidia-smi may take seconds: not on the control plane's event loop
         gpus = await asyncio.to_thread(detect_gpus) if spec.gpus_per_worker > 0 else []
         slots_wanted = max(1, int(spec.gpus_per_worker))
-        groups = gpu_groups([g.index for g in gpus], slots_wanted)
+        groups = gpu_groups([g.visible_id for g in gpus], slots_wanted)  # UUIDs for MIG
         if gpus and not groups:
             raise ConfigError(
                 f"worker.gpus={slots_wanted} but this machine has {len(gpus)} GPU(s); "
@@ -264,15 +264,14 @@ class LocalBackend(ElasticBackend):
         scheduler = handle.cluster.scheduler
         details = []
         for ws in list(scheduler.workers.values()):
-            metrics = ws.metrics or {}
-            gpu_metrics = metrics.get("gpu") or {}
+            gpu_utilization, gpu_memory = gpu_metrics(ws.metrics)
             details.append(
                 WorkerDetail(
                     name=str(ws.name),
                     gpus=float(ws.resources.get(GPU_RESOURCE, 0.0)),
                     memory=int(ws.memory_limit or 0),
-                    gpu_utilization=gpu_metrics.get("utilization"),
-                    gpu_memory=gpu_metrics.get("memory-used"),
+                    gpu_utilization=gpu_utilization,
+                    gpu_memory=gpu_memory,
                     address=ws.address,
                     status=str(ws.status.name if hasattr(ws.status, "name") else ws.status),
                 )

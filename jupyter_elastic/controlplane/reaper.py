@@ -16,7 +16,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .manager import ClusterRecord, ElasticClusterManager
+    from .manager import ElasticClusterManager
+    from .records import ClusterRecord
 
 log = logging.getLogger("jupyter_elastic.controlplane.reaper")
 

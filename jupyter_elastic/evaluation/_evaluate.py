@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from .._arrays.checks import (
     as_array,
     check_finite,
@@ -48,6 +50,26 @@ def _pick(pred: Any, on: Any) -> Any:
     return pred
 
 
+def _follow(y: Any, w: Any, p: Any) -> tuple[Any, Any, Any]:
+    """Put the targets where the predictions are (the documented rule of ``evaluate``).
+
+    A model that predicts on the GPU while ``y`` is in host memory gets ``y`` (and the
+    weights) copied to the device per chunk, the small side of the pair; predictions on the
+    host with ``y`` on the device bring ``y`` to the host. String labels cannot live on a
+    device, so with them the predictions come to the host instead.
+    """
+    from .._arrays.namespace import get_namespace, to_device, to_numpy  # noqa: PLC0415
+
+    xp = get_namespace(p)
+    if y.dtype.kind in "USO":
+        return y, w, (p if xp is np else to_numpy(p))
+    if get_namespace(y) is not xp:
+        y = to_device(y, xp)
+    if w is not None and get_namespace(w) is not xp:
+        w = to_device(w, xp)
+    return y, w, p
+
+
 def _block(
     X: Any,
     y: Any,
@@ -59,8 +81,10 @@ def _block(
 ) -> dict[Need, Any]:
     pred = predict(X)
     out: dict[Need, Any] = {}
+    y0, w0 = y, w
     for kind, on in needs:
         p = as_array(_pick(pred, on), "predict output")
+        y, w, p = _follow(y0, w0, p)
         if p.shape[0] != y.shape[0]:
             raise ValueError(
                 f"predict returned {p.shape[0]} rows for a chunk of {y.shape[0]} rows; "

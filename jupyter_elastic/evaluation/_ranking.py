@@ -106,6 +106,12 @@ def _cumulative(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return tps, fps
 
 
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """``np.trapezoid`` (NumPy >= 2) or ``np.trapz`` (NumPy 1.26, which pyproject allows)."""
+    integrate = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # noqa: B009
+    return float(integrate(y, x))
+
+
 def roc_auc_from_stat(stat: RankStat, pos_label: Any, max_fpr: float | None = None) -> float:
     """Exact (optionally McClish-standardised partial) area under the ROC curve."""
     tps, fps = _cumulative(*split_binary(stat, pos_label))
@@ -117,10 +123,10 @@ def roc_auc_from_stat(stat: RankStat, pos_label: Any, max_fpr: float | None = No
     tpr = np.concatenate([[0.0], tps / tps[-1]])
     fpr = np.concatenate([[0.0], fps / fps[-1]])
     if max_fpr is None or max_fpr == 1:
-        return float(np.trapezoid(tpr, fpr))
+        return _trapezoid(tpr, fpr)
     stop = int(np.searchsorted(fpr, max_fpr, side="right"))
     y_at = np.interp(max_fpr, fpr[stop - 1 : stop + 1], tpr[stop - 1 : stop + 1])
-    partial = float(np.trapezoid(np.append(tpr[:stop], y_at), np.append(fpr[:stop], max_fpr)))
+    partial = _trapezoid(np.append(tpr[:stop], y_at), np.append(fpr[:stop], max_fpr))
     min_area = 0.5 * max_fpr**2
     return 0.5 * (1 + (partial - min_area) / (max_fpr - min_area))
 

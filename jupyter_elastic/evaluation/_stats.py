@@ -45,8 +45,9 @@ def _int_range(xp: Any, *arrays: Any) -> tuple[int, int] | None:
     """(min, max) of integer/bool label arrays when the span is small, else None."""
     if not all(a.dtype.kind in "biu" for a in arrays):
         return None
-    lo = min(int(xp.min(a)) for a in arrays)
-    hi = max(int(xp.max(a)) for a in arrays)
+    ends = [xp.min(a).astype(np.int64) for a in arrays] + [xp.max(a).astype(np.int64) for a in arrays]
+    ext = to_numpy(xp.stack(ends))  # one device sync for all the bounds
+    lo, hi = int(ext[: len(arrays)].min()), int(ext[len(arrays) :].max())
     return (lo, hi) if hi - lo < SMALL_LABEL_RANGE else None
 
 
@@ -144,7 +145,7 @@ def logloss_stat(y_true: Any, y_prob: Any, sample_weight: Any = None) -> LogLoss
         xp = get_namespace(y_true, y_prob, sample_weight)
     dtype = y_prob.dtype if y_prob.dtype.kind == "f" else np.dtype(np.float64)
     y_prob = cast(y_prob, dtype)
-    p_min, p_max = float(xp.min(y_prob)), float(xp.max(y_prob))
+    p_min, p_max = (float(v) for v in to_numpy(xp.stack([xp.min(y_prob), xp.max(y_prob)])))
     eps = np.finfo(dtype).eps
     probs = xp.clip(_prob_columns(y_prob, xp), eps, 1 - eps)
     neg_log = -xp.log(probs)
@@ -165,7 +166,7 @@ def logloss_stat(y_true: Any, y_prob: Any, sample_weight: Any = None) -> LogLoss
     return LogLossStat(
         labels=to_numpy(labels),
         loss=to_numpy(loss),
-        weight=float(neg_log.shape[0]) if w is None else float(xp.sum(w)),
+        weight=float(neg_log.shape[0]) if w is None else float(to_numpy(xp.sum(w))),
         p_min=p_min,
         p_max=p_max,
     )
@@ -215,7 +216,7 @@ def moment_stat(
         y, yhat = xp.reshape(y, (-1, 1)), xp.reshape(yhat, (-1, 1))
     zero = xp.zeros(y.shape[1])
     w = None if sample_weight is None else xp.reshape(sample_weight.astype(np.float64), (-1, 1))
-    weight = float(y.shape[0]) if w is None else float(xp.sum(w))
+    weight = float(y.shape[0]) if w is None else float(to_numpy(xp.sum(w)))
 
     def total(values: Any) -> Any:
         return xp.sum(values if w is None else w * values, axis=0)

@@ -44,10 +44,21 @@ class CacheIt:
         return (CacheIt, (self.token, self.value))
 
 
+def on_device(value: Any) -> bool:
+    """Whether ``value`` lives on a GPU (pickling it to check it would copy it to the host)."""
+    from .._arrays.namespace import is_device
+
+    return bool(is_device(value))
+
+
 def input_token(value: Any) -> str:
-    """The content token under which a large input is cached."""
+    """The content token under which a large input is cached (device arrays are hashed on
+    their device, never copied to the host for it)."""
     from dask.base import tokenize
 
+    from .._arrays.namespace import register_device_tokens
+
+    register_device_tokens()
     return str(tokenize(value))
 
 

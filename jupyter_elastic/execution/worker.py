@@ -13,7 +13,6 @@ the control plane, the server or a backend: this module runs on workers.
 from __future__ import annotations
 
 import ctypes
-import io
 import os
 import sys
 import threading
@@ -24,12 +23,15 @@ from typing import Any
 
 from ..protocol import CACHE_BYTES_ENV, INTERACTIVE_INTERVAL
 from . import runner
+from .output import (
+    CellOutput,
+    active_cells,
+    flush_figures,
+    install_worker_hooks,
+    remote_display,
+    thread_state,
+)
 from .payload import INLINE_MAX_BYTES, Cached, CacheIt, changed, parity_problems, versions
-
-#: A cell still running after this long tells the kernel which worker runs it (seconds).
-ANNOUNCE_AFTER = 0.03
-#: How often buffered output is sent while a cell runs (seconds).
-FLUSH_INTERVAL = 0.03
 
 
 class _InputCache:
@@ -78,196 +80,6 @@ class _InputCache:
 _cache = _InputCache(int(os.environ.get(CACHE_BYTES_ENV, str(2 << 30))))
 
 
-class _CellOutput:
-    """Buffers one running cell's output and sends it to the kernel as ordered events."""
-
-    def __init__(self, emit: Callable[[dict[str, Any]], None], cell_id: str,
-                 worker: str | None = None) -> None:
-        self._emit = emit
-        self.cell_id = cell_id
-        self.worker = worker
-        self.seq = 0
-        self._buffer: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        self._last_flush = 0.0
-        self.started_at = time.monotonic()
-        self.announced = False
-
-    def announce(self) -> None:
-        """Tell the kernel where the cell runs (for interrupts), once.
-
-        Not sent for cells that end within ``ANNOUNCE_AFTER``: their last event says it,
-        and a message just before it would hold that one back a batching interval.
-        """
-        if not self.announced:
-            self.announced = True
-            self.event("started", worker=self.worker, pid=os.getpid())
-
-    def write(self, name: str, text: str) -> None:
-        if not text:
-            return
-        with self._lock:
-            if self._buffer and self._buffer[-1][0] == name:
-                self._buffer[-1] = (name, self._buffer[-1][1] + text)
-            else:
-                self._buffer.append((name, text))
-            due = "\n" in text and time.monotonic() - self._last_flush >= FLUSH_INTERVAL
-        if due:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buffer and not self.announced:
-            self.announce()
-        with self._lock:
-            pending, self._buffer = self._buffer, []
-            self._last_flush = time.monotonic()
-            events = []
-            for name, text in pending:
-                events.append({"cell": self.cell_id, "seq": self.seq, "kind": "stream",
-                               "name": name, "text": text})
-                self.seq += 1
-        for event in events:
-            self._emit(event)
-
-    def event(self, kind: str, **data: Any) -> None:
-        self.flush()
-        with self._lock:
-            event = {"cell": self.cell_id, "seq": self.seq, "kind": kind, **data}
-            self.seq += 1
-        self._emit(event)
-
-
-_local = threading.local()
-_active: dict[str, tuple[_CellOutput, int]] = {}  # cell id -> (output, thread id)
-_hooks_lock = threading.Lock()
-_hooks_installed = False
-
-
-def _current() -> _CellOutput | None:
-    return getattr(_local, "output", None)
-
-
-class _StreamRouter(io.TextIOBase):
-    """sys.stdout/sys.stderr on a worker: a cell thread's writes go to its kernel."""
-
-    def __init__(self, name: str, original: Any) -> None:
-        self._name, self._original = name, original
-
-    def write(self, text: str) -> int:
-        output = _current()
-        if output is None:
-            return self._original.write(text)
-        output.write(self._name, text)
-        return len(text)
-
-    def flush(self) -> None:
-        output = _current()
-        if output is None:
-            self._original.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-    def fileno(self) -> int:
-        return self._original.fileno()
-
-
-def _flusher() -> None:
-    while True:
-        time.sleep(FLUSH_INTERVAL)
-        now = time.monotonic()
-        for output, _ in list(_active.values()):
-            try:
-                if not output.announced and now - output.started_at >= ANNOUNCE_AFTER:
-                    output.announce()
-                output.flush()
-            except Exception:
-                pass
-
-
-def _mime_bundle(obj: Any, raw: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    if raw and isinstance(obj, dict):
-        return obj, {}
-    fig_png = _figure_png(obj)
-    if fig_png is not None:
-        return {"image/png": fig_png, "text/plain": repr(obj)}, {}
-    from IPython.core.formatters import DisplayFormatter
-
-    formatter = getattr(_local, "formatter", None)
-    if formatter is None:
-        formatter = _local.formatter = DisplayFormatter()
-    data, metadata = formatter.format(obj)
-    return data, metadata
-
-
-def _figure_png(obj: Any) -> str | None:
-    if type(obj).__module__.split(".")[0] != "matplotlib" or not hasattr(obj, "savefig"):
-        return None
-    import base64
-
-    buffer = io.BytesIO()
-    obj.savefig(buffer, format="png", bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def remote_display(*objs: Any, raw: bool = False, display_id: Any = None, **kwargs: Any) -> None:
-    """``display()`` inside a ``%%gpu`` cell: rich output goes back to the notebook."""
-    output = _current()
-    if output is None:
-        _original_display(*objs, raw=raw, display_id=display_id, **kwargs)
-        return
-    for obj in objs:
-        data, metadata = _mime_bundle(obj, raw=raw)
-        output.event("display", data=data, metadata=metadata)
-
-
-def remote_clear_output(wait: bool = False) -> None:
-    """``clear_output()`` inside a ``%%gpu`` cell."""
-    output = _current()
-    if output is None:
-        _original_clear_output(wait=wait)
-        return
-    output.event("clear", wait=wait)
-
-
-def _original_display(*objs: Any, **kwargs: Any) -> None:
-    from IPython.core import display_functions
-
-    getattr(display_functions, "_jupyter_elastic_display", print)(*objs, **kwargs)
-
-
-def _original_clear_output(wait: bool = False) -> None:
-    from IPython.core import display_functions
-
-    getattr(display_functions, "_jupyter_elastic_clear_output", lambda wait=False: None)(wait)
-
-
-def install_worker_hooks() -> None:
-    """Route this process's stdout/stderr/display per cell thread (idempotent)."""
-    global _hooks_installed
-    with _hooks_lock:
-        if _hooks_installed:
-            return
-        sys.stdout = _StreamRouter("stdout", sys.stdout)
-        sys.stderr = _StreamRouter("stderr", sys.stderr)
-        try:
-            import IPython.display as ipd
-            from IPython.core import display_functions as df
-
-            df._jupyter_elastic_display = df.display  # type: ignore[attr-defined]
-            df._jupyter_elastic_clear_output = df.clear_output  # type: ignore[attr-defined]
-            df.display = ipd.display = remote_display  # type: ignore[assignment]
-            df.clear_output = ipd.clear_output = remote_clear_output  # type: ignore[assignment]
-        except ImportError:
-            pass
-        threading.Thread(target=_flusher, name="jupyter-elastic-flush", daemon=True).start()
-        _hooks_installed = True
-
-
 def dask_setup(worker: Any) -> None:
     """Dask preload: install the output hooks and shorten the worker's batching window.
 
@@ -300,11 +112,21 @@ def _emit_via(worker: Any, topic: str) -> Callable[[dict[str, Any]], None]:
 
 
 def _to_host(value: Any) -> Any:
-    """CuPy arrays (also inside lists, tuples and dicts) become NumPy arrays."""
-    if type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get"):
+    """Device values become host values, also inside lists, tuples, namedtuples and dicts.
+
+    CuPy arrays and cupyx sparse matrices (``.get()``), and Dask arrays with device chunks
+    (each chunk brought to NumPy lazily, when the Dask array is computed).
+    """
+    from .._arrays.namespace import is_dask, is_device, meta_namespace, to_numpy
+
+    if type(value).__module__.split(".")[0] in ("cupy", "cupyx") and hasattr(value, "get"):
         return value.get()
+    if is_device(value) or is_dask(value) and meta_namespace(value).__name__ != "numpy":
+        return to_numpy(value)
     if isinstance(value, list):
         return [_to_host(v) for v in value]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_to_host(v) for v in value))
     if isinstance(value, tuple) and type(value) is tuple:
         return tuple(_to_host(v) for v in value)
     if isinstance(value, dict) and type(value) is dict:
@@ -326,7 +148,7 @@ _active_lock = threading.Lock()
 def interrupt_cell(cell_id: str) -> bool:
     """Run on a worker (``client.run``): interrupt the cell if it is still running there."""
     with _active_lock:  # the cell cannot end between the check and the interrupt
-        item = _active.get(cell_id)
+        item = active_cells.get(cell_id)
         if item is None:
             return False
         return _interrupt_thread(item[1])
@@ -339,7 +161,7 @@ def _clear_interrupt(thread_id: int) -> None:
 
 def cell_running(cell_id: str) -> bool:
     """Run on a worker (``client.run``): whether the cell still runs there."""
-    return cell_id in _active
+    return cell_id in active_cells
 
 
 def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
@@ -385,17 +207,17 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     cell_id = payload["cell_id"]
     filename = payload["filename"]
     address = getattr(worker, "address", None)
-    output = _CellOutput(_emit_via(worker, payload["topic"]), cell_id, address)
+    output = CellOutput(_emit_via(worker, payload["topic"]), cell_id, address)
     convert = (lambda value: value) if payload.get("keep_on_device", False) else _to_host
     globals_ = runner.fresh_globals(namespace, remote_display)
-    _local.output = output
-    _active[cell_id] = (output, threading.get_ident())
+    thread_state.output = output
+    active_cells[cell_id] = (output, threading.get_ident())
     started = time.perf_counter()
     result: dict[str, Any]
     with runner.cell_source(filename, payload["source"], payload["line_offset"]):
         try:
             value = runner.execute(payload["source"], payload["line_offset"], filename, globals_)
-            _flush_figures(output)
+            flush_figures(output)
             outputs, deleted = runner.collect(globals_, payload["outputs"], namespace, convert)
             value = convert(value)
             unsendable = _unsendable(outputs, value)
@@ -414,13 +236,14 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         finally:
             compute = time.perf_counter() - started
             with _active_lock:
-                _active.pop(cell_id, None)
+                active_cells.pop(cell_id, None)
                 _clear_interrupt(threading.get_ident())
-            _local.output = None
+            thread_state.output = None
     # An input the cell changed in place must not be served to the next cell.
     for token, name in used_tokens:
         if changed(namespace[name], token):
             _cache.drop(token)
+    release_device_memory()
     result.update(
         compute_seconds=compute,
         worker=address,
@@ -464,16 +287,26 @@ def _unsendable(outputs: dict[str, Any], value: Any) -> str:
     return ""
 
 
-def _flush_figures(output: _CellOutput) -> None:
-    """Open matplotlib figures become PNG displays, as the inline backend does."""
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is None:
-        return
-    for number in pyplot.get_fignums():
-        figure = pyplot.figure(number)
-        output.event("display", data={"image/png": _figure_png(figure),
-                                       "text/plain": repr(figure)}, metadata={})
-    pyplot.close("all")
+def release_device_memory() -> bool:
+    """Hand CuPy's cached blocks back to the driver after a cell (what its pools hold unused).
+
+    CuPy keeps freed device memory in its pools for reuse; on a shared worker that memory
+    would stay unavailable to the next cell's other libraries. Does nothing unless CuPy is
+    already imported and a GPU is usable. Returns whether the pools were released.
+    """
+    cp = sys.modules.get("cupy")
+    if cp is None:
+        return False
+    try:
+        from .._arrays.namespace import gpu_available
+
+        if not gpu_available():
+            return False
+        cp.get_default_memory_pool().free_all_blocks()
+        cp.get_default_pinned_memory_pool().free_all_blocks()
+    except Exception:
+        return False
+    return True
 
 
 def _on_gpu() -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays.checks import as_array, check_float_array, check_ndim, float_dtype
-from .._arrays.namespace import cast, get_namespace, is_dask, to_device
+from .._arrays.namespace import cast, get_namespace, is_dask, nanquantile, to_device, to_numpy
 from ._hashing import hash_rows
 from ._quantiles import exact_nanquantile, histogram_features, quantile_features
 from ._signal import (
@@ -55,27 +55,31 @@ __all__ = [
 
 
 def _float_input(
-    X: Any, name: str, ndims: tuple[int, ...], allow_nan: bool
+    X: Any, name: str, ndims: tuple[int, ...], allow_nan: bool, check: bool = True
 ) -> tuple[Any, Any, Any]:
-    """Validate a numeric array and return it as float64 (the computing precision) with its
-    namespace and the result dtype (float32 stays float32, everything else float64)."""
+    """Validate a numeric array; return it in its computing dtype, its namespace and the
+    result dtype. float32 stays float32 (no float64 copy of the data; statistics are
+    accumulated in float64 where that matters), float64 stays, all else becomes float64.
+    ``check=False`` leaves the non-finite check of in-memory input to the caller (``scale``
+    folds it into its first pass); Dask input is always checked per chunk."""
     X = as_array(X, name)
     check_ndim(X, name, ndims)
     check_float_array(X, name)
     dtype = float_dtype(X)
-    X = cast(X, np.float64)
+    X = cast(X, dtype)
     xp = get_namespace(X)
     if is_dask(X):
         checked = X.map_blocks(_check_block, allow_nan=allow_nan, what=name, meta=X._meta)
         return checked, xp, dtype
-    return _check_block(X, allow_nan, name), xp, dtype
+    return (_check_block(X, allow_nan, name) if check else X), xp, dtype
 
 
 def _check_block(X: Any, allow_nan: bool, what: str) -> Any:
+    """One pass and one device sync when the data is clean; the error path looks closer."""
     xp = get_namespace(X)
-    bad = xp.isinf(X) if allow_nan else ~xp.isfinite(X)
-    if bool(xp.any(bad)):
-        kind = "infinity" if bool(xp.any(xp.isinf(X))) else "NaN"
+    bad = xp.any(xp.isinf(X)) if allow_nan else ~xp.all(xp.isfinite(X))
+    if bool(to_numpy(bad)):
+        kind = "infinity" if bool(to_numpy(xp.any(xp.isinf(X)))) else "NaN"
         raise ValueError(f"{what} contains {kind}; remove or impute non-finite values first")
     return X
 
@@ -118,17 +122,48 @@ def scale(
     >>> scale([[1.0, 10.0], [3.0, 10.0]]).tolist()
     [[-1.0, 0.0], [1.0, 0.0]]
     """
-    X, xp, dtype = _float_input(X, "X", (1, 2), allow_nan=True)
+    X, xp, dtype = _float_input(X, "X", (1, 2), allow_nan=True, check=False)
     Xa = _along(X, axis)
-    mod = _module(Xa, xp)
-    nan_free = not is_dask(Xa) and not bool(xp.any(xp.isnan(Xa)))
-    mean, std = (xp.mean, xp.std) if nan_free else (mod.nanmean, mod.nanstd)
+    mean, std = _moments(Xa, xp, dtype, with_std)
     out = Xa
     if with_mean:
-        out = out - mean(Xa, axis=0)
+        out = Xa - cast(mean, dtype)
     if with_std:
-        out = out / _zeros_to_one(std(Xa, axis=0), mod)
-    return cast(_along(out, axis), dtype)
+        spread = cast(_zeros_to_one(std, _module(Xa, xp)), dtype)
+        if with_mean and not is_dask(out):
+            out /= spread  # ``out`` is our own array: divide in place, no second copy
+        else:
+            out = out / spread
+    return _along(out, axis)
+
+
+def _moments(Xa: Any, xp: ModuleType, dtype: Any, with_std: bool) -> tuple[Any, Any]:
+    """Column means and standard deviations of ``Xa`` (float64; NaN ignored).
+
+    In-memory input: the float64 column sums double as the validation (a NaN or infinity
+    makes its column's sum non-finite), so clean data costs one pass for the means, one
+    sync on a vector of ``n_features`` flags, and one pass for the centred squares
+    (centred in the data's dtype, squared sums accumulated in float64). Only when a sum is
+    not finite is the data inspected again for infinity and NaN-aware statistics used.
+    float32 results agree with a float64 computation to about 1e-6 relative (the centring
+    rounds to float32); float64 ones to rounding.
+    """
+    if is_dask(Xa):
+        import dask.array as da  # noqa: PLC0415
+
+        mean = da.nanmean(Xa, axis=0, dtype=np.float64)
+        return mean, (da.nanstd(Xa, axis=0, dtype=np.float64) if with_std else None)
+    n = Xa.shape[0]
+    total = xp.sum(Xa, axis=0, dtype=np.float64)
+    if bool(to_numpy(xp.all(xp.isfinite(total)))):
+        mean = total / n
+        if not with_std:
+            return mean, None
+        centred = Xa - cast(mean, dtype)
+        return mean, xp.sqrt(xp.sum(centred * centred, axis=0, dtype=np.float64) / n)
+    _check_block(Xa, True, "X")  # raises on infinity; otherwise there are NaN
+    mean = xp.nanmean(Xa, axis=0, dtype=np.float64)
+    return mean, (xp.nanstd(Xa, axis=0, dtype=np.float64) if with_std else None)
 
 
 def _module(X: Any, xp: ModuleType) -> Any:
@@ -164,7 +199,7 @@ def minmax_scale(
     mod = _module(Xa, xp)
     data_min, data_max = mod.nanmin(Xa, axis=0), mod.nanmax(Xa, axis=0)
     factor = (hi - lo) / _zeros_to_one(data_max - data_min, mod)
-    return cast(_along(Xa * factor + (lo - data_min * factor), axis), dtype)
+    return _along(Xa * factor + (lo - data_min * factor), axis)
 
 
 def robust_scale(
@@ -212,16 +247,16 @@ def robust_scale(
     if is_dask(Xa):
         stats = xp.asarray(exact_nanquantile(Xa, qs))
     else:
-        stats = xp.nanquantile(Xa, xp.asarray(qs), axis=0)
+        stats = nanquantile(Xa, qs, axis=0)  # float64, on the device for CuPy
     out = Xa
     if with_centering:
-        out = out - stats[0]
+        out = out - cast(stats[0], dtype)
     if with_scaling:
         spread = _zeros_to_one(stats[2] - stats[1], xp)
         if unit_variance:
             normal = NormalDist()
             spread = spread / (normal.inv_cdf(q_hi / 100) - normal.inv_cdf(q_lo / 100))
-        out = out / spread
+        out = out / cast(spread, dtype)
     return cast(_along(out, axis), dtype)
 
 

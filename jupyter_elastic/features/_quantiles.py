@@ -23,7 +23,7 @@ import numpy as np
 
 from .._arrays.checks import as_array, check_float_array, check_ndim, float_dtype
 from .._arrays.chunked import map_reduce
-from .._arrays.namespace import get_namespace, is_dask, to_numpy
+from .._arrays.namespace import get_namespace, is_dask, nanquantile, to_device, to_numpy
 
 __all__ = ["BINS", "GATHER_LIMIT", "exact_nanquantile", "histogram_features", "quantile_features"]
 
@@ -36,29 +36,54 @@ GATHER_LIMIT = 1 << 16
 def _select_block(
     X: Any, cols: np.ndarray, lo: np.ndarray, hi: np.ndarray, gather: np.ndarray
 ) -> list[Any]:
-    X = to_numpy(X)
+    """One block's share of a selection pass, computed in the block's namespace.
+
+    Sorting, window search and binning run where the block lives (on the GPU for CuPy
+    chunks); only the per-window statistics (``BINS`` counts, minima and maxima) or the at
+    most :data:`GATHER_LIMIT` gathered values come back to the host.
+    """
+    xp = get_namespace(X)
     out: list[Any] = []
-    sorted_cols: dict[int, np.ndarray] = {}
+    sorted_cols: dict[int, tuple[Any, int]] = {}
     for t, j in enumerate(cols):
         if j not in sorted_cols:
-            col = X[:, j]
-            sorted_cols[j] = np.sort(col[~np.isnan(col)])
-        v = sorted_cols[j]
-        a, b = np.searchsorted(v, lo[t], "left"), np.searchsorted(v, hi[t], "right")
+            col = xp.sort(X[:, int(j)])  # NaN sorts last
+            sorted_cols[j] = (col, int(to_numpy(xp.sum(~xp.isnan(col)))))
+        v, valid = sorted_cols[j]
+        v = v[:valid]
+        ends = xp.concatenate(
+            [
+                xp.searchsorted(v, xp.asarray([lo[t]], dtype=v.dtype), side="left"),
+                xp.searchsorted(v, xp.asarray([hi[t]], dtype=v.dtype), side="right"),
+            ]
+        )
+        a, b = (int(e) for e in to_numpy(ends))
         window = v[a:b]
         if gather[t]:
-            out.append(window)
+            out.append(to_numpy(window))
             continue
-        edges = np.linspace(lo[t], hi[t], BINS + 1)
-        cut = np.searchsorted(window, edges[1:-1], "left")
-        bounds = np.concatenate([[0], cut, [window.size]])
-        counts = np.diff(bounds)
+        if b == a:
+            out.append((np.zeros(BINS, np.int64), np.full(BINS, np.inf), np.full(BINS, -np.inf)))
+            continue
+        edges = xp.asarray(np.linspace(lo[t], hi[t], BINS + 1))
+        cut = xp.searchsorted(window, edges[1:-1].astype(window.dtype), side="left")
+        bounds = xp.concatenate(
+            [xp.zeros(1, dtype=cut.dtype), cut, xp.full(1, b - a, dtype=cut.dtype)]
+        )
+        counts = bounds[1:] - bounds[:-1]
         nonempty = counts > 0
-        mins = np.full(BINS, np.inf)
-        maxs = np.full(BINS, -np.inf)
-        mins[nonempty] = window[bounds[:-1][nonempty]]
-        maxs[nonempty] = window[bounds[1:][nonempty] - 1]
-        out.append((counts, mins, maxs))
+        first = window[xp.minimum(bounds[:-1], b - a - 1)].astype(np.float64)
+        last = window[xp.maximum(bounds[1:] - 1, 0)].astype(np.float64)
+        stats = to_numpy(
+            xp.stack(
+                [
+                    counts.astype(np.float64),
+                    xp.where(nonempty, first, xp.inf),
+                    xp.where(nonempty, last, -xp.inf),
+                ]
+            )
+        )  # one small copy per window: 3 x BINS values
+        out.append((stats[0].astype(np.int64), stats[1], stats[2]))
     return out
 
 
@@ -179,7 +204,7 @@ def _features_input(X: Any) -> Any:
 
 def _no_inf(X: Any) -> Any:
     xp = get_namespace(X)
-    if bool(xp.any(xp.isinf(X))):
+    if bool(to_numpy(xp.any(xp.isinf(X)))):
         raise ValueError("X contains infinity; remove or impute non-finite values first")
     return X
 
@@ -228,7 +253,7 @@ def histogram_features(
             lo, hi = (float(to_numpy(v)) for v in dask.compute(da.nanmin(X), da.nanmax(X)))
         else:
             xp = get_namespace(X)
-            lo, hi = float(xp.nanmin(X)), float(xp.nanmax(X))
+            lo, hi = (float(v) for v in to_numpy(xp.stack([xp.nanmin(X), xp.nanmax(X)])))
         if np.isnan(lo):
             raise ValueError("X holds only NaN; pass range= or data with values")
     else:
@@ -249,11 +274,12 @@ def histogram_features(
 def _row_quantiles(X: Any, q: np.ndarray) -> Any:
     xp = get_namespace(X)
     nan = xp.isnan(X)
-    if not bool(xp.any(nan)):  # the plain quantile is much faster than the NaN-aware one
+    flags = to_numpy(xp.stack([xp.any(nan), xp.any(xp.all(nan, axis=1))]))  # one sync
+    if not flags[0]:  # the plain quantile is much faster than the NaN-aware one
         return xp.quantile(X, xp.asarray(q), axis=1).T.astype(X.dtype)
-    if bool(xp.any(xp.all(nan, axis=1))):
+    if flags[1]:
         raise ValueError("a row of X holds only NaN; no quantile exists")
-    return xp.nanquantile(X, xp.asarray(q), axis=1).T.astype(X.dtype)
+    return nanquantile(X, q, axis=1).T.astype(X.dtype)
 
 
 def quantile_features(X: Any, q: Sequence[float] = (0.25, 0.5, 0.75), *, axis: int = 1) -> Any:
@@ -278,7 +304,8 @@ def quantile_features(X: Any, q: Sequence[float] = (0.25, 0.5, 0.75), *, axis: i
         if is_dask(X):
             import dask.array as da  # noqa: PLC0415
 
-            return da.from_array(exact_nanquantile(X, q_arr).astype(X.dtype))
+            values = exact_nanquantile(X, q_arr).astype(X.dtype)  # small: len(q) x columns
+            return to_device(da.from_array(values), get_namespace(X))  # keeps X's chunk type
         return _row_quantiles(X.T, q_arr).T
     func = partial(_row_quantiles, q=q_arr)
     if not is_dask(X):

@@ -33,7 +33,7 @@ from ..errors import (
 from ..execution import payload as cell_payload
 from ..execution import worker as worker_side
 from ..execution.analysis import CellPlan
-from ..execution.payload import CACHE_MIN_BYTES, Cached, CacheIt, input_token
+from ..execution.payload import CACHE_MIN_BYTES, Cached, CacheIt, input_token, on_device
 from ..models import new_id, utcnow_iso
 from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
 from .display import PhaseDisplay, render_event
@@ -144,7 +144,8 @@ class Dispatcher:
                 inputs[name] = value  # travels by name; the worker imports it
                 continue
             try:
-                cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+                if not on_device(value):  # pickling a device array copies it to the host
+                    cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
             except Exception as exc:
                 raise InputNotSerializable(
                     f"cannot send `{name}` ({type(value).__name__}) to the worker: "

@@ -121,7 +121,7 @@ def test_manager_lease_adaptive_from_zero_and_reconnect_after_restart(gateway_se
         assert lease["backend"] == "gateway" and lease["has_gpu"] is False
         assert set(lease["client"]) == {"kind", "tls_cert", "tls_key"}
         record = first.find("nb-restart")
-        impl = first._backend("gateway")
+        impl = first.backend("gateway")
         # the first worker stays for idle-timeout (1 s), then the gateway's adaptive
         # scaling (every 0.5 s here) takes the idle worker away
         await until(lambda: _count(impl, record.handle, 0), what="adaptive scale-down to zero")

@@ -87,7 +87,7 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
             t1 = time.monotonic()
             await _until(lambda: _no_workers(client), what="scale to zero")
             timings["scale_to_zero"] = time.monotonic() - t1
-            await manager._refresh_workers(record)
+            await manager.refresh_workers(record)
             assert record.workers == []
             # a cell on the empty cluster: wake() + the autoscaler start a worker again
             t2 = time.monotonic()

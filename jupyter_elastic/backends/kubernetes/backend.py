@@ -30,7 +30,7 @@ from ...config import KubernetesSettings
 from ...errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
 from ...models import ClusterSpec, WorkerDetail
 from ...protocol import GPU_RESOURCE, RESOURCE_ENV, Progress
-from ..base import ClusterHandle, ElasticBackend
+from ..base import ClusterHandle, ElasticBackend, gpu_metrics
 from .manifests import (
     API_VERSION,
     HELM_INSTALL,
@@ -494,15 +494,14 @@ class KubernetesBackend(ElasticBackend):
         details = []
         resource = handle.extra.get("resource", GPU_RESOURCE)
         for address, info in list((handle.cluster.scheduler_info.get("workers") or {}).items()):
-            metrics = info.get("metrics") or {}
-            gpu = metrics.get("gpu") or {}
+            gpu_utilization, gpu_memory = gpu_metrics(info.get("metrics"))
             details.append(
                 WorkerDetail(
                     name=str(info.get("name", address)),
                     gpus=float((info.get("resources") or {}).get(GPU_RESOURCE, 0.0)) if resource == GPU_RESOURCE else 0.0,
                     memory=int(info.get("memory_limit") or 0),
-                    gpu_utilization=gpu.get("utilization"),
-                    gpu_memory=gpu.get("memory-used"),
+                    gpu_utilization=gpu_utilization,
+                    gpu_memory=gpu_memory,
                     address=address,
                     status=str(info.get("status", "running")),
                 )

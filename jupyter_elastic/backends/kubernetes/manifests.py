@@ -8,6 +8,9 @@ operator's CRD schemas (the ones dask-kubernetes ships with its Helm chart) and 
 service templates inside it against the Kubernetes core schemas bundled offline by
 ``kubernetes-validate``, rejecting unknown fields the way ``kubectl --validate=strict``
 does. ``jupyter-elastic render`` prints what these functions return.
+
+Why one module of ~430 lines: every object a cluster is made of, and the schema checks of
+them, side by side, so a reviewer sees the whole manifest set in one file.
 """
 
 from __future__ import annotations

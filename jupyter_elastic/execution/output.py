@@ -1,0 +1,228 @@
+"""Output of a running cell on a worker: every ``print``, ``display`` and figure of the
+cell's own thread goes back to its kernel as ordered events (``Worker.log_event``).
+
+``sys.stdout``/``sys.stderr`` and IPython's ``display``/``clear_output`` are replaced once
+per worker process (:func:`install_worker_hooks`) by routers that look up the running cell
+of the *current thread*; other threads' output goes where it always went. Writes are
+buffered and sent every ``FLUSH_INTERVAL``; a cell that runs past ``ANNOUNCE_AFTER`` tells
+the kernel which worker runs it (for interrupts).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: A cell still running after this long tells the kernel which worker runs it (seconds).
+ANNOUNCE_AFTER = 0.03
+#: How often buffered output is sent while a cell runs (seconds).
+FLUSH_INTERVAL = 0.03
+
+
+class CellOutput:
+    """Buffers one running cell's output and sends it to the kernel as ordered events."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], cell_id: str,
+                 worker: str | None = None) -> None:
+        self._emit = emit
+        self.cell_id = cell_id
+        self.worker = worker
+        self.seq = 0
+        self._buffer: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._last_flush = 0.0
+        self.started_at = time.monotonic()
+        self.announced = False
+
+    def announce(self) -> None:
+        """Tell the kernel where the cell runs (for interrupts), once.
+
+        Not sent for cells that end within ``ANNOUNCE_AFTER``: their last event says it,
+        and a message just before it would hold that one back a batching interval.
+        """
+        if not self.announced:
+            self.announced = True
+            self.event("started", worker=self.worker, pid=os.getpid())
+
+    def write(self, name: str, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if self._buffer and self._buffer[-1][0] == name:
+                self._buffer[-1] = (name, self._buffer[-1][1] + text)
+            else:
+                self._buffer.append((name, text))
+            due = "\n" in text and time.monotonic() - self._last_flush >= FLUSH_INTERVAL
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer and not self.announced:
+            self.announce()
+        with self._lock:
+            pending, self._buffer = self._buffer, []
+            self._last_flush = time.monotonic()
+            events = []
+            for name, text in pending:
+                events.append({"cell": self.cell_id, "seq": self.seq, "kind": "stream",
+                               "name": name, "text": text})
+                self.seq += 1
+        for event in events:
+            self._emit(event)
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.flush()
+        with self._lock:
+            event = {"cell": self.cell_id, "seq": self.seq, "kind": kind, **data}
+            self.seq += 1
+        self._emit(event)
+
+
+#: Per-thread state: the running cell's output (``thread_state.output``).
+thread_state = threading.local()
+#: Cells running in this process: cell id -> (its output, its thread's id).
+active_cells: dict[str, tuple[CellOutput, int]] = {}
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+
+
+def _current() -> CellOutput | None:
+    return getattr(thread_state, "output", None)
+
+
+class _StreamRouter(io.TextIOBase):
+    """sys.stdout/sys.stderr on a worker: a cell thread's writes go to its kernel."""
+
+    def __init__(self, name: str, original: Any) -> None:
+        self._name, self._original = name, original
+
+    def write(self, text: str) -> int:
+        output = _current()
+        if output is None:
+            return self._original.write(text)
+        output.write(self._name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        output = _current()
+        if output is None:
+            self._original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def fileno(self) -> int:
+        return self._original.fileno()
+
+
+def _flusher() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL)
+        now = time.monotonic()
+        for output, _ in list(active_cells.values()):
+            try:
+                if not output.announced and now - output.started_at >= ANNOUNCE_AFTER:
+                    output.announce()
+                output.flush()
+            except Exception:
+                pass
+
+
+def _mime_bundle(obj: Any, raw: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    if raw and isinstance(obj, dict):
+        return obj, {}
+    fig_png = _figure_png(obj)
+    if fig_png is not None:
+        return {"image/png": fig_png, "text/plain": repr(obj)}, {}
+    from IPython.core.formatters import DisplayFormatter
+
+    formatter = getattr(thread_state, "formatter", None)
+    if formatter is None:
+        formatter = thread_state.formatter = DisplayFormatter()
+    data, metadata = formatter.format(obj)
+    return data, metadata
+
+
+def _figure_png(obj: Any) -> str | None:
+    if type(obj).__module__.split(".")[0] != "matplotlib" or not hasattr(obj, "savefig"):
+        return None
+    import base64
+
+    buffer = io.BytesIO()
+    obj.savefig(buffer, format="png", bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def remote_display(*objs: Any, raw: bool = False, display_id: Any = None, **kwargs: Any) -> None:
+    """``display()`` inside a ``%%gpu`` cell: rich output goes back to the notebook."""
+    output = _current()
+    if output is None:
+        _original_display(*objs, raw=raw, display_id=display_id, **kwargs)
+        return
+    for obj in objs:
+        data, metadata = _mime_bundle(obj, raw=raw)
+        output.event("display", data=data, metadata=metadata)
+
+
+def remote_clear_output(wait: bool = False) -> None:
+    """``clear_output()`` inside a ``%%gpu`` cell."""
+    output = _current()
+    if output is None:
+        _original_clear_output(wait=wait)
+        return
+    output.event("clear", wait=wait)
+
+
+def _original_display(*objs: Any, **kwargs: Any) -> None:
+    from IPython.core import display_functions
+
+    getattr(display_functions, "_jupyter_elastic_display", print)(*objs, **kwargs)
+
+
+def _original_clear_output(wait: bool = False) -> None:
+    from IPython.core import display_functions
+
+    getattr(display_functions, "_jupyter_elastic_clear_output", lambda wait=False: None)(wait)
+
+
+def install_worker_hooks() -> None:
+    """Route this process's stdout/stderr/display per cell thread (idempotent)."""
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        sys.stdout = _StreamRouter("stdout", sys.stdout)
+        sys.stderr = _StreamRouter("stderr", sys.stderr)
+        try:
+            import IPython.display as ipd
+            from IPython.core import display_functions as df
+
+            df._jupyter_elastic_display = df.display  # type: ignore[attr-defined]
+            df._jupyter_elastic_clear_output = df.clear_output  # type: ignore[attr-defined]
+            df.display = ipd.display = remote_display  # type: ignore[assignment]
+            df.clear_output = ipd.clear_output = remote_clear_output  # type: ignore[assignment]
+        except ImportError:
+            pass
+        threading.Thread(target=_flusher, name="jupyter-elastic-flush", daemon=True).start()
+        _hooks_installed = True
+
+
+def flush_figures(output: CellOutput) -> None:
+    """Open matplotlib figures become PNG displays, as the inline backend does."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    for number in pyplot.get_fignums():
+        figure = pyplot.figure(number)
+        output.event("display", data={"image/png": _figure_png(figure),
+                                       "text/plain": repr(figure)}, metadata={})
+    pyplot.close("all")
