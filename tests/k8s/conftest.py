@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from jupyter_elastic.backends.kubernetes import KubernetesBackend
-from jupyter_elastic.config import load_settings
-
+from ._imports import KubernetesBackend, load_settings
 from .apiserver import APIServer
 from .operator import StandInOperator
 
