@@ -208,6 +208,7 @@ class APIServer:
         self.forbid: set[tuple[str, str]] = set()
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.watching: list[tuple[str, str, str]] = []  # (gv, plural, namespace) of every watch opened
         self.posted: list[dict[str, Any]] = []
         self.on_change: list[Callable[[], None]] = []
         # watch history: (resourceVersion, type, (gv, plural, ns, name), object)
@@ -548,6 +549,7 @@ class APIServer:
         timeout = float(query.get("timeoutSeconds") or 1800)
         deadline = self.loop.time() + timeout
         since = query.get("resourceVersion")
+        self.watching.append((gv, plural, ns))
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -590,9 +592,9 @@ class APIServer:
                                                     "metadata": {"resourceVersion": str(last)}})
                 finally:
                     self._waiters.discard(waiter)
+            await response.write_eof()
         except ConnectionError:
-            return response
-        await response.write_eof()
+            pass
         return response
 
 
