@@ -1,11 +1,17 @@
 """The one place the Kubernetes tests import package modules from, so that a move of the
 backend modules (``backends/kubernetes.py`` -> ``backends/kubernetes/backend.py``,
-``k8s_manifests.py`` -> ``backends/kubernetes/manifests.py``) is followed here only."""
+``k8s_manifests.py`` -> ``backends/kubernetes/manifests.py``, ``manager.py`` ->
+``controlplane/manager.py``) is followed here only."""
 
 from __future__ import annotations
 
 from jupyter_elastic.config import load_settings
 from jupyter_elastic.errors import ConfigError
+
+try:
+    from jupyter_elastic.controlplane.manager import ElasticClusterManager
+except ImportError:
+    from jupyter_elastic.manager import ElasticClusterManager  # type: ignore[no-redef]
 
 try:  # the package layout after the move
     from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
@@ -14,4 +20,4 @@ except ImportError:  # the flat layout before it
     from jupyter_elastic.backends.kubernetes import KubernetesBackend  # type: ignore[no-redef]
     from jupyter_elastic.k8s_manifests import validate_manifest  # type: ignore[no-redef]
 
-__all__ = ["ConfigError", "KubernetesBackend", "load_settings", "validate_manifest"]
+__all__ = ["ConfigError", "ElasticClusterManager", "KubernetesBackend", "load_settings", "validate_manifest"]

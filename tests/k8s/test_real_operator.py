@@ -104,3 +104,47 @@ def test_two_clusters_both_listen_on_8786(real_k8s: Any) -> None:
             cluster.close(timeout=60)
     for name in names:
         wait(lambda n=name: not live(op, n), 30, f"processes of {name} gone")
+
+
+def test_backend_lease_on_the_real_operator_scales_to_and_from_zero(real_k8s: Any) -> None:
+    """The project's Kubernetes backend end to end: its DaskCluster and DaskAutoscaler are
+    reconciled by the real operator, whose autoscaler (5 s timer, 15 s cooldown) takes the
+    idle worker away and brings one back for the next cell."""
+    import asyncio
+    import operator
+
+    from ._imports import ElasticClusterManager
+    from .conftest import settings
+
+    op, s = real_k8s, settings()
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        manager = ElasticClusterManager(s, owner="alice", tick=0.2)
+        await manager.start()
+        try:
+            lease = await manager.acquire("kernel-real", backend="kubernetes", progress=lambda p, d: None)
+            record = manager.find(lease["cluster_id"])
+            seen["name"] = record.name
+            async with Client(lease["scheduler_address"], asynchronous=True) as client:
+                assert await client.submit(operator.mul, 2, 21, key="cell-1", resources={"GPU": 1}) == 42
+
+                async def workers() -> int:
+                    return len((await client.scheduler.identity())["workers"])
+
+                deadline = time.monotonic() + 60
+                while await workers() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                assert await workers() == 0, "the operator's autoscaler did not scale to zero"
+                manager.cell_started(record.id)
+                fut = client.submit(operator.mul, 2, 5, key="cell-2", resources={"GPU": 1})
+                assert await asyncio.wait_for(fut, 60) == 10
+        finally:
+            await manager.close_all("test over")
+
+    asyncio.run(scenario())
+    name = seen["name"]
+    server = op.server
+    wait(lambda: server.sync(server.get, DASK, "daskclusters", name, "jhub") is None, 30, "DaskCluster deleted")
+    wait(lambda: not live(op, name), 30, "every process of the cluster gone")
+    assert "Autoscaler updated" in op.log()
