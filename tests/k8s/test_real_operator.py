@@ -53,7 +53,10 @@ def test_real_operator_runs_a_cluster_scales_it_and_deletes_everything(real_k8s:
     try:
         server = op.server
         dc = server.sync(server.get, DASK, "daskclusters", name, "jhub")
-        assert dc["status"]["phase"] == "Running"
+        # KubeCluster waited for Running; the operator's components handler ends with a
+        # "Pending" patch that can land after the service-status handler's "Running" (a race
+        # in the real operator, seen here too), so either may be the phase now.
+        assert dc["status"]["phase"] in ("Running", "Pending"), dc["status"]
         assert "kopf.zalando.org/KopfFinalizerMarker" in dc["metadata"]["finalizers"]
         [scheduler] = pods(op, name, "scheduler")
         ip = scheduler["status"]["podIP"]
