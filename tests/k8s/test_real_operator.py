@@ -19,7 +19,7 @@ from dask_kubernetes.operator import KubeCluster  # noqa: E402
 from distributed import Client  # noqa: E402
 
 DASK = "kubernetes.dask.org/v1"
-pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("no_leaked_processes")]
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(240), pytest.mark.usefixtures("no_leaked_processes")]
 
 
 def wait(cond: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
