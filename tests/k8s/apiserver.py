@@ -359,8 +359,12 @@ class APIServer:
         self._wake_watchers()
 
     def _wake_watchers(self) -> None:
+        def wake(waiter: asyncio.Future[None]) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
         for waiter in list(self._waiters):
-            self.loop.call_soon_threadsafe(lambda w=waiter: w.done() or w.set_result(None))
+            self.loop.call_soon_threadsafe(wake, waiter)
 
     def event(self, involved: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         meta = involved["metadata"]

@@ -172,8 +172,8 @@ class ProcessKubelet:
             if key not in pods:
                 await asyncio.get_running_loop().run_in_executor(None, self._kill, key)
         for key, pod in pods.items():
-            if key not in self.processes and not pod.get("status", {}).get("phase") in ("Running", "Failed",
-                                                                                       "Succeeded"):
+            started = pod.get("status", {}).get("phase") in ("Running", "Failed", "Succeeded")
+            if key not in self.processes and not started:
                 self._start_pod(key, pod)
             elif key in self.processes:
                 self._check_exit(key, pod)

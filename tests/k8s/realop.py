@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,3 +70,4 @@ class RealOperator:
                     continue
         self.kubelet.stop()
         self.server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -98,7 +98,7 @@ def test_two_clusters_both_listen_on_8786(real_k8s: Any) -> None:
             clusters.append(new_cluster(name, 1))
         ips = [pods(op, n, "scheduler")[0]["status"]["podIP"] for n in names]
         assert len(set(ips)) == 2
-        for cluster, name in zip(clusters, names):
+        for cluster in clusters:
             with Client(cluster, timeout="30s") as client:
                 assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.address).endswith(":8786")
                 assert client.submit(lambda: 40 + 2).result(timeout=60) == 42

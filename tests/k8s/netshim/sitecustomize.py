@@ -102,4 +102,4 @@ if _POD_IP:
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     if _POD_NAME:
-        socket.gethostname = lambda: _POD_NAME  # type: ignore[assignment]
+        socket.gethostname = lambda: _POD_NAME  # type: ignore[assignment,return-value]
