@@ -72,3 +72,35 @@ def run(coro: Any) -> Any:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True)
+
+
+@pytest.fixture(scope="session")
+def real_operator() -> Iterator[Any]:
+    """The real Dask operator (kopf + dask-kubernetes' controller) against one API server
+    double and process kubelet for the whole session (kopf takes seconds to start)."""
+    from .realop import KOPF, RealOperator
+
+    if not KOPF:
+        pytest.skip("kopf is not installed (pip install kopf): the real operator cannot run")
+    op = RealOperator()
+    try:
+        op.start()
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def real_k8s(real_operator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Per test: KUBECONFIG at the shared double, cluster DNS in this process, and a check
+    that every Pod process the test caused has gone by its end."""
+    from .kubelet import install_resolver
+
+    monkeypatch.setenv("KUBECONFIG", real_operator.kubeconfig)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    _reset_kr8s()
+    try:
+        with install_resolver(real_operator.kubelet):
+            yield real_operator
+    finally:
+        _reset_kr8s()
