@@ -56,3 +56,63 @@ def no_leaked_processes():
         except psutil.Error:
             pass
     pytest.fail(f"test left {len(leaked)} processes running: {names}")
+
+
+@pytest.fixture(params=["numpy", "dask", "strict", pytest.param("cupy", marks=pytest.mark.gpu)])
+def kind(request: pytest.FixtureRequest):
+    """The array kind a compute-library test runs on; CuPy only where ``cupy.is_available()``.
+
+    ``strict`` is the CPU stand-in for CuPy (``strict_xp.py``): CuPy's names only, and any
+    implicit host transfer fails the test even where a caller swallowed the error.
+    """
+    import strict_xp
+
+    from jupyter_elastic._arrays.namespace import gpu_available
+
+    if request.param == "cupy" and not gpu_available():
+        pytest.skip("no usable GPU: CuPy is not installed or cupy.is_available() is False")
+    strict_xp.install()
+    strict_xp.VIOLATIONS.clear()
+    yield request.param
+    assert not strict_xp.VIOLATIONS, f"implicit host transfers: {strict_xp.VIOLATIONS}"
+
+
+@pytest.fixture(autouse=True)
+def _resource_tracker():
+    """Start multiprocessing's process-wide helper up front: Dask's worker processes start
+    it once and it lives as long as pytest, which is not a leak of any test's."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
+@pytest.fixture
+def elastic_config():
+    """Small, quick clusters: CPU-only local workers, idle timeout of a few seconds (a test
+    module overrides this fixture for other settings)."""
+    import dask
+
+    with dask.config.set(
+        {
+            "jupyter-elastic.backend": "local",
+            "jupyter-elastic.idle-timeout": "5s",
+            "jupyter-elastic.shutdown-after": "10m",
+            "jupyter-elastic.max-workers": 2,
+            "jupyter-elastic.worker.cpus": 1,
+            "jupyter-elastic.worker.gpus": 0,  # CPU workers, also on a GPU machine
+            "jupyter-elastic.worker.memory": "512MiB",
+        }
+    ):
+        yield
+
+
+@pytest.fixture
+def jp_server_config(elastic_config):
+    """A Jupyter server (pytest-jupyter) with the extension, authentication required."""
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_elastic": True, "jupyter_server_proxy": True},
+            "allow_unauthenticated_access": False,
+        },
+    }
+

@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 
-import dask
 import pytest
 
 from jupyter_elastic.controlplane import connect_control_plane
@@ -25,25 +24,8 @@ from jupyter_elastic.protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
-@pytest.fixture(autouse=True)
-def _resource_tracker():
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
 
 
-@pytest.fixture
-def jp_server_config():
-    with dask.config.set(
-        {
-            "jupyter-elastic.idle-timeout": "5s",
-            "jupyter-elastic.max-workers": 2,
-            "jupyter-elastic.worker.cpus": 1,
-            "jupyter-elastic.worker.gpus": 0,  # CPU workers, also on a GPU machine
-            "jupyter-elastic.worker.memory": "512MiB",
-        }
-    ):
-        yield {"ServerApp": {"jpserver_extensions": {"jupyter_elastic": True}}}
 
 
 @pytest.fixture

@@ -21,25 +21,10 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from jupyter_elastic import evaluation as ev
-from jupyter_elastic._arrays.namespace import gpu_available
 
 strict_xp.install()
 
 
-@pytest.fixture(
-    params=["numpy", "dask", "strict", pytest.param("cupy", marks=pytest.mark.gpu)]
-)
-def kind(request: pytest.FixtureRequest) -> Any:
-    """The array kind under test; CuPy only where ``cupy.is_available()`` is true.
-
-    ``strict`` is the CPU stand-in for CuPy (``strict_xp.py``): CuPy's names only, and any
-    implicit host transfer fails the test even where a caller swallowed the error.
-    """
-    if request.param == "cupy" and not gpu_available():
-        pytest.skip("no usable GPU: CuPy is not installed or cupy.is_available() is False")
-    strict_xp.VIOLATIONS.clear()
-    yield request.param
-    assert not strict_xp.VIOLATIONS, f"implicit host transfers: {strict_xp.VIOLATIONS}"
 
 
 def to_kind(x: Any, kind: str, rows: int = 97) -> Any:

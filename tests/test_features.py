@@ -21,31 +21,11 @@ from sklearn.feature_extraction import FeatureHasher
 
 from jupyter_elastic import features
 from jupyter_elastic._arrays import namespace as _array
-from jupyter_elastic._arrays.namespace import gpu_available
 from jupyter_elastic.features import _quantiles
 
 strict_xp.install()
 
 
-@pytest.fixture(
-    params=[
-        "numpy",
-        "dask",
-        "strict",
-        pytest.param("cupy", marks=pytest.mark.gpu),
-    ]
-)
-def kind(request: pytest.FixtureRequest) -> Any:
-    """The array kind under test; CuPy only where ``cupy.is_available()`` is true.
-
-    ``strict`` is the CPU stand-in for CuPy (``strict_xp.py``): CuPy's names only, and any
-    implicit host transfer fails the test even where a caller swallowed the error.
-    """
-    if request.param == "cupy" and not gpu_available():
-        pytest.skip("no usable GPU: CuPy is not installed or cupy.is_available() is False")
-    strict_xp.VIOLATIONS.clear()
-    yield request.param
-    assert not strict_xp.VIOLATIONS, f"implicit host transfers: {strict_xp.VIOLATIONS}"
 
 
 def to_kind(x: np.ndarray, kind: str, rows: int = 37) -> Any:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 
-import dask
 import pytest
 from tornado.httpclient import HTTPClientError
 
@@ -24,40 +23,10 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 API = ("jupyter-elastic", "api")
 
 
-@pytest.fixture(autouse=True)
-def _resource_tracker():
-    """Start multiprocessing's process-wide helper up front: Dask's worker processes start
-    it once and it lives as long as pytest, which is not a leak of the test's."""
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
 
 
-@pytest.fixture
-def elastic_config():
-    """Small, quick clusters: CPU-only local workers, idle timeout of a few seconds."""
-    with dask.config.set(
-        {
-            "jupyter-elastic.backend": "local",
-            "jupyter-elastic.idle-timeout": "5s",
-            "jupyter-elastic.shutdown-after": "10m",
-            "jupyter-elastic.max-workers": 2,
-            "jupyter-elastic.worker.cpus": 1,
-            "jupyter-elastic.worker.gpus": 0,  # CPU workers, also on a GPU machine
-            "jupyter-elastic.worker.memory": "512MiB",
-        }
-    ):
-        yield
 
 
-@pytest.fixture
-def jp_server_config(elastic_config):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_elastic": True, "jupyter_server_proxy": True},
-            "allow_unauthenticated_access": False,
-        },
-    }
 
 
 async def call(jp_fetch, *path, method="GET", body=None, **kwargs):

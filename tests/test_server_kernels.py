@@ -17,19 +17,14 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(autouse=True)
-def _resource_tracker():
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()  # Python's helper lives as long as pytest: not a leak
 
 
 @pytest.fixture
-def jp_server_config():
+def elastic_config():
+    """A short lease-ttl, one CPU worker at most."""
     with dask.config.set({"jupyter-elastic.lease-ttl": "2s", "jupyter-elastic.idle-timeout": "30s",
                           "jupyter-elastic.worker.gpus": 0, "jupyter-elastic.max-workers": 1}):
-        yield {"ServerApp": {"jpserver_extensions": {"jupyter_elastic": True},
-                             "allow_unauthenticated_access": False}}
+        yield
 
 
 _pool = None
