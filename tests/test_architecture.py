@@ -62,3 +62,19 @@ def test_a_wrong_import_breaks_its_contract(tmp_path, module, line, contract):
     assert any(contract in ln for ln in broken) or contract in result.stdout.split("Broken contracts")[-1], (
         result.stdout
     )
+
+
+def test_the_version_is_written_once():
+    """package.json holds the version; the Python package and the lab extension read it."""
+    import json
+    import tomllib
+
+    import jupyter_elastic
+
+    version = json.loads((ROOT / "package.json").read_text())["version"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert jupyter_elastic.__version__ == version
+    written = [p for p in (ROOT / "jupyter_elastic").rglob("*.py")
+               if p.name != "_version.py" and f'"{version}"' in p.read_text()]
+    assert not written, f"version written by hand in {written}"
