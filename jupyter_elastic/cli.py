@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
-from .config import parse_gpus
+from .config import parse_gpus, whole
 from .controlplane.remote import ApiClient
 from .errors import BackendUnavailable, ConfigError, ElasticError
 from .protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
@@ -34,12 +34,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _positive_int(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
-    return value
+        return whole(text, "value", minimum=1)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _gpus(text: str) -> float:

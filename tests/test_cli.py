@@ -33,7 +33,7 @@ def test_render_prints_valid_manifests(capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["render", "--gpus", "-1", "--image", "i"], "--gpus must be 0 or more"),
     (["render", "--gpus", "1.5", "--image", "i"], "whole number of GPUs"),
-    (["render", "--max-workers", "0", "--image", "i"], "must be 1 or more"),
+    (["render", "--max-workers", "0", "--image", "i"], "must be a whole number >= 1"),
     (["render", "--name", "Bad_Name", "--image", "i"], "cluster name 'Bad_Name' is not valid"),
     (["render", "--backend", "gateway"], "invalid choice: 'gateway'"),
     (["stop"], "give the id or name of the cluster to stop, or --all"),
