@@ -16,7 +16,13 @@ in for the device, so the script is exercised where no GPU exists (CI runs it).
 Functions documented to return host values (metrics: Python floats; ``confusion_matrix``:
 a NumPy array) are expected to; every other function must return the device's array type.
 
-Run: ``python benchmarks/gpu_check.py [--dry-run] [--scale 1.0] [--repeat 3]``.
+After the functions, an end-to-end ``%%gpu`` check runs through a real kernel on the local
+backend (one worker per GPU): a cell that returns CuPy comes back as NumPy, and as CuPy with
+``--keep-on-device``; ``%gpu status --json`` shows each worker's GPU and its utilisation.
+With ``--dry-run`` the same cells run on CPU workers (the device-only checks are reported as
+skipped), so the end-to-end part cannot rot either.
+
+Run: ``python benchmarks/gpu_check.py [--dry-run] [--scale 1.0] [--repeat 3] [--no-e2e]``.
 Exit status: 0 when every check passes (or no GPU), 1 when any result disagrees.
 """
 
@@ -298,11 +304,106 @@ def versions_header(dry_run: bool) -> str:
     return "; ".join(parts)
 
 
+E2E_CELLS = {
+    "on_device": (
+        "%%gpu\n"
+        "from jupyter_elastic._arrays.namespace import get_namespace, gpu_available\n"
+        "import numpy\n"
+        "xp = __import__('cupy') if gpu_available() else numpy\n"
+        "B = xp.asarray(A) * 2\n"
+        "total = float(B.sum())\n"
+        "where = type(B).__module__.split('.')[0]\n"
+    ),
+    "kept": (
+        "%%gpu --keep-on-device\n"
+        "import numpy\n"
+        "from jupyter_elastic._arrays.namespace import gpu_available\n"
+        "xp = __import__('cupy') if gpu_available() else numpy\n"
+        "C = xp.arange(10) * 3\n"
+    ),
+}
+
+
+def e2e_check(on_gpu: bool, timeout: float = 300.0) -> list[tuple[str, str, str]]:
+    """``%%gpu`` through a real kernel on the local backend: rows of (check, result, detail)."""
+    import json
+    import queue
+
+    from jupyter_client.manager import KernelManager
+
+    env = dict(os.environ)
+    env.pop("JUPYTER_ELASTIC_SERVER_URL", None)  # the embedded control plane, local backend
+    env.update({"DASK_JUPYTER_ELASTIC__BACKEND": "local", "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "30s"})
+    if not on_gpu:
+        env["DASK_JUPYTER_ELASTIC__WORKER__GPUS"] = "0"
+    km = KernelManager(kernel_name="python3", transport="ipc")
+    km.start_kernel(env=env)
+    client = km.client()
+    client.start_channels()
+    rows: list[tuple[str, str, str]] = []
+
+    def run(code: str) -> tuple[str, str, Any]:
+        msg_id = client.execute(code)
+        text: list[str] = []
+        data = None
+        while True:
+            try:
+                msg = client.get_iopub_msg(timeout=timeout)
+            except queue.Empty:
+                return "timeout", "".join(text), data
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                text.append(content["text"])
+            elif kind == "execute_result":
+                data = content["data"]
+            elif kind == "error":
+                text.append(f"{content['ename']}: {content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                reply = client.get_shell_msg(timeout=timeout)
+                return reply["content"]["status"], "".join(text), data
+
+    try:
+        client.wait_for_ready(timeout=60)
+        run("%load_ext jupyter_elastic\nimport numpy as np\nA = np.arange(1_000_000, dtype='float64')")
+        status, text, _ = run(E2E_CELLS["on_device"])
+        _, printed, _ = run("print(where, total, type(B).__module__)")
+        ok = status == "ok" and printed.split()[1:2] == [f"{999_999 * 1_000_000:.1f}"]
+        back = printed.split()[-1].split(".")[0] if printed.split() else "?"
+        rows.append(("cell result matches", "ok" if ok else "FAIL", sanitize(printed or text)))
+        rows.append(("CuPy comes back as NumPy", "ok" if back == "numpy" else "FAIL", back))
+        status, text, _ = run(E2E_CELLS["kept"])
+        _, printed, _ = run("print(type(C).__module__.split('.')[0])")
+        expected = "cupy" if on_gpu else "numpy"
+        kept_ok = status == "ok" and printed.strip() == expected
+        rows.append(("--keep-on-device keeps CuPy", ("ok" if kept_ok else "FAIL") if on_gpu else
+                     "skipped (no GPU)", sanitize(printed or text)))
+        _, printed, _ = run("import json\nprint(json.dumps(get_ipython().run_line_magic('gpu', 'status --json')))")
+        report = json.loads(printed.strip().splitlines()[-1]) if printed.strip() else {}
+        workers = [w for c in report.get("clusters", []) for w in c.get("worker_details", [])]
+        gpus = [w for w in workers if w.get("gpus")]
+        util = [w.get("gpu_utilization") for w in gpus]
+        if on_gpu:
+            rows.append(("one worker per GPU, GPU listed", "ok" if gpus else "FAIL", f"{len(gpus)} GPU worker(s)"))
+            rows.append(("GPU utilisation in %gpu status --json",
+                         "ok" if util and all(u is not None for u in util) else "FAIL", str(util)))
+        else:
+            rows.append(("workers listed in %gpu status --json", "ok" if workers else "FAIL",
+                         f"{len(workers)} CPU worker(s)"))
+        run("%gpu stop --all")
+    finally:
+        client.stop_channels()
+        km.shutdown_kernel(now=False)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="NumPy stands in for the GPU")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every data size")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs, CPU and device alike")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the %%%%gpu end-to-end check")
     args = parser.parse_args(argv)
     if args.dry_run:
         print("dry run: NumPy stands in for the device (checks the checking logic, not a GPU)")
@@ -316,6 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         print(versions_header(False) + f"; peak bandwidth {dev.peak_gbs:.0f} GB/s\n")
         failures = check(dev, args.scale, args.repeat)
     print(f"\n{failures} failing function(s)")
+    if not args.no_e2e:
+        rows = e2e_check(on_gpu=not args.dry_run)
+        print("\n| %%gpu end-to-end check | result | detail |\n|---|---|---|")
+        for name, result, detail in rows:
+            print(f"| {name} | {result} | {detail} |")
+        e2e_failures = sum(result == "FAIL" for _, result, _ in rows)
+        print(f"\n{e2e_failures} failing end-to-end check(s)")
+        failures += e2e_failures
     return 1 if failures else 0
 
 
