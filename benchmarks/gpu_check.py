@@ -304,6 +304,27 @@ def versions_header(dry_run: bool) -> str:
     return "; ".join(parts)
 
 
+def roc_vs_sklearn(dev: Device, rows: int, repeat: int) -> tuple[str, bool]:
+    """ROC AUC on ``rows`` scores on the device against scikit-learn on this machine's CPU
+    (the goal: at least 20x faster at 100M rows); the line to print, and whether it agreed."""
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    rng = np.random.default_rng(7)
+    y = (rng.random(rows) < 0.3).astype(np.int8)
+    score = rng.random(rows).astype(np.float32) + 0.3 * y
+    y_dev, score_dev = dev.xp.asarray(y), dev.xp.asarray(score)
+    ours = float(ev.roc_auc_score(y_dev, score_dev))
+    t_dev = dev.time(lambda: ev.roc_auc_score(y_dev, score_dev), repeat)
+    t0 = time.perf_counter()
+    reference = float(roc_auc_score(y, score))
+    t_cpu = time.perf_counter() - t0
+    agree = abs(ours - reference) <= 1e-9 * max(1.0, abs(reference))
+    line = (f"ROC AUC, {rows:,} rows: device {t_dev * 1e3:.1f} ms, scikit-learn (CPU) "
+            f"{t_cpu * 1e3:.1f} ms, {t_cpu / max(t_dev, 1e-12):.1f}x; |difference| "
+            f"{abs(ours - reference):.1e} ({'ok' if agree else 'FAIL'})")
+    return line, agree
+
+
 E2E_CELLS = {
     "on_device": (
         "%%gpu\n"
@@ -416,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         dev = cupy_device()
         print(versions_header(False) + f"; peak bandwidth {dev.peak_gbs:.0f} GB/s\n")
         failures = check(dev, args.scale, args.repeat)
+    if gpu_available() or args.dry_run:
+        line, agree = roc_vs_sklearn(Device(np) if args.dry_run else dev,
+                                     max(1000, int(100_000_000 * args.scale)), args.repeat)
+        print("\n" + line)
+        failures += 0 if agree else 1
     print(f"\n{failures} failing function(s)")
     if not args.no_e2e:
         rows = e2e_check(on_gpu=not args.dry_run)
