@@ -65,7 +65,7 @@ async def test_lease_lifecycle_over_rest(plane, no_leaked_processes):
     try:
         assert phases[0] == "queued" and phases[-1] == "ready" and "scheduler" in phases
         assert lease["session"] == "kernel-a" and lease["backend"] == "local"
-        assert lease["scheduler_address"].startswith("tcp://127.0.0.1:")
+        assert lease["scheduler_address"].startswith("tls://127.0.0.1:")
         assert await run(plane.heartbeat, lease["lease_id"]) is True
 
         plane.cell_started(cid)

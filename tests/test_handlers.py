@@ -45,6 +45,7 @@ def elastic_config():
             "jupyter-elastic.worker.cpus": 1,
             "jupyter-elastic.worker.gpus": 0,  # CPU workers, also on a GPU machine
             "jupyter-elastic.worker.memory": "512MiB",
+            "jupyter-elastic.dashboard": True,  # the dashboard-link tests (off by default)
         }
     ):
         yield
@@ -291,7 +292,7 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
     assert events[-1]["event"] == "lease"
     lease = events[-1]["lease"]
     assert lease["session"] == "k1" and lease["backend"] == "local"
-    assert lease["scheduler_address"].startswith("tcp://127.0.0.1:")
+    assert lease["scheduler_address"].startswith("tls://127.0.0.1:")
     cid, lid = lease["cluster_id"], lease["lease_id"]
     try:
         # Acquiring again from the same session reuses the cluster, with no start-up.

@@ -17,6 +17,7 @@ from jupyter_elastic.config import Pricing, load_settings
 from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.controlplane.metering import ClusterMeter, cell_charge
 from jupyter_elastic.errors import ClusterNotFound, ConfigError
+from jupyter_elastic.kernel.session import client_security
 from jupyter_elastic.models import WorkerDetail
 
 
@@ -232,7 +233,8 @@ def test_real_local_cluster_wakes_and_scales_to_zero(no_leaked_processes):
         assert lease["has_gpu"] is False
         from distributed import Client
 
-        with Client(lease["scheduler_address"], set_as_default=False) as client:
+        with Client(lease["scheduler_address"], set_as_default=False,
+                    security=client_security(lease["client"])) as client:
             cp.cell_started(lease["cluster_id"])
             task = client.submit(time.sleep, 0.5, key="gpu-cell-1", resources={"CELL": 1}, pure=False)
             wait_for(lambda: cp.cluster(lease["cluster_id"])["workers"] == 1, timeout=30, what="a worker on wake")
@@ -274,7 +276,8 @@ def test_fractional_gpus_pack_two_cells_on_one_worker(tmp_path, no_leaked_proces
     cp = EmbeddedControlPlane(load_settings({"idle-timeout": "30s", "max-workers": 1}))
     try:
         lease = cp.acquire("kernel-a")
-        with Client(lease["scheduler_address"], set_as_default=False) as client:
+        with Client(lease["scheduler_address"], set_as_default=False,
+                    security=client_security(lease["client"])) as client:
             cp.cell_started(lease["cluster_id"])
             a = client.submit(both_started, "a", "b", key="gpu-cell-a", resources={"CELL": 0.5}, pure=False)
             b = client.submit(both_started, "b", "a", key="gpu-cell-b", resources={"CELL": 0.5}, pure=False)
@@ -303,7 +306,8 @@ def test_waiting_cells_scale_the_cluster_out_to_max_workers(tmp_path, no_leaked_
     cp = EmbeddedControlPlane(load_settings({"idle-timeout": "30s", "max-workers": 2}))
     try:
         lease = cp.acquire("kernel-a")
-        with Client(lease["scheduler_address"], set_as_default=False) as client:
+        with Client(lease["scheduler_address"], set_as_default=False,
+                    security=client_security(lease["client"])) as client:
             cp.cell_started(lease["cluster_id"])
             cells = [client.submit(hold, gate, key=f"gpu-cell-{i}", resources={"CELL": 1}, pure=False)
                      for i in range(3)]
