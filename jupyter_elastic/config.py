@@ -294,6 +294,9 @@ class Settings:
     min_workers: int = 0
     max_workers: int = 4
     interrupt_grace: float = 2.0
+    #: local backend: serve the Dask dashboard on 127.0.0.1 (no authentication: every
+    #: user of this machine can read it; docs/security.md). Off by default.
+    dashboard: bool = False
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     pricing: Pricing = field(default_factory=Pricing)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -380,6 +383,24 @@ def _gateway(raw: dict[str, Any]) -> GatewaySettings:
     )
 
 
+def flag(value: Any, what: str) -> bool:
+    """``value`` as a yes/no setting (a bool, or one of true/false/yes/no/on/off/1/0).
+
+    Examples
+    --------
+    >>> flag("on", "dashboard")
+    True
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value)[:8].strip().lower() if isinstance(value, (str, int)) else None
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"{what} must be true or false, got {quote(value)}")
+
+
 def load_settings(raw: dict[str, Any] | None = None) -> Settings:
     """Parse the ``jupyter-elastic`` namespace (or ``raw``) into :class:`Settings`."""
     cfg = _dashed(dask.config.get(NAMESPACE) if raw is None else raw)
@@ -394,6 +415,7 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
         min_workers=whole(cfg.get("min-workers", 0), key + "min-workers"),
         max_workers=whole(cfg.get("max-workers", 4), key + "max-workers", minimum=1),
         interrupt_grace=parse_duration(cfg.get("interrupt-grace", "2s"), what=key + "interrupt-grace"),
+        dashboard=flag(cfg.get("dashboard", False), key + "dashboard"),
         worker=WorkerSettings(
             gpus=parse_gpus(worker.get("gpus", 1), what=key + "worker.gpus"),
             cpus=whole(worker.get("cpus", 4), key + "worker.cpus", minimum=1),

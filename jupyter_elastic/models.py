@@ -162,8 +162,10 @@ class ClusterInfo:
 class LeaseInfo:
     """A kernel's lease on a cluster: what the kernel needs to reach and keep it.
 
-    ``client`` holds what a Dask client needs besides the address (TLS credentials): it
-    is handed only to the kernel that holds the lease, never put in a URL or a log line.
+    ``client`` holds what a Dask client needs besides the address (TLS credentials), and
+    ``lease_secret`` what heartbeat, release and cell reports on this lease must present:
+    both are handed only to the kernel that acquired the lease, never put in a URL, a
+    log line or a repr.
     """
 
     lease_id: str
@@ -179,6 +181,7 @@ class LeaseInfo:
     idle_timeout: float
     lease_ttl: float
     client: dict[str, Any] | None = field(default=None, repr=False)
+    lease_secret: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

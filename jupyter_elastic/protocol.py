@@ -28,6 +28,8 @@ API_PATH = "jupyter-elastic/api"
 SERVER_URL_ENV = "JUPYTER_ELASTIC_SERVER_URL"
 #: Set by the server extension before kernels launch: the kernels' bearer token.
 SERVER_TOKEN_ENV = "JUPYTER_ELASTIC_TOKEN"
+#: Request header carrying a lease's secret (heartbeat, release, cell reports on it).
+LEASE_SECRET_HEADER = "X-Elastic-Lease-Secret"
 #: Set on every worker the project starts.
 WORKER_ENV = "JUPYTER_ELASTIC_WORKER"
 #: Bytes a worker's input cache may hold.

@@ -101,6 +101,7 @@ def elastic_config():
             "jupyter-elastic.worker.cpus": 1,
             "jupyter-elastic.worker.gpus": 0,  # CPU workers, also on a GPU machine
             "jupyter-elastic.worker.memory": "512MiB",
+            "jupyter-elastic.dashboard": True,  # the dashboard-link tests (off by default)
         }
     ):
         yield

@@ -47,7 +47,7 @@ async def test_lease_lifecycle_over_rest(plane, no_leaked_processes):
     try:
         assert phases[0] == "queued" and phases[-1] == "ready" and "scheduler" in phases
         assert lease["session"] == "kernel-a" and lease["backend"] == "local"
-        assert lease["scheduler_address"].startswith("tcp://127.0.0.1:")
+        assert lease["scheduler_address"].startswith("tls://127.0.0.1:")
         assert await run(plane.heartbeat, lease["lease_id"]) is True
 
         plane.cell_started(cid)
@@ -111,7 +111,8 @@ class _GatedHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.seen.append((self.path, json.loads(body), self.headers["Authorization"]))
+        self.server.seen.append((self.path, json.loads(body), self.headers["Authorization"],
+                                 self.headers.get("X-Elastic-Lease-Secret")))
         self.server.gate.wait(30)
         self.send_response(204)
         self.end_headers()
@@ -127,16 +128,18 @@ def test_cell_events_do_not_wait_for_the_server():
     thread.start()
     plane = RemoteControlPlane(f"http://127.0.0.1:{server.server_address[1]}/base/", "tok")
     try:
+        plane._leases.add({"lease_id": "l1", "cluster_id": "c1", "lease_secret": "s3cret"})
         # The gate is closed: a blocking implementation would hang here until it opens.
-        plane.cell_started("c1")
+        plane.cell_started("c1", 60.0)
         plane.cell_finished("c1", {"id": "r"})
         assert plane.flush(timeout=0.2) is False  # still queued behind the closed gate
         server.gate.set()
         assert plane.flush(timeout=30) is True
         assert server.seen == [
-            ("/base/jupyter-elastic/api/cells/start", {"cluster_id": "c1"}, "token tok"),
+            ("/base/jupyter-elastic/api/cells/start", {"lease_id": "l1", "timeout": 60.0},
+             "token tok", "s3cret"),
             ("/base/jupyter-elastic/api/cells/finish",
-             {"cluster_id": "c1", "row": {"id": "r"}}, "token tok"),
+             {"lease_id": "l1", "row": {"id": "r"}}, "token tok", "s3cret"),
         ]
     finally:
         server.gate.set()

@@ -20,6 +20,7 @@ from jupyter_elastic.protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
+SECRET = "X-Elastic-Lease-Secret"
 API = ("jupyter-elastic", "api")
 
 
@@ -77,10 +78,10 @@ async def test_kernels_are_told_where_the_control_plane_is(jp_serverapp, jp_fetc
     )
     assert (code, body) == (200, {"clusters": []})
     code, _ = await call(
-        jp_fetch, "cells", "start", method="POST", body={"cluster_id": "x"},
+        jp_fetch, "cells", "start", method="POST", body={"lease_id": "x"},
         headers={"Authorization": f"token {token}"},
     )
-    assert code == 204
+    assert code == 404  # authenticated; but no lease "x" (and no secret for it)
     # ... and a wrong one is refused.
     code, body = await call(
         jp_fetch, "clusters", headers={"Authorization": f"token {token}x"}
@@ -148,9 +149,11 @@ async def test_cookie_session_post_without_xsrf_is_refused(
         ("PUT", ("clusters", "abc", "idle-timeout"), {"seconds": "soon"}, "seconds"),
         ("POST", ("leases",), {}, "'session'"),
         ("POST", ("leases",), {"session": "k", "backend": "mainframe"}, "backend"),
-        ("POST", ("cells", "start"), {}, "'cluster_id'"),
-        ("POST", ("cells", "finish"), {"cluster_id": "c"}, "'row'"),
-        ("POST", ("cells", "finish"), {"cluster_id": "c", "row": {"id": "r"}}, "'row' lacks"),
+        ("POST", ("cells", "start"), {}, "'lease_id'"),
+        ("POST", ("cells", "start"), {"cluster_id": "c"}, "'cluster_id'"),
+        ("POST", ("cells", "start"), {"lease_id": "l", "timeout": "soon"}, "'timeout'"),
+        ("POST", ("cells", "finish"), {"lease_id": "c"}, "'row'"),
+        ("POST", ("cells", "finish"), {"row": {"id": "r"}}, "'row' lacks"),
     ],
 )
 async def test_bad_requests_get_400_naming_the_field(jp_fetch, method, path, body, word):
@@ -260,7 +263,7 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
     assert events[-1]["event"] == "lease"
     lease = events[-1]["lease"]
     assert lease["session"] == "k1" and lease["backend"] == "local"
-    assert lease["scheduler_address"].startswith("tcp://127.0.0.1:")
+    assert lease["scheduler_address"].startswith("tls://127.0.0.1:")
     cid, lid = lease["cluster_id"], lease["lease_id"]
     try:
         # Acquiring again from the same session reuses the cluster, with no start-up.
@@ -268,12 +271,19 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
         lines = [json.loads(line) for line in again.body.decode().splitlines() if line]
         assert [e["event"] for e in lines] == ["lease"]
         assert lines[0]["lease"]["cluster_id"] == cid
+        # ... on a new lease: the session's previous one is revoked
+        code, _ = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={},
+                             headers={SECRET: lease["lease_secret"]})
+        assert code == 404
+        lease = lines[0]["lease"]
+        lid, mine = lease["lease_id"], {SECRET: lease["lease_secret"]}
 
-        code, body = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={})
+        code, body = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={},
+                                headers=mine)
         assert (code, body) == (200, {"lease_id": lid, "alive": True})
 
         assert (await call(jp_fetch, "cells", "start", method="POST",
-                           body={"cluster_id": cid}))[0] == 204
+                           body={"lease_id": lid, "timeout": "10m"}, headers=mine))[0] == 204
         code, detail = await call(jp_fetch, "clusters", cid)
         assert detail["running_cells"] == 1
         row = {
@@ -283,7 +293,7 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
             "cpu_seconds": 1.25, "cost": 0.0001, "status": "ok", "source": "x = 1",
         }
         assert (await call(jp_fetch, "cells", "finish", method="POST",
-                           body={"cluster_id": cid, "row": row}))[0] == 204
+                           body={"lease_id": lid, "row": row}, headers=mine))[0] == 204
         code, history = await call(jp_fetch, "history")
         assert code == 200 and len(history) == 1
         assert history[0]["id"] == "row-1" and history[0]["cluster_id"] == cid
@@ -293,8 +303,9 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
         code, usage = await call(jp_fetch, "usage")
         assert usage["cells"]["count"] == 1 and usage["cells"]["cpu_seconds"] == 1.25
 
-        assert (await call(jp_fetch, "leases", lid, method="DELETE"))[0] == 204
-        code, reply = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={})
+        assert (await call(jp_fetch, "leases", lid, method="DELETE", headers=mine))[0] == 204
+        code, reply = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={},
+                                 headers=mine)
         assert code == 404 and lid in reply["message"]
     finally:
         await call(jp_fetch, "clusters", cid, method="DELETE")
@@ -369,7 +380,7 @@ async def test_a_bad_history_row_is_refused_and_history_keeps_working(jp_fetch):
     row = {"id": "bad", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local", "cluster_id": None,
            "worker": None, "device": "cpu", "seconds": "fast", "compute_seconds": 1, "gpus": 0,
            "gpu_seconds": 0, "cpu_seconds": 1, "cost": 0, "status": "ok"}
-    code, body = await call(jp_fetch, "cells", "finish", method="POST", body={"cluster_id": None, "row": row})
+    code, body = await call(jp_fetch, "cells", "finish", method="POST", body={"row": row})
     assert code == 400 and "seconds must be a finite number" in body["message"]
     for path in ("history", "usage"):
         code, _ = await call(jp_fetch, path)
@@ -378,3 +389,60 @@ async def test_a_bad_history_row_is_refused_and_history_keeps_working(jp_fetch):
     assert code == 400 and "gpus" in body["message"]
     code, body = await call(jp_fetch, "clusters", method="POST", body={"gpus": True})
     assert code == 400 and "gpus" in body["message"]
+
+
+# ---------------------------------------------------------------------------- shared machine
+async def test_another_token_holder_cannot_touch_a_kernels_lease(jp_fetch, no_leaked_processes):
+    token = {"Authorization": f"token {os.environ[SERVER_TOKEN_ENV]}"}  # every kernel has it
+    response = await jp_fetch(*API, "leases", method="POST", body=json.dumps({"session": "k9"}),
+                              headers=token)
+    lease = [json.loads(line) for line in response.body.decode().splitlines() if line][-1]["lease"]
+    lid, secret = lease["lease_id"], lease["lease_secret"]
+    try:
+        assert lease["client"]["kind"] == "tls"
+        for wrong in ({}, {SECRET: "guess"}, {SECRET: secret[:-1]}):
+            headers = {**token, **wrong}
+            for method, path, body in (
+                ("POST", ("leases", lid, "heartbeat"), {}),
+                ("DELETE", ("leases", lid), None),
+                ("POST", ("cells", "start"), {"lease_id": lid}),
+                ("POST", ("cells", "finish"), {"lease_id": lid, "row": {
+                    "id": "r", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local",
+                    "cluster_id": None, "worker": None, "device": "cpu", "seconds": 1,
+                    "compute_seconds": 1, "gpus": 0, "status": "ok"}}),
+            ):
+                code, reply = await call(jp_fetch, *path, method=method, body=body, headers=headers)
+                assert code == 404, (path, reply)
+                assert secret not in reply["message"] and SECRET in reply["message"]
+        code, cluster = await call(jp_fetch, "clusters", lease["cluster_id"])
+        assert cluster["running_cells"] == 0
+        assert (await call(jp_fetch, "history"))[1] == []
+        # the lease is intact: its own kernel still heartbeats it
+        code, _ = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={},
+                             headers={**token, SECRET: secret})
+        assert code == 200
+        # neither the secret nor the TLS key is in any report
+        code, listing = await call(jp_fetch, "clusters", params={"details": "1"})
+        text = json.dumps(listing) + json.dumps((await call(jp_fetch, "usage"))[1])
+        assert secret not in text and "PRIVATE KEY" not in text
+    finally:
+        await call(jp_fetch, "clusters", lease["cluster_id"], method="DELETE")
+
+
+async def test_clusters_per_user_cap_is_one_clear_400(jp_serverapp, jp_fetch, no_leaked_processes):
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_elastic"]
+    assert app.max_clusters_per_user == 8 and app.manager.max_clusters == 8
+    app.manager.max_clusters = 1
+    code, first = await call(jp_fetch, "clusters", method="POST", body={"name": "only-one"})
+    assert code == 201, first
+    try:
+        code, reply = await call(jp_fetch, "clusters", method="POST", body={"name": "one-more"})
+        assert code == 400
+        assert "at most 1 clusters per user" in reply["message"]
+        assert "only-one" in reply["message"] and "\n" not in reply["message"]
+        response = await jp_fetch(*API, "leases", method="POST", body=json.dumps({"session": "k8"}))
+        event = [json.loads(line) for line in response.body.decode().splitlines() if line][-1]
+        assert event["event"] == "error" and event["status_code"] == 400
+        assert "only-one" in event["message"]
+    finally:
+        await call(jp_fetch, "clusters", first["id"], method="DELETE")

@@ -17,6 +17,7 @@ from jupyter_elastic.config import Pricing, load_settings
 from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.controlplane.metering import ClusterMeter, cell_charge
 from jupyter_elastic.errors import ClusterNotFound, ConfigError
+from jupyter_elastic.kernel.session import client_security
 from jupyter_elastic.models import WorkerDetail
 
 
@@ -75,7 +76,10 @@ def test_acquire_reuses_the_session_cluster_and_reports_phases():
         again = await manager.acquire("kernel-a")
         other = await manager.acquire("kernel-b")
         assert phases == ["queued", "scheduler", "ready"]
-        assert again["cluster_id"] == lease["cluster_id"] and again["lease_id"] == lease["lease_id"]
+        # the same cluster, on a new lease: the session's previous lease is revoked
+        assert again["cluster_id"] == lease["cluster_id"] and again["lease_id"] != lease["lease_id"]
+        assert manager.heartbeat(lease["lease_id"], lease["lease_secret"]) is False
+        assert manager.heartbeat(again["lease_id"], again["lease_secret"]) is True
         assert other["cluster_id"] != lease["cluster_id"]
         assert [c[0] for c in backend.calls].count("start") == 2
         assert ("adapt", lease["name"], 0, 4, 1.0) in backend.calls
@@ -92,14 +96,14 @@ def test_lapsed_lease_stops_its_cluster():
         kept = await manager.acquire("kernel-b")
         t0 = time.monotonic()
         while manager.list_clusters() and len(manager.list_clusters()) > 1:
-            manager.heartbeat(kept["lease_id"])
+            manager.heartbeat(kept["lease_id"], kept["lease_secret"])
             await manager.reap_once()
             await asyncio.sleep(0.05)
             assert time.monotonic() - t0 < 5, "lease never lapsed"
         assert [c["id"] for c in manager.list_clusters()] == [kept["cluster_id"]]
         assert backend.closed == [lease["name"]]
-        assert manager.heartbeat(lease["lease_id"]) is False
-        assert manager.heartbeat(kept["lease_id"]) is True
+        assert manager.heartbeat(lease["lease_id"], lease["lease_secret"]) is False
+        assert manager.heartbeat(kept["lease_id"], kept["lease_secret"]) is True
         await manager.close_all()
 
     run(scenario())
@@ -109,11 +113,11 @@ def test_released_lease_leaves_time_to_reconnect_by_name():
     async def scenario():
         manager, backend = make_manager(**{"lease-ttl": "0.5s", "shutdown-after": "1h"})
         lease = await manager.acquire("kernel-a", name="my-run")
-        manager.release(lease["lease_id"])
+        manager.release(lease["lease_id"], lease["lease_secret"])
         await manager.reap_once()
         again = await manager.acquire("kernel-restarted", name="my-run")
         assert again["cluster_id"] == lease["cluster_id"]
-        manager.release(again["lease_id"])
+        manager.release(again["lease_id"], again["lease_secret"])
         await asyncio.sleep(0.6)
         await manager.reap_once()
         assert manager.list_clusters() == []
@@ -139,15 +143,17 @@ def test_empty_idle_cluster_shuts_down_after_shutdown_after():
 def test_busy_cluster_is_not_shut_down_and_fixed_size_returns_to_adaptive_when_idle():
     async def scenario():
         manager, backend = make_manager(**{"shutdown-after": "0.2s", "idle-timeout": "0.3s"})
-        created = await manager.create_cluster()
+        lease = await manager.acquire("kernel-a", name="busy")
+        created = {"id": lease["cluster_id"]}
         await manager.scale(created["id"], 2)
-        manager.cell_started(created["id"])
+        manager.cell_started(lease["lease_id"], lease["lease_secret"])
         await asyncio.sleep(0.4)
         await manager.reap_once()
         cluster = manager.list_clusters()[0]
         assert cluster["requested_workers"] == 2 and cluster["adapt"] is None
         assert cluster["running_cells"] == 1 and cluster["idle_seconds"] == 0
-        manager.cell_finished(created["id"], {"id": "c1", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local",
+        manager.heartbeat(lease["lease_id"], lease["lease_secret"])
+        manager.cell_finished(lease["lease_id"], lease["lease_secret"], {"id": "c1", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local",
                                              "cluster_id": created["id"], "worker": "0", "device": "gpu",
                                              "seconds": 0.4, "compute_seconds": 0.4, "gpus": 1.0,
                                              "gpu_seconds": 0.4, "cpu_seconds": 0.0, "cost": 0.1,
@@ -232,7 +238,8 @@ def test_real_local_cluster_wakes_and_scales_to_zero(no_leaked_processes):
         assert lease["has_gpu"] is False
         from distributed import Client
 
-        with Client(lease["scheduler_address"], set_as_default=False) as client:
+        with Client(lease["scheduler_address"], set_as_default=False,
+                    security=client_security(lease["client"])) as client:
             cp.cell_started(lease["cluster_id"])
             task = client.submit(time.sleep, 0.5, key="gpu-cell-1", resources={"CELL": 1}, pure=False)
             wait_for(lambda: cp.cluster(lease["cluster_id"])["workers"] == 1, timeout=30, what="a worker on wake")
@@ -274,7 +281,8 @@ def test_fractional_gpus_pack_two_cells_on_one_worker(tmp_path, no_leaked_proces
     cp = EmbeddedControlPlane(load_settings({"idle-timeout": "30s", "max-workers": 1}))
     try:
         lease = cp.acquire("kernel-a")
-        with Client(lease["scheduler_address"], set_as_default=False) as client:
+        with Client(lease["scheduler_address"], set_as_default=False,
+                    security=client_security(lease["client"])) as client:
             cp.cell_started(lease["cluster_id"])
             a = client.submit(both_started, "a", "b", key="gpu-cell-a", resources={"CELL": 0.5}, pure=False)
             b = client.submit(both_started, "b", "a", key="gpu-cell-b", resources={"CELL": 0.5}, pure=False)
@@ -303,7 +311,8 @@ def test_waiting_cells_scale_the_cluster_out_to_max_workers(tmp_path, no_leaked_
     cp = EmbeddedControlPlane(load_settings({"idle-timeout": "30s", "max-workers": 2}))
     try:
         lease = cp.acquire("kernel-a")
-        with Client(lease["scheduler_address"], set_as_default=False) as client:
+        with Client(lease["scheduler_address"], set_as_default=False,
+                    security=client_security(lease["client"])) as client:
             cp.cell_started(lease["cluster_id"])
             cells = [client.submit(hold, gate, key=f"gpu-cell-{i}", resources={"CELL": 1}, pure=False)
                      for i in range(3)]
@@ -325,8 +334,8 @@ def test_a_dead_kernels_running_cell_does_not_keep_the_cluster_busy():
     async def scenario():
         manager, backend = make_manager(**{"shutdown-after": "0.3s", "lease-ttl": "1h"})
         first = await manager.acquire("kernel-1", name="nb-x")
-        manager.cell_started(first["cluster_id"])      # the kernel dies mid-cell ...
-        manager.release(first["lease_id"])
+        manager.cell_started(first["lease_id"], first["lease_secret"])  # the kernel dies mid-cell ...
+        manager.release(first["lease_id"], first["lease_secret"])
         again = await manager.acquire("kernel-2", name="nb-x")  # ... its restart reconnects
         assert again["cluster_id"] == first["cluster_id"]
         assert manager.list_clusters()[0]["running_cells"] == 0
@@ -437,15 +446,15 @@ def test_history_rows_are_checked_field_by_field():
     good = {"id": "c1", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local", "cluster_id": None,
             "worker": None, "device": "cpu", "seconds": 1, "compute_seconds": 1, "gpus": 0, "cpus": 1,
             "gpu_seconds": 0, "cpu_seconds": 1, "cost": 0.1, "status": "ok"}
-    manager.cell_finished(None, good)
+    manager.cell_finished(None, None, good)
     for bad, message in [({"seconds": "fast"}, "seconds must be a finite number"),
                          ({"cost": float("nan")}, "cost must be a finite number"),
                          ({"cell": "3"}, "cell must be a whole number"),
                          ({"status": 1}, "status must be a string")]:
         with pytest.raises(ConfigError, match=message):
-            manager.cell_finished(None, {**good, **bad})
+            manager.cell_finished(None, None, {**good, **bad})
     with pytest.raises(ConfigError, match="missing field"):
-        manager.cell_finished(None, {"id": "x"})
+        manager.cell_finished(None, None, {"id": "x"})
     # the control plane prices the row itself (the kernel's 0.1 is not trusted)
     expected = round(manager.settings.pricing.cost(0.0, 1.0), 6)
     assert len(manager.history()) == 1 and manager.usage()["cells"]["cost"] == expected
@@ -478,10 +487,10 @@ def test_the_control_plane_prices_every_cell_with_its_own_prices():
     row = {"id": "c1", "cell": 1, "started": "2026-12-03T10:00:00+00:00", "backend": "local",
            "cluster_id": None, "worker": "w", "device": "gpu", "seconds": 3, "compute_seconds": 2,
            "gpus": 0.5, "status": "ok", "gpu_seconds": 99, "cost": 123.0}
-    recorded = manager.cell_finished(None, row)
+    recorded = manager.cell_finished(None, None, row)
     assert recorded["gpu_seconds"] == 1.0 and recorded["cost"] == 1.0
-    cpu = manager.cell_finished(None, {**row, "id": "c2", "device": "cpu", "gpus": 0, "cpus": 2})
+    cpu = manager.cell_finished(None, None, {**row, "id": "c2", "device": "cpu", "gpus": 0, "cpus": 2})
     assert cpu["gpu_seconds"] == 0 and cpu["cpu_seconds"] == 4.0 and cpu["cost"] == 0.4
-    local = manager.cell_finished(None, {**row, "id": "c3", "device": "local"})
+    local = manager.cell_finished(None, None, {**row, "id": "c3", "device": "local"})
     assert local["cost"] == 0
     assert [r["cost"] for r in manager.history()] == [1.0, 0.4, 0.0]

@@ -5,6 +5,13 @@ worker process gets its own ``CUDA_VISIBLE_DEVICES`` and a ``GPU`` resource of 1
 none exist, CPU workers that run the NumPy path and offer a ``CELL`` slot instead. Scaling
 is Dask's own ``Adaptive``, taught to count the GPU demand of waiting cells so that two
 concurrent cells get two workers, and told to retire idle workers after ``idle-timeout``.
+
+Every cluster speaks TLS with mutual authentication: credentials made for it at start
+(``Security.temporary()``: a key and a self-signed certificate, in memory only) go to its
+workers and, through the lease's ``client`` field, to the kernel that holds the lease; a
+process without them cannot connect to the scheduler, the nannies or the workers. The
+scheduler's HTTP server serves only ``/health`` unless ``jupyter-elastic.dashboard`` is on
+(docs/security.md explains why).
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import logging
 import os
 from typing import Any
 
+import dask.config
 import psutil
 from distributed import LocalCluster
 from distributed.deploy.adaptive import Adaptive
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.security import Security
 
 from ..errors import ConfigError
 from ..models import ClusterSpec, WorkerDetail
@@ -36,6 +45,17 @@ from .devices import detect_gpus
 from .scheduling import CellActivity, IdleGuard, cell_workers_needed
 
 log = logging.getLogger("jupyter_elastic.backends.local")
+
+#: The scheduler's HTTP routes when the dashboard is off: Dask's JSON, info and proxy
+#: routes answer anyone who can reach the port (worker logs, call stacks, task names).
+_HEALTH_ONLY = ["distributed.http.health"]
+
+
+def tls_credentials(security: Security) -> dict[str, Any]:
+    """What a kernel's Dask client needs to reach a cluster secured by ``security``: the
+    lease's ``client`` field (PEM text; ``kernel/session.py client_security`` reads it)."""
+    tls = security.get_tls_config_for_role("client")  # the attributes are set dynamically
+    return {"kind": "tls", "tls_ca": tls["ca_file"], "tls_cert": tls["cert"], "tls_key": tls["key"]}
 
 
 class ElasticLocalCluster(LocalCluster):
@@ -180,21 +200,30 @@ class LocalBackend(ElasticBackend):
         memory = min(spec.memory_per_worker, psutil.virtual_memory().total // max(1, max_workers))
         slots = float(max(1, int(spec.gpus_per_worker))) if has_gpu else 1.0
         resource = GPU_RESOURCE if has_gpu else CPU_RESOURCE
-        cluster = await ElasticLocalCluster(
-            name=spec.name,
-            n_workers=0,
-            threads_per_worker=max(2, min(spec.cpus_per_worker, cpu_count)),
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            asynchronous=True,
-            silence_logs=logging.ERROR,
-            memory_limit=memory,
-            resources={resource: slots},
-            env={"MPLBACKEND": "agg", WORKER_ENV: "1", **spec.env},
-            preload=[WORKER_PRELOAD],
-            gpu_groups=groups,
-        )
+        # An RSA key takes tens of milliseconds: not on the control plane's event loop.
+        security = await asyncio.to_thread(Security.temporary)
+        dashboard = self.settings.dashboard
+        routes = dask.config.get("distributed.scheduler.http.routes") if dashboard else _HEALTH_ONLY
+        with dask.config.set({"distributed.scheduler.http.routes": routes}):
+            cluster = await ElasticLocalCluster(
+                name=spec.name,
+                n_workers=0,
+                threads_per_worker=max(2, min(spec.cpus_per_worker, cpu_count)),
+                processes=True,
+                host="127.0.0.1",
+                protocol="tls://",
+                security=security,
+                dashboard_address="127.0.0.1:0" if dashboard else None,
+                # no dashboard: the HTTP server (/health only) still binds; not on 8787
+                scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
+                asynchronous=True,
+                silence_logs=logging.ERROR,
+                memory_limit=memory,
+                resources={resource: slots},
+                env={"MPLBACKEND": "agg", WORKER_ENV: "1", **spec.env},
+                preload=[WORKER_PRELOAD],
+                gpu_groups=groups,
+            )
         cluster.scheduler.add_plugin(_InteractiveLatency())
         activity = CellActivity()
         cluster.scheduler.add_plugin(activity)
@@ -203,10 +232,11 @@ class LocalBackend(ElasticBackend):
         return ClusterHandle(
             name=spec.name,
             scheduler_address=cluster.scheduler_address,
-            dashboard_link=cluster.dashboard_link,
+            dashboard_link=cluster.dashboard_link if dashboard else None,
             has_gpu=has_gpu,
             cluster=cluster,
             extra={
+                "client": tls_credentials(security),
                 "resource": resource,
                 "slots": slots,
                 "max_workers": max_workers,

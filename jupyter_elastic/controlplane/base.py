@@ -12,13 +12,51 @@ cell tasks go straight to the Dask scheduler.
 from __future__ import annotations
 
 import abc
+import threading
 from typing import Any
 
 from ..protocol import Progress
 
 
+class LeaseBook:
+    """The leases this kernel acquired, with their secrets: heartbeat, release and cell
+    reports name a lease (or its cluster) and the book supplies the secret to present."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: dict[str, str] = {}
+        self._by_cluster: dict[str, str] = {}
+
+    def add(self, lease: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._secrets[lease["lease_id"]] = lease.get("lease_secret", "")
+            self._by_cluster[lease["cluster_id"]] = lease["lease_id"]
+        return lease
+
+    def secret(self, lease_id: str) -> str | None:
+        with self._lock:
+            return self._secrets.get(lease_id)
+
+    def on(self, cluster_id: str | None) -> tuple[str, str] | None:
+        """(lease id, secret) of this kernel's lease on ``cluster_id``, if it holds one."""
+        with self._lock:
+            lease_id = self._by_cluster.get(cluster_id) if cluster_id else None
+            return None if lease_id is None else (lease_id, self._secrets.get(lease_id, ""))
+
+    def forget(self, lease_id: str) -> None:
+        with self._lock:
+            self._secrets.pop(lease_id, None)
+            for cluster_id in [c for c, i in self._by_cluster.items() if i == lease_id]:
+                del self._by_cluster[cluster_id]
+
+
 class ControlPlane(abc.ABC):
-    """The lifecycle calls a kernel makes; every method is synchronous and thread-safe."""
+    """The lifecycle calls a kernel makes; every method is synchronous and thread-safe.
+
+    Each lease carries a secret that only the kernel that acquired it gets (the lease
+    JSON's ``lease_secret``); implementations keep it in a :class:`LeaseBook` and present it
+    with every heartbeat, release and cell report, so the kernel side names only ids.
+    """
 
     #: "embedded" (in this process) or "server" (the Jupyter server's).
     kind: str = "embedded"
@@ -35,9 +73,10 @@ class ControlPlane(abc.ABC):
     ) -> dict[str, Any]:
         """The session's cluster (started if needed) and a lease on it, as lease JSON:
         ``{lease_id, session, cluster_id, name, backend, scheduler_address, dashboard_link,
-        has_gpu, gpus_per_worker, cpus_per_worker, idle_timeout, lease_ttl, client}``
-        (``client``: what a Dask client needs besides the address, e.g. a gateway's TLS
-        credentials; ``None`` for most backends)
+        has_gpu, gpus_per_worker, cpus_per_worker, idle_timeout, lease_ttl, client,
+        lease_secret}`` (``client``: what a Dask client needs besides the address, the
+        cluster's TLS credentials; ``lease_secret``: this lease's secret). The session's
+        previous lease, if any, is revoked.
         ``progress(phase, detail)`` is called from another thread while it starts."""
 
     @abc.abstractmethod
@@ -49,8 +88,10 @@ class ControlPlane(abc.ABC):
         """Give the lease up (kernel shutting down)."""
 
     @abc.abstractmethod
-    def cell_started(self, cluster_id: str) -> None:
-        """A cell began (must return at once: it is on the dispatch path)."""
+    def cell_started(self, cluster_id: str, timeout: float | None = None) -> None:
+        """A cell began on this kernel's leased cluster (must return at once: it is on the
+        dispatch path). ``timeout``: the longest the cell may run (seconds; None: no
+        bound), which the lease's expiry honours."""
 
     @abc.abstractmethod
     def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..config import Settings, load_settings
+from ..errors import ClusterNotFound
 from ..protocol import Progress
-from .base import ControlPlane
+from .base import ControlPlane, LeaseBook
 from .manager import ElasticClusterManager
 
 T = TypeVar("T")
+log = logging.getLogger("jupyter_elastic.controlplane.embedded")
 
 
 class EmbeddedControlPlane(ControlPlane):
@@ -33,6 +36,7 @@ class EmbeddedControlPlane(ControlPlane):
         )
         self._thread.start()
         self._closed = False
+        self._leases = LeaseBook()
         self._follow_config = settings is None  # explicit settings stay as given
 
         async def build() -> ElasticClusterManager:
@@ -60,22 +64,32 @@ class EmbeddedControlPlane(ControlPlane):
                 gpu_type: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
         if self._follow_config:  # this kernel's settings, as %gpu config left them
             self._sync(self.manager.update_settings, load_settings())
-        return self._call(
+        return self._leases.add(self._call(
             self.manager.acquire(session, backend=backend, name=name, gpu_type=gpu_type,
                                  progress=progress)
-        )
+        ))
 
     def heartbeat(self, lease_id: str) -> bool:
-        return self._sync(self.manager.heartbeat, lease_id)
+        return self._sync(self.manager.heartbeat, lease_id, self._leases.secret(lease_id))
 
     def release(self, lease_id: str) -> None:
-        self._sync(self.manager.release, lease_id)
+        self._sync(self.manager.release, lease_id, self._leases.secret(lease_id))
+        self._leases.forget(lease_id)
 
-    def cell_started(self, cluster_id: str) -> None:
-        self._soon(self.manager.cell_started, cluster_id)
+    def cell_started(self, cluster_id: str, timeout: float | None = None) -> None:
+        held = self._leases.on(cluster_id)
+        if held is not None:  # no lease on it: nothing of ours to count
+            self._soon(_quiet, self.manager.cell_started, *held, timeout)
 
     def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:
-        self._soon(self.manager.cell_finished, cluster_id, row)
+        lease_id, secret = self._leases.on(cluster_id) or (None, None)
+        self._soon(_quiet, self._finished, lease_id, secret, row)
+
+    def _finished(self, lease_id: str | None, secret: str | None, row: dict[str, Any]) -> None:
+        try:
+            self.manager.cell_finished(lease_id, secret, row)
+        except ClusterNotFound:  # the lease lapsed meanwhile: keep the row in history
+            self.manager.cell_finished(None, None, row)
 
     def clusters(self, *, details: bool = False) -> list[dict[str, Any]]:
         if details:  # workers read fresh from each scheduler
@@ -118,3 +132,11 @@ class EmbeddedControlPlane(ControlPlane):
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def _quiet(fn: Callable[..., Any], *args: Any) -> None:
+    """Run a cell report on the loop; a lapsed lease is not the cell's problem."""
+    try:
+        fn(*args)
+    except Exception:
+        log.debug("cell report failed", exc_info=True)

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any
 
 from ..backends import ElasticBackend, backend_class
-from ..config import Settings, check_backend, load_settings, parse_gpus, whole
+from ..config import Settings, check_backend, load_settings, parse_duration, parse_gpus, whole
 from ..errors import ClusterNotFound, ClusterStartError, ConfigError, ElasticError
 from ..models import ClusterSpec, HistoryRow, Usage, new_id, utcnow_iso
 from ..protocol import Progress
@@ -61,8 +61,11 @@ class ElasticClusterManager:
         max_gpus: float | None = None,
         idle_timeout_bounds: tuple[float, float] | None = None,
         tick: float | None = None,
+        max_clusters: int | None = None,
     ) -> None:
         self.settings = settings or load_settings()
+        #: the admin's cap on clusters this user runs at once (None: no cap)
+        self.max_clusters = max_clusters
         self.owner = owner or _current_user()
         self.budget = GpuBudget(max_gpus)
         self.idle_timeout_bounds = idle_timeout_bounds
@@ -175,6 +178,7 @@ class ElasticClusterManager:
         """Check a start request and turn it into a (not yet started) record."""
         if self._closed:
             raise ElasticError("the control plane is shutting down; no new clusters")
+        self._check_cluster_count()
         backend = check_backend(backend or self.settings.backend)
         if workers is not None:
             self._check_workers(workers, "workers")
@@ -204,6 +208,19 @@ class ElasticClusterManager:
             maximum=spec.max_workers,
             last_activity=now,
             phase_since=now,
+        )
+
+    def _check_cluster_count(self) -> None:
+        """ConfigError naming the cap and the clusters holding it when one more would pass
+        ``max_clusters``."""
+        if self.max_clusters is None or len(self._clusters) < self.max_clusters:
+            return
+        held = [f"{r.name} ({r.id})" for r in self._clusters.values()]
+        shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+        raise ConfigError(
+            f"this server allows at most {self.max_clusters} clusters per user "
+            f"(max_clusters_per_user) and these hold them: {shown}; stop one first "
+            "(%gpu stop --cluster ID, or DELETE /clusters/ID)"
         )
 
     @staticmethod
@@ -380,8 +397,10 @@ class ElasticClusterManager:
     ) -> dict[str, Any]:
         """The session's cluster, started if needed, with a fresh lease on it.
 
-        A session keeps one cluster per backend. ``name`` reconnects to (or creates) a
-        named cluster, which is how a restarted kernel finds its cluster again.
+        A session holds one lease: each acquire issues a new lease (new id and secret) and
+        revokes the session's previous one. Without ``name`` the session's current cluster
+        on ``backend`` is reused; ``name`` reconnects to (or creates) a named cluster, which
+        is how a restarted kernel finds its cluster again.
         """
         backend = check_backend(backend or self.settings.backend)
         key = ("name", name) if name is not None else ("session", session, backend)
@@ -424,31 +443,49 @@ class ElasticClusterManager:
         return record if record is not None and record.status == "running" else None
 
     def _lease(self, session: str, record: ClusterRecord) -> dict[str, Any]:
-        """A fresh (or renewed) lease of ``session`` on ``record``, as lease JSON."""
+        """A new lease of ``session`` on ``record`` (replacing the session's previous
+        lease), as lease JSON with its secret."""
         now = time.monotonic()
-        found = [item for item in self._leases.values()
-                 if item.session == session and item.cluster_id == record.id]
-        lease = found[0] if found else Lease(new_id("lease-"), session, record.id, now)
-        self._leases[lease.id] = lease
-        lease.last_heartbeat = now
+        previous = [lease for lease in self._leases.values() if lease.session == session]
+        lease = Lease(new_id("lease-"), session, record.id, now)
+        self._leases[lease.id] = lease  # first: revoking the old one must not orphan record
+        for old in previous:  # one lease per session; its running cells carry over
+            if old.cluster_id == record.id:
+                lease.cells = old.cells
+            self._revoke(old)
         record.leased, record.orphaned_since = True, None
         return lease.info(record, self.settings.lease_ttl).to_json()
 
-    def heartbeat(self, lease_id: str) -> bool:
-        """Renew a lease; False when it is unknown (lapsed, or its cluster is gone)."""
+    def _revoke(self, lease: Lease) -> None:
+        """Forget ``lease``; a cluster no lease holds any more goes after ``lease-ttl``."""
+        self._leases.pop(lease.id, None)
+        record = self._clusters.get(lease.cluster_id)
+        if record is not None and not self.leases_of(record.id):
+            self.orphan(record, time.monotonic())
+
+    def lease_of(self, lease_id: str, secret: str | None) -> Lease | None:
+        """The live lease ``lease_id`` when ``secret`` is its secret; None otherwise (an
+        unknown id and a wrong secret look the same)."""
         lease = self._leases.get(lease_id)
+        return lease if lease is not None and lease.holds(secret) else None
+
+    def heartbeat(self, lease_id: str, secret: str | None) -> bool:
+        """Renew a lease; False when it is unknown (lapsed, or its cluster is gone) or
+        ``secret`` is not its secret."""
+        lease = self.lease_of(lease_id, secret)
         if lease is None:
             return False
         lease.last_heartbeat = time.monotonic()
         return True
 
-    def release(self, lease_id: str) -> None:
-        """Give a lease up (a kernel shutting down); its cluster goes after ``lease-ttl``."""
-        lease = self._leases.pop(lease_id, None)
-        if lease is not None:
-            record = self._clusters.get(lease.cluster_id)
-            if record is not None and not self.leases_of(record.id):
-                self.orphan(record, time.monotonic())
+    def release(self, lease_id: str, secret: str | None) -> bool:
+        """Give a lease up (a kernel shutting down); its cluster goes after ``lease-ttl``.
+        False (and nothing changes) when the lease is unknown or the secret wrong."""
+        lease = self.lease_of(lease_id, secret)
+        if lease is None:
+            return False
+        self._revoke(lease)
+        return True
 
     def drop_lease(self, lease_id: str) -> None:
         """Forget a lapsed lease (the reaper)."""
@@ -467,24 +504,46 @@ class ElasticClusterManager:
         return [lease for lease in self._leases.values() if lease.cluster_id == cluster_id]
 
     # ----------------------------------------------------------------- cells
-    def cell_started(self, cluster_id: str) -> None:
-        """A cell began on this cluster (cheap; called without waiting)."""
-        record = self._clusters.get(cluster_id)
+    def _leased(self, lease_id: str, secret: str | None) -> Lease:
+        lease = self.lease_of(lease_id, secret)
+        if lease is None:
+            raise ClusterNotFound(
+                f"no live lease with id {lease_id!r} and that secret",
+                hint="acquire a new lease (run the cell again)",
+            )
+        return lease
+
+    def cell_started(self, lease_id: str, secret: str | None, timeout: float | None = None) -> None:
+        """A cell of the lease's kernel began on its cluster (cheap; called without
+        waiting). ``timeout`` (seconds; None: none) bounds how long the lease outlives its
+        kernel's heartbeats while the cell may still run (``Lease.held_until``).
+        ClusterNotFound when the lease is unknown or the secret wrong."""
+        lease = self._leased(lease_id, secret)
+        if timeout is not None:
+            timeout = parse_duration(timeout, what="timeout")
+        record = self._clusters.get(lease.cluster_id)
         if record is None:
             return
+        lease.cells.append((time.monotonic(), timeout))
         record.running_cells += 1
         record.last_activity = time.monotonic()
         if record.handle is not None and record.status == "running":
             impl = self.backend(record.backend)
             asyncio.ensure_future(_quietly(impl.wake(record.handle)))
 
-    def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> dict[str, Any]:
+    def cell_finished(self, lease_id: str | None, secret: str | None,
+                      row: dict[str, Any]) -> dict[str, Any]:
         """A cell ended: price its history row with this control plane's prices, record
-        it, and restart the idle clock. Returns the row as recorded."""
-        record = self._clusters.get(cluster_id) if cluster_id else None
+        it, and (with a lease: the cell ran on its cluster) restart the idle clock.
+        Returns the row as recorded. ClusterNotFound when ``lease_id`` is given but unknown
+        or the secret wrong; without a lease (``--local``) only the row is recorded."""
+        lease = self._leased(lease_id, secret) if lease_id is not None else None
+        record = self._clusters.get(lease.cluster_id) if lease is not None else None
         checked = dict(row)
         checked.setdefault("owner", self.owner)
         parsed = price_row(self.settings.pricing, HistoryRow.from_json(checked))
+        if lease is not None and lease.cells:
+            lease.cells.pop(0)
         if record is not None:
             record.running_cells = max(0, record.running_cells - 1)
             record.last_activity = time.monotonic()

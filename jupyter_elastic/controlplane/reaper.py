@@ -3,7 +3,10 @@
 One :class:`Reaper` per manager runs on the manager's loop every ``tick`` seconds. Each pass,
 for every running cluster: read its live workers and meter the time since the last pass;
 drop leases whose kernel stopped heartbeating and, once no lease is left for ``lease-ttl``,
-stop the cluster (nothing is left running that nobody owns); return a fixed-size cluster
+stop the cluster (nothing is left running that nobody owns) -- but a lease with a running
+cell lapses only ``lease-ttl`` plus that cell's ``--timeout`` (``shutdown-after`` for a cell
+without one) after its last heartbeat or the cell's start, so a live but stalled kernel's
+cell is not cut off; return a fixed-size cluster
 to adaptive scaling after ``idle-timeout`` without a cell; stop a cluster that has been
 empty and idle for ``shutdown-after``.
 """
@@ -78,13 +81,14 @@ class Reaper:
         True when the cluster was stopped."""
         manager = self.manager
         ttl = manager.settings.lease_ttl
+        untimed = manager.settings.shutdown_after  # a running cell without --timeout
         leases = manager.leases_of(record.id)
-        live = [lease for lease in leases if now - lease.last_heartbeat < ttl]
+        live = [lease for lease in leases if now < lease.held_until(ttl, untimed)]
         for lease in leases:
             if lease not in live:
                 manager.drop_lease(lease.id)
                 if not live and record.orphaned_since is None:
-                    manager.orphan(record, lease.last_heartbeat)
+                    manager.orphan(record, lease.held_until(ttl, untimed) - ttl)
         if record.leased and not live and record.orphaned_since is not None:
             if now - record.orphaned_since >= ttl:
                 await manager.close_cluster(record.id, reason="lease expired: owning kernel gone")

@@ -9,6 +9,8 @@ cap on GPUs one user holds across every cluster. Each record renders its wire JS
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +22,35 @@ from .metering import ClusterMeter
 
 @dataclass
 class Lease:
-    """A kernel's claim on a cluster; it lapses when heartbeats stop for ``lease-ttl``."""
+    """A kernel's claim on a cluster; it lapses when heartbeats stop for ``lease-ttl``
+    (later while a cell of its kernel may still run: :meth:`held_until`).
+
+    ``secret`` is returned once, in the lease JSON, to the kernel that acquired the lease;
+    heartbeat, release and cell reports on the lease must present it.
+    """
 
     id: str
     session: str
     cluster_id: str
     last_heartbeat: float
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    #: the kernel's running cells: (monotonic start, its timeout in seconds or None)
+    cells: list[tuple[float, float | None]] = field(default_factory=list)
+
+    def holds(self, secret: str | None) -> bool:
+        """Whether ``secret`` is this lease's (constant time)."""
+        return bool(secret) and hmac.compare_digest(str(secret).encode(), self.secret.encode())
+
+    def held_until(self, ttl: float, untimed: float) -> float:
+        """When the lease lapses: ``ttl`` after the last heartbeat, or for a running cell
+        ``ttl`` plus its timeout (``untimed`` for a cell without one) after it started or
+        after the last heartbeat, whichever is later: a stalled but live kernel's cell is
+        never cut off before it could have timed out."""
+        end = self.last_heartbeat + ttl
+        for started, timeout in self.cells:
+            grace = untimed if timeout is None else timeout
+            end = max(end, max(started, self.last_heartbeat) + ttl + grace)
+        return end
 
     def info(self, record: ClusterRecord, ttl: float) -> LeaseInfo:
         handle = record.handle
@@ -43,6 +68,7 @@ class Lease:
             idle_timeout=record.idle_timeout,
             lease_ttl=ttl,
             client=handle.extra.get("client") if handle else None,
+            lease_secret=self.secret,
         )
 
 

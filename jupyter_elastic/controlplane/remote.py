@@ -29,8 +29,8 @@ from ..errors import (
     ConfigError,
     ElasticError,
 )
-from ..protocol import API_PATH, SERVER_URL_ENV, Progress
-from .base import ControlPlane
+from ..protocol import API_PATH, LEASE_SECRET_HEADER, SERVER_URL_ENV, Progress
+from .base import ControlPlane, LeaseBook
 
 log = logging.getLogger("jupyter_elastic.controlplane.remote")
 
@@ -72,19 +72,23 @@ class ApiClient:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def request(
-        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """Send one request; the decoded JSON reply (None for 204), or an ElasticError."""
-        response = self.open(method, path, body, timeout=timeout or self.timeout)
+        response = self.open(method, path, body, timeout=timeout or self.timeout, headers=headers)
         with response:
             data = response.read()
         return json.loads(data) if data else None
 
-    def open(self, method: str, path: str, body: Any, *, timeout: float | None) -> Any:
+    def open(self, method: str, path: str, body: Any, *, timeout: float | None,
+             headers: dict[str, str] | None = None) -> Any:
         """Send one request and return the open response (for streamed replies)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method)
         request.add_header("Authorization", f"token {self.token}")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
@@ -127,10 +131,11 @@ class RemoteControlPlane(ControlPlane):
 
     def __init__(self, url: str, token: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
         self.api = ApiClient(url, token, timeout=timeout)
-        self._outbox: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
+        self._outbox: queue.Queue[tuple[str, dict[str, Any], str | None] | None] = queue.Queue()
         self._sender: threading.Thread | None = None
         self._sender_lock = threading.Lock()
         self._closed = False
+        self._leases = LeaseBook()
 
     @property
     def base(self) -> str:
@@ -141,9 +146,11 @@ class RemoteControlPlane(ControlPlane):
         return self.api.token
 
     def _request(
-        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
+        secret: str | None = None,
     ) -> Any:
-        return self.api.request(method, path, body, timeout=timeout)
+        headers = {LEASE_SECRET_HEADER: secret} if secret else None
+        return self.api.request(method, path, body, timeout=timeout, headers=headers)
 
     _quote = staticmethod(ApiClient.quote)
 
@@ -163,7 +170,7 @@ class RemoteControlPlane(ControlPlane):
         response = self.api.open("POST", "leases", body, timeout=None)
         with response:
             try:
-                return self._read_lease(response, progress)
+                return self._leases.add(self._read_lease(response, progress))
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 raise BackendUnavailable(
                     f"the connection to the Jupyter server broke while the cluster started "
@@ -193,25 +200,38 @@ class RemoteControlPlane(ControlPlane):
 
     def heartbeat(self, lease_id: str) -> bool:
         try:
-            self._request("POST", f"leases/{self._quote(lease_id)}/heartbeat", {})
+            self._request("POST", f"leases/{self._quote(lease_id)}/heartbeat", {},
+                          secret=self._leases.secret(lease_id))
         except ClusterNotFound:
             return False
         return True
 
     def release(self, lease_id: str) -> None:
-        self._request("DELETE", f"leases/{self._quote(lease_id)}")
+        try:
+            self._request("DELETE", f"leases/{self._quote(lease_id)}",
+                          secret=self._leases.secret(lease_id))
+        except ClusterNotFound:
+            pass  # already lapsed
+        finally:
+            self._leases.forget(lease_id)
 
     # ------------------------------------------------------------------ cells (async)
-    def cell_started(self, cluster_id: str) -> None:
-        self._post_later("cells/start", {"cluster_id": cluster_id})
+    def cell_started(self, cluster_id: str, timeout: float | None = None) -> None:
+        held = self._leases.on(cluster_id)
+        if held is not None:  # no lease on it: nothing of ours to count
+            self._post_later("cells/start", {"lease_id": held[0], "timeout": timeout}, held[1])
 
     def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:
-        self._post_later("cells/finish", {"cluster_id": cluster_id, "row": row})
+        held = self._leases.on(cluster_id)
+        body: dict[str, Any] = {"row": row}
+        if held is not None:
+            body["lease_id"] = held[0]
+        self._post_later("cells/finish", body, held[1] if held else None)
 
-    def _post_later(self, path: str, body: dict[str, Any]) -> None:
+    def _post_later(self, path: str, body: dict[str, Any], secret: str | None = None) -> None:
         if self._closed:
             return
-        self._outbox.put((path, body))
+        self._outbox.put((path, body, secret))
         if self._sender is None:
             with self._sender_lock:
                 if self._sender is None:
@@ -226,9 +246,15 @@ class RemoteControlPlane(ControlPlane):
             try:
                 if item is None:
                     return
-                path, body = item
+                path, body, secret = item
                 try:
-                    self._request("POST", path, body)
+                    try:
+                        self._request("POST", path, body, secret=secret)
+                    except ClusterNotFound:
+                        if path != "cells/finish" or "lease_id" not in body:
+                            raise
+                        # the lease lapsed meanwhile: keep the row in history all the same
+                        self._request("POST", path, {"row": body["row"]})
                 except Exception as exc:  # never let a report break the kernel
                     log.warning("jupyter-elastic: could not report %s: %s", path, exc)
             finally:

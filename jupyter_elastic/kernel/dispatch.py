@@ -185,7 +185,9 @@ class Dispatcher:
         worker: str | None = None
         compute = 0.0
         status, error = "error", None  # type: str, BaseException | None
-        session.control_plane.cell_started(lease["cluster_id"])  # once per cell: the idle clock
+        # once per cell: the idle clock; the lease outlives a stalled kernel while it may run
+        longest = None if options.timeout is None else options.timeout * attempts
+        session.control_plane.cell_started(lease["cluster_id"], longest)
         try:
             for attempt in range(1, attempts + 1):
                 result = self._attempt(run, inputs, namespace, resources, phases)

@@ -13,6 +13,7 @@ Admin policy (idle-timeout bounds, GPUs per user, prices) is traitlets configura
 
     # jupyter_server_config.py
     c.ElasticExtension.max_gpus_per_user = 4
+    c.ElasticExtension.max_clusters_per_user = 8
     c.ElasticExtension.idle_timeout_max = 3600
     c.ElasticExtension.gpu_hour_price = 1.10
 """
@@ -24,7 +25,7 @@ import secrets
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
 from ..config import Pricing, load_settings
 from ..controlplane.manager import ElasticClusterManager
@@ -58,6 +59,15 @@ class ElasticExtension(ExtensionApp):
         min=0.0,
         help="Upper bound on GPUs this server's user may hold at once across all clusters "
         "(None: no limit). Scaling past it is refused with a 400.",
+    ).tag(config=True)
+    max_clusters_per_user = Integer(
+        8,
+        allow_none=True,
+        min=1,
+        help="Upper bound on clusters this server's user may run at once (each local cluster "
+        "is a scheduler inside this server process). Starting one more, through a kernel's "
+        "lease or POST /clusters, is refused with a 400 naming the clusters that hold the "
+        "limit. None: no limit.",
     ).tag(config=True)
     gpu_hour_price = Float(
         None,
@@ -118,6 +128,7 @@ class ElasticExtension(ExtensionApp):
         self.manager = ElasticClusterManager(
             settings,
             max_gpus=self.max_gpus_per_user,
+            max_clusters=self.max_clusters_per_user,
             idle_timeout_bounds=(self.idle_timeout_min, self.idle_timeout_max),
         )
         self.settings.update(

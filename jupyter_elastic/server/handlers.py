@@ -27,9 +27,13 @@ Kernel-internal endpoints (``RemoteControlPlane``; also open to the server's own
               {"event": "lease", "lease": {...}}   or
               {"event": "error", "status_code", "message"}
     POST   /leases/{lease_id}/heartbeat      -> 200 {"lease_id", "alive": true} | 404
-    DELETE /leases/{lease_id}                -> 204
-    POST   /cells/start {cluster_id}         -> 204
-    POST   /cells/finish {cluster_id, row}   -> 204 (row: a history row)
+    DELETE /leases/{lease_id}                -> 204 | 404
+    POST   /cells/start {lease_id, timeout?} -> 204 | 404
+    POST   /cells/finish {lease_id?, row}    -> 204 | 404 (row: a history row)
+
+Requests on a lease carry its secret (``lease_secret`` in the lease JSON, returned only to
+the caller that acquired it) in the ``X-Elastic-Lease-Secret`` header; an unknown lease and
+a missing or wrong secret get the same 404.
 
 Kernels started by this server authenticate with ``Authorization: token
 $JUPYTER_ELASTIC_TOKEN`` (a secret the extension makes per server start); any request
@@ -61,7 +65,7 @@ from ..config import check_backend, parse_duration, parse_gpus, quote, short_tex
 from ..controlplane.manager import ElasticClusterManager
 from ..errors import ConfigError, ElasticError
 from ..models import HistoryRow, check_cluster_name
-from ..protocol import API_PATH
+from ..protocol import API_PATH, LEASE_SECRET_HEADER
 
 API_PREFIX = "/" + API_PATH
 KERNEL_USER = "jupyter-elastic-kernel"
@@ -156,6 +160,21 @@ class ElasticHandler(APIHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
+
+    @property
+    def lease_secret(self) -> str | None:
+        """The lease secret this request presents (bounded; None when absent)."""
+        value = self.request.headers.get(LEASE_SECRET_HEADER)
+        return value[:200] if value else None
+
+    @staticmethod
+    def no_lease(lease_id: str) -> web.HTTPError:
+        """The one answer for an unknown lease and a missing or wrong secret alike."""
+        return web.HTTPError(
+            404,
+            f"no live lease with id {quote(lease_id)} and the secret in the "
+            f"{LEASE_SECRET_HEADER} header; acquire a new lease (POST /leases)",
+        )
 
     def public(self, cluster: dict[str, Any]) -> dict[str, Any]:
         """A cluster (or lease) with its dashboard link reachable through this server."""
@@ -357,8 +376,8 @@ class LeaseHeartbeatHandler(ElasticHandler):
 
     @web.authenticated
     async def post(self, lease_id: str) -> None:
-        if not self.manager.heartbeat(lease_id):
-            raise web.HTTPError(404, f"no live lease with id {lease_id!r}; acquire a new one")
+        if not self.manager.heartbeat(lease_id, self.lease_secret):
+            raise self.no_lease(lease_id)
         self.write_json({"lease_id": lease_id, "alive": True})
 
 
@@ -367,7 +386,8 @@ class LeaseHandler(ElasticHandler):
 
     @web.authenticated
     async def delete(self, lease_id: str) -> None:
-        self.manager.release(lease_id)
+        if not self.manager.release(lease_id, self.lease_secret):
+            raise self.no_lease(lease_id)
         self.set_status(204)
         self.finish()
 
@@ -380,35 +400,48 @@ _ROW_REQUIRED = tuple(
 
 
 class CellStartHandler(ElasticHandler):
-    """``POST /cells/start {"cluster_id"}``: a cell began (restarts the idle clock)."""
+    """``POST /cells/start {"lease_id", "timeout"?}``: a cell of the lease's kernel began
+    (restarts the idle clock; ``timeout``, seconds or a duration, bounds how long the lease
+    outlives missed heartbeats while the cell may run)."""
 
     @web.authenticated
     async def post(self) -> None:
         body = self.read_json()
-        _only(body, ("cluster_id",))
-        cluster_id = _text(body, "cluster_id", required=True)
-        assert cluster_id is not None
-        self.manager.cell_started(cluster_id)
+        _only(body, ("lease_id", "timeout"))
+        lease_id = _text(body, "lease_id", required=True)
+        assert lease_id is not None
+        timeout = body.get("timeout")
+        if isinstance(timeout, bool):
+            raise _bad("field 'timeout' must be a number of seconds, a duration like '10m', or null")
+        with http_errors():
+            if timeout is not None:
+                timeout = parse_duration(timeout, what="field 'timeout'")
+            if self.manager.lease_of(lease_id, self.lease_secret) is None:
+                raise self.no_lease(lease_id)
+            self.manager.cell_started(lease_id, self.lease_secret, timeout)
         self.set_status(204)
         self.finish()
 
 
 class CellFinishHandler(ElasticHandler):
-    """``POST /cells/finish {"cluster_id", "row"}``: a cell ended; ``row`` goes into history."""
+    """``POST /cells/finish {"lease_id"?, "row"}``: a cell ended; ``row`` goes into history
+    (with ``lease_id``: the cell ran on that lease's cluster, which counts it)."""
 
     @web.authenticated
     async def post(self) -> None:
         body = self.read_json()
-        _only(body, ("cluster_id", "row"))
-        cluster_id = _text(body, "cluster_id")
+        _only(body, ("lease_id", "row"))
+        lease_id = _text(body, "lease_id")
         row = body.get("row")
         if not isinstance(row, dict):
             raise _bad("missing field 'row': a history row object")
         missing = [k for k in _ROW_REQUIRED if k not in row]
         if missing:
             raise _bad(f"field 'row' lacks {missing[0]!r} (required: {', '.join(_ROW_REQUIRED)})")
+        if lease_id is not None and self.manager.lease_of(lease_id, self.lease_secret) is None:
+            raise self.no_lease(lease_id)
         with http_errors():  # the manager checks each field's type and range
-            self.manager.cell_finished(cluster_id, row)
+            self.manager.cell_finished(lease_id, self.lease_secret, row)
         self.set_status(204)
         self.finish()
 

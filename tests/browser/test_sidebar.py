@@ -110,6 +110,7 @@ def lab(tmp_path: Path, no_leaked_processes) -> Lab:
         "DASK_JUPYTER_ELASTIC__WORKER__CPUS": "1",
         "DASK_JUPYTER_ELASTIC__WORKER__GPUS": "0",  # two CPU workers, also on a 1-GPU machine
         "DASK_JUPYTER_ELASTIC__WORKER__MEMORY": "1GiB",
+        "DASK_JUPYTER_ELASTIC__DASHBOARD": "true",  # the panel links to it (off by default)
     }
     for key in ("JUPYTER_ELASTIC_SERVER_URL", "JUPYTER_ELASTIC_TOKEN"):
         env.pop(key, None)

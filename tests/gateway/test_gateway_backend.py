@@ -244,3 +244,47 @@ def test_gpu_workers_make_a_gpu_cluster_and_unknown_options_are_config_errors(ga
                                       lambda p, d: None))
     assert "jupyter-elastic.gateway.cluster-options" in err.value.message and "'tpu'" in err.value.message
     assert gateway_server.clusters() == []
+
+
+def test_gateway_scheduler_refuses_clients_without_the_clusters_credentials(
+        gateway_server, tmp_path, no_leaked_processes):
+    from dask_gateway.client import GatewaySecurity
+    from distributed.security import Security
+
+    settings = gateway_server.settings()
+    backend = GatewayBackend(settings)
+    spec = ClusterSpec.from_settings(settings, name="nb-refuse", backend="gateway")
+    marker = tmp_path / "marker"
+    stranger = Security.temporary()  # a certificate of the intruder's own making
+
+    def _write_marker(path: str) -> str:  # defined here: sent by value, not by module name
+        with open(path, "w") as f:
+            f.write("ran")
+        return "ran"
+
+    async def attempt(**kwargs: Any) -> None:
+        try:
+            async with Client(address, asynchronous=True, timeout="3s", **kwargs) as client:
+                await client.run_on_scheduler(_write_marker, str(marker))
+        except Exception:
+            return
+        pytest.fail(f"a client without the cluster's credentials ran code ({kwargs})")
+
+    async def scenario() -> None:
+        nonlocal address
+        handle = await backend.start(spec, lambda phase, detail: None)
+        address = handle.scheduler_address
+        try:
+            await attempt()
+            await attempt(security=GatewaySecurity(tls_key=stranger.tls_client_key,
+                                                   tls_cert=stranger.tls_client_cert))
+            assert not marker.exists()
+            async with Client(address, asynchronous=True, timeout="20s",
+                              security=client_security(handle.extra["client"])) as client:
+                assert await client.run_on_scheduler(_write_marker, str(marker)) == "ran"
+        finally:
+            await backend.close(handle)
+
+    address = ""
+    run(scenario())
+    assert marker.read_text() == "ran"  # the owner could: the refusals were about credentials
