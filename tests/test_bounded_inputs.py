@@ -31,7 +31,7 @@ CALL_BOUND = 0.05
 MESSAGE_CHARS = 300
 
 PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 

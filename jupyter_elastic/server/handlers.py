@@ -17,6 +17,7 @@ Public endpoints (the sidebar, scripts)::
     PUT    /clusters/{id}/idle-timeout {seconds}         -> 200 cluster
     GET    /history[?notebook=PATH]          -> 200 [history row, ...]   (oldest first)
     GET    /usage                            -> 200 usage totals
+    GET    /openapi.json                     -> 200 this API as an OpenAPI 3 document
 
 Kernel-internal endpoints (``RemoteControlPlane``; also open to the server's own auth)::
 
@@ -46,6 +47,7 @@ import contextlib
 import dataclasses
 import hmac
 import json
+import os
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -172,7 +174,12 @@ class ElasticHandler(APIHandler):
     def write_json(self, data: Any, status: int = 200) -> None:
         """Finish with ``data`` as JSON: strict JSON, so a NaN or an infinity anywhere is
         an error here rather than ``Infinity`` in a reply no JSON parser reads."""
-        text = json.dumps(data, allow_nan=False)
+        try:
+            text = json.dumps(data, allow_nan=False)
+        except ValueError:  # the bounds in models/metering make this a bug, never user input
+            self.log.error("jupyter-elastic: a reply held NaN or an infinity: %.300r", data)
+            raise web.HTTPError(500, "the reply held a number that is not finite; this is a "
+                                     "bug in jupyter-elastic, please report it") from None
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(text)
@@ -392,6 +399,21 @@ class LeaseHandler(ElasticHandler):
         self.finish()
 
 
+#: The API as an OpenAPI 3 document: the one machine-readable description (docs link to it).
+OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
+
+
+class OpenApiHandler(ElasticHandler):
+    """``GET /openapi.json``: this API, with ``servers`` pointing at this server's base URL."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        with open(OPENAPI_PATH, encoding="utf-8") as f:
+            document = json.load(f)
+        document["servers"] = [{"url": url_path_join(self.base_url, API_PATH)}]
+        self.write_json(document)
+
+
 _ROW_REQUIRED = tuple(
     name
     for name, f in HistoryRow.__dataclass_fields__.items()
@@ -451,4 +473,5 @@ default_handlers: list[tuple[str, type[ElasticHandler]]] = [
     (_LEASE, LeaseHandler),
     (API_PREFIX + "/cells/start", CellStartHandler),
     (API_PREFIX + "/cells/finish", CellFinishHandler),
+    (API_PREFIX + "/openapi.json", OpenApiHandler),
 ]
