@@ -18,8 +18,10 @@ what makes "one validator table" true; it holds no logic besides parsing.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,6 +39,8 @@ BACKENDS = ("local", "kubernetes", "gateway")
 MAX_VALUE_CHARS = 64
 #: Longest prefix of a bad value quoted back in an error message.
 QUOTE_CHARS = 40
+#: Highest price per GPU- or CPU-hour: with bounded seconds, every total stays finite.
+MAX_PRICE = 1e6
 
 _defaults_path = os.path.join(os.path.dirname(__file__), "jupyter-elastic.yaml")
 with open(_defaults_path) as _f:
@@ -59,8 +63,25 @@ _NUMBER = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _QUANTITY_RE = re.compile(rf"\s*({_NUMBER})\s*([a-zA-Z]*)\s*")
 
 
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` with a depth limit and no conversion of huge integers to text."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, limit, limit
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr() of a 5000-digit int is an error, and slow before that
+            return f"{'-' if x < 0 else ''}<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return repr(x)
+
+
 def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
     """``repr(value)``, cut to ``limit`` characters with a marker: safe to echo back.
+
+    Never raises, whatever ``value`` is (nested 100000 deep, a 5000-digit int, an object
+    whose ``repr`` fails), and takes time bounded by ``limit``, not by ``value``'s size.
 
     Examples
     --------
@@ -68,23 +89,28 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
     "'999999999…' (100 characters)"
     """
     if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit - 1]!r}"[:-1] + "…' " + f"({len(value)} characters)"
-    text = repr(value)
+        # cut the repr, not the text: escapes (\x00) make a repr up to 4 times longer
+        return repr(value[:limit])[:limit] + "…' " + f"({len(value)} characters)"
+    try:
+        text = _ShortRepr(limit).repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _bounded_text(value: Any, what: str, form: str) -> str:
-    text = str(value)
-    if len(text) > MAX_VALUE_CHARS:
-        raise ConfigError(f"{what} must be {form}; got {len(text)} characters, which is far too long")
-    return text
+    if not isinstance(value, str):  # str() of junk can be huge, slow or recursive
+        raise ConfigError(f"{what} must be {form}, got {quote(value)}")
+    if len(value) > MAX_VALUE_CHARS:
+        raise ConfigError(f"{what} must be {form}; got {len(value)} characters, which is far too long")
+    return value
 
 
 def _quantity(value: Any, what: str, form: str, units: dict[str, Any]) -> float:
     """A number with an optional unit from ``units``; ConfigError naming ``form`` otherwise."""
     if isinstance(value, bool):
         raise ConfigError(f"{what} must be {form}, got {quote(value)}")
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Real):
         try:
             return float(value)
         except OverflowError:
@@ -180,12 +206,12 @@ def whole(
     if number < minimum:
         raise ConfigError(problem)
     if maximum is not None and number > maximum:
-        raise ConfigError(f"{what} must be at most {maximum}, got {number}")
+        raise ConfigError(f"{what} must be at most {maximum}, got {quote(number)}")
     return number
 
 
-def non_negative(value: Any, what: str) -> float:
-    """``value`` as a finite number >= 0 (prices, costs)."""
+def non_negative(value: Any, what: str, *, maximum: float | None = None) -> float:
+    """``value`` as a finite number >= 0 (prices, costs), at most ``maximum`` when given."""
     if isinstance(value, bool):
         raise ConfigError(f"{what} must be a number, got {quote(value)}")
     if isinstance(value, str):
@@ -196,6 +222,8 @@ def non_negative(value: Any, what: str) -> float:
         raise ConfigError(f"{what} must be a number, got {quote(value)}") from None
     if not math.isfinite(number) or number < 0:
         raise ConfigError(f"{what} must be a non-negative number, got {quote(value)}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{what} must be at most {maximum:g}, got {number:g}")
     return number
 
 
@@ -232,6 +260,13 @@ class Pricing:
     gpu_hour: float = 2.50
     cpu_hour: float = 0.05
     currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        # Prices also come from traitlets (c.ElasticExtension.gpu_hour_price), not only
+        # from load_settings: an infinite or huge price would make every total Infinity.
+        for name in ("gpu_hour", "cpu_hour"):
+            non_negative(getattr(self, name), f"{NAMESPACE}.pricing.{name.replace('_', '-')}",
+                         maximum=MAX_PRICE)
 
     def cost(self, gpu_seconds: float, cpu_seconds: float) -> float:
         """Money for ``gpu_seconds`` of GPU time and ``cpu_seconds`` of CPU-core time."""
@@ -308,22 +343,63 @@ class Settings:
 
 
 # --------------------------------------------------------------------------- parsing
+#: Mappings whose keys are the user's own (environment variables, labels): kept as written.
+_USER_MAPPINGS = ("env", "labels", "node-selector", "cluster-options", "tolerations")
+
+
 def _dashed(value: Any) -> Any:
-    """Keys with ``-`` throughout: environment variables arrive as ``idle_timeout``."""
+    """Keys with ``-`` throughout: environment variables arrive as ``idle_timeout``.
+
+    The keys inside ``env``, ``labels`` and the like are not settings: ``CUDA_VISIBLE_DEVICES``
+    stays as it is.
+    """
     if isinstance(value, dict):
-        return {str(k).replace("_", "-"): _dashed(v) for k, v in value.items()}
+        dashed = {}
+        for k, v in value.items():
+            key = k.replace("_", "-") if isinstance(k, str) else k
+            dashed[key] = v if key in _USER_MAPPINGS else _dashed(v)
+        return dashed
+    return value
+
+
+#: Longest text setting (an image, an address, a label value).
+MAX_SETTING_CHARS = 4096
+
+
+def _scalar_text(value: Any, what: str, limit: int = MAX_SETTING_CHARS) -> str:
+    """A text setting: a string (or a number, as YAML reads ``1``), bounded in length."""
+    if isinstance(value, numbers.Real) and not (isinstance(value, int) and value.bit_length() > 128):
+        return str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string, got {quote(value)}")
+    if len(value) > limit:
+        raise ConfigError(f"{what} must be at most {limit} characters, got {len(value)}")
+    return value
+
+
+def _section(cfg: dict[str, Any], name: str, what: str) -> dict[str, Any]:
+    """A sub-mapping of the configuration (``worker``, ``pricing``, ...); ``{}`` when unset."""
+    value = cfg.get(name)
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping of keys to values, got {quote(value)}")
     return value
 
 
 def _mapping(value: Any, what: str) -> dict[str, str]:
-    value = value or {}
+    if value is None or value == "":
+        return {}
     if not isinstance(value, dict):
         raise ConfigError(f"{what} must be a mapping of strings, got {quote(value)}")
-    return {str(k): str(v) for k, v in value.items()}
+    return {_scalar_text(k, f"a key of {what}", 317): _scalar_text(v, f"{what}[{quote(k)}]")
+            for k, v in value.items()}
 
 
-def _optional_text(value: Any) -> str | None:
-    return None if value in (None, "", "null") else str(value)
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is None or (isinstance(value, str) and value in ("", "null")):
+        return None
+    return _scalar_text(value, what)
 
 
 def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
@@ -334,20 +410,22 @@ def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
             f"{key}tolerations must be a list of tolerations such as "
             f"[{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}], got {quote(tolerations)}"
         )
-    service_type = str(raw.get("scheduler-service-type") or "ClusterIP")
+    service_type = _scalar_text(raw.get("scheduler-service-type") or "ClusterIP",
+                                key + "scheduler-service-type")
     if service_type not in SERVICE_TYPES:
         raise ConfigError(
             f"{key}scheduler-service-type must be ClusterIP, NodePort or LoadBalancer, "
             f"got {quote(service_type)}"
         )
     return KubernetesSettings(
-        namespace=_optional_text(raw.get("namespace")),
-        image=_optional_text(raw.get("image")),
-        gpu_resource=str(raw.get("gpu-resource") or "nvidia.com/gpu"),
-        gpu_type_label=str(raw.get("gpu-type-label") or "nvidia.com/gpu.product"),
+        namespace=_optional_text(raw.get("namespace"), key + "namespace"),
+        image=_optional_text(raw.get("image"), key + "image"),
+        gpu_resource=_scalar_text(raw.get("gpu-resource") or "nvidia.com/gpu", key + "gpu-resource"),
+        gpu_type_label=_scalar_text(raw.get("gpu-type-label") or "nvidia.com/gpu.product",
+                                    key + "gpu-type-label"),
         node_selector=_mapping(raw.get("node-selector"), key + "node-selector"),
         tolerations=[dict(t) for t in tolerations],
-        service_account=_optional_text(raw.get("service-account")),
+        service_account=_optional_text(raw.get("service-account"), key + "service-account"),
         env=_mapping(raw.get("env"), key + "env"),
         labels=_mapping(raw.get("labels"), key + "labels"),
         scheduler_service_type=service_type,
@@ -360,23 +438,22 @@ def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
 def _gateway(raw: dict[str, Any]) -> GatewaySettings:
     key = f"{NAMESPACE}.gateway."
     auth = raw.get("auth")
-    auth = None if auth in (None, "", "null", "none") else str(auth).lower()
+    auth = _optional_text(auth, key + "auth")
+    auth = None if auth is None or auth.lower() == "none" else auth.lower()
     if auth is not None and auth not in GATEWAY_AUTH_TYPES:
         raise ConfigError(
             f"{key}auth must be one of {', '.join(GATEWAY_AUTH_TYPES)} or null (dask-gateway's "
             f"default), got {quote(raw.get('auth'))}"
         )
-    options = raw.get("cluster-options") or {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"{key}cluster-options must be a mapping, got {quote(options)}")
+    options = _section(raw, "cluster-options", key + "cluster-options")
     return GatewaySettings(
-        address=_optional_text(raw.get("address")),
+        address=_optional_text(raw.get("address"), key + "address"),
         auth=auth,
-        proxy_address=_optional_text(raw.get("proxy-address")),
-        public_address=_optional_text(raw.get("public-address")),
-        username=_optional_text(raw.get("username")),
-        password=_optional_text(raw.get("password")),
-        api_token=_optional_text(raw.get("api-token")),
+        proxy_address=_optional_text(raw.get("proxy-address"), key + "proxy-address"),
+        public_address=_optional_text(raw.get("public-address"), key + "public-address"),
+        username=_optional_text(raw.get("username"), key + "username"),
+        password=_optional_text(raw.get("password"), key + "password"),
+        api_token=_optional_text(raw.get("api-token"), key + "api-token"),
         cluster_options=dict(options),
         connect_timeout=parse_duration(raw.get("connect-timeout", "10s"), what=key + "connect-timeout"),
         start_timeout=parse_duration(raw.get("start-timeout", "5m"), what=key + "start-timeout"),
@@ -405,8 +482,10 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
     """Parse the ``jupyter-elastic`` namespace (or ``raw``) into :class:`Settings`."""
     cfg = _dashed(dask.config.get(NAMESPACE) if raw is None else raw)
     key = NAMESPACE + "."
-    worker = cfg.get("worker") or {}
-    pricing = cfg.get("pricing") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{NAMESPACE} must be a mapping of settings, got {quote(cfg)}")
+    worker = _section(cfg, "worker", key + "worker")
+    pricing = _section(cfg, "pricing", key + "pricing")
     settings = Settings(
         backend=check_backend(cfg.get("backend", "local")),
         idle_timeout=parse_duration(cfg.get("idle-timeout", "90s"), what=key + "idle-timeout"),
@@ -422,12 +501,15 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
             memory=parse_size(worker.get("memory", "16GiB"), what=key + "worker.memory"),
         ),
         pricing=Pricing(
-            gpu_hour=non_negative(pricing.get("gpu-hour", 2.5), key + "pricing.gpu-hour"),
-            cpu_hour=non_negative(pricing.get("cpu-hour", 0.05), key + "pricing.cpu-hour"),
-            currency=short_text(str(pricing.get("currency", "USD")), key + "pricing.currency", limit=8),
+            gpu_hour=non_negative(pricing.get("gpu-hour", 2.5), key + "pricing.gpu-hour",
+                                  maximum=MAX_PRICE),
+            cpu_hour=non_negative(pricing.get("cpu-hour", 0.05), key + "pricing.cpu-hour",
+                                  maximum=MAX_PRICE),
+            currency=short_text(_scalar_text(pricing.get("currency", "USD"), key + "pricing.currency"),
+                                key + "pricing.currency", limit=8),
         ),
-        kubernetes=_kubernetes(cfg.get("kubernetes") or {}),
-        gateway=_gateway(cfg.get("gateway") or {}),
+        kubernetes=_kubernetes(_section(cfg, "kubernetes", key + "kubernetes")),
+        gateway=_gateway(_section(cfg, "gateway", key + "gateway")),
     )
     if settings.min_workers > settings.max_workers:
         raise ConfigError(
@@ -449,8 +531,8 @@ SETTABLE_KEYS: dict[str, Callable[[Any], Any]] = {
     "worker.gpus": lambda v: parse_gpus(v, what="worker.gpus"),
     "worker.cpus": lambda v: whole(v, "worker.cpus", minimum=1),
     "worker.memory": lambda v: parse_size(v, what="worker.memory"),
-    "pricing.gpu-hour": lambda v: non_negative(v, "pricing.gpu-hour"),
-    "pricing.cpu-hour": lambda v: non_negative(v, "pricing.cpu-hour"),
+    "pricing.gpu-hour": lambda v: non_negative(v, "pricing.gpu-hour", maximum=MAX_PRICE),
+    "pricing.cpu-hour": lambda v: non_negative(v, "pricing.cpu-hour", maximum=MAX_PRICE),
     "pricing.currency": lambda v: short_text(v, "pricing.currency", limit=8),
     "kubernetes.namespace": lambda v: short_text(v, "kubernetes.namespace", limit=63),
     "kubernetes.image": lambda v: short_text(v, "kubernetes.image", limit=512),

@@ -34,7 +34,7 @@ def check_cluster_name(name: str) -> str:
     """Return ``name`` if it can name a cluster on every backend (a DNS-1123 label)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(
-            f"cluster name {name!r} is not valid; use 1-40 lower-case letters, digits and '-', "
+            f"cluster name {quote(name)} is not valid; use 1-40 lower-case letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. 'feature-run')"
         )
     return name
@@ -239,6 +239,8 @@ class HistoryRow:
         """
         import math
 
+        if not isinstance(row, dict):
+            raise ConfigError(f"history row: must be a JSON object, got {quote(row)}")
         fields = cls.__dataclass_fields__
         missing = [k for k, f in fields.items()
                    if k not in row and f.default is MISSING and f.default_factory is MISSING]

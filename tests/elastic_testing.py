@@ -7,6 +7,9 @@ import time
 import psutil
 import pytest
 
+from jupyter_elastic.backends.base import ClusterHandle, ElasticBackend
+from jupyter_elastic.models import WorkerDetail
+
 #: Python's own per-process helpers: started once, they live until the test process exits.
 _PYTHON_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
@@ -55,3 +58,48 @@ def cell_text(cell: dict) -> str:
         elif out.get("output_type") == "error":
             parts.append(f"{out['ename']}: {out['evalue']}")
     return "\n".join(parts)
+
+
+class MemoryBackend(ElasticBackend):
+    """Clusters as plain records: every call is logged, workers appear at once."""
+
+    name = "local"
+
+    def __init__(self, settings, has_gpu=True):
+        super().__init__(settings)
+        self.calls: list[tuple] = []
+        self.sizes: dict[str, int] = {}
+        self.has_gpu = has_gpu
+        self.closed: list[str] = []
+
+    async def start(self, spec, progress):
+        progress("scheduler", "")
+        self.calls.append(("start", spec.name))
+        self.sizes[spec.name] = 0
+        return ClusterHandle(name=spec.name, scheduler_address="tcp://127.0.0.1:1", has_gpu=self.has_gpu)
+
+    async def scale(self, handle, n):
+        self.calls.append(("scale", handle.name, n))
+        self.sizes[handle.name] = n
+
+    async def adapt(self, handle, minimum, maximum, idle_timeout):
+        self.calls.append(("adapt", handle.name, minimum, maximum, idle_timeout))
+
+    async def close(self, handle):
+        self.closed.append(handle.name)
+
+    async def workers(self, handle):
+        return [WorkerDetail(name=str(i), gpus=1.0 if self.has_gpu else 0.0, memory=1)
+                for i in range(self.sizes.get(handle.name, 0))]
+
+
+@pytest.fixture
+def memory_backend(jp_serverapp):
+    """The server extension's backends (local, kubernetes, gateway) swapped for one
+    :class:`MemoryBackend` (CPU workers): clusters start at once and nothing is started. Needs the test module to
+    enable the extension in ``jp_server_config``; import this fixture into it."""
+    manager = jp_serverapp.web_app.settings["jupyter_elastic_manager"]
+    backend = MemoryBackend(manager.settings, has_gpu=False)
+    for name in ("local", "kubernetes", "gateway"):
+        manager._backends[name] = backend
+    return backend  # kept until the server stops, which closes its clusters through it

@@ -10,48 +10,13 @@ import asyncio
 import time
 
 import pytest
-from elastic_testing import wait_for
+from elastic_testing import MemoryBackend, wait_for
 
-from jupyter_elastic.backends.base import ClusterHandle, ElasticBackend
 from jupyter_elastic.config import Pricing, load_settings
 from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.controlplane.metering import ClusterMeter, cell_charge
 from jupyter_elastic.errors import ClusterNotFound, ConfigError
 from jupyter_elastic.kernel.session import client_security
-from jupyter_elastic.models import WorkerDetail
-
-
-class MemoryBackend(ElasticBackend):
-    """Clusters as plain records: every call is logged, workers appear at once."""
-
-    name = "local"
-
-    def __init__(self, settings, has_gpu=True):
-        super().__init__(settings)
-        self.calls: list[tuple] = []
-        self.sizes: dict[str, int] = {}
-        self.has_gpu = has_gpu
-        self.closed: list[str] = []
-
-    async def start(self, spec, progress):
-        progress("scheduler", "")
-        self.calls.append(("start", spec.name))
-        self.sizes[spec.name] = 0
-        return ClusterHandle(name=spec.name, scheduler_address="tcp://127.0.0.1:1", has_gpu=self.has_gpu)
-
-    async def scale(self, handle, n):
-        self.calls.append(("scale", handle.name, n))
-        self.sizes[handle.name] = n
-
-    async def adapt(self, handle, minimum, maximum, idle_timeout):
-        self.calls.append(("adapt", handle.name, minimum, maximum, idle_timeout))
-
-    async def close(self, handle):
-        self.closed.append(handle.name)
-
-    async def workers(self, handle):
-        return [WorkerDetail(name=str(i), gpus=1.0 if self.has_gpu else 0.0, memory=1)
-                for i in range(self.sizes.get(handle.name, 0))]
 
 
 def make_manager(**settings_overrides):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import Pricing
-from ..models import HistoryRow, Usage
+from ..models import MAX_NUMBER, HistoryRow, Usage
 
 
 @dataclass
@@ -78,7 +78,9 @@ def price_row(pricing: Pricing, row: HistoryRow) -> HistoryRow:
     if row.device == "local":
         row.gpu_seconds = row.cpu_seconds = row.cost = 0.0
         return row
-    row.gpu_seconds, row.cpu_seconds, row.cost = cell_charge(
-        pricing, row.compute_seconds, row.gpus, row.cpus, row.device == "gpu"
-    )
+    charge = cell_charge(pricing, row.compute_seconds, row.gpus, row.cpus, row.device == "gpu")
+    # Each factor is bounded (HistoryRow.from_json, MAX_PRICE), so the product is finite;
+    # capping it at MAX_NUMBER keeps the priced row readable by HistoryRow.from_json and
+    # the sum over HISTORY_LIMIT rows far from overflow.
+    row.gpu_seconds, row.cpu_seconds, row.cost = (min(value, MAX_NUMBER) for value in charge)
     return row

@@ -29,6 +29,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line) instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if len(message) > 160:  # "unrecognized arguments: <the whole line>"
+            message = message[:159] + "…"
         flags = sorted({o for a in self._actions for o in a.option_strings if o.startswith("--")} - {"--help"})
         accepted = f"; {self.prog} takes {', '.join(flags)}" if flags else ""
         raise UsageError(f"{self.prog}: {message}{accepted} (see {self.prog}? for help)")
@@ -66,17 +68,23 @@ def _names(value: str | None, flag: str) -> list[str] | None:
     names = [n.strip() for n in value.split(",") if n.strip()]
     bad = [n for n in names if not n.isidentifier()]
     if bad or not names:
-        raise UsageError(f"{flag} takes Python names separated by commas (e.g. {flag} x,y), got {value!r}")
+        raise UsageError(
+            f"{flag} takes Python names separated by commas (e.g. {flag} x,y), got {cfg.quote(value)}"
+        )
     return names
 
 
 _CELL_PARSER: _Parser | None = None
+#: Longest ``%%gpu`` flags line: far more than any real one, checked before it is split.
+MAX_LINE_CHARS = 4096
 
 
 def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] | None]:
     global _CELL_PARSER
     if _CELL_PARSER is None:
         _CELL_PARSER = _cell_parser()
+    if len(line) > MAX_LINE_CHARS:
+        raise UsageError(f"%%gpu: the flags line has {len(line)} characters; at most {MAX_LINE_CHARS}")
     try:
         args = _CELL_PARSER.parse_args(shlex.split(line))
     except ValueError as exc:

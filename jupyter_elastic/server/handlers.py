@@ -17,6 +17,7 @@ Public endpoints (the sidebar, scripts)::
     PUT    /clusters/{id}/idle-timeout {seconds}         -> 200 cluster
     GET    /history[?notebook=PATH]          -> 200 [history row, ...]   (oldest first)
     GET    /usage                            -> 200 usage totals
+    GET    /openapi.json                     -> 200 this API as an OpenAPI 3 document
 
 Kernel-internal endpoints (``RemoteControlPlane``; also open to the server's own auth)::
 
@@ -50,6 +51,7 @@ import contextlib
 import dataclasses
 import hmac
 import json
+import os
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -85,14 +87,20 @@ def _bad(message: str) -> web.HTTPError:
     return web.HTTPError(400, message)
 
 
+#: Largest worker count a request may name (max-workers is far lower; this bounds messages).
+MAX_COUNT = 1_000_000
+#: Longest cluster or lease id in a path (ours are 12 hex characters, leases 18).
+MAX_ID_CHARS = 64
+
+
 def _whole(body: dict[str, Any], key: str, *, required: bool = False) -> int | None:
-    """``body[key]`` as an int >= 0 (``None`` if absent and not required)."""
+    """``body[key]`` as an int in [0, MAX_COUNT] (``None`` if absent and not required)."""
     if key not in body or body[key] is None:
         if required:
             raise _bad(f"missing field {key!r}: a whole number >= 0")
         return None
     try:
-        return whole(body[key], f"field {key!r}", text=False)
+        return whole(body[key], f"field {key!r}", text=False, maximum=MAX_COUNT)
     except ConfigError as exc:
         raise _bad(exc.message) from None
 
@@ -107,6 +115,13 @@ def _text(body: dict[str, Any], key: str, *, required: bool = False, limit: int 
         return short_text(body[key], f"field {key!r}", limit=limit)
     except ConfigError as exc:
         raise _bad(exc.message) from None
+
+
+def _known_id(value: str, what: str) -> str:
+    """A cluster or lease id from the path; longer than any id we make: 404 at once."""
+    if len(value) > MAX_ID_CHARS:
+        raise web.HTTPError(404, f"no {what} with id {quote(value)}")
+    return value
 
 
 def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -140,6 +155,9 @@ class ElasticHandler(APIHandler):
             self.current_user = self._jupyter_current_user = User(username=KERNEL_USER)
         else:
             await super().prepare()
+        for key, what in (("cluster_id", "cluster"), ("lease_id", "lease")):
+            if key in self.path_kwargs and self.current_user:
+                _known_id(self.path_kwargs[key], what)
         await self.manager.start()  # idempotent: the reaper runs once the loop does
 
     def read_json(self) -> dict[str, Any]:
@@ -150,16 +168,25 @@ class ElasticHandler(APIHandler):
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            raise _bad(f"request body is not valid JSON: {exc}") from exc
+            raise _bad(f"request body is not valid JSON: {quote(str(exc), 200)}") from None
+        except RecursionError:  # [[[[...]]]] nested deeper than the decoder's stack
+            raise _bad("request body is nested too deeply to be a request") from None
         if not isinstance(data, dict):
             raise _bad("request body must be a JSON object")
         return data
 
     def write_json(self, data: Any, status: int = 200) -> None:
-        """Finish with ``data`` as JSON."""
+        """Finish with ``data`` as JSON: strict JSON, so a NaN or an infinity anywhere is
+        an error here rather than ``Infinity`` in a reply no JSON parser reads."""
+        try:
+            text = json.dumps(data, allow_nan=False)
+        except ValueError:  # the bounds in models/metering make this a bug, never user input
+            self.log.error("jupyter-elastic: a reply held NaN or an infinity: %.300r", data)
+            raise web.HTTPError(500, "the reply held a number that is not finite; this is a "
+                                     "bug in jupyter-elastic, please report it") from None
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(text)
 
     @property
     def lease_secret(self) -> str | None:
@@ -392,6 +419,21 @@ class LeaseHandler(ElasticHandler):
         self.finish()
 
 
+#: The API as an OpenAPI 3 document: the one machine-readable description (docs link to it).
+OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
+
+
+class OpenApiHandler(ElasticHandler):
+    """``GET /openapi.json``: this API, with ``servers`` pointing at this server's base URL."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        with open(OPENAPI_PATH, encoding="utf-8") as f:
+            document = json.load(f)
+        document["servers"] = [{"url": url_path_join(self.base_url, API_PATH)}]
+        self.write_json(document)
+
+
 _ROW_REQUIRED = tuple(
     name
     for name, f in HistoryRow.__dataclass_fields__.items()
@@ -464,4 +506,5 @@ default_handlers: list[tuple[str, type[ElasticHandler]]] = [
     (_LEASE, LeaseHandler),
     (API_PREFIX + "/cells/start", CellStartHandler),
     (API_PREFIX + "/cells/finish", CellFinishHandler),
+    (API_PREFIX + "/openapi.json", OpenApiHandler),
 ]
