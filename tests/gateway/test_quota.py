@@ -231,7 +231,7 @@ def test_a_count_set_on_the_scheduler_itself_is_clamped_by_the_gateway(
                 await client.run_on_scheduler(bypass)
             finally:
                 await client.close()
-            await _until(lambda: "asked for 5 workers; its quota leaves 2" in server.log_tail(),
+            await _until(lambda: "asked for 5 workers; its quota leaves 2" in server.log.read_text(),
                          "the gateway to clamp the heartbeat")
             await _until(lambda: _gpu_workers(cluster) == 2, "the two workers the quota allows")
             assert server.clusters("alice", QUOTA_ROUTE)["holding"] == {"gpus": 2.0, "workers": 2}
