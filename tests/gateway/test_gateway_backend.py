@@ -244,3 +244,26 @@ def test_gpu_workers_make_a_gpu_cluster_and_unknown_options_are_config_errors(ga
                                       lambda p, d: None))
     assert "jupyter-elastic.gateway.cluster-options" in err.value.message and "'tpu'" in err.value.message
     assert gateway_server.clusters() == []
+
+
+def test_doctor_against_a_gateway_without_quotas_says_so(gateway_server, capsys):
+    import dask.config
+
+    from jupyter_elastic import cli
+
+    from .conftest import PASSWORD, USER
+
+    with dask.config.set({"jupyter-elastic.backend": "gateway",
+                          "jupyter-elastic.gateway": {"address": gateway_server.address,
+                                                      "auth": "simple", "username": USER,
+                                                      "password": PASSWORD}}):
+        code = cli.main(["doctor", "--backend", "gateway"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"Dask Gateway at {gateway_server.address} answers; user {USER}; 0 cluster(s)" in out
+    assert "this gateway reports no quota" in out
+    with dask.config.set({"jupyter-elastic.gateway": {"address": gateway_server.address,
+                                                      "auth": "simple", "username": USER,
+                                                      "password": "wrong"}}):
+        assert cli.main(["doctor", "--backend", "gateway"]) == 1
+    assert "rejected our credentials" in capsys.readouterr().out

@@ -113,7 +113,7 @@ def test_idle_timeout_defaults_on_and_is_capped():
 @pytest.fixture(scope="module")
 def quota_gateway(tmp_path_factory: pytest.TempPathFactory):
     server = start_gateway(tmp_path_factory.mktemp("quota-gateway"),
-                           quota_config(idle=300, lease=0))
+                           quota_config(idle=60, lease=0))
     try:
         yield server
     finally:
@@ -264,3 +264,28 @@ def test_the_gateway_backend_shows_the_refusal_as_one_line(quota_gateway, no_lea
     assert "one worker with 4 GPUs is over alice's limit of 2 GPUs (group students)" in rendered[0]
     assert "ask hub-admins@example.org" in rendered[0]
     assert server.clusters("alice") == []
+
+
+def _doctor(server: Any, user: str, capsys: Any) -> tuple[int, str]:
+    import dask.config
+
+    from jupyter_elastic import cli
+
+    with dask.config.set({"jupyter-elastic.backend": "gateway",
+                          "jupyter-elastic.gateway": {"address": server.address,
+                                                      "auth": "simple", "username": user,
+                                                      "password": PASSWORD}}):
+        code = cli.main(["doctor", "--backend", "gateway"])
+    return code, capsys.readouterr().out
+
+
+def test_doctor_reports_the_user_and_their_quota(quota_gateway, capsys):
+    code, out = _doctor(quota_gateway, "alice", capsys)
+    assert code == 0, out
+    assert (f"Dask Gateway at {quota_gateway.address} answers as user alice (groups: students); "
+            "0 cluster(s) of yours running or pending") in out
+    assert ("quota (group students): 2 GPU, 3 worker, GPU types t4; holding 0 GPU(s) in 0 "
+            "worker(s); idle timeout 60s (at most 120s), lease 0s; for more ask "
+            "hub-admins@example.org") in out
+    code, out = _doctor(quota_gateway, "bob", capsys)
+    assert "quota (group staff): 4 GPU, no worker limit, GPU types any" in out
