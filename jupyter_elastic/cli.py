@@ -2,7 +2,8 @@
 
 ``render`` prints the Kubernetes objects a cluster would be made of (for review or GitOps);
 ``doctor`` checks local GPUs and versions and, for Kubernetes, credentials, the Dask
-operator's CRDs, RBAC permissions and GPU nodes, saying what to fix; ``status`` and
+operator's CRDs, RBAC permissions and GPU nodes, and for Dask Gateway whether it answers,
+which user it sees and that user's hub quota, saying what to fix; ``status`` and
 ``stop`` talk to a running Jupyter server's ``/jupyter-elastic/api`` (found in Jupyter's
 list of running servers, with its token). Bad input is one line on stderr, never a
 traceback.
@@ -59,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--max-workers", type=_positive_int, help="upper bound for autoscaling")
     render.add_argument("--name", help="cluster name (default: a random elastic-... name)")
 
-    doctor = sub.add_parser("doctor", help="check GPUs, versions and Kubernetes access")
-    doctor.add_argument("--backend", choices=["local", "kubernetes"], default=None,
+    doctor = sub.add_parser("doctor", help="check GPUs, versions and Kubernetes or gateway access")
+    doctor.add_argument("--backend", choices=["local", "kubernetes", "gateway"], default=None,
                         help="also check this backend (default: the configured one)")
 
     for name, text in (("status", "list the clusters of a running Jupyter server"),
@@ -221,6 +222,63 @@ async def _doctor_kubernetes(report: _Report) -> None:
                     "set jupyter-elastic.kubernetes.image to an image with jupyter-elastic and CuPy")
 
 
+def _limit(value: Any, unit: str) -> str:
+    return f"no {unit} limit" if value is None else f"{value:g} {unit}"
+
+
+async def _doctor_gateway(report: _Report) -> None:
+    from .backends.gateway import GatewayBackend, translate
+    from .config import load_settings
+    from .protocol import QUOTA_ROUTE
+
+    backend = GatewayBackend(load_settings())
+    try:
+        gateway = backend._gateway()
+    except ElasticError as exc:
+        report.line("FAIL", exc.message)
+        return
+    try:
+        try:
+            clusters = await backend._call(gateway, gateway.list_clusters(),
+                                           "list your Dask Gateway clusters")
+        except ElasticError as exc:
+            report.line("FAIL", exc.message)
+            return
+        try:
+            resp = await asyncio.wait_for(gateway._request("GET", gateway.address + QUOTA_ROUTE),
+                                          backend.options.connect_timeout)
+            quota = await resp.json()
+        except ValueError:  # 404: a gateway without the jupyter-elastic quota module
+            quota = None
+        except Exception as exc:
+            report.line("FAIL", translate(exc, backend.options, gateway.address,
+                                          action="read your quota").message)
+            return
+        running = f"{len(clusters)} cluster(s) of yours running or pending"
+        if quota is None:
+            who = backend.options.username or "(this gateway does not say)"
+            report.line("ok", f"Dask Gateway at {gateway.address} answers; user {who}; {running}")
+            report.line("info", "this gateway reports no quota (it does not load "
+                        "jupyter_elastic.hub.gateway): any limits are the admin's own",
+                        "ask the hub admin; docs/jupyterhub.md shows how to enforce quotas "
+                        "at the gateway")
+            return
+        groups = ", ".join(quota.get("groups") or []) or "none"
+        report.line("ok", f"Dask Gateway at {gateway.address} answers as user "
+                          f"{quota.get('user')} (groups: {groups}); {running}")
+        limits, holding = quota.get("limits") or {}, quota.get("holding") or {}
+        types = limits.get("gpu_types")
+        report.line("ok", f"quota ({limits.get('source')}): {_limit(limits.get('gpus'), 'GPU')}, "
+                          f"{_limit(limits.get('workers'), 'worker')}, GPU types "
+                          f"{', '.join(types) if types is not None else 'any'}; holding "
+                          f"{holding.get('gpus', 0):g} GPU(s) in {holding.get('workers', 0)} "
+                          f"worker(s); idle timeout {quota.get('idle_timeout', 0):g}s (at most "
+                          f"{quota.get('max_idle_timeout', 0):g}s), lease "
+                          f"{quota.get('lease_ttl', 0):g}s; for more ask {quota.get('contact')}")
+    finally:
+        await gateway.close()
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .config import load_settings
 
@@ -229,6 +287,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     backend = args.backend or load_settings().backend
     if backend == "kubernetes":
         asyncio.run(_doctor_kubernetes(report))
+    elif backend == "gateway":
+        asyncio.run(_doctor_gateway(report))
     print("all checks passed" if not report.failed else f"{report.failed} check(s) failed")
     return 1 if report.failed else 0
 

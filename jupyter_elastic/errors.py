@@ -10,6 +10,7 @@ mistake never shows a traceback from deep inside a library. The server extension
     ├── BackendUnavailable (503) the backend cannot be reached, installed or configured
     ├── ClusterStartError (503)  a cluster did not start; nothing was left half-created
     ├── NoGPUError (409)         --require-gpu and no GPU worker
+    ├── QuotaExceeded (403)      the shared gateway refused: a hub quota is used up
     ├── EnvironmentMismatch (409) worker packages differ from the kernel's
     ├── InputNotSerializable (400) a name the cell reads cannot be sent
     ├── CellSyntaxError (400)    the cell body is not valid Python
@@ -77,6 +78,12 @@ class NoGPUError(ElasticError):
 
     status_code = 409
     hint = "Drop --require-gpu to run on CPU workers (NumPy path), or pick a backend with GPUs"
+
+
+class QuotaExceeded(ElasticError):
+    """The shared Dask Gateway refused a cluster or a scale-up: a hub quota is used up."""
+
+    status_code = 403
 
 
 class EnvironmentMismatch(ElasticError):

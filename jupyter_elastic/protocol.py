@@ -44,6 +44,12 @@ WORKER_PRELOAD = "jupyter_elastic.execution.worker"
 #: Dask preload of Kubernetes schedulers (the operator's autoscaler asks it).
 SCHEDULER_PRELOAD = "jupyter_elastic.backends.kubernetes.scheduler"
 
+#: Every quota refusal of the gateway module (``hub/gateway.py``) starts with this; the
+#: gateway backend turns such an answer into ``QuotaExceeded``.
+QUOTA_MARK = "jupyter-elastic quota:"
+#: The gateway API route (user-authenticated, GET) that reports a user's quota and usage.
+QUOTA_ROUTE = "/api/v1/jupyter-elastic/quota"
+
 #: Start-up phases a cell shows, in order (backends may report finer ones in between).
 PHASES = ("queued", "scheduler", "workers", "ready")
 

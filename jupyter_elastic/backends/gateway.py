@@ -40,9 +40,15 @@ from dask_gateway.utils import format_template
 from distributed.core import rpc
 
 from ..config import GatewaySettings, Settings
-from ..errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
+from ..errors import (
+    BackendUnavailable,
+    ClusterStartError,
+    ConfigError,
+    ElasticError,
+    QuotaExceeded,
+)
 from ..models import ClusterSpec, WorkerDetail
-from ..protocol import CPU_RESOURCE, GPU_RESOURCE, Progress
+from ..protocol import CPU_RESOURCE, GPU_RESOURCE, QUOTA_MARK, Progress
 from .base import ClusterHandle, ElasticBackend, gpu_metrics
 
 log = logging.getLogger("jupyter_elastic.backends.gateway")
@@ -146,6 +152,9 @@ def translate(exc: BaseException, options: GatewaySettings, address: str, *, act
             f"could not {action}: the server at {address} answered {exc.status} {exc.message}",
             hint="is this the Dask Gateway's address? " + ADDRESS_HINT,
         )
+    if isinstance(exc, (ValueError, GatewayClusterError)) and QUOTA_MARK in str(exc):
+        # the hub's quota module (jupyter_elastic.hub.gateway) refused: its line is the message
+        return QuotaExceeded(str(exc).split(QUOTA_MARK, 1)[1].strip()[:2000])
     if isinstance(exc, ValueError):  # dask-gateway's 404 / 422 (bad options, unknown cluster)
         return ClusterStartError(f"could not {action}: the Dask Gateway said: {exc}")
     if isinstance(exc, (GatewayClusterError, GatewayServerError)):

@@ -106,9 +106,9 @@ class GatewayServer:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def settings(self, **gateway: Any) -> Any:
+    def settings(self, user: str = USER, **gateway: Any) -> Any:
         """Settings for the gateway backend against this server (short timers, 2 workers)."""
-        conf = {"address": self.address, "auth": "simple", "username": USER,
+        conf = {"address": self.address, "auth": "simple", "username": user,
                 "password": PASSWORD, "start-timeout": "60s", "connect-timeout": "5s"}
         conf.update(gateway)
         return load_settings({
@@ -117,16 +117,18 @@ class GatewayServer:
             "worker": {"gpus": 1, "cpus": 4, "memory": "2GiB"}, "gateway": conf,
         })
 
-    def clusters(self) -> list[str]:
-        """Names of this user's pending or running clusters, from the gateway's REST API."""
+    def clusters(self, user: str = USER, path: str = "/api/v1/clusters/") -> Any:
+        """Names of this user's pending or running clusters, from the gateway's REST API
+        (or the JSON of another user-authenticated GET ``path``)."""
         import base64
         import json
 
-        request = urllib.request.Request(self.address + "/api/v1/clusters/")
-        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        request = urllib.request.Request(self.address + path)
+        token = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
         request.add_header("Authorization", "Basic " + token)
         with urllib.request.urlopen(request, timeout=10) as resp:
-            return sorted(json.loads(resp.read()))
+            answer = json.loads(resp.read())
+        return sorted(answer) if path == "/api/v1/clusters/" else answer
 
     def log_tail(self) -> str:
         try:
@@ -135,8 +137,9 @@ class GatewayServer:
             return ""
 
 
-def start_gateway(tmp: Path) -> GatewayServer:
-    """Start a dask-gateway-server in ``tmp`` and wait until its API answers."""
+def start_gateway(tmp: Path, extra: str = "") -> GatewayServer:
+    """Start a dask-gateway-server in ``tmp`` and wait until its API answers; ``extra`` is
+    appended to its configuration file."""
     pytest.importorskip(
         "sqlalchemy",
         reason="dask-gateway-server's local backend needs SQLAlchemy: "
@@ -151,7 +154,7 @@ def start_gateway(tmp: Path) -> GatewayServer:
     config.write_text(_CONFIG.format(
         port=port, password=PASSWORD, preload=worker_module().__name__, clusters=str(clusters), dask=dask, python=sys.executable,
         dask_config=os.environ.get("DASK_CONFIG", str(tmp / "dask")),
-    ))
+    ) + extra)
     log = tmp / "gateway.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -219,3 +222,54 @@ def no_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def run(coro: Any) -> Any:
     """Run a coroutine on a fresh event loop (the backend's loop in these tests)."""
     return asyncio.run(coro)
+
+
+_QUOTA_CONFIG = '''
+
+# --- jupyter-elastic quotas (tests/gateway/test_quota*.py) ---
+from dask_gateway_server.auth import SimpleAuthenticator
+from dask_gateway_server.models import User
+from jupyter_elastic.hub.gateway import quota_backend
+
+GROUPS = {{"alice": ["students"], "bob": ["staff"]}}
+
+
+class GroupAuthenticator(SimpleAuthenticator):
+    async def authenticate(self, request):
+        user = await super().authenticate(request)
+        return User(user.name, groups=GROUPS.get(user.name, ()))
+
+
+c.DaskGateway.authenticator_class = GroupAuthenticator
+c.DaskGateway.backend_class = quota_backend("dask_gateway_server.backends.local.UnsafeLocalBackend")
+c.ElasticQuota.user_gpus = 1
+c.ElasticQuota.groups = {{"students": {{"gpus": 2, "workers": 3, "gpu_types": ["t4"]}},
+                         "staff": {{"gpus": 4}}}}
+c.ElasticQuota.contact = "hub-admins@example.org"
+c.ElasticQuota.idle_timeout = {idle}
+c.ElasticQuota.max_idle_timeout = 120
+c.ElasticQuota.lease_ttl = {lease}
+c.ElasticQuota.lease_check_period = 0.5
+c.UnsafeLocalBackend.cluster_heartbeat_period = 1
+
+
+def quota_handler(options):
+    gpus = ["--resources", f"GPU={{options.worker_gpus}}"] if options.worker_gpus else \\
+        ["--resources", "CELL=1"]
+    return {{"worker_cores": 1, "worker_memory": 2**29, "worker_cmd": WORKER_CMD + gpus,
+             "idle_timeout": options.idle_timeout}}
+
+
+c.Backend.cluster_options = Options(
+    Integer("worker_gpus", 0, min=0, max=8, label="GPUs per worker"),
+    Select("gpu_type", ["t4", "a100"], default="t4", label="GPU type"),
+    Float("idle_timeout", 0, min=0, max=1000, label="Idle timeout (s, 0: the hub's default)"),
+    handler=quota_handler,
+)
+'''
+
+
+def quota_config(*, idle: float, lease: float) -> str:
+    """Gateway configuration with the quota module: alice is a student (2 GPUs, 3 workers,
+    T4 only), bob is staff (4 GPUs), anyone else gets 1 GPU; workers offer ``GPU=<n>``."""
+    return _QUOTA_CONFIG.format(idle=idle, lease=lease)

@@ -288,3 +288,26 @@ def test_gateway_scheduler_refuses_clients_without_the_clusters_credentials(
     address = ""
     run(scenario())
     assert marker.read_text() == "ran"  # the owner could: the refusals were about credentials
+
+
+def test_doctor_against_a_gateway_without_quotas_says_so(gateway_server, capsys):
+    import dask.config
+
+    from jupyter_elastic import cli
+
+    from .conftest import PASSWORD, USER
+
+    with dask.config.set({"jupyter-elastic.backend": "gateway",
+                          "jupyter-elastic.gateway": {"address": gateway_server.address,
+                                                      "auth": "simple", "username": USER,
+                                                      "password": PASSWORD}}):
+        code = cli.main(["doctor", "--backend", "gateway"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"Dask Gateway at {gateway_server.address} answers; user {USER}; 0 cluster(s)" in out
+    assert "this gateway reports no quota" in out
+    with dask.config.set({"jupyter-elastic.gateway": {"address": gateway_server.address,
+                                                      "auth": "simple", "username": USER,
+                                                      "password": "wrong"}}):
+        assert cli.main(["doctor", "--backend", "gateway"]) == 1
+    assert "rejected our credentials" in capsys.readouterr().out

@@ -1,0 +1,536 @@
+"""Quotas a shared Dask Gateway enforces itself, across all of a user's clusters.
+
+A limit kept in a user's own Jupyter server (``c.ElasticExtension.max_gpus_per_user``) stops
+nobody who talks to the gateway from a cell. This module runs **inside the
+dask-gateway-server process**: the admin wraps the gateway's backend (local, Kubernetes,
+any ``dask_gateway_server.backends.base.Backend`` subclass) in ``dask_gateway_config.py``::
+
+    from jupyter_elastic.hub.gateway import quota_backend
+    c.DaskGateway.backend_class = quota_backend(
+        "dask_gateway_server.backends.kubernetes.KubeBackend")
+    c.ElasticQuota.user_gpus = 2
+    c.ElasticQuota.groups = {"students": {"gpus": 1, "workers": 2, "gpu_types": ["t4"]}}
+    c.ElasticQuota.contact = "hub-admins@example.org"
+
+and the wrapped backend enforces, where a notebook cannot reach:
+
+* **at cluster creation** (``process_cluster_options``): the GPU type is one the user's
+  groups allow, and one more worker of the asked size fits in what the user's other clusters
+  leave of their GPU and worker limits; the cluster's idle timeout is the default when the
+  user set none (on by default) and at most the maximum;
+* **at an explicit scale** (``forward_message_to_scheduler``, op ``scale``): a count over
+  what the quota leaves is refused, nothing changes, and the refusal names the limit, what
+  holds it and who to ask; a count within it is reserved at once;
+* **at every scheduler heartbeat** (``on_cluster_heartbeat``): the worker count the
+  scheduler asks for (adaptive scaling, or anything a user did on their own scheduler) is
+  clamped to what the quota leaves before the gateway acts on it, the way dask-gateway
+  clamps ``cluster_max_workers``;
+* **the lease**: a running cluster with no Dask client connected (read from the scheduler's
+  ``/metrics``: ``dask_scheduler_clients``) for ``lease_ttl`` seconds is stopped.
+
+Every refusal is one line starting with ``protocol.QUOTA_MARK``; the project's gateway
+backend turns it into ``QuotaExceeded`` in the cell. ``GET protocol.QUOTA_ROUTE`` tells an
+authenticated user their limits and what holds them (``jupyter-elastic doctor``).
+
+Imports: only the leaf modules of the package (``errors``, ``config``, ``models``,
+``protocol``), dask-gateway-server, aiohttp, traitlets and PyYAML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+from dask_gateway_server import models as gw_models
+from dask_gateway_server.backends.base import Backend, PublicException
+from dask_gateway_server.routes import api_handler
+from traitlets import Dict, Float, Integer, List, Unicode, import_item
+from traitlets.config import LoggingConfigurable
+
+from ..config import non_negative, quote, short_text, whole
+from ..errors import ConfigError
+from ..protocol import QUOTA_MARK, QUOTA_ROUTE
+
+#: Key under which a cluster's options keep its owner's groups (limits after a restart).
+GROUPS_KEY = "jupyter_elastic_groups"
+#: Keys one entry of the limits table may have.
+ENTRY_KEYS = ("gpus", "workers", "gpu_types")
+#: Largest quota file read, and largest /metrics answer read, in bytes.
+MAX_FILE_BYTES = 1 << 20
+MAX_METRICS_BYTES = 4 << 20
+#: Clusters named in one refusal line before "and N more".
+MAX_NAMED = 4
+
+_CLIENTS_RE = re.compile(rb"^dask_scheduler_clients(?:\{[^}\n]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
+
+
+class QuotaRefusal(Exception):
+    """A request over quota: the one line the user sees (starts with QUOTA_MARK)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one user may hold; None is no limit."""
+
+    gpus: float | None
+    workers: int | None
+    gpu_types: tuple[str, ...] | None
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpus": self.gpus, "workers": self.workers,
+                "gpu_types": list(self.gpu_types) if self.gpu_types is not None else None,
+                "source": self.source}
+
+
+@dataclass(frozen=True)
+class Held:
+    """One active cluster of a user and what it holds."""
+
+    cluster: str
+    gpus_per_worker: float
+    workers: int
+
+    @property
+    def gpus(self) -> float:
+        return self.gpus_per_worker * self.workers
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.cluster, "workers": self.workers,
+                "gpus_per_worker": self.gpus_per_worker, "gpus": self.gpus}
+
+
+def parse_entry(raw: Any, what: str) -> dict[str, Any]:
+    """One entry of the limits table (``{"gpus": 1, "workers": 2, "gpu_types": [...]}``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} must be a mapping with keys {', '.join(ENTRY_KEYS)}, "
+                          f"got {quote(raw)}")
+    unknown = sorted(str(k) for k in raw if k not in ENTRY_KEYS)
+    if unknown:
+        raise ConfigError(f"{what} has unknown key(s) {', '.join(map(quote, unknown))}",
+                          hint=f"use {', '.join(ENTRY_KEYS)}")
+    entry: dict[str, Any] = {}
+    if raw.get("gpus") is not None:
+        entry["gpus"] = non_negative(raw["gpus"], f"{what}.gpus")
+    if raw.get("workers") is not None:
+        entry["workers"] = whole(raw["workers"], f"{what}.workers", text=False)
+    if raw.get("gpu_types") is not None:
+        types = raw["gpu_types"]
+        if not isinstance(types, (list, tuple)) or len(types) > 64:
+            raise ConfigError(f"{what}.gpu_types must be a list of at most 64 GPU type names, "
+                              f"got {quote(types)}")
+        entry["gpu_types"] = tuple(short_text(t, f"{what}.gpu_types", limit=64) for t in types)
+    return entry
+
+
+def _number(value: Any) -> float:
+    """A cluster option's GPU count as a number (0 when absent or not a number)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) and value > 0 else 0.0
+    if isinstance(value, str) and len(value) <= 32:
+        try:
+            number = float(value)
+        except ValueError:
+            return 0.0
+        return number if math.isfinite(number) and number > 0 else 0.0
+    return 0.0
+
+
+def _named(held: list[Held]) -> str:
+    """The clusters holding a limit, for one line."""
+    shown = [f"{h.cluster} ({h.workers} worker(s) x {h.gpus_per_worker:g} GPU)" for h in held
+             if h.workers > 0]
+    if not shown:
+        return "no cluster holds any"
+    more = f" and {len(shown) - MAX_NAMED} more" if len(shown) > MAX_NAMED else ""
+    return "cluster " + ", ".join(shown[:MAX_NAMED]) + more
+
+
+class ElasticQuota(LoggingConfigurable):
+    """The limits table and the rules; ``c.ElasticQuota.*`` in dask_gateway_config.py."""
+
+    user_gpus = Float(None, allow_none=True, config=True,
+                      help="GPUs a user may hold across all their clusters (None: no limit), "
+                           "unless one of their groups says otherwise")
+    user_workers = Integer(None, allow_none=True, config=True,
+                           help="Workers a user may run across all their clusters (None: no limit)")
+    gpu_types = List(Unicode(), default_value=None, allow_none=True, config=True,
+                     help="GPU types every user may ask for (None: any)")
+    groups = Dict(config=True,
+                  help='Limits by group: {"students": {"gpus": 1, "workers": 2, '
+                       '"gpu_types": ["t4"]}}; a member gets the most generous of their groups')
+    quota_file = Unicode("", config=True,
+                         help="A YAML file with user_gpus, user_workers, gpu_types, groups, "
+                              "contact; its keys win over these settings; re-read when it changes")
+    contact = Unicode("the hub admin", config=True, help="Who users ask for more")
+    idle_timeout = Float(1800.0, min=0, config=True,
+                         help="Seconds before an idle cluster is stopped when the user set "
+                              "none (0: off)")
+    max_idle_timeout = Float(8 * 3600.0, min=0, config=True,
+                             help="Largest idle timeout a user may set (0: no maximum)")
+    lease_ttl = Float(600.0, min=0, config=True,
+                      help="Seconds a running cluster may have no Dask client before it is "
+                           "stopped (0: off)")
+    lease_check_period = Float(15.0, min=0.05, config=True,
+                               help="Seconds between looks at every running cluster's clients")
+    gpu_option = Unicode("worker_gpus", config=True,
+                         help="The cluster option that holds GPUs per worker")
+    gpu_type_option = Unicode("gpu_type", config=True,
+                              help="The cluster option that holds the GPU type")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._file_stamp: tuple[float, int] | None = None
+        self._table = self._parse(self._settings())
+        self.table()  # a missing or malformed quota file fails here, at the gateway's start
+
+    # ------------------------------------------------------------------ the table
+    def _settings(self) -> dict[str, Any]:
+        return {"user_gpus": self.user_gpus, "user_workers": self.user_workers,
+                "gpu_types": self.gpu_types, "groups": dict(self.groups), "contact": self.contact}
+
+    def _parse(self, raw: dict[str, Any]) -> dict[str, Any]:
+        groups = raw.get("groups") or {}
+        if not isinstance(groups, dict):
+            raise ConfigError(f"ElasticQuota.groups must be a mapping, got {quote(groups)}")
+        default = parse_entry({"gpus": raw.get("user_gpus"), "workers": raw.get("user_workers"),
+                               "gpu_types": raw.get("gpu_types")}, "ElasticQuota (user_*)")
+        return {
+            "default": default,
+            "groups": {short_text(g, "a group name", limit=128): parse_entry(e, f"groups[{g!r}]")
+                       for g, e in groups.items()},
+            "contact": short_text(raw.get("contact") or "the hub admin", "ElasticQuota.contact"),
+        }
+
+    def table(self) -> dict[str, Any]:
+        """The limits in force: these settings, overlaid by the quota file when it changed."""
+        if not self.quota_file:
+            return self._table
+        try:
+            st = os.stat(self.quota_file)
+        except OSError as exc:
+            if self._file_stamp is None:
+                raise ConfigError(f"cannot read ElasticQuota.quota_file {self.quota_file}: {exc}") \
+                    from None
+            self.log.error("jupyter-elastic: cannot read %s (%s); keeping the limits read before",
+                           self.quota_file, exc)
+            return self._table
+        stamp = (st.st_mtime, st.st_size)
+        if stamp != self._file_stamp:
+            try:
+                self._table = self._read_file(st.st_size)
+            except (ConfigError, OSError, yaml.YAMLError) as exc:
+                reason = " ".join(str(exc).split())[:300]  # YAML errors span lines
+                if self._file_stamp is None:
+                    raise ConfigError(f"ElasticQuota.quota_file {self.quota_file}: {reason}") \
+                        from None
+                self.log.error("jupyter-elastic: %s is invalid (%s); keeping the limits read "
+                               "before", self.quota_file, reason)
+            self._file_stamp = stamp
+        return self._table
+
+    def _read_file(self, size: int) -> dict[str, Any]:
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"the file is {size} bytes; at most {MAX_FILE_BYTES} are read")
+        with open(self.quota_file, encoding="utf-8") as f:
+            raw = yaml.safe_load(f.read(MAX_FILE_BYTES)) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"it must be a mapping, got {quote(raw)}")
+        unknown = sorted(set(map(str, raw)) - {"user_gpus", "user_workers", "gpu_types",
+                                               "groups", "contact"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(map(quote, unknown))}")
+        return self._parse({**self._settings(), **raw})
+
+    @property
+    def who(self) -> str:
+        return str(self.table()["contact"])
+
+    def limits_for(self, groups: Iterable[str]) -> Limits:
+        """A user's limits: the most generous entry among their groups, else the default."""
+        table = self.table()
+        default = table["default"]
+        names = sorted(g for g in set(groups) if g in table["groups"])
+        if not names:
+            return Limits(default.get("gpus"), default.get("workers"), default.get("gpu_types"),
+                          "the default for every user")
+        entries = [{**default, **table["groups"][g]} for g in names]
+
+        def most(key: str) -> Any:
+            values = [e.get(key) for e in entries]
+            return None if any(v is None for v in values) else max(v for v in values if v is not None)
+
+        if any(e.get("gpu_types") is None for e in entries):
+            types = None
+        else:
+            types = tuple(sorted({t for e in entries for t in e["gpu_types"]}))
+        source = ("group " if len(names) == 1 else "groups ") + ", ".join(names)
+        return Limits(most("gpus"), most("workers"), types, source)
+
+    def idle_for(self, asked: float) -> float:
+        """The idle timeout a cluster gets: the default when none was set, at most the max."""
+        seconds = float(asked or 0) or self.idle_timeout
+        if self.max_idle_timeout > 0 and (seconds <= 0 or seconds > self.max_idle_timeout):
+            seconds = self.max_idle_timeout
+        return seconds
+
+    def gpus_of(self, options: Any) -> float:
+        return _number((options or {}).get(self.gpu_option))
+
+    # ------------------------------------------------------------------ the rules
+    def check_new(self, user: str, limits: Limits, gpus_per_worker: float, gpu_type: Any,
+                  held: list[Held]) -> None:
+        """Raise QuotaRefusal unless a new cluster could run one worker of this size."""
+        ask = f"or ask {self.who} for more"
+        if gpus_per_worker > 0 and limits.gpu_types is not None:
+            if gpu_type is None or str(gpu_type) not in limits.gpu_types:
+                allowed = ", ".join(limits.gpu_types) or "none"
+                raise QuotaRefusal(
+                    f"{QUOTA_MARK} GPU type {quote(gpu_type)} is not allowed for {user} "
+                    f"({limits.source} allows: {allowed}); pick one of those, {ask}")
+        if limits.gpus is not None and gpus_per_worker > limits.gpus:
+            raise QuotaRefusal(
+                f"{QUOTA_MARK} one worker with {gpus_per_worker:g} GPUs is over {user}'s limit "
+                f"of {limits.gpus:g} GPUs ({limits.source}); ask for fewer GPUs per worker, {ask}")
+        used_gpus = sum(h.gpus for h in held)
+        if (limits.gpus is not None and gpus_per_worker > 0
+                and used_gpus + gpus_per_worker > limits.gpus + 1e-9):
+            raise QuotaRefusal(
+                f"{QUOTA_MARK} {user} may hold {limits.gpus:g} GPUs ({limits.source}) and holds "
+                f"{used_gpus:g}: {_named(held)}; a cluster with {gpus_per_worker:g} GPU(s) per "
+                f"worker does not fit. Stop or scale down a cluster, {ask}")
+        used_workers = sum(h.workers for h in held)
+        if limits.workers is not None and used_workers + 1 > limits.workers:
+            raise QuotaRefusal(
+                f"{QUOTA_MARK} {user} may run {limits.workers} workers ({limits.source}) and runs "
+                f"{used_workers}: {_named(held)}; a new cluster could not start one. Stop or "
+                f"scale down a cluster, {ask}")
+
+    def allowed_workers(self, limits: Limits, gpus_per_worker: float, others: list[Held]) -> int | None:
+        """Most workers one cluster may have given the user's other clusters (None: any)."""
+        bounds = []
+        if limits.gpus is not None and gpus_per_worker > 0:
+            free = limits.gpus - sum(h.gpus for h in others)
+            bounds.append(max(0, math.floor(free / gpus_per_worker + 1e-9)))
+        if limits.workers is not None:
+            bounds.append(max(0, limits.workers - sum(h.workers for h in others)))
+        return min(bounds) if bounds else None
+
+    def scale_refusal(self, user: str, cluster: str, count: int, allowed: int, limits: Limits,
+                      gpus_per_worker: float, others: list[Held]) -> QuotaRefusal:
+        if limits.gpus is not None and gpus_per_worker > 0 and \
+                count * gpus_per_worker > limits.gpus - sum(h.gpus for h in others) + 1e-9:
+            what = (f"{count} workers x {gpus_per_worker:g} GPU need {count * gpus_per_worker:g} "
+                    f"GPUs; {user} may hold {limits.gpus:g} ({limits.source}) and the other "
+                    f"clusters hold {sum(h.gpus for h in others):g}: {_named(others)}")
+        else:
+            what = (f"{user} may run {limits.workers} workers ({limits.source}) and the other "
+                    f"clusters run {sum(h.workers for h in others)}: {_named(others)}")
+        return QuotaRefusal(
+            f"{QUOTA_MARK} cannot scale cluster {cluster} to {count}: {what}. At most {allowed} "
+            f"worker(s) fit here: scale to {allowed} or fewer, stop another cluster, or ask "
+            f"{self.who} for more")
+
+
+class QuotaBackendMixin:
+    """The quota rules around a dask-gateway backend; see ``quota_backend``."""
+
+    log: Any
+
+    @property
+    def elastic_quota(self) -> ElasticQuota:
+        quota = self.__dict__.get("_elastic_quota")
+        if quota is None:
+            quota = ElasticQuota(parent=self, log=self.log)
+            self.__dict__["_elastic_quota"] = quota
+        return quota
+
+    @property
+    def _granted(self) -> dict[str, int]:
+        """Workers granted to each active cluster (scale reservations and heartbeats)."""
+        return self.__dict__.setdefault("_elastic_granted", {})
+
+    # ------------------------------------------------------------------ holdings
+    def _held(self, cluster: Any) -> Held:
+        return Held(cluster.name, self.elastic_quota.gpus_of(cluster.options),
+                    self._granted.get(cluster.name, 0))
+
+    async def _holdings(self, username: str, *, besides: str | None = None) -> list[Held]:
+        clusters = await super().list_clusters(username=username)  # type: ignore[misc]
+        return [self._held(c) for c in clusters if c.name != besides]
+
+    def _limits_of(self, cluster: Any) -> Limits:
+        return self.elastic_quota.limits_for((cluster.options or {}).get(GROUPS_KEY) or ())
+
+    async def _allowed(self, cluster: Any) -> tuple[int | None, Limits, float, list[Held]]:
+        others = await self._holdings(cluster.username, besides=cluster.name)
+        limits = self._limits_of(cluster)
+        gpw = self.elastic_quota.gpus_of(cluster.options)
+        return self.elastic_quota.allowed_workers(limits, gpw, others), limits, gpw, others
+
+    # ------------------------------------------------------------------ the gateway's hooks
+    async def setup(self, app: web.Application) -> None:
+        quota = self.elastic_quota
+        quota.table()  # a malformed table or file stops the gateway at start, not later
+        app.router.add_get(QUOTA_ROUTE, api_handler(self._quota_route, user_authenticated=True))
+        await super().setup(app)  # type: ignore[misc]
+        self.__dict__["_elastic_session"] = aiohttp.ClientSession()
+        self.__dict__["_elastic_seen"] = {}
+        self.__dict__["_elastic_lease"] = asyncio.ensure_future(self._lease_loop())
+        self.log.info("jupyter-elastic quotas on: idle timeout %gs (max %gs), lease %gs, "
+                      "contact %s", quota.idle_timeout, quota.max_idle_timeout, quota.lease_ttl,
+                      quota.who)
+
+    async def cleanup(self) -> None:
+        task = self.__dict__.pop("_elastic_lease", None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: S110 - cancelled on purpose
+                pass
+        session = self.__dict__.pop("_elastic_session", None)
+        if session is not None:
+            await session.close()
+        await super().cleanup()  # type: ignore[misc]
+
+    async def process_cluster_options(self, user: Any, request: Any) -> tuple[dict[str, Any], Any]:
+        options, config = await super().process_cluster_options(user, request)  # type: ignore[misc]
+        quota = self.elastic_quota
+        try:
+            quota.check_new(user.name, quota.limits_for(user.groups), quota.gpus_of(options),
+                            options.get(quota.gpu_type_option), await self._holdings(user.name))
+        except QuotaRefusal as exc:
+            raise PublicException(str(exc)) from None
+        if hasattr(config, "idle_timeout"):
+            config.idle_timeout = quota.idle_for(config.idle_timeout)
+        return {**options, GROUPS_KEY: sorted(user.groups)}, config
+
+    async def forward_message_to_scheduler(self, cluster: Any, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "scale" and isinstance(msg.get("count"), int):
+            count = msg["count"]
+            allowed, limits, gpw, others = await self._allowed(cluster)
+            if allowed is not None and count > allowed:
+                raise PublicException(str(self.elastic_quota.scale_refusal(
+                    cluster.username, cluster.name, count, allowed, limits, gpw, others)))
+            self._granted[cluster.name] = count  # reserved now; heartbeats confirm it
+        await super().forward_message_to_scheduler(cluster, msg)  # type: ignore[misc]
+
+    async def on_cluster_heartbeat(self, cluster_name: str, msg: dict[str, Any]) -> None:
+        count = msg.get("count")
+        if isinstance(count, int):
+            cluster = await super().get_cluster(cluster_name)  # type: ignore[misc]
+            if cluster is not None and cluster.status <= gw_models.ClusterStatus.RUNNING:
+                allowed, _limits, _gpw, _others = await self._allowed(cluster)
+                if allowed is not None and count > allowed:
+                    self.log.info("jupyter-elastic: cluster %s of %s asked for %d workers; "
+                                  "its quota leaves %d", cluster_name, cluster.username,
+                                  count, allowed)
+                    msg = {**msg, "count": allowed}
+                    count = allowed
+                self._granted[cluster_name] = count
+        await super().on_cluster_heartbeat(cluster_name, msg)  # type: ignore[misc]
+
+    async def stop_cluster(self, cluster_name: str, failed: bool = False) -> None:
+        self._granted.pop(cluster_name, None)
+        await super().stop_cluster(cluster_name, failed=failed)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ the lease
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.elastic_quota.lease_check_period)
+            try:
+                await self._check_leases()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("jupyter-elastic: lease check failed: %r", exc)
+
+    async def _check_leases(self) -> None:
+        clusters = await super().list_clusters()  # type: ignore[misc]
+        active = {c.name for c in clusters}
+        for name in [n for n in self._granted if n not in active]:
+            del self._granted[name]
+        seen: dict[str, float] = self.__dict__["_elastic_seen"]
+        for name in [n for n in seen if n not in active]:
+            del seen[name]
+        ttl = self.elastic_quota.lease_ttl
+        if ttl <= 0:
+            return
+        running = [c for c in clusters if c.status == gw_models.ClusterStatus.RUNNING]
+        counts = await asyncio.gather(*(self._clients(c) for c in running))
+        now = time.monotonic()
+        for cluster, clients in zip(running, counts, strict=True):
+            if clients is None:
+                continue
+            if clients > 0 or cluster.name not in seen:
+                seen[cluster.name] = now
+            elif now - seen[cluster.name] > ttl:
+                self.log.warning("jupyter-elastic: lease lapsed: stopping cluster %s of %s, "
+                                 "no Dask client for %gs", cluster.name, cluster.username, ttl)
+                del seen[cluster.name]
+                await self.stop_cluster(cluster.name)
+
+    async def _clients(self, cluster: Any) -> int | None:
+        """Dask clients connected to a cluster's scheduler (None: cannot tell)."""
+        address = cluster.dashboard_address
+        if not address:
+            return None
+        session: aiohttp.ClientSession = self.__dict__["_elastic_session"]
+        try:
+            async with session.get(address.rstrip("/") + "/metrics",
+                                   timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status}")
+                body = await resp.content.read(MAX_METRICS_BYTES)
+            match = _CLIENTS_RE.search(body)
+            if match is None:
+                raise ValueError("no dask_scheduler_clients metric (is prometheus_client "
+                                 "installed in the scheduler's image?)")
+            return int(float(match.group(1)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.warning("jupyter-elastic: cannot count the clients of cluster %s (%s); "
+                             "its lease is not checked", cluster.name, exc)
+            return None
+
+    # ------------------------------------------------------------------ the quota route
+    async def quota_report(self, user: Any) -> dict[str, Any]:
+        quota = self.elastic_quota
+        limits = quota.limits_for(user.groups)
+        held = await self._holdings(user.name)
+        return {
+            "user": user.name, "groups": sorted(user.groups), "limits": limits.to_json(),
+            "holding": {"gpus": sum(h.gpus for h in held),
+                        "workers": sum(h.workers for h in held)},
+            "clusters": [h.to_json() for h in held],
+            "idle_timeout": quota.idle_timeout, "max_idle_timeout": quota.max_idle_timeout,
+            "lease_ttl": quota.lease_ttl, "contact": quota.who,
+        }
+
+    async def _quota_route(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.quota_report(request["user"]))
+
+
+def quota_backend(base: type[Backend] | str) -> type[Backend]:
+    """``base`` (a Backend class or its import path) with the quota rules around it."""
+    cls = import_item(base) if isinstance(base, str) else base
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise ConfigError(f"quota_backend needs a dask_gateway_server Backend class, got "
+                          f"{quote(base)}")
+    return type(f"Quota{cls.__name__}", (QuotaBackendMixin, cls), {"__module__": __name__})
+
+
+__all__ = ["ElasticQuota", "Held", "Limits", "QuotaBackendMixin", "QuotaRefusal", "quota_backend"]
