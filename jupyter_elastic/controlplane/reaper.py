@@ -5,7 +5,8 @@ for every running cluster: read its live workers and meter the time since the la
 drop leases whose kernel stopped heartbeating and, once no lease is left for ``lease-ttl``,
 stop the cluster (nothing is left running that nobody owns); return a fixed-size cluster
 to adaptive scaling after ``idle-timeout`` without a cell; stop a cluster that has been
-empty and idle for ``shutdown-after``.
+empty and idle for ``shutdown-after``. After each pass the clusters are sampled into the
+manager's :class:`~jupyter_elastic.controlplane.timeline.Timeline`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Reaper:
             if await self._expire_leases(record, now):
                 continue
             await self._idle(record, now)
+        self.manager.timeline.record(time.time(), self.manager.records())
 
     async def _expire_leases(self, record: ClusterRecord, now: float) -> bool:
         """Drop lapsed leases; stop the cluster once no kernel held it for ``lease-ttl``.
