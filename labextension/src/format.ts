@@ -29,7 +29,7 @@ export function formatDuration(seconds: number | null | undefined): string {
 /**
  * Money in the server's currency, one format everywhere: the currency's usual decimals
  * from one unit up (`$12.50`), two significant digits below (`$0.45`, `$0.012`,
- * `$0.0008`), `$0.00` for nothing.
+ * `$0.0008`) down to a hundredth of a cent (`<$0.0001` below), `$0.00` for nothing.
  */
 export function formatCost(
   amount: number | null | undefined,
@@ -49,6 +49,10 @@ export function formatCost(
     return `${formatCost(value, 'USD').replace('$', '')} ${currency}`;
   }
   const size = Math.abs(value);
+  const floor = Math.pow(10, -(usual + 2)); // a hundredth of a cent
+  if (size > 0 && size < floor) {
+    return `<${formatCost(value < 0 ? -floor : floor, currency)}`;
+  }
   const fraction =
     size === 0 || size >= 1
       ? usual
@@ -61,12 +65,15 @@ export function formatCost(
   }).format(value);
 }
 
-/** GPU- or CPU-seconds: `1.234` → `"1.23"`, `1234.5` → `"1,235"`. */
+/** GPU- or CPU-seconds: `1.234` → `"1.23"`, `1234.5` → `"1,235"`, `0.004` → `"<0.01"`. */
 export function formatSeconds(seconds: number | null | undefined): string {
   const value =
     seconds !== null && seconds !== undefined && isFinite(seconds)
       ? Math.max(0, seconds)
       : 0;
+  if (value > 0 && value < 0.01) {
+    return '<0.01';
+  }
   return value.toLocaleString('en-US', {
     maximumFractionDigits: value < 10 ? 2 : value < 100 ? 1 : 0
   });

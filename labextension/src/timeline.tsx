@@ -43,28 +43,36 @@ export interface ITimelineGeometry {
   peakGpus: number;
   /** Money spent in the window. */
   cost: number;
-  /** Minutes the window spans. */
+  /** Minutes the x axis spans. */
   minutes: number;
 }
 
+/** The shortest span the x axis shows (a server that started a minute ago). */
+export const MIN_SPAN = 120;
+
 /**
  * Lay the server's samples and the history rows out on the chart. The x axis ends at the
- * server's `now` (so the browser's clock does not matter) and spans the timeline's window.
+ * server's `now` (so the browser's clock does not matter) and spans the timeline's window,
+ * or less while the server has sampled for less (never under two minutes).
  */
 export function timelineGeometry(
   timeline: ITimeline,
   rows: IHistoryRow[]
 ): ITimelineGeometry {
   const end = Date.parse(timeline.now) / 1000;
-  const window = timeline.window > 0 ? timeline.window : 3600;
-  const start = end - window;
+  const full = timeline.window > 0 ? timeline.window : 3600;
   const interval = timeline.interval > 0 ? timeline.interval : 10;
+  const all = timeline.samples
+    .map(s => ({ ...s, t: Date.parse(s.time) / 1000 }))
+    .filter(s => isFinite(s.t) && s.t + interval > end - full && s.t <= end)
+    .sort((a, b) => a.t - b.t);
+  const window = all.length
+    ? Math.min(full, Math.max(MIN_SPAN, end - all[0].t))
+    : full;
+  const start = end - window;
+  const samples = all.filter(s => s.t + interval > start);
   const x = (t: number): number =>
     round(((Math.min(end, Math.max(start, t)) - start) / window) * CHART_WIDTH);
-  const samples = timeline.samples
-    .map(s => ({ ...s, t: Date.parse(s.time) / 1000 }))
-    .filter(s => isFinite(s.t) && s.t + interval > start && s.t <= end)
-    .sort((a, b) => a.t - b.t);
   const peakWorkers = Math.max(0, ...samples.map(s => s.workers));
   const peakGpus = Math.max(0, ...samples.map(s => s.gpus));
   const peak = Math.max(1, peakWorkers, peakGpus);
@@ -208,6 +216,12 @@ export function TimelineChart(props: ITimelineProps): JSX.Element {
         aria-label={describe}
       >
         <title>{describe}</title>
+        {g.workersPath && (
+          <path className="elastic-Timeline-workers" d={g.workersPath} />
+        )}
+        {g.gpusPath && (
+          <path className="elastic-Timeline-gpus" d={g.gpusPath} />
+        )}
         {g.idle.map(span => (
           <rect
             key={`idle-${span.x}`}
@@ -222,12 +236,6 @@ export function TimelineChart(props: ITimelineProps): JSX.Element {
             </title>
           </rect>
         ))}
-        {g.workersPath && (
-          <path className="elastic-Timeline-workers" d={g.workersPath} />
-        )}
-        {g.gpusPath && (
-          <path className="elastic-Timeline-gpus" d={g.gpusPath} />
-        )}
         {g.costPath && (
           <path className="elastic-Timeline-costLine" d={g.costPath} />
         )}

@@ -91,6 +91,7 @@ describe('money, seconds and names', () => {
   it('formats money one way: cents from one unit up, two significant digits below', () => {
     expect(formatCost(0, 'USD')).toBe('$0.00');
     expect(formatCost(0.0001, 'USD')).toBe('$0.0001');
+    expect(formatCost(0.000012, 'USD')).toBe('<$0.0001');
     expect(formatCost(0.00083, 'USD')).toBe('$0.00083');
     expect(formatCost(0.0123, 'USD')).toBe('$0.012');
     expect(formatCost(0.5, 'USD')).toBe('$0.50');
@@ -106,6 +107,8 @@ describe('money, seconds and names', () => {
     expect(formatSeconds(1.234)).toBe('1.23');
     expect(formatSeconds(42.25)).toBe('42.3');
     expect(formatSeconds(1234.5)).toBe('1,235');
+    expect(formatSeconds(0.004)).toBe('<0.01');
+    expect(formatSeconds(0)).toBe('0');
   });
 
   it("names a cluster after its notebook's file name", () => {
@@ -209,11 +212,12 @@ describe('timeline', () => {
       row('in'),
       row('before', { started: '2026-11-29T04:00:00+00:00' })
     ]);
+    // The server sampled for 320 s: the axis spans those, not the whole hour.
     const x = (t: string): number =>
       Math.round(
         ((Date.parse(`2026-11-29T${t}+00:00`) -
-          Date.parse('2026-11-29T04:10:00+00:00')) /
-          3600000) *
+          Date.parse('2026-11-29T05:04:40+00:00')) /
+          320000) *
           CHART_WIDTH *
           100
       ) / 100;
@@ -235,7 +239,36 @@ describe('timeline', () => {
     // Money spent in the window: the last sample's total less the first's.
     expect(g.cost).toBeCloseTo(0.004, 6);
     expect(g.costPath.startsWith('M')).toBe(true);
-    expect(g.minutes).toBe(60);
+    expect(g.minutes).toBe(5);
+  });
+
+  it('spans the whole window once the server has sampled that long, two minutes at least', () => {
+    const old = {
+      time: '2026-11-29T04:10:00+00:00', // an hour before now: the oldest kept
+      workers: 0,
+      gpus: 0,
+      cost: 0,
+      busy: false
+    };
+    const long = timelineGeometry(
+      { ...TIMELINE, samples: [old, ...TIMELINE.samples] },
+      [row('before', { started: '2026-11-29T04:00:00+00:00' })]
+    );
+    expect(long.minutes).toBe(60);
+    expect(long.ticks).toEqual([]); // 04:00 is before the last hour
+    expect(long.idle[0].x).toBeCloseTo((3280 / 3600) * CHART_WIDTH, 1);
+    const recent = timelineGeometry(
+      { ...TIMELINE, samples: TIMELINE.samples.slice(-1) },
+      []
+    );
+    expect(recent.minutes).toBe(2);
+    expect(recent.idle).toEqual([
+      {
+        x: (110 / 120) * CHART_WIDTH,
+        width: (10 / 120) * CHART_WIDTH,
+        seconds: 10
+      }
+    ]);
   });
 
   it('draws nothing but the axis for a server that has not sampled yet', () => {
