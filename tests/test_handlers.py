@@ -67,6 +67,20 @@ async def test_empty_server_lists_nothing(jp_fetch):
     assert set(usage) >= {"clusters", "cells", "currency", "pricing"}
 
 
+async def test_timeline_serves_the_reapers_samples(jp_fetch):
+    code, timeline = await call(jp_fetch, "timeline")
+    assert code == 200
+    assert (timeline["interval"], timeline["window"]) == (10.0, 3600.0)
+    assert timeline["now"].endswith("+00:00")
+
+    async def sampled():
+        return (await call(jp_fetch, "timeline"))[1]["samples"]
+
+    samples = await wait_until(sampled, "a timeline sample")
+    assert samples[-1]["workers"] == 0 and samples[-1]["busy"] is False
+    assert set(samples[-1]) == {"time", "workers", "gpus", "cost", "busy"}
+
+
 async def test_kernels_are_told_where_the_control_plane_is(jp_serverapp, jp_fetch, jp_base_url):
     url = os.environ[SERVER_URL_ENV]
     assert url == f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}"

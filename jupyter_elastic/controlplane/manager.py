@@ -30,6 +30,7 @@ from ..protocol import Progress
 from .metering import ClusterMeter, price_row
 from .reaper import Reaper
 from .records import ClusterRecord, GpuBudget, Lease
+from .timeline import Timeline
 
 log = logging.getLogger("jupyter_elastic.manager")
 
@@ -73,6 +74,7 @@ class ElasticClusterManager:
         self._leases: dict[str, Lease] = {}
         self._history: deque[HistoryRow] = deque(maxlen=HISTORY_LIMIT)
         self._closed_usage = Usage()  # what stopped clusters cost
+        self.timeline = Timeline()  # the last hour, sampled by the reaper
         self._backends: dict[str, ElasticBackend] = {}
         self._reaper = Reaper(self, tick=tick)
         self._closed = False

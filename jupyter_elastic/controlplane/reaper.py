@@ -8,7 +8,8 @@ cell lapses only ``lease-ttl`` plus that cell's ``--timeout`` (``shutdown-after`
 without one) after its last heartbeat or the cell's start, so a live but stalled kernel's
 cell is not cut off; return a fixed-size cluster
 to adaptive scaling after ``idle-timeout`` without a cell; stop a cluster that has been
-empty and idle for ``shutdown-after``.
+empty and idle for ``shutdown-after``. After each pass the clusters are sampled into the
+manager's :class:`~jupyter_elastic.controlplane.timeline.Timeline`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Reaper:
             if await self._expire_leases(record, now):
                 continue
             await self._idle(record, now)
+        self.manager.timeline.record(time.time(), self.manager.records())
 
     async def _expire_leases(self, record: ClusterRecord, now: float) -> bool:
         """Drop lapsed leases; stop the cluster once no kernel held it for ``lease-ttl``.

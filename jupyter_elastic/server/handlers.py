@@ -18,6 +18,7 @@ Public endpoints (the sidebar, scripts)::
     GET    /history[?notebook=PATH]          -> 200 [history row, ...]   (oldest first)
     GET    /usage                            -> 200 usage totals
     GET    /openapi.json                     -> 200 this API as an OpenAPI 3 document
+    GET    /timeline                         -> 200 {now, interval, window, samples}  (last hour)
 
 Kernel-internal endpoints (``RemoteControlPlane``; also open to the server's own auth)::
 
@@ -328,6 +329,14 @@ class UsageHandler(ElasticHandler):
         self.write_json(self.manager.usage())
 
 
+class TimelineHandler(ElasticHandler):
+    """``GET /timeline``: workers, GPUs, cost and busy over the last hour, one sample per 10 s."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json(self.manager.timeline.to_json(time.time()))
+
+
 class LeaseListHandler(ElasticHandler):
     """``POST /leases``: a kernel's cluster and lease, streaming start-up phases (NDJSON)."""
 
@@ -501,6 +510,7 @@ default_handlers: list[tuple[str, type[ElasticHandler]]] = [
     (_CLUSTER + "/idle-timeout", IdleTimeoutHandler),
     (API_PREFIX + "/history", HistoryHandler),
     (API_PREFIX + "/usage", UsageHandler),
+    (API_PREFIX + "/timeline", TimelineHandler),
     (API_PREFIX + "/leases", LeaseListHandler),
     (_LEASE + "/heartbeat", LeaseHeartbeatHandler),
     (_LEASE, LeaseHandler),

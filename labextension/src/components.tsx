@@ -5,13 +5,18 @@ import * as React from 'react';
 
 import { SIDEBAR_TITLE } from './constants';
 import {
+  clusterLabel,
+  clusterNotebooks,
+  fileName,
   formatBytes,
   formatCost,
   formatDuration,
+  formatSeconds,
   idleLabel,
   wholeNumber
 } from './format';
 import { IElasticState } from './model';
+import { TimelineChart } from './timeline';
 import { ICluster, IHistoryRow, IWorkerDetail } from './types';
 
 /** Actions the panel offers; the widget wires them to the model and dialogs. */
@@ -36,7 +41,7 @@ export interface IPanelProps extends IPanelActions {
   defaultBackend: string;
 }
 
-/** The whole sidebar: usage, errors, clusters and cell history. */
+/** The whole sidebar: usage, the last hour, errors, clusters and cell history. */
 export function ElasticPanel(props: IPanelProps): JSX.Element {
   const { state } = props;
   const currency = state.usage?.currency ?? 'USD';
@@ -44,6 +49,7 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
     (sum, c) => sum + (c.usage?.cost ?? 0),
     0
   );
+  const notebooks = clusterNotebooks(state.history);
   return (
     <div className="elastic-Panel">
       <header className="elastic-Panel-header">
@@ -71,6 +77,11 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
           </span>
         )}
       </div>
+      <TimelineChart
+        timeline={state.timeline}
+        rows={state.history}
+        currency={currency}
+      />
       {state.error && (
         <div className="elastic-Panel-error" role="alert">
           <span className="elastic-Panel-errorText">{state.error}</span>
@@ -96,6 +107,7 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
             <ClusterCard
               key={cluster.id}
               cluster={cluster}
+              notebook={notebooks.get(cluster.id) ?? null}
               busy={state.busy.includes(cluster.id)}
               currency={cluster.currency ?? currency}
               onScale={props.onScale}
@@ -116,6 +128,8 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
 /** Props of `ClusterCard`. */
 export interface IClusterCardProps {
   cluster: ICluster;
+  /** The path of the notebook whose cells ran on it, when known. */
+  notebook?: string | null;
   busy: boolean;
   currency: string;
   onScale: IPanelActions['onScale'];
@@ -123,7 +137,10 @@ export interface IClusterCardProps {
   onStop: IPanelActions['onStop'];
 }
 
-/** One cluster: status, counts, idle clock, cost, workers and controls. */
+/**
+ * One cluster: its notebook (or name), status, backend and sizing, counts, cost, the idle
+ * clock, workers and controls. Laid out for a 250 px panel.
+ */
 export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const { cluster, busy } = props;
   const [n, setN] = React.useState(
@@ -166,8 +183,15 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
       data-status={cluster.status}
     >
       <div className="elastic-ClusterCard-head">
-        <span className="elastic-ClusterCard-name" title={cluster.id}>
-          {cluster.name}
+        <span
+          className="elastic-ClusterCard-name"
+          title={
+            props.notebook
+              ? `${cluster.name} (${props.notebook})`
+              : `${cluster.name} (${cluster.id})`
+          }
+        >
+          {clusterLabel(cluster.name, props.notebook)}
         </span>
         <span className={`elastic-ClusterCard-status jp-mod-${cluster.status}`}>
           {cluster.status === 'starting' && cluster.phase
@@ -175,26 +199,19 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
             : cluster.status}
         </span>
       </div>
+      <div className="elastic-ClusterCard-meta" title="Backend · scaling">
+        {cluster.backend} · {mode}
+      </div>
       <dl className="elastic-ClusterCard-stats">
-        <div>
-          <dt>Backend</dt>
-          <dd>{cluster.backend}</dd>
-        </div>
         <div>
           <dt>Workers</dt>
           <dd className="elastic-ClusterCard-workerCount">{cluster.workers}</dd>
         </div>
         <div>
           <dt>GPUs</dt>
-          <dd>{cluster.has_gpu === false ? 'none (CPU)' : cluster.gpus}</dd>
-        </div>
-        <div>
-          <dt>Scaling</dt>
-          <dd>{mode}</dd>
-        </div>
-        <div>
-          <dt>Idle</dt>
-          <dd className="elastic-ClusterCard-idle">{idleLabel(cluster)}</dd>
+          <dd title={cluster.has_gpu === false ? 'CPU workers' : undefined}>
+            {cluster.has_gpu === false ? 'none' : cluster.gpus}
+          </dd>
         </div>
         <div>
           <dt>Cost so far</dt>
@@ -203,6 +220,7 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           </dd>
         </div>
       </dl>
+      <IdleClock cluster={cluster} />
       <WorkerList workers={cluster.worker_details ?? []} />
       <div className="elastic-ClusterCard-controls">
         <form
@@ -358,6 +376,34 @@ function gpuLabel(worker: IWorkerDetail): string {
   return parts.join(' · ');
 }
 
+/** The idle clock: busy, counting down to zero workers (with a bar), or at zero. */
+export function IdleClock(props: { cluster: ICluster }): JSX.Element {
+  const { cluster } = props;
+  const counting =
+    !cluster.running_cells && cluster.workers > 0 && cluster.idle_timeout > 0;
+  const left = counting
+    ? Math.max(0, 1 - cluster.idle_seconds / cluster.idle_timeout)
+    : 0;
+  return (
+    <div className="elastic-ClusterCard-idleRow">
+      <span className="elastic-ClusterCard-idleLabel">Idle</span>
+      <span className="elastic-ClusterCard-idle">{idleLabel(cluster)}</span>
+      {counting && (
+        <span
+          className="elastic-ClusterCard-idleBar"
+          role="meter"
+          aria-label="Idle time left before scaling to zero"
+          aria-valuemin={0}
+          aria-valuemax={100}
+          aria-valuenow={Math.round(left * 100)}
+        >
+          <span style={{ width: `${Math.round(left * 100)}%` }} />
+        </span>
+      )}
+    </div>
+  );
+}
+
 /** Props of `HistoryTable`. */
 export interface IHistoryTableProps {
   rows: IHistoryRow[];
@@ -366,51 +412,64 @@ export interface IHistoryTableProps {
   limit?: number;
 }
 
-/** The latest `%%gpu` cells: when, how long, GPU-seconds, cost, outcome. */
+/**
+ * The latest `%%gpu` cells, newest first, two lines each (a 250 px panel has no room for
+ * six columns): notebook and cell, cost; then when, how long, and the GPU- or
+ * CPU-seconds it used.
+ */
 export function HistoryTable(props: IHistoryTableProps): JSX.Element {
   const rows = props.rows.slice(-(props.limit ?? 25)).reverse();
   if (rows.length === 0) {
     return <p className="elastic-Panel-empty">No %%gpu cells yet.</p>;
   }
   return (
-    <table className="elastic-HistoryTable">
-      <thead>
-        <tr>
-          <th>Cell</th>
-          <th>Time</th>
-          <th title="Wall-clock duration">Took</th>
-          <th title="GPU-seconds (CPU-seconds on CPU workers)">GPU·s</th>
-          <th>Cost</th>
-        </tr>
-      </thead>
-      <tbody>
-        {rows.map(row => (
-          <tr
-            key={row.id}
-            className={`elastic-HistoryTable-row jp-mod-${row.status}`}
-            title={
-              row.error
-                ? `${row.status}: ${row.error}`
-                : `${row.device} · ${row.status}`
-            }
-          >
-            <td>
+    <ol className="elastic-History">
+      {rows.map(row => (
+        <li
+          key={row.id}
+          className={`elastic-History-row jp-mod-${row.status}`}
+          data-status={row.status}
+          title={row.error ? `${row.status}: ${row.error}` : row.status}
+        >
+          <div className="elastic-History-main">
+            <span
+              className="elastic-History-notebook"
+              title={
+                row.notebook ?? 'no notebook (not started by a Jupyter server)'
+              }
+            >
+              {row.notebook ? fileName(row.notebook) : '–'}
+            </span>
+            <span className="elastic-History-cell">
               {row.status === 'ok' ? '' : '⚠ '}
-              {row.cell === null ? '–' : `[${row.cell}]`}
-            </td>
-            <td>{timeOf(row.started)}</td>
-            <td>{formatDuration(row.seconds)}</td>
-            <td>
-              {row.device === 'gpu'
-                ? formatDuration(row.gpu_seconds)
-                : `${row.device}`}
-            </td>
-            <td>{formatCost(row.cost, props.currency)}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+              {row.cell === null ? '' : `[${row.cell}]`}
+            </span>
+            <span className="elastic-History-cost">
+              {formatCost(row.cost, props.currency)}
+            </span>
+          </div>
+          <div className="elastic-History-detail">
+            <span title={row.started}>{timeOf(row.started)}</span>
+            <span title="Wall-clock duration">
+              took {formatDuration(row.seconds)}
+            </span>
+            <span className="elastic-History-usage">{usageOf(row)}</span>
+          </div>
+        </li>
+      ))}
+    </ol>
   );
+}
+
+/** What a cell used: GPU-seconds, CPU-seconds, or nothing billed (`--local`). */
+export function usageOf(row: IHistoryRow): string {
+  if (row.device === 'gpu') {
+    return `${formatSeconds(row.gpu_seconds)} GPU·s`;
+  }
+  if (row.device === 'cpu') {
+    return `${formatSeconds(row.cpu_seconds)} CPU·s`;
+  }
+  return 'local, not billed';
 }
 
 function timeOf(iso: string): string {

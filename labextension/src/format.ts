@@ -26,23 +26,93 @@ export function formatDuration(seconds: number | null | undefined): string {
   return m ? `${h}h ${m}m` : `${h}h`;
 }
 
-/** Money with the currency code: `0.0123, "USD"` → `"$0.0123"`; small amounts keep 4 places. */
+/**
+ * Money in the server's currency, one format everywhere: the currency's usual decimals
+ * from one unit up (`$12.50`), two significant digits below (`$0.45`, `$0.012`,
+ * `$0.0008`) down to a hundredth of a cent (`<$0.0001` below), `$0.00` for nothing.
+ */
 export function formatCost(
   amount: number | null | undefined,
   currency = 'USD'
 ): string {
-  const value = amount ?? 0;
-  const digits = value !== 0 && Math.abs(value) < 1 ? 4 : 2;
+  const value =
+    amount !== null && amount !== undefined && isFinite(amount) ? amount : 0;
+  let usual = 2;
   try {
-    return new Intl.NumberFormat('en-US', {
-      style: 'currency',
-      currency,
-      minimumFractionDigits: digits,
-      maximumFractionDigits: digits
-    }).format(value);
+    usual =
+      new Intl.NumberFormat('en-US', {
+        style: 'currency',
+        currency
+      }).resolvedOptions().maximumFractionDigits ?? 2;
   } catch {
-    return `${value.toFixed(digits)} ${currency}`;
+    // Not an ISO 4217 code: the number, then the code as the server spelled it.
+    return `${formatCost(value, 'USD').replace('$', '')} ${currency}`;
   }
+  const size = Math.abs(value);
+  const floor = Math.pow(10, -(usual + 2)); // a hundredth of a cent
+  if (size > 0 && size < floor) {
+    return `<${formatCost(value < 0 ? -floor : floor, currency)}`;
+  }
+  const fraction =
+    size === 0 || size >= 1
+      ? usual
+      : Math.min(20, Math.max(usual, 1 - Math.floor(Math.log10(size))));
+  return new Intl.NumberFormat('en-US', {
+    style: 'currency',
+    currency,
+    minimumFractionDigits: usual,
+    maximumFractionDigits: fraction
+  }).format(value);
+}
+
+/** GPU- or CPU-seconds: `1.234` → `"1.23"`, `1234.5` → `"1,235"`, `0.004` → `"<0.01"`. */
+export function formatSeconds(seconds: number | null | undefined): string {
+  const value =
+    seconds !== null && seconds !== undefined && isFinite(seconds)
+      ? Math.max(0, seconds)
+      : 0;
+  if (value > 0 && value < 0.01) {
+    return '<0.01';
+  }
+  return value.toLocaleString('en-US', {
+    maximumFractionDigits: value < 10 ? 2 : value < 100 ? 1 : 0
+  });
+}
+
+/** The file name of a path: `"work/my analysis.ipynb"` → `"my analysis.ipynb"`. */
+export function fileName(path: string): string {
+  const parts = path.split('/').filter(part => part !== '');
+  return parts.length ? parts[parts.length - 1] : path;
+}
+
+/**
+ * Each cluster's notebook (its path), from the history rows the cluster ran: a cluster
+ * `%%gpu` started is named `nb-<slug>-<hash>` after its notebook, and its rows carry the
+ * notebook's path. The latest row wins.
+ */
+export function clusterNotebooks(
+  rows: { cluster_id: string | null; notebook?: string | null }[]
+): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const row of rows) {
+    if (row.cluster_id && row.notebook) {
+      found.set(row.cluster_id, row.notebook);
+    }
+  }
+  return found;
+}
+
+/**
+ * What a cluster is called in the panel: its notebook's file name when known, else the
+ * slug of a notebook cluster's name (`nb-my-analysis-c5e3a1b2` → `my-analysis`), else
+ * its name.
+ */
+export function clusterLabel(name: string, notebook?: string | null): string {
+  if (notebook) {
+    return fileName(notebook);
+  }
+  const match = /^nb-(.+)-[0-9a-f]{8}(?:-[a-z]{1,4})?$/.exec(name);
+  return match ? match[1] : name;
 }
 
 /** `536870912` → `"512 MiB"`. */

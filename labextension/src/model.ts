@@ -1,7 +1,8 @@
 /**
- * The sidebar's model: one `Poll` that reads clusters, history and usage from the server,
- * and the actions (start, scale, adapt, stop) the panel offers. Views listen to `changed`
- * and say whether they are shown with `setVisible()`; they never write the model's state.
+ * The sidebar's model: one `Poll` that reads clusters, history, usage and the timeline from
+ * the server, and the actions (start, scale, adapt, stop) the panel offers. Views listen to
+ * `changed` and say whether they are shown with `setVisible()`; they never write the
+ * model's state.
  */
 import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
@@ -12,6 +13,7 @@ import {
   IClusterList,
   ICreateCluster,
   IHistoryRow,
+  ITimeline,
   IUsageReport,
   RequestFn
 } from './types';
@@ -21,6 +23,8 @@ export interface IElasticState {
   clusters: ICluster[];
   history: IHistoryRow[];
   usage: IUsageReport | null;
+  /** The last hour of workers, GPUs, cost and busy intervals, as the server sampled it. */
+  timeline: ITimeline | null;
   /** The last error from the server (a refresh or an action), shown in the panel. */
   error: string | null;
   /** Ids of clusters with an action (scale, adapt, stop) in flight. */
@@ -36,7 +40,8 @@ export const CLUSTERS_WITH_DETAILS = 'clusters?details=1';
 const MAX_INTERVAL_MS = 60 * 1000;
 
 /**
- * Poll the server for clusters, history and usage, and emit `changed` on every update.
+ * Poll the server for clusters, history, usage and the timeline, and emit `changed` on
+ * every update.
  */
 export class ElasticModel implements IDisposable {
   /**
@@ -194,19 +199,20 @@ export class ElasticModel implements IDisposable {
   }
 
   /**
-   * One refresh: three requests in parallel, however many clusters there are. The
-   * clusters come with their workers in one list (`?details=1`); history and usage are
-   * separate endpoints, read on every refresh too.
+   * One refresh: four requests in parallel, however many clusters there are. The
+   * clusters come with their workers in one list (`?details=1`); history, usage and the
+   * timeline are separate endpoints, read on every refresh too.
    */
   private async _fetch(): Promise<void> {
     // A reply that arrives after a newer one was shown is stale (a cluster stopped in
     // between would reappear): drop it.
     const seq = ++this._fetchSeq;
     try {
-      const [list, history, usage] = await Promise.all([
+      const [list, history, usage, timeline] = await Promise.all([
         this._request<IClusterList>(CLUSTERS_WITH_DETAILS),
         this._request<IHistoryRow[]>('history'),
-        this._request<IUsageReport>('usage')
+        this._request<IUsageReport>('usage'),
+        this._request<ITimeline>('timeline')
       ]);
       if (this._isDisposed || seq < this._appliedSeq) {
         return;
@@ -216,6 +222,7 @@ export class ElasticModel implements IDisposable {
         clusters: list.clusters,
         history,
         usage,
+        timeline,
         loaded: true,
         error: this._refreshFailed ? null : this._state.error
       });
@@ -251,6 +258,7 @@ export class ElasticModel implements IDisposable {
     clusters: [],
     history: [],
     usage: null,
+    timeline: null,
     error: null,
     busy: [],
     loaded: false

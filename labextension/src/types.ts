@@ -87,6 +87,8 @@ export interface IHistoryRow {
   error?: string | null;
   source?: string;
   owner?: string;
+  /** The notebook's path (the kernel's `JPY_SESSION_NAME`), or null outside a server. */
+  notebook?: string | null;
 }
 
 /** Reply of `GET /usage`. */
@@ -101,6 +103,27 @@ export interface IUsageReport {
   };
   currency: string;
   pricing: { gpu_hour: number; cpu_hour: number };
+}
+
+/** One interval of `GET /timeline` (`Sample` in controlplane/timeline.py). */
+export interface ITimelineSample {
+  /** Start of the interval (ISO-8601 UTC). */
+  time: string;
+  /** Most workers (and GPUs) seen in the interval, over every running cluster. */
+  workers: number;
+  gpus: number;
+  /** Money every cluster has cost since the server started, at the interval's end. */
+  cost: number;
+  /** Whether a cell ran in the interval. */
+  busy: boolean;
+}
+
+/** Reply of `GET /timeline`: the last `window` seconds, one sample per `interval`. */
+export interface ITimeline {
+  now: string;
+  interval: number;
+  window: number;
+  samples: ITimelineSample[];
 }
 
 /** Body of `POST /clusters`. */

