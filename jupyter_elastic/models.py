@@ -115,7 +115,7 @@ class Usage:
             setattr(self, key, getattr(self, key) + getattr(other, key))
 
     def to_json(self) -> dict[str, Any]:
-        return {k: round(v, 6) for k, v in asdict(self).items()}
+        return {k: round(v, 9 if k == "cost" else 6) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -303,5 +303,5 @@ class HistoryRow:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("seconds", "compute_seconds", "gpu_seconds", "cpu_seconds", "cost"):
-            data[key] = round(data[key], 6)
+            data[key] = round(data[key], 9 if key == "cost" else 6)  # a CPU cell costs ~1e-7
         return data
