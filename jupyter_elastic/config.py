@@ -11,7 +11,7 @@ whole numbers) are the only ones in the package: the magics, the REST handlers, 
 plane and the CLI call them. Each bounds its input's length before it parses, and parses in
 linear time.
 
-Why one module of ~450 lines: every key and every parser of the namespace in one place is
+Why one module this long: every key and every parser of the namespace in one place is
 what makes "one validator table" true; it holds no logic besides parsing.
 """
 

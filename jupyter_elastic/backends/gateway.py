@@ -14,6 +14,9 @@ connect (they travel in the lease as ``"client"``, ``kind: gateway``).
 Gateway clusters are named by the gateway; our cluster name is kept in the scheduler's
 metadata under ``jupyter-elastic``. Hub admin configuration (GPU resources, preload, image,
 adaptive period, idle timeout) is described in ``docs/GATEWAY_NOTES.md``.
+
+Why one module this long: it wraps one external system's whole lifecycle (options, start-up
+phases, reconnect by name, one clear error per fault); split, one protocol would be spread thin.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ policy; the timed passes (fixed size back to adaptive after ``idle-timeout``, an
 cluster stopped after ``shutdown-after``, a dead kernel's cluster after ``lease-ttl``) are
 ``reaper.py``'s; every cluster and every cell is priced by ``metering.py``.
 
-Why one module of ~550 lines: start, scale, adapt, stop, leases and cell accounting all
+Why one module this long: start, scale, adapt, stop, leases and cell accounting all
 change the same records under one lock; split apart, each would need the others' invariants.
 """
 

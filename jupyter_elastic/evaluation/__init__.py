@@ -8,6 +8,9 @@ Dask workers (threaded scheduler, or the active ``distributed.Client``) and merg
 same statistics, so its results — ROC AUC included, with no binning — equal one pass over
 the whole data. Where scikit-learn only warns and returns NaN (one class for ROC AUC, fewer
 than two samples for R²), these functions raise ``ValueError`` instead.
+
+Why one module this long: it is the package's public face, one documented metric after
+another; the machinery lives in the private modules beside it.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ window statistics and histogram/quantile features live in ``_signal.py`` and
 ``_quantiles.py`` and are re-exported here. Every function returns the kind of array it was
 given (NumPy, CuPy, or a lazy Dask array with the same row chunks); statistics over Dask
 input are computed with reductions, never by gathering the array into one process.
+
+Why one module this long: it is the package's public face, one documented function after
+another; the machinery lives in the private modules beside it.
 """
 
 from __future__ import annotations

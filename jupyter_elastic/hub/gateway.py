@@ -34,6 +34,9 @@ authenticated user their limits and what holds them (``jupyter-elastic doctor``)
 
 Imports: only the leaf modules of the package (``errors``, ``config``, ``models``,
 ``protocol``), dask-gateway-server, aiohttp, traitlets and PyYAML.
+
+Why one module this long: admins load exactly one module into dask-gateway-server; the
+limits table, the wrapping backend and its route belong together there.
 """
 
 from __future__ import annotations

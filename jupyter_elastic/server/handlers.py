@@ -41,7 +41,7 @@ Kernels started by this server authenticate with ``Authorization: token
 $JUPYTER_ELASTIC_TOKEN`` (a secret the extension makes per server start); any request
 without it goes through the server's normal authentication.
 
-Why one module of ~430 lines: one small handler class per endpoint, each a few lines; the
+Why one module this long: one small handler class per endpoint, each a few lines; the
 route table at the end is the whole API at a glance.
 """
 

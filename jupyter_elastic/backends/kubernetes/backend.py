@@ -7,6 +7,9 @@ needs around it: manifests with GPUs on the workers only (``k8s_manifests.py``),
 phases read from pod conditions and events (pending with the kube-scheduler's reason,
 pulling, starting), one clear error per fault with nothing left behind, a
 ``DaskAutoscaler`` for adaptive scaling from zero, and a guarded reconnect by name.
+
+Why one module this long: start-up phases read from pods and events, faults translated to one
+line each, reconnect and close are one conversation with the API server and the operator.
 """
 
 from __future__ import annotations

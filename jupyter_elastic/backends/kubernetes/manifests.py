@@ -9,7 +9,7 @@ service templates inside it against the Kubernetes core schemas bundled offline 
 ``kubernetes-validate``, rejecting unknown fields the way ``kubectl --validate=strict``
 does. ``jupyter-elastic render`` prints what these functions return.
 
-Why one module of ~430 lines: every object a cluster is made of, and the schema checks of
+Why one module this long: every object a cluster is made of, and the schema checks of
 them, side by side, so a reviewer sees the whole manifest set in one file.
 """
 
