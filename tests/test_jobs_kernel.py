@@ -1,0 +1,140 @@
+"""``%%gpu --detach`` through real kernels, supervisors and worker processes (local backend,
+CPU workers): the job outlives its kernel, another kernel attaches to it, cancel stops it."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+from elastic_testing import wait_for
+from kernel_harness import Kernel
+
+from jupyter_elastic.controlplane.jobs import JobRegistry
+
+pytestmark = pytest.mark.kernel
+
+ENV = {
+    "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1",
+    "DASK_JUPYTER_ELASTIC__WORKER__GPUS": "0",
+    "DASK_JUPYTER_ELASTIC__INTERRUPT_GRACE": "1s",
+}
+
+
+def ok(run):
+    assert run.status == "ok", run.error_text()
+    return run
+
+
+def supervisor_gone(job_id: str) -> bool:
+    """The job's supervisor (and with it its embedded cluster's processes) has exited."""
+    pid = JobRegistry().get(job_id)["pid"]
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def job_id_of(run) -> str:
+    words = run.stdout.split()
+    assert words[:1] == ["job"], run.stdout + run.error_text()
+    return words[1]
+
+
+def test_detached_cell_outlives_a_killed_kernel_and_attaches_elsewhere(tmp_path, no_leaked_processes):
+    gate = tmp_path / "gate"
+    first = Kernel(env=ENV)
+    try:
+        ok(first.run("import numpy as np\nx = np.arange(6, dtype=np.float32)\nkeep = 'kernel value'"))
+        run = ok(first.run(
+            "%%gpu --detach --name survivor\n"
+            "import os, time\n"
+            "print('started on the worker')\n"
+            f"while not os.path.exists({str(gate)!r}):\n"
+            "    time.sleep(0.02)\n"
+            "y = x * 2\n"
+            "table = {'rows': 3}\n"
+            "print('finished')\n"
+            "float(y.sum())"
+        ))
+        job_id = job_id_of(run)
+        assert "detached" in run.stdout and "%gpu attach" in run.stdout
+        wait_for(lambda: JobRegistry().get(job_id)["state"] == "running", timeout=120, what="job running")
+        os.kill(first.pid, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(first.pid) or
+                 psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE, what="kernel gone")
+    finally:
+        first.kc.stop_channels()
+        first.km.cleanup_resources()
+    assert JobRegistry().get(job_id)["state"] == "running", "the job runs on without its kernel"
+    assert not supervisor_gone(job_id)
+
+    second = Kernel(env=ENV)
+    try:
+        listed = second.value("[(j['id'], j['name'], j['state']) for j in %gpu jobs --json]".replace(
+            "%gpu jobs --json", "get_ipython().run_line_magic('gpu', 'jobs --json')"))
+        assert (job_id, "survivor", "running") in listed
+        gate.write_text("go")
+        attached = ok(second.run("%gpu attach survivor", timeout=120))
+        assert attached.stdout.index("started on the worker") < attached.stdout.index("finished")
+        assert attached.result["text/plain"] == "30.0"
+        assert second.value("(y.dtype.name, y.tolist(), table)") == (
+            "float32", [0.0, 2.0, 4.0, 6.0, 8.0, 10.0], {"rows": 3})
+        assert second.value("'keep' in globals() or 'x' in globals()") is False, "only the job's names"
+        again = ok(second.run("%gpu attach " + job_id))  # a finished job can be attached again
+        assert "finished" in again.stdout
+        rows = second.value("[(j['state'], j['notebook']) for j in get_ipython().run_line_magic('gpu', 'jobs --json')]")
+        assert rows == [("done", None)]
+        wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")
+    finally:
+        second.shutdown()
+
+
+def test_cancel_stops_a_running_job_and_binds_nothing(tmp_path, no_leaked_processes):
+    kernel = Kernel(env=ENV)
+    try:
+        run = ok(kernel.run(
+            "%%gpu --detach --name spinner\n"
+            "import time\n"
+            "print('spinning')\n"
+            "while True:\n"
+            "    time.sleep(0.02)\n"
+            "never = 1"
+        ))
+        job_id = job_id_of(run)
+        events = os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], "jupyter-elastic", "jobs", job_id,
+                              "events.jsonl")
+        wait_for(lambda: os.path.exists(events) and "spinning" in open(events).read(), timeout=120,
+                 what="the job's first output")
+        out = ok(kernel.run("%gpu cancel spinner"))
+        assert job_id in out.stdout
+        wait_for(lambda: JobRegistry().get(job_id)["state"] == "cancelled", timeout=60, what="cancelled")
+        attach = kernel.run("%gpu attach spinner")
+        assert attach.status == "error" and "cancelled" in attach.error_text()
+        assert kernel.value("'never' in globals()") is False
+        wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")
+    finally:
+        kernel.shutdown()
+
+
+def test_unwritable_store_fails_the_job_clearly(tmp_path, no_leaked_processes):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the store's directory should be")
+    kernel = Kernel(env=ENV)
+    try:
+        ok(kernel.run(f"%gpu config jobs.store={blocker / 'store'}"))
+        job_id = job_id_of(ok(kernel.run("%%gpu --detach\nresult = 42")))
+        wait_for(lambda: JobRegistry().get(job_id)["state"] in ("done", "failed"), timeout=120,
+                 what="the job to end")
+        job = JobRegistry().get(job_id)
+        assert job["state"] == "failed" and "could not be written" in job["error"]
+        attach = kernel.run(f"%gpu attach {job_id}")
+        assert attach.status == "error" and "could not be written" in attach.error_text()
+        assert "Traceback" not in attach.error_text()
+        assert kernel.value("'result' in globals()") is False
+        listing = ok(kernel.run("%gpu jobs")).stdout
+        assert "failed" in listing and "could not be written" in listing
+        wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")
+    finally:
+        kernel.shutdown()
