@@ -47,7 +47,7 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
                 job["id"], state=state, outputs=result["outputs"], deleted=result["deleted"],
                 value=result["value"], events=kept, row=row,
             )
-            summary["names"] = sorted(manifest["names"])
+            summary["names"] = sorted(n for n, e in manifest["names"].items() if e["format"] != "module")
         else:
             store.write_failure(job["id"], state=state, error=error or "", events=kept, row=row)
     except Exception as exc:
