@@ -171,3 +171,25 @@ def test_registry_reconciles_a_dead_supervisor_and_prunes_after_ttl(tmp_path):
     assert prune(registry, now=time.time() + 30) == []
     assert sorted(prune(registry, now=time.time() + 3600)) == ["jdone", "jlost"]
     assert store.manifest("jdone") is None and list_jobs(registry) == []
+
+
+def test_remote_backends_need_a_store_their_workers_reach(monkeypatch, tmp_path):
+    from jupyter_elastic.errors import ConfigError
+    from jupyter_elastic.execution.analysis import analyze_cell
+    from jupyter_elastic.kernel.dispatch import CellOptions
+    from jupyter_elastic.kernel.jobs import submit
+
+    monkeypatch.setenv("DASK_JUPYTER_ELASTIC__JOBS__STORE", str(tmp_path / "store"))
+    import dask
+
+    dask.config.refresh()
+    before = len(JobRegistry().rows())
+    try:
+        plan = analyze_cell("y = 1", {}, hidden={}, inputs=None, outputs=None)
+        with pytest.raises(ConfigError, match="kubernetes workers cannot write to"):
+            submit(None, plan, {}, CellOptions(backend="kubernetes"), name=None, ttl=None,  # type: ignore[arg-type]
+                   execution_count=None)
+        assert len(JobRegistry().rows()) == before, "nothing was recorded or started"
+    finally:
+        monkeypatch.delenv("DASK_JUPYTER_ELASTIC__JOBS__STORE")
+        dask.config.refresh()

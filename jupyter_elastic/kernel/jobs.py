@@ -28,7 +28,7 @@ from ..controlplane.jobs import (
     list_jobs,
     read_manifest,
 )
-from ..errors import ElasticError, JobStoreError, RemoteCellError
+from ..errors import ConfigError, ElasticError, JobStoreError, RemoteCellError
 from ..execution import payload as cell_payload
 from ..execution.analysis import CellPlan
 from ..execution.store import ResultStore, default_store
@@ -55,9 +55,16 @@ def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], op
 
     settings = cfg.load_settings()
     backend = options.backend or settings.backend
+    store = configured_store()
+    if backend != "local" and ("://" not in store or store.startswith(("file://", "memory://"))):
+        raise ConfigError(
+            f"the result store {store} is a path on this machine, which {backend} workers cannot "
+            "write to",
+            hint="set jupyter-elastic.jobs.store to an fsspec URL both the workers and this kernel "
+                 "reach (e.g. %gpu config jobs.store=s3://bucket/jobs)",
+        )
     inputs = dispatcher.prepare_inputs(plan, namespace, cache=False)
     job_id = new_id("j")
-    store = configured_store()
     first_line = next((line for line in plan.source.splitlines() if line.strip()), "")
     notebook = os.environ.get("JPY_SESSION_NAME") or None
     row: dict[str, Any] = {"id": new_id("c"), "cell": execution_count, "started": utcnow_iso(), "backend": backend,
@@ -228,6 +235,7 @@ def results(id_or_name: str, namespace: dict[str, Any], into: str | None) -> Any
         raise JobStoreError(f"job {job['id']} is {job['state']}; its results are not stored yet",
                             hint=f"wait for it with %gpu attach {job['id']}")
     values, _, value = load(job)
+    values = {k: v for k, v in values.items() if not isinstance(v, types.ModuleType)}
     if into is None:
         return values
     if not into.isidentifier():
