@@ -138,3 +138,59 @@ def test_unwritable_store_fails_the_job_clearly(tmp_path, no_leaked_processes):
         wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")
     finally:
         kernel.shutdown()
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("%%gpu --name fit\ny = 1", "--name and --ttl name and bound a detached job; add --detach"),
+    ("%%gpu --detach --ttl soon\ny = 1", "--ttl must be a duration such as 90s"),
+    ("%%gpu --detach --ttl 0\ny = 1", "--ttl must be above 0"),
+    ("%%gpu --detach --local\ny = 1", "drop --local, --retries and --timeout"),
+    ("%%gpu --detach --name 'a b'\ny = 1", "--name takes letters, digits"),
+    ("%gpu attach no-such-job", "no job with id or name 'no-such-job'. List jobs with %gpu jobs"),
+    ("%gpu cancel no-such-job", "no job with id or name 'no-such-job'. List jobs with %gpu jobs"),
+    ("%gpu results", "%gpu results: the following arguments are required: job"),
+    ("%gpu jobs --all", "%gpu jobs: unrecognized arguments: --all"),
+])
+def test_bad_job_input_is_one_clear_line(plain_kernel, code, expected):
+    before = len(JobRegistry().rows())
+    run = plain_kernel.run(code)
+    assert run.status == "error"
+    text = run.error_text()
+    assert expected in text and "Traceback" not in text, text
+    assert len(JobRegistry().rows()) == before, "no job was recorded"
+
+
+@pytest.fixture(scope="module")
+def plain_kernel():
+    kernel = Kernel(env=ENV)
+    try:
+        yield kernel
+    finally:
+        kernel.shutdown()
+
+
+def test_interrupting_attach_detaches_and_the_job_can_be_attached_again(plain_kernel, tmp_path):
+    gate = tmp_path / "gate"
+    job_id = job_id_of(ok(plain_kernel.run(
+        "%%gpu --detach --name twice\n"
+        "import os, time\n"
+        "print('first part')\n"
+        f"while not os.path.exists({str(gate)!r}):\n"
+        "    time.sleep(0.02)\n"
+        "print('second part')\n"
+        "answer = 41 + 1")))
+    msg_id = plain_kernel.submit(f"%gpu attach {job_id}")
+
+    def interrupt_after_first_output(msg):
+        if msg["msg_type"] == "stream" and "first part" in msg["content"]["text"]:
+            plain_kernel.km.interrupt_kernel()  # SIGINT to the kernel (the job has its own session)
+
+    run = plain_kernel.collect(msg_id, timeout=120, on_message=interrupt_after_first_output)
+    assert "first part" in run.stdout and f"detached from job {job_id}; it keeps running" in run.stderr
+    assert plain_kernel.value("'answer' in globals()") is False
+    assert JobRegistry().get(job_id)["state"] == "running", "the interrupt did not reach the job"
+    gate.write_text("go")
+    again = ok(plain_kernel.run("%gpu attach twice", timeout=120))
+    assert again.stdout.index("first part") < again.stdout.index("second part")
+    assert plain_kernel.value("answer") == 42
+    wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")
