@@ -193,3 +193,27 @@ def test_remote_backends_need_a_store_their_workers_reach(monkeypatch, tmp_path)
     finally:
         monkeypatch.delenv("DASK_JUPYTER_ELASTIC__JOBS__STORE")
         dask.config.refresh()
+
+
+class _DeviceArray:
+    """Stands in for a CuPy array (``--keep-on-device``): ``.get()`` copies it to the host.
+    No GPU ran this; it checks the store's branch, not CuPy."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, host):
+        self.host = host
+
+    def get(self):
+        return self.host
+
+
+def test_device_arrays_are_stored_from_the_host_as_npy(store):
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    manifest = store.write_results("jdev", state="done", outputs={"d": _DeviceArray(host)}, deleted=[],
+                                   value=None, events=[], row={})
+    assert manifest["names"]["d"]["format"] == "npy" and manifest["names"]["d"]["device"] == "cupy"
+    values, _, _, _ = store.load("jdev", allow_pickle=False)
+    got = values["d"]
+    got = got.get() if hasattr(got, "get") else got  # CuPy where installed, else NumPy
+    assert got.dtype == host.dtype and np.array_equal(got, host)

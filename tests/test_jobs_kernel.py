@@ -194,3 +194,14 @@ def test_interrupting_attach_detaches_and_the_job_can_be_attached_again(plain_ke
     assert again.stdout.index("first part") < again.stdout.index("second part")
     assert plain_kernel.value("answer") == 42
     wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")
+
+
+def test_require_gpu_without_a_gpu_worker_fails_the_job(plain_kernel):
+    job_id = job_id_of(ok(plain_kernel.run("%%gpu --detach --require-gpu\nz = 1")))
+    wait_for(lambda: JobRegistry().get(job_id)["state"] in ("done", "failed"), timeout=120,
+             what="the job to end")
+    assert "has no GPU worker (--require-gpu)" in JobRegistry().get(job_id)["error"]
+    run = plain_kernel.run(f"%gpu attach {job_id}")
+    assert run.status == "error" and "--require-gpu" in run.error_text()
+    assert plain_kernel.value("'z' in globals()") is False
+    wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import time
@@ -198,6 +199,7 @@ def prune(registry: JobRegistry, now: float | None = None) -> list[str]:
         except Exception:
             continue  # kept, and tried again next time
         registry.delete(job["id"])
+        shutil.rmtree(os.path.join(runtime_dir(), "jobs", job["id"]), ignore_errors=True)
         gone.append(job["id"])
     return gone
 

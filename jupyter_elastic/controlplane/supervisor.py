@@ -70,8 +70,13 @@ class Supervisor:
 
         self.registry.update(self.job_id, pid=os.getpid(), pid_started=psutil.Process().create_time())
         spec_path = os.path.join(self.folder, SPEC)
-        with open(spec_path, "rb") as f:
-            spec = cloudpickle.load(f)
+        try:
+            with open(spec_path, "rb") as f:
+                spec = cloudpickle.load(f)
+        except Exception as exc:
+            self.registry.finish(self.job_id, "failed", error=(
+                f"the job's spec could not be read ({type(exc).__name__}: {exc}); run the cell again"))
+            return 1
         dask.config.set({"jupyter-elastic": spec["config"]})  # the kernel's settings, as it had them
         from . import connect_control_plane
 
@@ -126,6 +131,11 @@ class Supervisor:
             topic = f"jupyter-elastic-job-{self.job_id}"
             client.subscribe_topic(topic, lambda event: self._log(event[1]))
             gpus = float(spec["gpus"])
+            if not lease["has_gpu"] and spec.get("require_gpu"):
+                return "failed", f"the {lease['backend']} cluster has no GPU worker (--require-gpu)", {}
+            if lease["has_gpu"] and gpus > float(lease["gpus_per_worker"]):
+                return "failed", (f"--gpus {gpus:g} is more than one worker of this cluster has "
+                                  f"({float(lease['gpus_per_worker']):g}); a cell runs on one worker"), {}
             if lease["has_gpu"]:
                 resources = {GPU_RESOURCE: gpus} if gpus > 0 else None
             else:

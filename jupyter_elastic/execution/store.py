@@ -85,6 +85,9 @@ class ResultStore:
         entry: dict[str, Any]
         if isinstance(value, types.ModuleType):  # ``import x`` in the cell: re-imported by name
             return {"format": "module", "module": value.__name__, "bytes": 0}
+        device = None
+        if type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get"):
+            device, value = "cupy", value.get()  # --keep-on-device: stored on the host, as .npy
         if isinstance(value, np.ndarray) and not value.dtype.hasobject:
             buffer = io.BytesIO()
             np.save(buffer, value, allow_pickle=False)
@@ -95,6 +98,8 @@ class ResultStore:
 
             data, entry = cloudpickle.dumps(value, protocol=5), {"format": "pickle",
                                                                  "type": type(value).__name__}
+        if device is not None:
+            entry["device"] = device
         suffix = ".npy" if entry["format"] == "npy" else ".pkl"
         self._write(self.path(job_id, "values", name + suffix), data)
         entry["bytes"] = len(data)
@@ -161,7 +166,15 @@ class ResultStore:
             return importlib.import_module(entry["module"])
         if entry["format"] == "npy":
             with self.fs.open(self.path(job_id, "values", name + ".npy"), "rb") as f:
-                return np.load(io.BytesIO(f.read()), allow_pickle=False)
+                array = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            if entry.get("device") == "cupy":  # back on the device where CuPy is usable
+                try:
+                    import cupy
+
+                    return cupy.asarray(array)
+                except Exception:
+                    return array
+            return array
         if not allow_pickle:
             raise JobStoreError(
                 f"`{name}` is stored as a pickle in {self.url}, which is not this session's "

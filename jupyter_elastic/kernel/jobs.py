@@ -76,6 +76,7 @@ def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], op
                     "versions": cell_payload.versions()},
         "row": row, "store": store, "backend": backend, "gpu_type": options.gpu_type,
         "cluster_name": session_cluster_name(backend), "gpus": options.gpus,
+        "require_gpu": options.require_gpu,
         "config": dask.config.get(cfg.NAMESPACE), "created": time.time(),
     }
     folder = job_dir(job_id)
