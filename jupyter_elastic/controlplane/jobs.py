@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import JobNotFound, JobStoreError
 
 #: States a job passes through; the last four are final.
-STATES = ("submitted", "starting", "running", "cancelling", "done", "failed", "cancelled", "lost")
+STATES = ("submitted", "starting", "running", "waiting", "cancelling", "done", "failed", "cancelled", "lost")
 FINAL = ("done", "failed", "cancelled", "lost")
 
 _COLUMNS = {
@@ -47,6 +47,7 @@ _COLUMNS = {
     "backend": "TEXT", "gpus": "REAL", "gpu_seconds": "REAL DEFAULT 0", "cost": "REAL DEFAULT 0",
     "currency": "TEXT", "error": "TEXT", "ttl": "REAL", "source": "TEXT", "owner": "TEXT",
     "cell_id": "TEXT", "worker": "TEXT", "names": "TEXT", "control_plane": "TEXT",
+    "trigger": "TEXT", "runs": "INTEGER DEFAULT 0", "last_state": "TEXT",
 }
 
 
@@ -75,6 +76,9 @@ class JobRegistry:
         with self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS jobs ("
                        + ", ".join(f"{k} {v}" for k, v in _COLUMNS.items()) + ")")
+            present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for key in _COLUMNS.keys() - present:  # a registry written by an older version
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {key} {_COLUMNS[key]}")
 
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -229,6 +233,8 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
         "worker": job.get("worker"), "names": json.loads(names) if names else [],
         "expires": (float(ended) + float(job["ttl"])) if ended is not None and job.get("ttl") else None,
         "control_plane": job.get("control_plane"),
+        "trigger": json.loads(job["trigger"]) if job.get("trigger") else None,
+        "runs": int(job.get("runs") or 0), "last_state": job.get("last_state"),
     }
 
 

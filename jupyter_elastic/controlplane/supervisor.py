@@ -55,12 +55,13 @@ class Supervisor:
         self.folder = job_dir(job_id)
         self.cancel = threading.Event()
         self._log_lock = threading.Lock()
+        self.events = os.path.join(self.folder, EVENTS)  # run-{n}.jsonl for triggered jobs
 
     def _log(self, event: dict[str, Any]) -> None:
         if event.get("kind") not in ("stream", "display", "clear", "job-end"):
             return
         line = json.dumps({k: v for k, v in event.items() if k != "inline"}, default=str)
-        with self._log_lock, open(os.path.join(self.folder, EVENTS), "a") as f:
+        with self._log_lock, open(self.events, "a") as f:
             f.write(line + "\n")
 
     def run(self) -> int:
@@ -78,6 +79,50 @@ class Supervisor:
                 f"the job's spec could not be read ({type(exc).__name__}: {exc}); run the cell again"))
             return 1
         dask.config.set({"jupyter-elastic": spec["config"]})  # the kernel's settings, as it had them
+        try:
+            if spec.get("trigger"):
+                return self._triggered(spec)
+            state, error, summary = self._one_run(spec)
+            self._record_end(spec, state, error, summary)
+            return 0 if state == "done" else 1
+        finally:
+            try:
+                os.remove(spec_path)  # the inputs are not kept once the job ended
+            except OSError:
+                pass
+
+    def _triggered(self, spec: dict[str, Any]) -> int:
+        """Run the cell at each trigger until cancelled; each run replaces the stored results."""
+        from .triggers import triggers
+
+        runs, totals = 0, {"gpu_seconds": 0.0, "cost": 0.0}
+        self.registry.update(self.job_id, state="waiting", runs=0)
+        try:
+            for changes in triggers(spec["trigger"], self.cancel):
+                self.events = os.path.join(self.folder, f"run-{runs + 1}.jsonl")
+                run_spec = spec
+                if changes is not None:  # --on-change: the cell reads the changed paths as `changes`
+                    payload = dict(spec["payload"], inputs=dict(spec["payload"]["inputs"], changes=changes))
+                    run_spec = dict(spec, payload=payload)
+                state, error, summary = self._one_run(run_spec)
+                if state == "cancelled":
+                    break
+                runs += 1
+                charge = self._charge(spec, summary)
+                totals = {k: totals[k] + charge[k] for k in totals}
+                self._log({"kind": "job-end", "state": state, "error": error})
+                self.registry.update(self.job_id, state="waiting", runs=runs, last_state=state, error=error,
+                                     names=json.dumps(summary.get("names") or []), ended=time.time(),
+                                     worker=summary.get("worker"), currency=charge["currency"], **totals)
+        except Exception as exc:
+            self.registry.finish(self.job_id, "failed", error=f"the trigger failed: {type(exc).__name__}: {exc}")
+            return 1
+        self._log({"kind": "job-end", "state": "cancelled", "error": None})
+        self.registry.finish(self.job_id, "cancelled", error=f"stopped with %gpu cancel after {runs} run(s)")
+        return 0
+
+    def _one_run(self, spec: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+        """Lease, run the cell once, report and release; ``(state, error, summary)``."""
         from . import connect_control_plane
 
         state, error, summary = "failed", None, {}  # type: str, str | None, dict[str, Any]
@@ -104,12 +149,10 @@ class Supervisor:
             error = f"the job could not run: {type(exc).__name__}: {exc}"
         finally:
             stop_beat.set()
-            self._finish(spec, lease, state, error, summary, cp)
-            try:
-                os.remove(spec_path)  # the inputs are not kept once the job ended
-            except OSError:
-                pass
-        return 0 if state == "done" else 1
+            if state == "cancelled":
+                error = error or "cancelled"
+            self._report(spec, lease, state, error, summary, cp)
+        return state, error, summary
 
     def _beat(self, cp: Any, lease: dict[str, Any], stop: threading.Event) -> None:
         interval = max(0.2, min(float(lease["lease_ttl"]) / 4, 10.0))
@@ -180,25 +223,34 @@ class Supervisor:
         except Exception:
             pass
 
-    def _finish(self, spec: dict[str, Any], lease: dict[str, Any] | None, state: str, error: str | None,
-                summary: dict[str, Any], cp: Any) -> None:
+    @staticmethod
+    def _charge(spec: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         settings = load_settings()
         compute = float(summary.get("compute_seconds") or 0.0)
         on_gpu = summary.get("device") == "gpu"
         gpus = float(spec["gpus"]) if on_gpu else 0.0
         gpu_seconds, _, cost = cell_charge(settings.pricing, compute, gpus, 1.0, on_gpu)
-        if state == "cancelled":  # the worker may have recorded it first; the registry is final
-            error = error or "cancelled"
-        self.registry.finish(self.job_id, state, error=error, gpu_seconds=gpu_seconds, cost=cost,
-                             currency=settings.pricing.currency, worker=summary.get("worker"),
-                             names=json.dumps(summary.get("names") or []))
+        return {"gpu_seconds": gpu_seconds, "cost": cost, "currency": settings.pricing.currency}
+
+    def _record_end(self, spec: dict[str, Any], state: str, error: str | None,
+                    summary: dict[str, Any]) -> None:
+        self.registry.finish(self.job_id, state, error=error, worker=summary.get("worker"),
+                             names=json.dumps(summary.get("names") or []), **self._charge(spec, summary))
         self._log({"kind": "job-end", "state": state, "error": error})
+
+    def _report(self, spec: dict[str, Any], lease: dict[str, Any] | None, state: str, error: str | None,
+                summary: dict[str, Any], cp: Any) -> None:
+        """The run's history row to the control plane; release the lease; close the control
+        plane (an embedded one stops its cluster: workers are kept only while a run runs)."""
         if cp is None:
             return
         if lease is not None:
+            compute = float(summary.get("compute_seconds") or 0.0)
+            on_gpu = summary.get("device") == "gpu"
             row = dict(spec["row"], cluster_id=lease["cluster_id"], worker=summary.get("worker"),
                        device=summary.get("device") or "cpu", compute_seconds=compute,
-                       seconds=time.time() - float(spec["created"]), gpus=gpus,
+                       seconds=time.time() - float(spec["created"]),
+                       gpus=float(spec["gpus"]) if on_gpu else 0.0,
                        status={"done": "ok", "failed": "error"}.get(state, state), error=error)
             try:
                 cp.cell_finished(lease["cluster_id"], row)

@@ -28,6 +28,7 @@ from ..controlplane.jobs import (
     list_jobs,
     read_manifest,
 )
+from ..controlplane.triggers import parse_trigger as _parse_trigger
 from ..errors import ConfigError, ElasticError, JobStoreError, RemoteCellError
 from ..execution import payload as cell_payload
 from ..execution.analysis import CellPlan
@@ -47,7 +48,8 @@ def configured_store() -> str:
 
 
 def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], options: CellOptions,
-           *, name: str | None, ttl: float | None, execution_count: int | None) -> dict[str, Any]:
+           *, name: str | None, ttl: float | None, execution_count: int | None,
+           trigger: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start a detached cell; returns its registry row (state ``submitted``)."""
     import cloudpickle
     import dask
@@ -76,7 +78,7 @@ def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], op
                     "versions": cell_payload.versions()},
         "row": row, "store": store, "backend": backend, "gpu_type": options.gpu_type,
         "cluster_name": session_cluster_name(backend), "gpus": options.gpus,
-        "require_gpu": options.require_gpu,
+        "require_gpu": options.require_gpu, "trigger": trigger,
         "config": dask.config.get(cfg.NAMESPACE), "created": time.time(),
     }
     folder = job_dir(job_id)
@@ -89,7 +91,8 @@ def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], op
                      "created": time.time(), "store": store, "backend": backend,
                      "gpus": options.gpus, "ttl": ttl if ttl is not None else settings.jobs.ttl,
                      "source": first_line[:120], "owner": _user(),
-                     "currency": settings.pricing.currency})
+                     "currency": settings.pricing.currency,
+                     "trigger": json.dumps(trigger) if trigger else None})
     with open(os.path.join(folder, "supervisor.log"), "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", SUPERVISOR, job_id], start_new_session=True,
@@ -101,6 +104,12 @@ def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], op
         started = None
     registry.update(job_id, pid=process.pid, pid_started=started)
     return registry.get(job_id)
+
+
+def parse_trigger(every: str | None, on_change: str | None) -> dict[str, Any] | None:
+    """``--every``/``--on-change`` checked (relative ``--on-change`` paths from the kernel's
+    working directory)."""
+    return _parse_trigger(every, on_change, cwd=os.getcwd())
 
 
 def _user() -> str:
@@ -123,7 +132,7 @@ def jobs_text(jobs: list[dict[str, Any]]) -> str:
         started = job.get("started") or job.get("created")
         rows.append((
             job["id"], job.get("name") or "-", os.path.basename(job.get("notebook") or "") or "-",
-            job["state"],
+            job["state"] + (f" ({job['runs']} run{'s' if job['runs'] != 1 else ''})" if job.get("trigger") else ""),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "-",
             f"{job['elapsed']:.1f}s" if job.get("elapsed") is not None else "-",
             f"{job['gpu_seconds']:.1f}", money(job["cost"], job.get("currency") or ""),
@@ -146,16 +155,26 @@ def cancel(id_or_name: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- attach
 def follow(job_id: str, *, poll: float = 0.1) -> dict[str, Any]:
-    """Render the job's output from the start, following it while it runs; the final job row.
+    """Render the job's output from the start, following it while it runs; the job row as
+    it is at the end. A triggered job: the current run's output, or the last run's while it
+    waits for the next.
 
     Ctrl-C stops following (the job keeps running) and raises KeyboardInterrupt.
     """
-    path = os.path.join(job_dir(job_id), EVENTS)
+    job = get_job(job_id)
+    name = EVENTS
+    if job.get("trigger"):
+        running = job["state"] in ("submitted", "starting", "running")
+        number = job["runs"] + 1 if running else job["runs"]
+        if number == 0:
+            return job
+        name = f"run-{number}.jsonl"
+    path = os.path.join(job_dir(job_id), name)
     offset = 0
     seen_end = False
     while True:
         job = get_job(job_id)
-        final = job["state"] in FINAL
+        final = job["state"] in FINAL or (job.get("trigger") is not None and job["state"] == "waiting")
         if os.path.exists(path):
             with open(path, "rb") as f:
                 f.seek(offset)
@@ -168,17 +187,16 @@ def follow(job_id: str, *, poll: float = 0.1) -> dict[str, Any]:
                     seen_end = True
                 else:
                     render_event(event)
-        elif final and offset == 0:  # written on another machine, or pruned: the store's copy
+        elif final and offset == 0 and not job.get("trigger"):
+            # written on another machine, or pruned: the store's copy
             try:
                 for event in ResultStore(job["store"]).events(job_id):
                     render_event(event)
             except (OSError, ElasticError):
                 pass
             return job
-        if final and (seen_end or not os.path.exists(path)):
-            return job
-        if final:  # the supervisor died before its last line: what was logged is all there is
-            return job
+        if seen_end or final:  # final without its last line: the supervisor died; that is all
+            return get_job(job_id) if seen_end else job
         time.sleep(poll)
 
 
@@ -186,7 +204,12 @@ def load(job: dict[str, Any]) -> tuple[dict[str, Any], list[str], Any]:
     """A finished job's values from its store (pickles only from the configured store)."""
     store = ResultStore(job["store"])
     trusted = _same_store(job["store"], configured_store())
-    if job["state"] != "done":
+    state = job["state"]
+    if job.get("trigger"):  # the last run's results, whether the trigger waits or was stopped
+        state = job.get("last_state") or "running"
+        if state == "running":
+            raise JobStoreError(f"job {job['id']} has not finished a run yet", hint="")
+    if state != "done":
         try:
             manifest = read_manifest(job["store"], job["id"]) or {}
         except JobStoreError:  # the registry's error says why (the store may be the problem)
@@ -194,10 +217,10 @@ def load(job: dict[str, Any]) -> tuple[dict[str, Any], list[str], Any]:
         history = manifest.get("history") or {}
         traceback = history.get("traceback") or []
         error = job.get("error") or manifest.get("error") or f"job {job['id']} ended {job['state']}"
-        if traceback and ":" in error and job["state"] == "failed":
+        if traceback and ":" in error and state == "failed":
             ename, _, evalue = error.partition(": ")
             raise RemoteCellError(ename, evalue, traceback, job.get("worker"))
-        raise ElasticError(f"job {job['id']} {job['state']}: {error}", hint="")
+        raise ElasticError(f"job {job['id']} {state}: {error}", hint="")
     values, deleted, value, _ = store.load(job["id"], allow_pickle=trusted)
     return values, deleted, value
 
@@ -232,7 +255,7 @@ def attach(id_or_name: str, namespace: dict[str, Any]) -> Any:
 def results(id_or_name: str, namespace: dict[str, Any], into: str | None) -> Any:
     """A finished job's values: as a dict, or bound under ``into`` as a namespace object."""
     job = get_job(id_or_name)
-    if job["state"] not in FINAL:
+    if job["state"] not in FINAL and not (job.get("trigger") and job.get("last_state")):
         raise JobStoreError(f"job {job['id']} is {job['state']}; its results are not stored yet",
                             hint=f"wait for it with %gpu attach {job['id']}")
     values, _, value = load(job)

@@ -61,17 +61,21 @@ def _cell_parser() -> _Parser:
     p.add_argument("--detach", action="store_true", help="run as a job that outlives this kernel (%gpu attach ID)")
     p.add_argument("--name", default=None, help="with --detach: a name for %gpu attach/cancel/results")
     p.add_argument("--ttl", default=None, help="with --detach: how long its results are kept, e.g. 2d")
+    p.add_argument("--every", default=None, help="with --detach: run again every DURATION (10m) or on a cron schedule")
+    p.add_argument("--on-change", default=None, help="with --detach: run again when files matching this local glob change")
     return p
 
 
-def _detach_flags(line: str, options: CellOptions) -> tuple[str | None, float | None] | None:
-    """``(name, ttl)`` when the cell is ``--detach``ed, else None (``--name``/``--ttl`` alone
-    are refused)."""
+def _detach_flags(line: str, options: CellOptions) -> tuple[str | None, float | None, Any] | None:
+    """``(name, ttl, trigger)`` when the cell is ``--detach``ed, else None (``--name``,
+    ``--ttl``, ``--every`` and ``--on-change`` alone are refused)."""
     assert _CELL_PARSER is not None, "_parse_options ran first"
     args = _CELL_PARSER.parse_args(shlex.split(line))
     if not args.detach:
         if args.name is not None or args.ttl is not None:
             raise UsageError("--name and --ttl name and bound a detached job; add --detach")
+        if args.every is not None or args.on_change is not None:
+            raise UsageError("--every and --on-change trigger a detached job; add --detach")
         return None
     if options.local or options.retries or options.timeout is not None:
         raise UsageError("--detach runs on the cluster once: drop --local, --retries and --timeout "
@@ -83,9 +87,10 @@ def _detach_flags(line: str, options: CellOptions) -> tuple[str | None, float | 
         ttl = None if args.ttl is None else cfg.parse_duration(args.ttl, what="--ttl")
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"--ttl must be above 0, got {args.ttl!r}")
+        trigger = _jobs.parse_trigger(args.every, args.on_change)
     except ConfigError as exc:
         raise UsageError(exc.message) from None
-    return name, ttl
+    return name, ttl, trigger
 
 
 def _names(value: str | None, flag: str) -> list[str] | None:
@@ -204,9 +209,9 @@ class ElasticMagics(Magics):
         return number if number is not None else self._shell.execution_count
 
     def _detach(self, plan: Any, namespace: dict[str, Any], options: CellOptions,
-                name: str | None, ttl: float | None) -> None:
+                name: str | None, ttl: float | None, trigger: Any) -> None:
         job = _jobs.submit(self.dispatcher, plan, namespace, options, name=name, ttl=ttl,
-                           execution_count=self._cell_number())
+                           execution_count=self._cell_number(), trigger=trigger)
         label = f" ({job['name']})" if job.get("name") else ""
         print(f"job {job['id']}{label} detached: it runs without this kernel. "
               f"Follow it with %gpu attach {job['id']}; list jobs with %gpu jobs")
