@@ -107,3 +107,43 @@ def test_every_runs_again_until_cancelled(tmp_path, no_leaked_processes):
         wait_for(supervisor_gone, timeout=60, what="the supervisor to exit")
     finally:
         kernel.shutdown()
+
+
+@pytest.mark.kernel
+def test_on_change_runs_the_cell_on_the_changed_files(tmp_path, no_leaked_processes):
+    import psutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    kernel = Kernel(env=ENV, cwd=str(tmp_path))
+    try:
+        run = kernel.run(
+            "%%gpu --detach --name watcher --on-change data/*.csv\n"
+            "rows = sum(len(open(p).read().splitlines()) for p in changes)\n"
+            "seen = [p.rsplit('/', 1)[-1] for p in changes]")
+        assert run.status == "ok", run.error_text()
+        job_id = run.stdout.split()[1]
+        wait_for(lambda: JobRegistry().get(job_id)["state"] == "waiting", timeout=120, what="watching")
+        assert JobRegistry().get(job_id)["runs"] == 0, "nothing changed yet: no run"
+
+        def ran():
+            (data / "batch.csv").write_text("a\nb\nc\n")  # again until the watcher has seen it
+            return (JobRegistry().get(job_id)["runs"] or 0) >= 1
+
+        wait_for(ran, timeout=120, interval=0.5, what="a run on the new file")
+        attached = kernel.run("%gpu attach watcher", timeout=120)
+        assert attached.status == "ok", attached.error_text()
+        assert kernel.value("(rows, seen)") == (3, ["batch.csv"])
+        assert kernel.run("%gpu cancel watcher").status == "ok"
+        wait_for(lambda: JobRegistry().get(job_id)["state"] == "cancelled", timeout=60, what="cancelled")
+        pid = JobRegistry().get(job_id)["pid"]
+
+        def supervisor_gone():
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_for(supervisor_gone, timeout=60, what="the supervisor to exit")
+    finally:
+        kernel.shutdown()

@@ -233,6 +233,10 @@ class ElasticMagics(Magics):
             %gpu config [KEY=VALUE ...]  show or set this session's settings
             %gpu history [--json]        one row per %%gpu cell
             %gpu logs [--worker NAME]    recent worker logs
+            %gpu jobs [--json]           detached cells (%%gpu --detach): state, GPU-seconds, cost
+            %gpu attach ID|NAME          follow a detached cell, then bind its names
+            %gpu results ID [--into X]   a finished detached cell's values
+            %gpu cancel ID|NAME          stop a detached cell (or its trigger)
         """
         words = shlex.split(line)
         if not words:
