@@ -21,7 +21,6 @@ it imports only fsspec, NumPy, cloudpickle and the leaf modules.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -89,20 +88,18 @@ class ResultStore:
         if type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get"):
             device, value = "cupy", value.get()  # --keep-on-device: stored on the host, as .npy
         if isinstance(value, np.ndarray) and not value.dtype.hasobject:
-            buffer = io.BytesIO()
-            np.save(buffer, value, allow_pickle=False)
-            data, entry = buffer.getvalue(), {"format": "npy", "dtype": str(value.dtype),
-                                              "shape": list(value.shape)}
+            entry = {"format": "npy", "dtype": str(value.dtype), "shape": list(value.shape)}
+            with self.fs.open(self.path(job_id, "values", name + ".npy"), "wb") as f:
+                np.save(f, value, allow_pickle=False)  # streamed: no second copy in memory
+                entry["bytes"] = f.tell()
         else:
             import cloudpickle
 
-            data, entry = cloudpickle.dumps(value, protocol=5), {"format": "pickle",
-                                                                 "type": type(value).__name__}
+            data = cloudpickle.dumps(value, protocol=5)
+            entry = {"format": "pickle", "type": type(value).__name__, "bytes": len(data)}
+            self._write(self.path(job_id, "values", name + ".pkl"), data)
         if device is not None:
             entry["device"] = device
-        suffix = ".npy" if entry["format"] == "npy" else ".pkl"
-        self._write(self.path(job_id, "values", name + suffix), data)
-        entry["bytes"] = len(data)
         return entry
 
     def write_manifest(self, job_id: str, manifest: dict[str, Any]) -> None:
@@ -166,7 +163,7 @@ class ResultStore:
             return importlib.import_module(entry["module"])
         if entry["format"] == "npy":
             with self.fs.open(self.path(job_id, "values", name + ".npy"), "rb") as f:
-                array = np.load(io.BytesIO(f.read()), allow_pickle=False)
+                array = np.load(f, allow_pickle=False)
             if entry.get("device") == "cupy":  # back on the device where CuPy is usable
                 try:
                     import cupy
