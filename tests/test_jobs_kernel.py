@@ -205,3 +205,29 @@ def test_require_gpu_without_a_gpu_worker_fails_the_job(plain_kernel):
     assert run.status == "error" and "--require-gpu" in run.error_text()
     assert plain_kernel.value("'z' in globals()") is False
     wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")
+
+
+def test_killed_supervisor_makes_the_job_lost_and_takes_its_workers(plain_kernel, tmp_path):
+    job_id = job_id_of(ok(plain_kernel.run(
+        "%%gpu --detach --name orphan\n"
+        "import os, time\n"
+        "print('worker pid', os.getpid())\n"
+        f"while not os.path.exists({str(tmp_path / 'never')!r}):\n"
+        "    time.sleep(0.02)\n"
+        "late = 1")))
+    events = os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], "jupyter-elastic", "jobs", job_id,
+                          "events.jsonl")
+    wait_for(lambda: os.path.exists(events) and "worker pid" in open(events).read(), timeout=120,
+             what="the job's first output")
+    worker_pid = int(open(events).read().split("worker pid", 1)[1].split("\\n", 1)[0].split()[0])
+    os.kill(JobRegistry().get(job_id)["pid"], signal.SIGKILL)
+    wait_for(lambda: supervisor_gone(job_id), what="the supervisor to die")
+    jobs = plain_kernel.value("[(j['id'], j['state']) for j in get_ipython().run_line_magic('gpu', 'jobs --json')]")
+    assert (job_id, "lost") in jobs
+    assert "supervisor process ended" in JobRegistry().get(job_id)["error"]
+    wait_for(lambda: not psutil.pid_exists(worker_pid) or
+             psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE, timeout=60,
+             what="the job's worker to exit with its scheduler")
+    attach = plain_kernel.run("%gpu attach orphan")
+    assert attach.status == "error" and "lost" in attach.error_text()
+    assert plain_kernel.value("'late' in globals()") is False
