@@ -319,6 +319,18 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class JobsSettings:
+    """``jupyter-elastic.jobs``: where detached cells (``%%gpu --detach``) keep their results.
+
+    ``store`` is a directory or an fsspec URL (``s3://bucket/jobs``); ``None`` means
+    ``{jupyter_data_dir}/jupyter-elastic/jobs``. ``ttl`` is how long results are kept.
+    """
+
+    store: str | None = None
+    ttl: float = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """The ``jupyter-elastic`` configuration, parsed and checked."""
 
@@ -336,6 +348,7 @@ class Settings:
     pricing: Pricing = field(default_factory=Pricing)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced (already-parsed values)."""
@@ -478,6 +491,17 @@ def flag(value: Any, what: str) -> bool:
     raise ConfigError(f"{what} must be true or false, got {quote(value)}")
 
 
+def _jobs(raw: dict[str, Any]) -> JobsSettings:
+    key = f"{NAMESPACE}.jobs."
+    store = _optional_text(raw.get("store"), key + "store")
+    if store is not None:
+        store = short_text(store, key + "store", limit=1024)
+    ttl = parse_duration(raw.get("ttl", "7d"), what=key + "ttl")
+    if ttl <= 0:
+        raise ConfigError(f"{key}ttl must be above 0, got {quote(raw.get('ttl'))}")
+    return JobsSettings(store=store, ttl=ttl)
+
+
 def load_settings(raw: dict[str, Any] | None = None) -> Settings:
     """Parse the ``jupyter-elastic`` namespace (or ``raw``) into :class:`Settings`."""
     cfg = _dashed(dask.config.get(NAMESPACE) if raw is None else raw)
@@ -510,6 +534,7 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
         ),
         kubernetes=_kubernetes(_section(cfg, "kubernetes", key + "kubernetes")),
         gateway=_gateway(_section(cfg, "gateway", key + "gateway")),
+        jobs=_jobs(_section(cfg, "jobs", key + "jobs")),
     )
     if settings.min_workers > settings.max_workers:
         raise ConfigError(
@@ -537,6 +562,8 @@ SETTABLE_KEYS: dict[str, Callable[[Any], Any]] = {
     "kubernetes.namespace": lambda v: short_text(v, "kubernetes.namespace", limit=63),
     "kubernetes.image": lambda v: short_text(v, "kubernetes.image", limit=512),
     "gateway.address": lambda v: short_text(v, "gateway.address", limit=512),
+    "jobs.store": lambda v: short_text(v, "jobs.store", limit=1024),
+    "jobs.ttl": lambda v: parse_duration(v, what="jobs.ttl"),
 }
 
 

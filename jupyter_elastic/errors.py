@@ -15,7 +15,9 @@ mistake never shows a traceback from deep inside a library. The server extension
     ├── InputNotSerializable (400) a name the cell reads cannot be sent
     ├── CellSyntaxError (400)    the cell body is not valid Python
     ├── CellTimeout              the cell ran past --timeout
-    └── CellCancelled            the cell was interrupted
+    ├── CellCancelled            the cell was interrupted
+    ├── JobNotFound (404)        no detached cell (%%gpu --detach) with this id or name
+    └── JobStoreError (507)      a detached cell's result store cannot be written or read
     RemoteCellError              (not an ElasticError) the cell's own exception, shown as the
                                  remote traceback against the cell's line numbers
 """
@@ -110,6 +112,23 @@ class CellSyntaxError(ElasticError):
     """The cell body is not valid Python."""
 
     status_code = 400
+
+
+class JobNotFound(ElasticError, KeyError):
+    """No detached cell (``%%gpu --detach``) with this id or name."""
+
+    status_code = 404
+    hint = "List jobs with %gpu jobs or GET /jupyter-elastic/api/jobs"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class JobStoreError(ElasticError):
+    """A detached cell's results cannot be written to, or read from, the result store."""
+
+    status_code = 507
+    hint = "Check jupyter-elastic.jobs.store (a writable directory or fsspec URL with space left)"
 
 
 class RemoteCellError(Exception):

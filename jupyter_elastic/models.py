@@ -251,10 +251,11 @@ class HistoryRow:
             if key not in values:
                 continue
             v = values[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (
+                    isinstance(v, float) and not math.isfinite(v)):
                 raise ConfigError(f"history row: {key} must be a finite number >= 0, got {quote(v)}")
-            if v > MAX_NUMBER:
-                raise ConfigError(f"history row: {key} must be at most {MAX_NUMBER:g}, got {v:g}")
+            if v > MAX_NUMBER:  # before float(): a huge int would overflow it
+                raise ConfigError(f"history row: {key} must be at most {MAX_NUMBER:g}, got {quote(v)}")
             values[key] = float(v)
         cell = values.get("cell")
         if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int)

@@ -111,6 +111,15 @@ def _emit_via(worker: Any, topic: str) -> Callable[[dict[str, Any]], None]:
     return emit
 
 
+def _recording(emit: Callable[[dict[str, Any]], None],
+               record: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    def both(event: dict[str, Any]) -> None:
+        record.append(event)
+        emit(event)
+
+    return both
+
+
 def _to_host(value: Any) -> Any:
     """Device values become host values, also inside lists, tuples, namedtuples and dicts.
 
@@ -164,12 +173,13 @@ def cell_running(cell_id: str) -> bool:
     return cell_id in active_cells
 
 
-def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
+def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Execute one cell body; return ``{"status": ..., ...}`` (never raises for cell errors).
 
     Statuses: ``ok`` (``outputs``, ``deleted``, ``value``), ``error`` (``ename``,
     ``evalue``, ``traceback``), ``cache-miss`` (``missing`` tokens: re-send them),
-    ``mismatch`` (``problems``: package versions differ).
+    ``mismatch`` (``problems``: package versions differ). ``record`` (a list) also keeps
+    every output event sent (detached cells store them with their results).
     """
     try:
         from distributed import get_worker
@@ -207,7 +217,10 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     cell_id = payload["cell_id"]
     filename = payload["filename"]
     address = getattr(worker, "address", None)
-    output = CellOutput(_emit_via(worker, payload["topic"]), cell_id, address)
+    emit = _emit_via(worker, payload["topic"])
+    if record is not None:
+        emit = _recording(emit, record)
+    output = CellOutput(emit, cell_id, address)
     convert = (lambda value: value) if payload.get("keep_on_device", False) else _to_host
     globals_ = runner.fresh_globals(namespace, remote_display)
     thread_state.output = output

@@ -20,6 +20,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from .. import config as cfg
 from ..errors import ConfigError, ElasticError
 from ..execution.analysis import analyze_cell
+from . import jobs as _jobs
 from .dispatch import CellOptions, Dispatcher
 from .display import config_text, history_text, status_text
 from .session import ElasticSession
@@ -29,6 +30,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line) instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = " ".join(message.split())  # one line, whatever the user typed
         if len(message) > 160:  # "unrecognized arguments: <the whole line>"
             message = message[:159] + "…"
         flags = sorted({o for a in self._actions for o in a.option_strings if o.startswith("--")} - {"--help"})
@@ -59,7 +61,39 @@ def _cell_parser() -> _Parser:
     p.add_argument("--backend", default=None, help="local, kubernetes or gateway")
     p.add_argument("--local", action="store_true", help="run here in the kernel with the same semantics")
     p.add_argument("--require-gpu", action="store_true", help="fail instead of running on CPU workers")
+    p.add_argument("--detach", action="store_true", help="run as a job that outlives this kernel (%gpu attach ID)")
+    p.add_argument("--name", default=None, help="with --detach: a name for %gpu attach/cancel/results")
+    p.add_argument("--ttl", default=None, help="with --detach: how long its results are kept, e.g. 2d")
+    p.add_argument("--every", default=None, help="with --detach: run again every DURATION (10m) or on a cron schedule")
+    p.add_argument("--on-change", default=None, help="with --detach: run again when files matching this local glob change")
     return p
+
+
+def _detach_flags(line: str, options: CellOptions) -> tuple[str | None, float | None, Any] | None:
+    """``(name, ttl, trigger)`` when the cell is ``--detach``ed, else None (``--name``,
+    ``--ttl``, ``--every`` and ``--on-change`` alone are refused)."""
+    assert _CELL_PARSER is not None, "_parse_options ran first"
+    args = _CELL_PARSER.parse_args(shlex.split(line))
+    if not args.detach:
+        if args.name is not None or args.ttl is not None:
+            raise UsageError("--name and --ttl name and bound a detached job; add --detach")
+        if args.every is not None or args.on_change is not None:
+            raise UsageError("--every and --on-change trigger a detached job; add --detach")
+        return None
+    if options.local or options.retries or options.timeout is not None:
+        raise UsageError("--detach runs on the cluster once: drop --local, --retries and --timeout "
+                         "(stop a detached job with %gpu cancel ID)")
+    try:
+        name = None if args.name is None else cfg.short_text(args.name, "--name", limit=64)
+        if name is not None and not all(c.isalnum() or c in "-_." for c in name):
+            raise ConfigError(f"--name takes letters, digits, '-', '_' and '.', got {name!r}")
+        ttl = None if args.ttl is None else cfg.parse_duration(args.ttl, what="--ttl")
+        if ttl is not None and ttl <= 0:
+            raise ConfigError(f"--ttl must be above 0, got {args.ttl!r}")
+        trigger = _jobs.parse_trigger(args.every, args.on_change)
+    except ConfigError as exc:
+        raise UsageError(exc.message) from None
+    return name, ttl, trigger
 
 
 def _names(value: str | None, flag: str) -> list[str] | None:
@@ -167,6 +201,9 @@ class ElasticMagics(Magics):
             if missing:
                 raise UsageError(f"--in names {', '.join(missing)}, which the notebook does not define; "
                                  "run the cell that defines it first")
+        detach = _detach_flags(line, options)
+        if detach is not None:
+            return self._detach(plan, namespace, options, *detach)
         result = self.dispatcher.run(plan, namespace, options, self._cell_number())
         # All at once, and only now that the cell succeeded.
         namespace.update(result.outputs)
@@ -179,6 +216,15 @@ class ElasticMagics(Magics):
         running = getattr(self._shell.displayhook, "exec_result", None)
         number = getattr(running, "execution_count", None)
         return number if number is not None else self._shell.execution_count
+
+    def _detach(self, plan: Any, namespace: dict[str, Any], options: CellOptions,
+                name: str | None, ttl: float | None, trigger: Any) -> None:
+        job = _jobs.submit(self.dispatcher, plan, namespace, options, name=name, ttl=ttl,
+                           execution_count=self._cell_number(), trigger=trigger)
+        label = f" ({job['name']})" if job.get("name") else ""
+        print(f"job {job['id']}{label} detached: it runs without this kernel. "
+              f"Follow it with %gpu attach {job['id']}; list jobs with %gpu jobs")
+        return None
 
     # ------------------------------------------------------------------ %gpu
     @line_magic("gpu")  # type: ignore[arg-type]
@@ -196,6 +242,10 @@ class ElasticMagics(Magics):
             %gpu config [KEY=VALUE ...]  show or set this session's settings
             %gpu history [--json]        one row per %%gpu cell
             %gpu logs [--worker NAME]    recent worker logs
+            %gpu jobs [--json]           detached cells (%%gpu --detach): state, GPU-seconds, cost
+            %gpu attach ID|NAME          follow a detached cell, then bind its names
+            %gpu results ID [--into X]   a finished detached cell's values
+            %gpu cancel ID|NAME          stop a detached cell (or its trigger)
         """
         words = shlex.split(line)
         if not words:
@@ -342,6 +392,38 @@ class ElasticMagics(Magics):
             for level, message in entries:
                 print(f"{level:8} {message}")
         return None
+
+    # ------------------------------------------------------------------ detached jobs
+    def _cmd_jobs(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu jobs")
+        p.add_argument("--json", action="store_true")
+        args = p.parse_args(argv)
+        jobs = _jobs.jobs_list()
+        if args.json:
+            return jobs
+        print(_jobs.jobs_text(jobs))
+        return None
+
+    def _cmd_attach(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu attach")
+        p.add_argument("job", help="a job id or name (%gpu jobs)")
+        args = p.parse_args(argv)
+        return _jobs.attach(cfg.short_text(args.job, "job", limit=64), self._shell.user_ns)
+
+    def _cmd_cancel(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu cancel")
+        p.add_argument("job", help="a job id or name (%gpu jobs)")
+        args = p.parse_args(argv)
+        job = _jobs.cancel(cfg.short_text(args.job, "job", limit=64))
+        print(f"job {job['id']}: {job['state']}")
+        return None
+
+    def _cmd_results(self, argv: list[str]) -> Any:
+        p = _Parser(prog="%gpu results")
+        p.add_argument("job", help="a job id or name (%gpu jobs)")
+        p.add_argument("--into", default=None, help="bind the values under this name (NAME.x, NAME.y)")
+        args = p.parse_args(argv)
+        return _jobs.results(cfg.short_text(args.job, "job", limit=64), self._shell.user_ns, args.into)
 
 
 def _whole(value: str, what: str) -> int:

@@ -31,6 +31,7 @@ from ..config import Pricing, load_settings
 from ..controlplane.manager import ElasticClusterManager
 from ..protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 from .handlers import default_handlers
+from .jobs import job_handlers
 
 _LOCAL_IPS = {"", "localhost", "0.0.0.0", "::", "127.0.0.1", "*"}
 
@@ -149,12 +150,27 @@ class ElasticExtension(ExtensionApp):
     def initialize_handlers(self) -> None:
         """Register the REST API under ``{base_url}jupyter-elastic/api``."""
         self.handlers.extend(default_handlers)
+        self.handlers.extend(job_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """On the running loop: start the reaper; re-export the URL (the port is bound now)."""
         self._export_env()
         if self.manager is not None:
             await self.manager.start()
+        self._reconcile_jobs()
+
+    def _reconcile_jobs(self) -> None:
+        """Jobs recorded as running whose supervisor is gone (a restart of this machine or
+        server): adopt the result their worker stored, or mark them lost. Jobs whose
+        supervisor still runs go on; see ``controlplane/jobs.py`` for what survives what."""
+        try:
+            from ..controlplane.jobs import JobRegistry, reconcile
+
+            registry = JobRegistry()
+            for job in registry.rows():
+                reconcile(registry, job)
+        except Exception:
+            self.log.exception("jupyter-elastic: could not read the job registry")
 
     def _server_url(self) -> str | None:
         app = self.serverapp

@@ -12,6 +12,7 @@ import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { CommandIDs, PLUGIN_ID } from './constants';
+import { JobsModel } from './jobs';
 import { ElasticModel } from './model';
 import { requestAPI } from './request';
 import { Backend, RequestFn } from './types';
@@ -68,7 +69,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     const sidebar = new ElasticSidebar({
       model,
-      defaultBackend: () => settings.defaultBackend
+      defaultBackend: () => settings.defaultBackend,
+      jobs: new JobsModel({ request, visible: false })
     });
     app.shell.add(sidebar, 'left', { rank: 250 });
     restorer?.add(sidebar, sidebar.id);

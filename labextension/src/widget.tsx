@@ -12,6 +12,8 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { ElasticPanel } from './components';
+import { JobsModel } from './jobs';
+import { JobsSection } from './jobsSection';
 import { SIDEBAR_ID, SIDEBAR_TITLE } from './constants';
 import { ElasticModel, IElasticState } from './model';
 import { ICluster } from './types';
@@ -35,6 +37,8 @@ export interface IElasticSidebarOptions {
   model: ElasticModel;
   /** Backend used by "New cluster" (read at click time: settings can change). */
   defaultBackend: () => string;
+  /** Detached jobs shown below the clusters (disposed with the sidebar). */
+  jobs?: JobsModel;
 }
 
 /**
@@ -46,6 +50,7 @@ export class ElasticSidebar extends ReactWidget {
     super();
     this._model = options.model;
     this._defaultBackend = options.defaultBackend;
+    this._jobs = options.jobs ?? null;
     this.id = SIDEBAR_ID;
     this.addClass('elastic-Sidebar');
     this.title.icon = elasticIcon;
@@ -56,24 +61,28 @@ export class ElasticSidebar extends ReactWidget {
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this._model.setVisible(this.isVisible);
+    this._jobs?.setVisible(this.isVisible);
   }
 
   /** Collapsed or covered by another panel: the model stops polling. */
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
     this._model.setVisible(this.isVisible);
+    this._jobs?.setVisible(this.isVisible);
   }
 
   /** Attached where it can be seen (e.g. restored open): as when shown. */
   protected onAfterAttach(msg: Message): void {
     super.onAfterAttach(msg);
     this._model.setVisible(this.isVisible);
+    this._jobs?.setVisible(this.isVisible);
   }
 
   /** Taken off the page: as when hidden. */
   protected onAfterDetach(msg: Message): void {
     super.onAfterDetach(msg);
     this._model.setVisible(this.isVisible);
+    this._jobs?.setVisible(this.isVisible);
   }
 
   /** The model behind the panel. */
@@ -87,10 +96,20 @@ export class ElasticSidebar extends ReactWidget {
       return;
     }
     this._model.dispose();
+    this._jobs?.dispose();
     super.dispose();
   }
 
   protected render(): JSX.Element {
+    return (
+      <>
+        {this._renderPanel()}
+        {this._jobs && <JobsSection model={this._jobs} />}
+      </>
+    );
+  }
+
+  private _renderPanel(): JSX.Element {
     return (
       <UseSignal signal={this._model.changed} initialArgs={this._model.state}>
         {(_, state?: IElasticState) => (
@@ -128,4 +147,5 @@ export class ElasticSidebar extends ReactWidget {
 
   private _model: ElasticModel;
   private _defaultBackend: () => string;
+  private _jobs: JobsModel | null;
 }

@@ -1,0 +1,296 @@
+"""The supervisor of one detached cell: ``python -m jupyter_elastic.controlplane.supervisor JOB_ID``.
+
+Started by the kernel in its own session (``start_new_session=True``), so it outlives the
+kernel and ignores the signals sent to the kernel's process group. It reads the job's spec
+(the cell and its inputs, written by the kernel to the job's owner-only runtime folder),
+takes a lease from the control plane the kernel used (``connect_control_plane()``: the
+Jupyter server's when the kernel had one, else an embedded one in this process, whose local
+cluster is this process's scheduler and worker children), submits
+:func:`jupyter_elastic.execution.job.run_job`, appends the cell's output events to
+``events.jsonl`` as they arrive (``%gpu attach`` follows it), records each state in the
+registry (``jobs.py``), and on the way out reports the cell's history row, releases the lease
+and closes its control plane (an embedded one stops its cluster: the workers are kept only
+while the job runs). SIGTERM (``%gpu cancel``) interrupts the cell on its worker, and
+restarts that worker if the cell does not stop within ``interrupt-grace``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from ..config import load_settings
+from ..errors import ElasticError
+from ..models import new_id
+from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
+from .jobs import JobRegistry, job_dir
+from .metering import cell_charge
+
+EVENTS = "events.jsonl"
+SPEC = "spec.pkl"
+
+
+def _security(info: dict[str, Any]) -> Any:
+    """A Dask client's ``security=`` from a lease's ``client`` credentials (as the kernel's
+    session builds it)."""
+    if info.get("kind") == "gateway":
+        from dask_gateway.client import GatewaySecurity
+
+        return GatewaySecurity(tls_key=info["tls_key"], tls_cert=info["tls_cert"])
+    from distributed.security import Security
+
+    return Security(tls_ca_file=info["tls_ca"], tls_client_cert=info["tls_cert"],
+                    tls_client_key=info["tls_key"], require_encryption=True)
+
+
+class Supervisor:
+    def __init__(self, job_id: str, registry: JobRegistry | None = None) -> None:
+        self.job_id = job_id
+        self.registry = registry or JobRegistry()
+        self.folder = job_dir(job_id)
+        self.cancel = threading.Event()
+        self._log_lock = threading.Lock()
+        self.events = os.path.join(self.folder, EVENTS)  # run-{n}.jsonl for triggered jobs
+
+    def _log(self, event: dict[str, Any]) -> None:
+        if event.get("kind") not in ("stream", "display", "clear", "job-end"):
+            return
+        line = json.dumps({k: v for k, v in event.items() if k != "inline"}, default=str)
+        with self._log_lock, open(self.events, "a") as f:
+            f.write(line + "\n")
+
+    def run(self) -> int:
+        import cloudpickle
+        import dask
+        import psutil
+
+        self.registry.update(self.job_id, pid=os.getpid(), pid_started=psutil.Process().create_time())
+        spec_path = os.path.join(self.folder, SPEC)
+        try:
+            with open(spec_path, "rb") as f:
+                spec = cloudpickle.load(f)
+        except Exception as exc:
+            self.registry.finish(self.job_id, "failed", error=(
+                f"the job's spec could not be read ({type(exc).__name__}: {exc}); run the cell again"))
+            return 1
+        dask.config.set({"jupyter-elastic": spec["config"]})  # the kernel's settings, as it had them
+        try:
+            if spec.get("trigger"):
+                return self._triggered(spec)
+            state, error, summary = self._one_run(spec)
+            self._record_end(spec, state, error, summary)
+            return 0 if state == "done" else 1
+        finally:
+            try:
+                os.remove(spec_path)  # the inputs are not kept once the job ended
+            except OSError:
+                pass
+
+    def _triggered(self, spec: dict[str, Any]) -> int:
+        """Run the cell at each trigger until cancelled; each run replaces the stored results."""
+        from .triggers import triggers
+
+        runs, totals = 0, {"gpu_seconds": 0.0, "cost": 0.0}
+        self.registry.update(self.job_id, state="waiting", runs=0)
+        try:
+            for changes in triggers(spec["trigger"], self.cancel):
+                self.events = os.path.join(self.folder, f"run-{runs + 1}.jsonl")
+                run_spec = spec
+                if changes is not None:  # --on-change: the cell reads the changed paths as `changes`
+                    payload = dict(spec["payload"], inputs=dict(spec["payload"]["inputs"], changes=changes))
+                    run_spec = dict(spec, payload=payload)
+                state, error, summary = self._one_run(run_spec)
+                if state == "cancelled":
+                    break
+                runs += 1
+                charge = self._charge(spec, summary)
+                totals = {k: totals[k] + charge[k] for k in totals}
+                self._log({"kind": "job-end", "state": state, "error": error})
+                self.registry.update(self.job_id, state="waiting", runs=runs, last_state=state, error=error,
+                                     names=json.dumps(summary.get("names") or []), ended=time.time(),
+                                     worker=summary.get("worker"), currency=charge["currency"], **totals)
+        except Exception as exc:
+            self.registry.finish(self.job_id, "failed", error=f"the trigger failed: {type(exc).__name__}: {exc}")
+            return 1
+        self._log({"kind": "job-end", "state": "cancelled", "error": None})
+        self.registry.finish(self.job_id, "cancelled", error=f"stopped with %gpu cancel after {runs} run(s)")
+        return 0
+
+    def _one_run(self, spec: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+        """Lease, run the cell once, report and release; ``(state, error, summary)``."""
+        from . import connect_control_plane
+
+        state, error, summary = "failed", None, {}  # type: str, str | None, dict[str, Any]
+        cp = None
+        lease: dict[str, Any] | None = None
+        stop_beat = threading.Event()
+        try:
+            self.registry.update(self.job_id, state="starting")
+            cp = connect_control_plane()
+            name = spec["cluster_name"] if cp.kind == "server" else None
+            lease = cp.acquire(f"job-{self.job_id}", backend=spec["backend"], name=name,
+                               gpu_type=spec.get("gpu_type"))
+            self.registry.update(self.job_id, lease_id=lease["lease_id"], cluster_id=lease["cluster_id"],
+                                 backend=lease["backend"], control_plane=cp.kind)
+            threading.Thread(target=self._beat, args=(cp, lease, stop_beat), daemon=True).start()
+            if self.cancel.is_set():
+                raise _Cancelled()
+            state, error, summary = self._run_cell(spec, lease, cp)
+        except _Cancelled:
+            state, error = "cancelled", "cancelled before the cell started"
+        except ElasticError as exc:
+            error = exc.message
+        except Exception as exc:
+            error = f"the job could not run: {type(exc).__name__}: {exc}"
+        finally:
+            stop_beat.set()
+            if state == "cancelled":
+                error = error or "cancelled"
+            self._report(spec, lease, state, error, summary, cp)
+        return state, error, summary
+
+    def _beat(self, cp: Any, lease: dict[str, Any], stop: threading.Event) -> None:
+        interval = max(0.2, min(float(lease["lease_ttl"]) / 4, 10.0))
+        while not stop.wait(interval):
+            try:
+                cp.heartbeat(lease["lease_id"])
+            except Exception:
+                pass
+
+    def _run_cell(self, spec: dict[str, Any], lease: dict[str, Any],
+                  cp: Any) -> tuple[str, str | None, dict[str, Any]]:
+        from distributed import Client
+
+        kwargs: dict[str, Any] = {}
+        if lease.get("client"):
+            kwargs["security"] = _security(lease["client"])
+        client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
+        try:
+            topic = f"jupyter-elastic-job-{self.job_id}"
+            client.subscribe_topic(topic, lambda event: self._log(event[1]))
+            gpus = float(spec["gpus"])
+            if not lease["has_gpu"] and spec.get("require_gpu"):
+                return "failed", f"the {lease['backend']} cluster has no GPU worker (--require-gpu)", {}
+            if lease["has_gpu"] and gpus > float(lease["gpus_per_worker"]):
+                return "failed", (f"--gpus {gpus:g} is more than one worker of this cluster has "
+                                  f"({float(lease['gpus_per_worker']):g}); a cell runs on one worker"), {}
+            if lease["has_gpu"]:
+                resources = {GPU_RESOURCE: gpus} if gpus > 0 else None
+            else:
+                resources = {CPU_RESOURCE: min(1.0, gpus or 1.0)}
+            cell_id = new_id("j")
+            payload = dict(spec["payload"], cell_id=cell_id, topic=topic, job={
+                "id": self.job_id, "store": spec["store"], "row": spec["row"]})
+            self.registry.update(self.job_id, state="running", started=time.time(), cell_id=cell_id)
+            cp.cell_started(lease["cluster_id"])
+            future = client.submit(_on_worker, "job", "run_job", payload, key=f"{CELL_PREFIX}-{cell_id}",
+                                   resources=resources, pure=False)
+            while not future.done():
+                if self.cancel.wait(0.2):
+                    self._stop(client, future, cell_id)
+                    return "cancelled", "cancelled with %gpu cancel", {}
+            try:
+                summary: dict[str, Any] = future.result()
+            except Exception as exc:
+                return "failed", f"the worker running the job failed: {type(exc).__name__}: {exc}", {}
+            status = summary.get("status")
+            if status == "mismatch":
+                return "failed", "the worker's packages differ from the kernel's: " + "; ".join(
+                    summary.get("problems") or []), {}
+            return str(status), summary.get("error"), summary
+        finally:
+            client.close(timeout=10)
+
+    def _stop(self, client: Any, future: Any, cell_id: str) -> None:
+        grace = load_settings().interrupt_grace
+        try:
+            running = [a for a, r in client.run(_on_worker, "worker", "cell_running", cell_id).items() if r]
+            if running:
+                client.run(_on_worker, "worker", "interrupt_cell", cell_id, workers=running)
+                deadline = time.monotonic() + grace
+                while running and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    state = client.run(_on_worker, "worker", "cell_running", cell_id, workers=running)
+                    running = [a for a, r in state.items() if r]
+                if running:  # stuck in C code: free the GPU
+                    client.restart_workers(running, timeout=60, raise_for_error=False)
+            future.cancel()
+        except Exception:
+            pass
+
+    @staticmethod
+    def _charge(spec: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+        settings = load_settings()
+        compute = float(summary.get("compute_seconds") or 0.0)
+        on_gpu = summary.get("device") == "gpu"
+        gpus = float(spec["gpus"]) if on_gpu else 0.0
+        gpu_seconds, _, cost = cell_charge(settings.pricing, compute, gpus, 1.0, on_gpu)
+        return {"gpu_seconds": gpu_seconds, "cost": cost, "currency": settings.pricing.currency}
+
+    def _record_end(self, spec: dict[str, Any], state: str, error: str | None,
+                    summary: dict[str, Any]) -> None:
+        self.registry.finish(self.job_id, state, error=error, worker=summary.get("worker"),
+                             names=json.dumps(summary.get("names") or []), **self._charge(spec, summary))
+        self._log({"kind": "job-end", "state": state, "error": error})
+
+    def _report(self, spec: dict[str, Any], lease: dict[str, Any] | None, state: str, error: str | None,
+                summary: dict[str, Any], cp: Any) -> None:
+        """The run's history row to the control plane; release the lease; close the control
+        plane (an embedded one stops its cluster: workers are kept only while a run runs)."""
+        if cp is None:
+            return
+        if lease is not None:
+            compute = float(summary.get("compute_seconds") or 0.0)
+            on_gpu = summary.get("device") == "gpu"
+            row = dict(spec["row"], cluster_id=lease["cluster_id"], worker=summary.get("worker"),
+                       device=summary.get("device") or "cpu", compute_seconds=compute,
+                       seconds=time.time() - float(spec["created"]),
+                       gpus=float(spec["gpus"]) if on_gpu else 0.0,
+                       status={"done": "ok", "failed": "error"}.get(state, state), error=error)
+            try:
+                cp.cell_finished(lease["cluster_id"], row)
+                cp.release(lease["lease_id"])
+            except Exception:
+                pass
+        try:
+            if hasattr(cp, "flush"):
+                cp.flush()
+            cp.close()
+        except Exception:
+            pass
+
+
+def _on_worker(module: str, function: str, *args: Any) -> Any:
+    """Call ``jupyter_elastic.execution.{module}.{function}`` where this runs: on a worker.
+
+    The supervisor is a control-plane process and never imports the worker side (it pulls in
+    IPython's display hooks); the task names it, and the worker imports it.
+    """
+    import importlib
+
+    target = getattr(importlib.import_module(f"jupyter_elastic.execution.{module}"), function)
+    return target(*args)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m jupyter_elastic.controlplane.supervisor JOB_ID", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(argv[0])
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.cancel.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
