@@ -195,6 +195,9 @@ class LocalBackend(ElasticBackend):
             preload=[WORKER_PRELOAD],
             gpu_groups=groups,
         )
+        # A cell whose worker dies is not re-run behind the user's back: it fails with one
+        # line, and only --retries runs it again (Dask's default re-runs it up to 3 times).
+        cluster.scheduler.allowed_failures = 0
         cluster.scheduler.add_plugin(_InteractiveLatency())
         activity = CellActivity()
         cluster.scheduler.add_plugin(activity)

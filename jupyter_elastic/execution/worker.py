@@ -159,6 +159,24 @@ def _clear_interrupt(thread_id: int) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
 
 
+def kill_worker_process(dask_worker: Any) -> int | None:
+    """Run on a nanny (``client.run(..., nanny=True)``): SIGKILL its worker process now, for
+    a cell that did not stop within the grace period (stuck in C, or holding the GIL so
+    that the worker cannot answer). The nanny starts a new worker process; nobody waits.
+    Returns the killed pid (None if there was no process)."""
+    import signal
+
+    process = getattr(getattr(dask_worker, "process", None), "process", None)
+    pid = getattr(process, "pid", None)
+    if not pid:
+        return None
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return None
+    return int(pid)
+
+
 def cell_running(cell_id: str) -> bool:
     """Run on a worker (``client.run``): whether the cell still runs there."""
     return cell_id in active_cells
