@@ -427,6 +427,18 @@ class Dispatcher:
         where.held_until = time.monotonic()
         return how
 
+    @staticmethod
+    def _find_running(client: Any, cell_id: str) -> str | None:
+        """The worker running ``cell_id`` although it never said so: one that answers it
+        runs it, or one that does not answer at all (busy in C holding the GIL)."""
+        addresses = _bounded(client, client._run_on_scheduler, _worker_addresses, timeout=0.5)
+        for address in addresses or []:
+            state = _bounded(client, client._run, worker_side.cell_running, cell_id,
+                             workers=[address], on_error="return", timeout=0.5)
+            if not isinstance(state, dict) or state.get(address) is True:
+                return str(address)
+        return None
+
     def _stop(self, client: Any, future: Any, cell_id: str, where: _Where, ended: bool,
               again: Any) -> str:
         grace = self.session.settings.interrupt_grace
@@ -439,28 +451,27 @@ class Dispatcher:
         _bounded(client, client._cancel, [future], timeout=0.5)
         if ended:
             return "cancelled"
-        targets = [where.worker] if where.worker else None
+        if where.worker is None:
+            # Not announced, not processing: it did not start, unless a worker took it just
+            # now and is too busy to say (a cell holding the GIL answers nobody).
+            found = self._find_running(client, cell_id)
+            if found is None:
+                return "cancelled"
+            where.announced(found, None)
         state = _bounded(client, client._run, worker_side.interrupt_cell, cell_id,
-                         workers=targets, on_error="return", timeout=max(0.1, hard - time.monotonic()))
-        if isinstance(state, dict):
-            if not any(v is True for v in state.values()) and where.worker is None:
-                return "cancelled"  # it ran nowhere
-            if where.worker and state.get(where.worker) is False:
-                return "interrupted"  # it ended between the cancel and the interrupt
+                         workers=[where.worker], on_error="return",
+                         timeout=max(0.1, hard - time.monotonic()))
+        if isinstance(state, dict) and state.get(where.worker) is False:
+            return "interrupted"  # it ended between the cancel and the interrupt
         # Wait out the grace period for the thread to stop.
         while not again.is_set() and time.monotonic() < hard:
             state = _bounded(client, client._run, worker_side.cell_running, cell_id,
-                             workers=targets, on_error="return",
+                             workers=[where.worker], on_error="return",
                              timeout=max(0.05, min(0.5, hard - time.monotonic())))
-            if isinstance(state, dict) and not any(v is True for v in state.values()):
+            if isinstance(state, dict) and state.get(where.worker) is not True:
                 return "interrupted"
-            if isinstance(state, dict) and where.worker is None:
-                running = [a for a, v in state.items() if v is True]
-                where.announced(running[0], None)
-                targets = running[:1]
             again.wait(0.05)
-        if where.worker is None:
-            return "cancelled"
+        assert where.worker is not None
         _kill_worker(client, where.worker, where.pid)
         # Until the scheduler has dropped the dead worker it may hand it the next cell, which
         # would then fail as if it had died running it: wait for that (not for a new worker).
@@ -530,6 +541,11 @@ def _processing_on(dask_scheduler: Any, key: str) -> tuple[str | None, int | Non
     if ws is None:
         return None, None
     return ws.address, ws.pid
+
+
+def _worker_addresses(dask_scheduler: Any) -> list[str]:
+    """Run on the scheduler: its workers' addresses."""
+    return list(dask_scheduler.workers)
 
 
 def _has_worker(dask_scheduler: Any, address: str) -> bool:
