@@ -69,12 +69,17 @@ def workers(kernel: Kernel) -> list[psutil.Process]:
     return out
 
 
+#: The first line each wrong or failed-clearly cell showed (for the report).
+DETAILS: dict[int, str] = {}
+
+
 def run_one(kernel: Kernel, i: int, kind: str, latencies: list[float]) -> str:
     name = f"soak_{i}"
     if kind == "ok":
         run = kernel.run(f"%%gpu\n{name} = {i} * 2\n{name}", timeout=120)
         if run.status == "ok" and kernel.value(name) == i * 2:
             return "correct"
+        DETAILS[i] = (run.status + ": " + " ".join(run.error_text().split()))[:200]
         return "failed-clearly" if _one_line(run) else "wrong"
     if kind == "error":
         code = f"%%gpu\n{name} = 1\nraise ValueError('soak {i}')"
@@ -98,9 +103,10 @@ def run_one(kernel: Kernel, i: int, kind: str, latencies: list[float]) -> str:
         run = kernel.collect(kernel.submit(code), timeout=120, on_message=act)
         if kind == "interrupt" and stopped:
             latencies.append(run.messages[-1]["t"] - stopped[0])
+    text = run.error_text()
+    DETAILS[i] = (run.status + ": " + " ".join(text.split()))[:200]
     if run.status == "ok" or kernel.value(f"'{name}' in globals()"):
         return "wrong"
-    text = run.error_text()
     if EXPECTED[kind] in text and (kind == "error" or _one_line(run)):
         return "correct"
     return "failed-clearly" if _one_line(run) else "wrong"
@@ -142,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "timeout":
                 timeout_wall.append(time.monotonic() - t)
             counts[verdict] += 1
-            if verdict == "wrong":
-                wrong.append(f"cell {i} ({kind})")
+            if verdict != "correct":
+                wrong.append(f"cell {i} ({kind}, {verdict}): {DETAILS.get(i, '')}")
         # settle: the killed workers' replacements are up and idle again
         assert kernel.run("%%gpu\nsettled = 1", timeout=120).status == "ok"
         time.sleep(1.0)
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  wrong: " + "; ".join(wrong[:20]))
     # a few descriptors and threads come and go with the worker's connections
     leaked = threads1 > threads0 + 4 or fds1 > fds0 + 16 or extra_workers > 0
-    return 1 if wrong or leaked else 0
+    return 1 if counts["wrong"] or leaked else 0
 
 
 if __name__ == "__main__":

@@ -352,7 +352,13 @@ class Dispatcher:
             raise CellCancelled("interrupted while the cell's result was fetched") from None
         except BaseException as exc:
             where.held_until = time.monotonic()
-            raise self._failed(client, exc, where) from None
+            try:
+                failure = self._failed(client, exc, where)
+            except KeyboardInterrupt:  # the stop button while the failure is looked into
+                failure = _stamped(WorkerLost(
+                    f"the worker running this cell failed: {_one_line(str(exc))}",
+                    worker=where.worker), where)
+            raise failure from None
         finally:
             future.release()
         # Output sent just before the result may still be on its way.

@@ -180,6 +180,12 @@ def keep_library_logs_out_of_cells() -> None:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
                 handler.setStream(target)
+    # asyncio has no handler of its own: its "exception was never retrieved" lines would
+    # reach logging's last resort, which writes to the current sys.stderr (the cell).
+    asyncio_log = logging.getLogger("asyncio")
+    if not asyncio_log.handlers:
+        asyncio_log.addHandler(logging.StreamHandler(target))
+        asyncio_log.propagate = False
 
 
 @functools.lru_cache(maxsize=1)
