@@ -102,6 +102,17 @@ class CellCancelled(ElasticError):
     """A ``%%gpu`` cell was interrupted; its remote work was cancelled."""
 
 
+class WorkerLost(ElasticError):
+    """The worker running a ``%%gpu`` cell died (killed, out of memory, preempted) or the
+    scheduler was lost mid-cell; the cell is not re-run unless ``--retries`` asks for it."""
+
+    def __init__(self, message: str, *, hint: str | None = None, worker: str | None = None,
+                 compute_seconds: float = 0.0) -> None:
+        super().__init__(message, hint=hint)
+        self.worker = worker
+        self.compute_seconds = compute_seconds
+
+
 class InputNotSerializable(ElasticError):
     """A name the cell reads cannot be sent to a worker."""
 

@@ -32,6 +32,9 @@ SERVER_TOKEN_ENV = "JUPYTER_ELASTIC_TOKEN"
 LEASE_SECRET_HEADER = "X-Elastic-Lease-Secret"
 #: Set on every worker the project starts.
 WORKER_ENV = "JUPYTER_ELASTIC_WORKER"
+#: Set ("1") for local workers started inside a kernel: their stdout/stderr are the kernel's,
+#: which the kernel forwards into the running cell, so the worker points them at /dev/null.
+QUIET_STDIO_ENV = "JUPYTER_ELASTIC_QUIET_STDIO"
 #: Bytes a worker's input cache may hold.
 CACHE_BYTES_ENV = "JUPYTER_ELASTIC_CACHE_BYTES"
 #: Scheduler preload settings on Kubernetes (idle timeout, resource name, slots per worker).

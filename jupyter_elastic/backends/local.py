@@ -36,6 +36,7 @@ from ..protocol import (
     CPU_RESOURCE,
     GPU_RESOURCE,
     INTERACTIVE_INTERVAL,
+    QUIET_STDIO_ENV,
     WORKER_ENV,
     WORKER_PRELOAD,
     Progress,
@@ -146,6 +147,17 @@ class CellAdaptive(Adaptive):
             return []
         return await super().workers_to_close(target)
 
+    async def recommendations(self, target: int) -> dict[str, Any]:
+        # Dask closes a worker that is "not yet arrived" without asking workers_to_close:
+        # a worker whose process was killed (a stopped cell) and is being restarted by its
+        # nanny is one, and closing it mid-restart fails the next cell. The idle guard
+        # applies to it too.
+        if (target < len(self.plan) and self.guard is not None
+                and not self.guard.may_retire()):
+            self.close_counts.clear()
+            return {"status": "same"}
+        return dict(await super().recommendations(target))
+
     async def scale_down(self, workers: Any) -> None:
         # SpecCluster retires workers itself (moving any data they hold) before closing
         # them; Adaptive's extra retire_workers call first only doubles the wait.
@@ -175,6 +187,15 @@ class _InteractiveLatency(SchedulerPlugin):
 
     def add_client(self, scheduler: Any, client: str) -> None:
         self._tune(scheduler)
+
+
+def _quiet_stdio() -> dict[str, str]:
+    """Workers started inside a kernel inherit its stdout/stderr, which the kernel forwards
+    into the running cell (ipykernel captures its file descriptors): tell them to write
+    elsewhere. In a Jupyter server they keep the server's terminal."""
+    import sys
+
+    return {QUIET_STDIO_ENV: "1"} if type(sys.stderr).__module__.startswith("ipykernel") else {}
 
 
 class LocalBackend(ElasticBackend):
@@ -220,10 +241,13 @@ class LocalBackend(ElasticBackend):
                 silence_logs=logging.ERROR,
                 memory_limit=memory,
                 resources={resource: slots},
-                env={"MPLBACKEND": "agg", WORKER_ENV: "1", **spec.env},
+                env={"MPLBACKEND": "agg", WORKER_ENV: "1", **_quiet_stdio(), **spec.env},
                 preload=[WORKER_PRELOAD],
                 gpu_groups=groups,
             )
+        # A cell whose worker dies is not re-run behind the user's back: it fails with one
+        # line, and only --retries runs it again (Dask's default re-runs it up to 3 times).
+        cluster.scheduler.allowed_failures = 0
         cluster.scheduler.add_plugin(_InteractiveLatency())
         activity = CellActivity()
         cluster.scheduler.add_plugin(activity)

@@ -11,6 +11,7 @@ the kernel which worker runs it (for interrupts).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import threading
@@ -92,7 +93,36 @@ _hooks_installed = False
 
 
 def _current() -> CellOutput | None:
-    return getattr(thread_state, "output", None)
+    """The output of the cell this thread works for: the cell's own thread, or a thread
+    the cell started, while that cell still runs."""
+    output = getattr(thread_state, "output", None)
+    if output is not None:
+        return output
+    inherited = getattr(threading.current_thread(), "_jupyter_elastic_output", None)
+    if inherited is not None and inherited.cell_id in active_cells:
+        return inherited  # type: ignore[no-any-return]
+    return None
+
+
+def _orphaned() -> CellOutput | None:
+    """The ended cell that started this thread, if it did (its output must not reach the
+    kernel: it would land in whatever cell runs next)."""
+    inherited = getattr(threading.current_thread(), "_jupyter_elastic_output", None)
+    if inherited is not None and inherited.cell_id not in active_cells:
+        return inherited  # type: ignore[no-any-return]
+    return None
+
+
+#: Where output of a thread that outlived its cell goes: the worker's log (``%gpu logs``).
+stray_log = logging.getLogger("distributed.worker.jupyter_elastic")
+STRAY_CHARS = 2000
+
+
+def _log_stray(output: CellOutput, name: str, text: str) -> None:
+    text = text.strip()
+    if text:
+        stray_log.warning("%s of a thread started by cell %s after the cell ended: %s",
+                          name, output.cell_id, text[:STRAY_CHARS])
 
 
 class _StreamRouter(io.TextIOBase):
@@ -104,6 +134,10 @@ class _StreamRouter(io.TextIOBase):
     def write(self, text: str) -> int:
         output = _current()
         if output is None:
+            orphan = _orphaned()
+            if orphan is not None:
+                _log_stray(orphan, self._name, text)
+                return len(text)
             return self._original.write(text)
         output.write(self._name, text)
         return len(text)
@@ -165,6 +199,9 @@ def _figure_png(obj: Any) -> str | None:
 def remote_display(*objs: Any, raw: bool = False, display_id: Any = None, **kwargs: Any) -> None:
     """``display()`` inside a ``%%gpu`` cell: rich output goes back to the notebook."""
     output = _current()
+    if output is None and _orphaned() is not None:
+        _log_stray(_orphaned(), "display", " ".join(repr(o)[:200] for o in objs))  # type: ignore[arg-type]
+        return
     if output is None:
         _original_display(*objs, raw=raw, display_id=display_id, **kwargs)
         return
@@ -212,8 +249,23 @@ def install_worker_hooks() -> None:
             df.clear_output = ipd.clear_output = remote_clear_output  # type: ignore[assignment]
         except ImportError:
             pass
+        _inherit_cell_output()
         threading.Thread(target=_flusher, name="jupyter-elastic-flush", daemon=True).start()
         _hooks_installed = True
+
+
+def _inherit_cell_output() -> None:
+    """A thread created while a cell runs, by the cell or a thread of it, writes to that
+    cell while the cell runs (and to the worker log after it ended)."""
+    original_init = threading.Thread.__init__
+
+    def __init__(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        owner = _current() or _orphaned()
+        if owner is not None:
+            self._jupyter_elastic_output = owner  # type: ignore[attr-defined]
+
+    threading.Thread.__init__ = __init__  # type: ignore[method-assign]
 
 
 def flush_figures(output: CellOutput) -> None:

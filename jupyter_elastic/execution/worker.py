@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol import CACHE_BYTES_ENV, INTERACTIVE_INTERVAL
+from ..protocol import CACHE_BYTES_ENV, INTERACTIVE_INTERVAL, QUIET_STDIO_ENV
 from . import runner
 from .output import (
     CellOutput,
@@ -94,6 +94,14 @@ def dask_setup(worker: Any) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread of the worker process
         pass
+    if os.environ.get(QUIET_STDIO_ENV) == "1":
+        # A local worker started by a kernel shares the kernel's stdout/stderr, which the
+        # kernel forwards into whatever cell runs: Dask's log lines and stray prints would
+        # land there. Cell output travels as events; Dask's logs stay in ``%gpu logs``.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
     install_worker_hooks()
     try:
         worker.batched_stream.interval = INTERACTIVE_INTERVAL
@@ -166,6 +174,24 @@ def interrupt_cell(cell_id: str) -> bool:
 def _clear_interrupt(thread_id: int) -> None:
     """Drop an interrupt aimed at a cell that ended first, so it never hits the next task."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
+def kill_worker_process(dask_worker: Any) -> int | None:
+    """Run on a nanny (``client.run(..., nanny=True)``): SIGKILL its worker process now, for
+    a cell that did not stop within the grace period (stuck in C, or holding the GIL so
+    that the worker cannot answer). The nanny starts a new worker process; nobody waits.
+    Returns the killed pid (None if there was no process)."""
+    import signal
+
+    process = getattr(getattr(dask_worker, "process", None), "process", None)
+    pid = getattr(process, "pid", None)
+    if not pid:
+        return None
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return None
+    return int(pid)
 
 
 def cell_running(cell_id: str) -> bool:

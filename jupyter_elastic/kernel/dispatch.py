@@ -29,6 +29,7 @@ from ..errors import (
     InputNotSerializable,
     NoGPUError,
     RemoteCellError,
+    WorkerLost,
 )
 from ..execution import payload as cell_payload
 from ..execution import worker as worker_side
@@ -82,7 +83,8 @@ class CellRun:
     started_iso: str = field(default_factory=utcnow_iso)
 
     def row(self, lease: dict[str, Any] | None, worker: str | None, compute: float, status: str,
-            error: BaseException | None, cached: list[str] | None = None) -> dict[str, Any]:
+            error: BaseException | None, cached: list[str] | None = None,
+            attempt: tuple[int, int] = (1, 1)) -> dict[str, Any]:
         """The history row of this run: what happened (the control plane prices it)."""
         options = self.options
         on_gpu = bool(lease and lease["has_gpu"]) and not options.local
@@ -104,7 +106,7 @@ class CellRun:
             "gpus": options.gpus if on_gpu else 0.0,
             "cpus": 0.0 if on_gpu or options.local else cpus,
             "status": status,
-            "error": _short(error),
+            "error": _short(error, attempt),
             "source": first_line[:120],
             "notebook": os.environ.get("JPY_SESSION_NAME") or None,
             "cached_inputs": list(cached or []),
@@ -182,38 +184,53 @@ class Dispatcher:
         resources = self._resources(lease, options)
         inputs = self.prepare_inputs(plan, namespace)
         attempts = 1 + max(0, options.retries)
-        worker: str | None = None
-        compute = 0.0
-        status, error = "error", None  # type: str, BaseException | None
-        # once per cell: the idle clock; the lease outlives a stalled kernel while it may run
-        longest = None if options.timeout is None else options.timeout * attempts
-        session.control_plane.cell_started(lease["cluster_id"], longest)
-        try:
-            for attempt in range(1, attempts + 1):
-                result = self._attempt(run, inputs, namespace, resources, phases)
-                worker = result.get("worker") or worker
-                compute += float(result.get("compute_seconds", 0.0))
-                if result["status"] == "ok":
-                    status = "ok"
-                    row = self.report(run.row(lease, worker, compute, "ok", None,
-                                              cached=result.get("cached_inputs") or []))
-                    return CellResult(result["value"], result["outputs"], result["deleted"], row)
-                failure = RemoteCellError(result["ename"], result["evalue"], result["traceback"], worker)
-                if result["ename"] == "OutputNotSerializable" or attempt == attempts:
-                    raise failure
-                print(f"jupyter-elastic: {result['ename']} on attempt {attempt} of {attempts}; "
-                      "retrying (--retries)", file=sys.stderr)
-            raise AssertionError("unreachable: the last attempt returns or raises")
-        except BaseException as exc:
-            error = exc
-            if isinstance(exc, CellTimeout):
-                status = "timeout"
-            elif isinstance(exc, (CellCancelled, KeyboardInterrupt)):
-                status = "cancelled"
-            raise
-        finally:
-            if status != "ok":
-                self.report(run.row(lease, worker, compute, status, error))
+        for attempt in range(1, attempts + 1):
+            # Each attempt is its own history row (docs: "Retries"); the control plane sees
+            # every attempt start and end, so its running-cell count stays balanced.
+            if attempt > 1:
+                run = CellRun(plan, options, execution_count, name)
+            # the idle clock; the lease outlives a stalled kernel while the cell may run
+            session.control_plane.cell_started(lease["cluster_id"], options.timeout)
+            worker: str | None = None
+            compute = 0.0
+            status, error = "error", None  # type: str, BaseException | None
+            retry_note: str | None = None
+            try:
+                try:
+                    result = self._attempt(run, inputs, namespace, resources, phases)
+                except WorkerLost as lost:
+                    worker, compute = lost.worker, lost.compute_seconds
+                    if attempt == attempts:
+                        raise
+                    error, retry_note = lost, lost.message
+                else:
+                    worker = result.get("worker") or worker
+                    compute = float(result.get("compute_seconds", 0.0))
+                    if result["status"] == "ok":
+                        status = "ok"
+                        row = self.report(run.row(lease, worker, compute, "ok", None,
+                                                  cached=result.get("cached_inputs") or [],
+                                                  attempt=(attempt, attempts)))
+                        return CellResult(result["value"], result["outputs"], result["deleted"], row)
+                    failure = RemoteCellError(result["ename"], result["evalue"], result["traceback"], worker)
+                    if result["ename"] == "OutputNotSerializable" or attempt == attempts:
+                        raise failure
+                    error, retry_note = failure, f"{result['ename']}: {result['evalue']}"
+                print(f"jupyter-elastic: attempt {attempt} of {attempts} failed "
+                      f"({_one_line(retry_note)}); retrying (--retries)", file=sys.stderr)
+            except BaseException as exc:
+                error = exc
+                compute = max(compute, float(getattr(exc, "compute_seconds", 0.0) or 0.0))
+                if isinstance(exc, CellTimeout):
+                    status = "timeout"
+                elif isinstance(exc, (CellCancelled, KeyboardInterrupt)):
+                    status = "cancelled"
+                raise
+            finally:
+                if status != "ok":
+                    self.report(run.row(lease, worker, compute, status, error,
+                                        attempt=(attempt, attempts)))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _resources(self, lease: dict[str, Any], options: CellOptions) -> dict[str, float] | None:
         """The worker resources the cell holds; refuses what no worker of the cluster has."""
@@ -274,7 +291,7 @@ class Dispatcher:
                                    resources=resources, pure=False)
         future.add_done_callback(lambda f: events.put(_DONE))
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
-        worker: str | None = None
+        where = _Where()
         seen = 0
         ended = False
         inline: bytes | None = None
@@ -298,9 +315,9 @@ class Dispatcher:
                     seen += 1
                     kind = event["kind"]
                     if kind == "started":
-                        worker = event.get("worker")
+                        where.announced(event.get("worker"), event.get("pid"))
                         if phases.shown:
-                            phases.show("ready", f"worker {worker}")
+                            phases.show("ready", f"worker {where.worker}")
                     elif kind == "end":
                         ended = True
                         if event.get("inline") is not None:
@@ -310,24 +327,21 @@ class Dispatcher:
                         render_event(event)
                 elif future.done():
                     break
-                elif not worker and not phases.shown and time.monotonic() - submitted > 0.5:
+                elif not where.worker and not phases.shown and time.monotonic() - submitted > 0.5:
                     phases.show("workers", "waiting for a worker")
-                elif not worker and phases.shown:
+                elif not where.worker and phases.shown:
                     phases.show("workers", "waiting for a worker")
                 if deadline is not None and time.monotonic() >= deadline:
-                    stopped = self._stop_remote(client, future, cell_id, worker, ended)
-                    raise CellTimeout(
-                        f"the cell ran past --timeout {options.timeout:g}s and was cancelled"
-                        + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
-                    )
+                    stopped = self._stop_remote(client, future, cell_id, where, ended, submitted)
+                    raise _stamped(CellTimeout(
+                        f"the cell ran past --timeout {options.timeout:g}s and was "
+                        + _STOPPED[stopped]), where)
         except KeyboardInterrupt:
-            stopped = self._stop_remote(client, future, cell_id, worker, ended)
-            raise CellCancelled(
-                "interrupted: the remote cell was cancelled"
-                + ("; its worker was restarted to free the GPU" if stopped == "restarted" else "")
-            ) from None
+            stopped = self._stop_remote(client, future, cell_id, where, ended, submitted)
+            raise _stamped(CellCancelled("interrupted: the remote cell was " + _STOPPED[stopped]),
+                           where) from None
         if phases.shown and phases.phase != "ready":
-            phases.show("ready", f"worker {worker}" if worker else "")
+            phases.show("ready", f"worker {where.worker}" if where.worker else "")
         try:
             if inline is not None:
                 import cloudpickle
@@ -335,11 +349,17 @@ class Dispatcher:
                 result = cloudpickle.loads(inline)
             else:
                 result = future.result()
-        except Exception as exc:
-            raise ElasticError(
-                f"the worker running this cell failed: {type(exc).__name__}: {exc}",
-                hint="run the cell again; use --retries N to retry automatically",
-            ) from None
+        except KeyboardInterrupt:
+            raise CellCancelled("interrupted while the cell's result was fetched") from None
+        except BaseException as exc:
+            where.held_until = time.monotonic()
+            try:
+                failure = self._failed(client, exc, where)
+            except KeyboardInterrupt:  # the stop button while the failure is looked into
+                failure = _stamped(WorkerLost(
+                    f"the worker running this cell failed: {_one_line(str(exc))}",
+                    worker=where.worker), where)
+            raise failure from None
         finally:
             future.release()
         # Output sent just before the result may still be on its way.
@@ -357,45 +377,254 @@ class Dispatcher:
                 render_event(event)
         return result
 
-    def _stop_remote(self, client: Any, future: Any, cell_id: str, worker: str | None,
-                     ended: bool) -> str:
-        """Cancel a cell; interrupt its thread wherever it runs; restart any worker on which
-        it is still running after the grace period (a cell stuck in C code)."""
+    def _failed(self, client: Any, exc: BaseException, where: _Where) -> ElasticError:
+        """The one line for a cell whose task failed outside the cell's own code: its worker
+        died (killed, out of memory, preempted), or the scheduler went away."""
+        from distributed.scheduler import KilledWorker
+
+        hint = ("the cell was not re-run (it may have had side effects); run it again, or use "
+                "--retries N to re-run it automatically")
+        if isinstance(exc, KilledWorker):
+            address = getattr(exc.last_worker, "address", None) or where.worker or "?"
+            limit = int(getattr(exc.last_worker, "memory_limit", 0) or 0)
+            rss = _memory_kill(client, address)
+            if rss is not None:
+                why = (f"it used {_size(rss)} of its {_size(limit)} memory limit and was killed "
+                       "(out of memory)" if limit else
+                       f"it used {_size(rss)} and was killed for exceeding its memory limit")
+            else:
+                why = "its process was killed or crashed (or its machine was preempted)"
+            return _stamped(WorkerLost(f"the worker running this cell ({address}) died: {why}",
+                                       hint=hint, worker=address), where)
+        text = _one_line(f"{type(exc).__name__}: {exc}")
+        if "scheduler-connection-lost" in str(exc) or "connection" in text.lower():
+            return _stamped(WorkerLost(
+                f"lost the connection to the cluster's scheduler while the cell ran ({text}); "
+                "its outcome is unknown", hint=hint, worker=where.worker), where)
+        return _stamped(WorkerLost(f"the worker running this cell failed: {text}", hint=hint,
+                                   worker=where.worker), where)
+
+    def _stop_remote(self, client: Any, future: Any, cell_id: str, where: _Where, ended: bool,
+                     submitted: float) -> str:
+        """Stop a cell within ``interrupt-grace`` plus a bounded moment, whatever it does.
+
+        Cancel its task, interrupt its thread, and kill its worker process if it still runs
+        after the grace period (a cell stuck in C, or holding the GIL so that its worker
+        cannot even answer). A second stop button press during the stop skips the rest of
+        the grace period. Nothing waits for a replacement worker: one starts when a cell
+        needs it. Returns ``cancelled`` (it had not started), ``interrupted`` or ``restarted``.
+        """
+        import signal
+        import threading
+
+        again = threading.Event()
+        previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                previous = signal.signal(signal.SIGINT, lambda *_: again.set())
+            except (ValueError, OSError):
+                previous = None
         try:
-            future.cancel()
-        except Exception:
-            pass
+            how = self._stop(client, future, cell_id, where, ended, again)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if how != "cancelled" and where.started_at is None:
+            where.started_at = submitted  # it ran, though it never said so
+        where.held_until = time.monotonic()
+        return how
+
+    @staticmethod
+    def _find_running(client: Any, cell_id: str) -> str | None:
+        """The worker running ``cell_id`` although it never said so: one that answers it
+        runs it, or one that does not answer at all (busy in C holding the GIL)."""
+        addresses = _bounded(client, client._run_on_scheduler, _worker_addresses, timeout=0.5)
+        for address in addresses or []:
+            state = _bounded(client, client._run, worker_side.cell_running, cell_id,
+                             workers=[address], on_error="return", timeout=0.5)
+            if not isinstance(state, dict) or state.get(address) is True:
+                return str(address)
+        return None
+
+    def _stop(self, client: Any, future: Any, cell_id: str, where: _Where, ended: bool,
+              again: Any) -> str:
+        grace = self.session.settings.interrupt_grace
+        hard = time.monotonic() + grace
+        if not where.worker:  # not announced yet: the scheduler knows where it runs
+            found = _bounded(client, client._run_on_scheduler, _processing_on, future.key,
+                             timeout=0.5)
+            if isinstance(found, (list, tuple)) and found[0]:
+                where.announced(found[0], found[1])
+        _bounded(client, client._cancel, [future], timeout=0.5)
         if ended:
             return "cancelled"
-        # A cell stopped before it announced itself may already run somewhere: ask them all.
-        where = [worker] if worker else None
-        grace = self.session.settings.interrupt_grace
-        try:
-            running = [a for a, r in client.run(worker_side.cell_running, cell_id, workers=where).items() if r]
-            if not running:
+        if where.worker is None:
+            # Not announced, not processing: it did not start, unless a worker took it just
+            # now and is too busy to say (a cell holding the GIL answers nobody).
+            found = self._find_running(client, cell_id)
+            if found is None:
                 return "cancelled"
-            client.run(worker_side.interrupt_cell, cell_id, workers=running)
-            deadline = time.monotonic() + grace
-            while running and time.monotonic() < deadline:
-                time.sleep(0.05)
-                state = client.run(worker_side.cell_running, cell_id, workers=running)
-                running = [a for a, r in state.items() if r]
-            if not running:
+            where.announced(found, None)
+        state = _bounded(client, client._run, worker_side.interrupt_cell, cell_id,
+                         workers=[where.worker], on_error="return",
+                         timeout=max(0.1, hard - time.monotonic()))
+        if isinstance(state, dict) and state.get(where.worker) is False:
+            return "interrupted"  # it ended between the cancel and the interrupt
+        # Wait out the grace period for the thread to stop.
+        while not again.is_set() and time.monotonic() < hard:
+            state = _bounded(client, client._run, worker_side.cell_running, cell_id,
+                             workers=[where.worker], on_error="return",
+                             timeout=max(0.05, min(0.5, hard - time.monotonic())))
+            if isinstance(state, dict) and state.get(where.worker) is not True:
                 return "interrupted"
-        except KeyboardInterrupt:
-            running = [worker] if worker else []
-        except Exception:
-            return "cancelled"
-        if running:
-            client.restart_workers(running, timeout=60, raise_for_error=False)
-            return "restarted"
-        return "cancelled"
+            again.wait(0.05)
+        assert where.worker is not None
+        _kill_worker(client, where.worker, where.pid)
+        # Until the scheduler has dropped the dead worker it may hand it the next cell, which
+        # would then fail as if it had died running it: wait for that (not for a new worker).
+        settle = time.monotonic() + 1.5
+        while time.monotonic() < settle:
+            known = _bounded(client, client._run_on_scheduler, _has_worker, where.worker,
+                             timeout=max(0.05, settle - time.monotonic()))
+            if known is False:
+                break
+            time.sleep(0.02)
+        return "restarted"
 
 
-def _short(error: BaseException | None) -> str | None:
+#: How a stop ended, as the error line says it.
+_STOPPED = {
+    "cancelled": "cancelled before it started",
+    "interrupted": "interrupted",
+    "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker "
+                  "was restarted to free the GPU"),
+}
+
+
+@dataclass
+class _Where:
+    """Where a running cell is (from its ``started`` event or the scheduler) and how long
+    it held its worker (the kernel's clock)."""
+
+    worker: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    held_until: float | None = None
+
+    def announced(self, worker: str | None, pid: Any) -> None:
+        self.worker = worker or self.worker
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            self.pid = pid
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+
+    def held(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return max(0.0, (self.held_until or time.monotonic()) - self.started_at)
+
+
+def _stamped(error: ElasticError, where: _Where) -> ElasticError:
+    """``error`` carrying the seconds the cell held its worker (billed as compute)."""
+    error.compute_seconds = where.held()  # type: ignore[attr-defined]
+    return error
+
+
+def _bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
+    """``client.sync(fn, ...)`` given at most ``timeout`` seconds; None if it failed or took
+    longer (an unresponsive worker or scheduler must not hold the notebook)."""
+    try:
+        return client.sync(fn, *args, callback_timeout=max(0.05, timeout), **kwargs)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return None
+
+
+def _processing_on(dask_scheduler: Any, key: str) -> tuple[str | None, int | None]:
+    """Run on the scheduler: the worker (address, pid) processing ``key``, if any."""
+    ts = dask_scheduler.tasks.get(key)
+    ws = getattr(ts, "processing_on", None)
+    if ws is None:
+        return None, None
+    return ws.address, ws.pid
+
+
+def _worker_addresses(dask_scheduler: Any) -> list[str]:
+    """Run on the scheduler: its workers' addresses."""
+    return list(dask_scheduler.workers)
+
+
+def _has_worker(dask_scheduler: Any, address: str) -> bool:
+    """Run on the scheduler: whether ``address`` is still one of its workers."""
+    return address in dask_scheduler.workers
+
+
+def _kill_worker(client: Any, address: str, pid: int | None) -> bool:
+    """Kill a worker process now: SIGKILL by pid when it is one of our local workers on this
+    machine, else through its nanny (``client.run(..., nanny=True)``), else ask the
+    scheduler to close it. Waits for no replacement."""
+    if pid and _kill_local(address, pid):
+        return True
+    done = _bounded(client, client._run, worker_side.kill_worker_process, workers=[address],
+                    nanny=True, on_error="return", timeout=1.0)
+    if isinstance(done, dict) and any(isinstance(v, int) for v in done.values()):
+        return True
+    _bounded(client, client.scheduler.close_worker, worker=address, timeout=0.5)
+    return False
+
+
+def _kill_local(address: str, pid: int) -> bool:
+    """SIGKILL ``pid`` if it is a jupyter-elastic worker process on this machine."""
+    import psutil
+
+    from ..protocol import WORKER_ENV
+
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.environ().get(WORKER_ENV) != "1":
+            return False
+        process.kill()
+    except (psutil.Error, OSError):
+        return False
+    return True
+
+
+def _memory_kill(client: Any, address: str) -> int | None:
+    """The memory (bytes) a worker's nanny reported when it killed the worker for exceeding
+    its memory limit (the ``worker-restart-memory`` event), if it did."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        found = _bounded(client, client.scheduler.events, topic="worker-restart-memory",
+                         timeout=0.5)
+        for _, event in found or []:
+            if isinstance(event, dict) and event.get("worker") == address:
+                return int(event.get("rss") or 0)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
+
+
+def _size(n: int) -> str:
+    from dask.utils import format_bytes
+
+    return str(format_bytes(n))
+
+
+def _short(error: BaseException | None, attempt: tuple[int, int] = (1, 1)) -> str | None:
     if error is None:
         return None
+    prefix = f"attempt {attempt[0]} of {attempt[1]}: " if attempt[1] > 1 else ""
     if isinstance(error, RemoteCellError):
-        return f"{error.ename}: {error.evalue}"[:300]
+        return (prefix + f"{error.ename}: {error.evalue}")[:300]
     message = getattr(error, "message", None) or str(error)
-    return f"{type(error).__name__}: {message}"[:300]
+    return (prefix + f"{type(error).__name__}: {message}")[:300]
+
+
+def _one_line(text: str | None, limit: int = 200) -> str:
+    """An exception message as one bounded line (for retry notes)."""
+    line = " ".join((text or "").split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"

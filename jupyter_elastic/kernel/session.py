@@ -56,6 +56,7 @@ class ElasticSession:
         name = name or session_cluster_name(backend)
         if self.lease is not None and self.lease["backend"] == backend and (name is None or self.lease["name"] == name):
             return self.lease
+        keep_library_logs_out_of_cells()
         progress: queue.Queue[tuple[str, str]] = queue.Queue()
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jupyter-elastic-start")
         future = pool.submit(
@@ -149,6 +150,56 @@ class ElasticSession:
             self._control_plane.close()
             self._control_plane = None
 
+
+
+_LIBRARY_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
+
+
+def keep_library_logs_out_of_cells() -> None:
+    """Dask's own log lines in this kernel (its client; with the embedded control plane
+    also the scheduler and nannies) go to the kernel's log, never into a user's cell.
+
+    Dask's logging handlers write to the ``sys.stderr`` of the moment distributed was
+    imported: in a kernel that is ipykernel's stream, which shows them in whatever cell
+    runs (a heartbeat ``CommClosedError`` after ``%gpu stop``, "Task ... marked as failed").
+    They are pointed at the kernel process's own stderr, as it was before ipykernel
+    captured it (the Jupyter server's log). Idempotent.
+    """
+    import logging
+    import sys
+
+    import distributed  # noqa: F401  (its handlers exist once it is imported)
+
+    stream = sys.stderr
+    if not type(stream).__module__.startswith("ipykernel"):
+        return
+    target = _kernel_log_stream(stream)
+    names = [n for n in list(logging.root.manager.loggerDict)
+             if n.split(".")[0] in _LIBRARY_LOGGERS]
+    for name in [*_LIBRARY_LOGGERS, *names]:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
+                handler.setStream(target)
+    # asyncio has no handler of its own: its "exception was never retrieved" lines would
+    # reach logging's last resort, which writes to the current sys.stderr (the cell).
+    asyncio_log = logging.getLogger("asyncio")
+    if not asyncio_log.handlers:
+        asyncio_log.addHandler(logging.StreamHandler(target))
+        asyncio_log.propagate = False
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_log_stream(stream: Any) -> Any:
+    """A text stream on the kernel's stderr before ipykernel redirected it."""
+    import sys
+
+    fd = getattr(stream, "_original_stdstream_copy", None)
+    if fd is None:
+        return sys.__stderr__
+    try:
+        return open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    except OSError:
+        return sys.__stderr__
 
 
 def client_security(info: dict[str, Any]) -> Any:

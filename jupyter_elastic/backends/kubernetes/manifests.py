@@ -218,6 +218,8 @@ def cluster_manifest(
                 "env": _env_list(
                     {
                         **env,
+                        # a cell whose worker dies fails; only --retries re-runs it
+                        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
                         IDLE_TIMEOUT_ENV: f"{spec.idle_timeout:g}",
                         RESOURCE_ENV: resource,
                         SLOTS_ENV: f"{slots:g}",

@@ -1,0 +1,180 @@
+"""Soak test: N mixed ``%%gpu`` cells through a real kernel, with random faults.
+
+Each cell is one of: ok, error (the cell raises), timeout (``--timeout`` on a cell asleep in
+C), interrupt (the stop button on a cell asleep in C), kill (the worker process SIGKILLed
+mid-cell). Every outcome is classified:
+
+* correct: an ok cell returned its value and bound it; a faulty cell failed with its one
+  expected line (RemoteCellError / CellTimeout / CellCancelled / WorkerLost) and bound nothing;
+* failed clearly: some other one-line jupyter-elastic error (no library traceback);
+* wrong: anything else (a wrong value, a name bound by a failed cell, a raw traceback,
+  a cell re-run without being asked, a hang past the harness limit).
+
+At the end it reports the counts, the stop latency (timeout and interrupt: from the moment
+the cell should stop to the kernel's reply) and what leaked: worker processes beyond the
+cluster's maximum, and the kernel's threads and open file descriptors (start versus end).
+
+Usage: ``python benchmarks/soak.py [-n 200] [--seed 1] [--quick]`` (``--quick``: 15 cells).
+Exits 1 if any cell was wrong or something leaked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("DASK_CONFIG", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR",
+             "JUPYTER_CONFIG_DIR", "MPLCONFIGDIR"):
+    os.environ.setdefault(_var, tempfile.mkdtemp(prefix="soak-"))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import psutil  # noqa: E402
+from kernel_harness import Kernel  # noqa: E402
+
+ENV = {
+    "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "60s",
+    "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1",
+    "DASK_JUPYTER_ELASTIC__INTERRUPT_GRACE": "1s",
+}
+KINDS = ("ok", "ok", "ok", "error", "timeout", "interrupt", "kill")
+EXPECTED = {"error": "raised in a %%gpu cell", "timeout": "CellTimeout",
+            "interrupt": "CellCancelled", "kill": "WorkerLost"}
+GRACE = 1.0
+
+
+def kernel_state(kernel: Kernel) -> tuple[int, int]:
+    """The kernel's thread count and open file descriptors."""
+    process = psutil.Process(kernel.pid)
+    return process.num_threads(), process.num_fds()
+
+
+def workers(kernel: Kernel) -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process(kernel.pid).children(recursive=True):
+        try:
+            line = " ".join(p.cmdline())
+            if (p.status() != psutil.STATUS_ZOMBIE and "multiprocessing" in line
+                    and "resource_tracker" not in line):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+#: The first line each wrong or failed-clearly cell showed (for the report).
+DETAILS: dict[int, str] = {}
+
+
+def run_one(kernel: Kernel, i: int, kind: str, latencies: list[float]) -> str:
+    name = f"soak_{i}"
+    if kind == "ok":
+        run = kernel.run(f"%%gpu\n{name} = {i} * 2\n{name}", timeout=120)
+        if run.status == "ok" and kernel.value(name) == i * 2:
+            return "correct"
+        DETAILS[i] = (run.status + ": " + " ".join(run.error_text().split()))[:200]
+        return "failed-clearly" if _one_line(run) else "wrong"
+    if kind == "error":
+        code = f"%%gpu\n{name} = 1\nraise ValueError('soak {i}')"
+        run = kernel.run(code, timeout=120)
+    elif kind == "timeout":
+        run = kernel.run(f"%%gpu --timeout 1s\nimport time\n{name} = 1\ntime.sleep(600)", timeout=120)
+    else:
+        stopped: list[float] = []
+
+        def act(msg: dict) -> None:
+            if not stopped and msg["msg_type"] == "stream" and "pid=" in msg["content"]["text"]:
+                stopped.append(time.monotonic())
+                if kind == "interrupt":
+                    kernel.km.interrupt_kernel()
+                else:
+                    pid = int(msg["content"]["text"].split("pid=")[1].split()[0])
+                    os.kill(pid, signal.SIGKILL)
+
+        code = (f"%%gpu\nimport os, time\n{name} = 1\nprint(f'pid={{os.getpid()}}', flush=True)\n"
+                "time.sleep(600)")
+        run = kernel.collect(kernel.submit(code), timeout=120, on_message=act)
+        if kind == "interrupt" and stopped:
+            latencies.append(run.messages[-1]["t"] - stopped[0])
+    text = run.error_text()
+    DETAILS[i] = (run.status + ": " + " ".join(text.split()))[:200]
+    if run.status == "ok" or kernel.value(f"'{name}' in globals()"):
+        return "wrong"
+    if EXPECTED[kind] in text and (kind == "error" or _one_line(run)):
+        return "correct"
+    return "failed-clearly" if _one_line(run) else "wrong"
+
+
+def _one_line(run) -> bool:  # type: ignore[no-untyped-def]
+    error = run.error
+    return (error is not None and len(error["traceback"]) == 1
+            and "Traceback" not in run.stderr and "KeyboardInterrupt" not in run.error_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="15 cells, every kind at least twice")
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    if args.quick:
+        kinds = ["ok", "error", "timeout", "interrupt", "kill"] * 2 + ["ok"] * 5
+        rng.shuffle(kinds)
+    else:
+        kinds = [rng.choice(KINDS) for _ in range(args.n)]
+    kernel = Kernel(env=ENV)
+    counts = {"correct": 0, "failed-clearly": 0, "wrong": 0}
+    wrong: list[str] = []
+    stop_latency: list[float] = []
+    timeout_wall: list[float] = []
+    t0 = time.monotonic()
+    try:
+        assert kernel.run("%%gpu\nwarm = 1", timeout=120).status == "ok"
+        threads0, fds0 = kernel_state(kernel)
+        for i, kind in enumerate(kinds):
+            t = time.monotonic()
+            try:
+                verdict = run_one(kernel, i, kind, stop_latency)
+            except TimeoutError:
+                verdict = "wrong"
+            if kind == "timeout":
+                timeout_wall.append(time.monotonic() - t)
+            counts[verdict] += 1
+            if verdict != "correct":
+                wrong.append(f"cell {i} ({kind}, {verdict}): {DETAILS.get(i, '')}")
+        # settle: the killed workers' replacements are up and idle again
+        assert kernel.run("%%gpu\nsettled = 1", timeout=120).status == "ok"
+        time.sleep(1.0)
+        threads1, fds1 = kernel_state(kernel)
+        extra_workers = max(0, len(workers(kernel)) - 1)
+    finally:
+        kernel.shutdown()
+    elapsed = time.monotonic() - t0
+    print(f"soak: {len(kinds)} cells in {elapsed:.0f}s (seed {args.seed}): "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print("  kinds: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
+    if stop_latency:
+        print(f"  stop button (cell asleep in C, interrupt-grace {GRACE:g}s): reply after "
+              f"median {statistics.median(stop_latency):.2f}s, max {max(stop_latency):.2f}s")
+    if timeout_wall:
+        print(f"  --timeout 1s (cell asleep in C): cell wall median {statistics.median(timeout_wall):.2f}s, "
+              f"max {max(timeout_wall):.2f}s")
+    print(f"  kernel threads {threads0} -> {threads1}, open fds {fds0} -> {fds1}, "
+          f"worker processes beyond the maximum: {extra_workers}")
+    if wrong:
+        print("  wrong: " + "; ".join(wrong[:20]))
+    # a few descriptors and threads come and go with the worker's connections
+    leaked = threads1 > threads0 + 4 or fds1 > fds0 + 16 or extra_workers > 0
+    return 1 if counts["wrong"] or leaked else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
