@@ -327,6 +327,8 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
         assert (await call(jp_fetch, "leases", lid, method="DELETE"))[0] == 204
         code, reply = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={})
         assert code == 404 and lid in reply["message"]
+        code, _ = await call(jp_fetch, "clusters", cid)
+        assert code == 404, "the last lease given up: its cluster stopped at once"
     finally:
         await call(jp_fetch, "clusters", cid, method="DELETE")
 

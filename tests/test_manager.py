@@ -109,15 +109,40 @@ def test_released_lease_leaves_time_to_reconnect_by_name():
     async def scenario():
         manager, backend = make_manager(**{"lease-ttl": "0.5s", "shutdown-after": "1h"})
         lease = await manager.acquire("kernel-a", name="my-run")
-        manager.release(lease["lease_id"])
+        await manager.release(lease["lease_id"], keep=True)
         await manager.reap_once()
         again = await manager.acquire("kernel-restarted", name="my-run")
         assert again["cluster_id"] == lease["cluster_id"]
-        manager.release(again["lease_id"])
+        await manager.release(again["lease_id"], keep=True)
         await asyncio.sleep(0.6)
         await manager.reap_once()
         assert manager.list_clusters() == []
         assert backend.closed == ["my-run"]
+
+    run(scenario())
+
+
+def test_released_lease_stops_its_cluster_at_once_unless_kept_or_shared():
+    async def scenario():
+        manager, backend = make_manager(**{"lease-ttl": "1h", "shutdown-after": "1h"})
+        closed = await manager.acquire("kernel-a", name="closed-notebook")
+        await manager.release(closed["lease_id"])  # a kernel that shut down
+        assert [c["name"] for c in manager.list_clusters()] == []
+        assert backend.closed == ["closed-notebook"]
+
+        restarted = await manager.acquire("kernel-b", name="restarted-notebook")
+        await manager.release(restarted["lease_id"], keep=True)  # a kernel restarting
+        await manager.reap_once()
+        again = await manager.acquire("kernel-b2", name="restarted-notebook")
+        assert again["cluster_id"] == restarted["cluster_id"]
+
+        shared = await manager.acquire("kernel-c", name="restarted-notebook")
+        await manager.release(again["lease_id"])  # another kernel still holds it
+        assert [c["name"] for c in manager.list_clusters()] == ["restarted-notebook"]
+        await manager.release(shared["lease_id"])
+        assert manager.list_clusters() == []
+        await manager.release(shared["lease_id"])  # twice: nothing left to do
+        await manager.close_all()
 
     run(scenario())
 
@@ -326,7 +351,7 @@ def test_a_dead_kernels_running_cell_does_not_keep_the_cluster_busy():
         manager, backend = make_manager(**{"shutdown-after": "0.3s", "lease-ttl": "1h"})
         first = await manager.acquire("kernel-1", name="nb-x")
         manager.cell_started(first["cluster_id"])      # the kernel dies mid-cell ...
-        manager.release(first["lease_id"])
+        await manager.release(first["lease_id"], keep=True)
         again = await manager.acquire("kernel-2", name="nb-x")  # ... its restart reconnects
         assert again["cluster_id"] == first["cluster_id"]
         assert manager.list_clusters()[0]["running_cells"] == 0

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..config import Settings, load_settings
+from ..errors import ElasticError
 from ..protocol import Progress
 from .base import ControlPlane
 from .manager import ElasticClusterManager
@@ -44,6 +45,9 @@ class EmbeddedControlPlane(ControlPlane):
         atexit.register(self.close)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._closed and not self._thread.is_alive():  # closed (atexit): never wait forever
+            coro.close()
+            raise ElasticError("the embedded control plane is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _soon(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -68,8 +72,8 @@ class EmbeddedControlPlane(ControlPlane):
     def heartbeat(self, lease_id: str) -> bool:
         return self._sync(self.manager.heartbeat, lease_id)
 
-    def release(self, lease_id: str) -> None:
-        self._sync(self.manager.release, lease_id)
+    def release(self, lease_id: str, *, keep: bool = False) -> None:
+        self._call(self.manager.release(lease_id, keep=keep))
 
     def cell_started(self, cluster_id: str) -> None:
         self._soon(self.manager.cell_started, cluster_id)

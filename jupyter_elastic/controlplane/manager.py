@@ -442,13 +442,20 @@ class ElasticClusterManager:
         lease.last_heartbeat = time.monotonic()
         return True
 
-    def release(self, lease_id: str) -> None:
-        """Give a lease up (a kernel shutting down); its cluster goes after ``lease-ttl``."""
+    async def release(self, lease_id: str, *, keep: bool = False) -> None:
+        """Give a lease up (a kernel shutting down). Its cluster stops now when no other
+        lease holds it; ``keep`` (a kernel restarting) leaves it for ``lease-ttl`` instead,
+        for the restarted kernel to lease again by name."""
         lease = self._leases.pop(lease_id, None)
-        if lease is not None:
-            record = self._clusters.get(lease.cluster_id)
-            if record is not None and not self.leases_of(record.id):
-                self.orphan(record, time.monotonic())
+        if lease is None:
+            return
+        record = self._clusters.get(lease.cluster_id)
+        if record is None or self.leases_of(record.id):
+            return
+        if keep:
+            self.orphan(record, time.monotonic())
+        else:
+            await self.close_cluster(record.id, reason="its kernel shut down")
 
     def drop_lease(self, lease_id: str) -> None:
         """Forget a lapsed lease (the reaper)."""

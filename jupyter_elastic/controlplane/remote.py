@@ -198,8 +198,8 @@ class RemoteControlPlane(ControlPlane):
             return False
         return True
 
-    def release(self, lease_id: str) -> None:
-        self._request("DELETE", f"leases/{self._quote(lease_id)}")
+    def release(self, lease_id: str, *, keep: bool = False) -> None:
+        self._request("DELETE", f"leases/{self._quote(lease_id)}" + ("?keep=1" if keep else ""))
 
     # ------------------------------------------------------------------ cells (async)
     def cell_started(self, cluster_id: str) -> None:

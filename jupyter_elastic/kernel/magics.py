@@ -10,6 +10,7 @@ and a failed cell leaves the namespace exactly as it was.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shlex
 from typing import Any
@@ -22,7 +23,7 @@ from ..errors import ConfigError, ElasticError
 from ..execution.analysis import analyze_cell
 from .dispatch import CellOptions, Dispatcher
 from .display import config_text, history_text, status_text
-from .session import ElasticSession
+from .session import ElasticSession, kernel_restarting
 
 
 class _Parser(argparse.ArgumentParser):
@@ -347,19 +348,31 @@ _magics: ElasticMagics | None = None
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics (idempotent)."""
+    """Register the magics (idempotent), and release the lease when the kernel exits."""
     global _magics
     if _magics is None:
         _magics = ElasticMagics(ipython)
         ipython.register_magics(_magics)
+        atexit.register(_at_exit)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Release this kernel's lease and stop its embedded clusters."""
     global _magics
     if _magics is not None:
+        atexit.unregister(_at_exit)
         _magics.session.close()
         _magics = None
+
+
+def _at_exit() -> None:
+    """The kernel is exiting after a shutdown request (or the interpreter ends): release
+    the lease so the cluster stops now; a restart keeps it for the restarted kernel.
+    A kernel that crashed never gets here: its lease lapses after lease-ttl."""
+    global _magics
+    if _magics is not None:
+        magics, _magics = _magics, None
+        magics.session.close(keep=kernel_restarting())
 
 
 __all__ = ["ElasticMagics", "load_ipython_extension", "unload_ipython_extension"]

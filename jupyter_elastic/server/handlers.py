@@ -363,11 +363,13 @@ class LeaseHeartbeatHandler(ElasticHandler):
 
 
 class LeaseHandler(ElasticHandler):
-    """``DELETE /leases/{id}``: give the lease up (its cluster goes after lease-ttl)."""
+    """``DELETE /leases/{id}``: give the lease up; its cluster stops unless another lease
+    holds it (``?keep=1``, a restarting kernel: it stays for lease-ttl)."""
 
     @web.authenticated
     async def delete(self, lease_id: str) -> None:
-        self.manager.release(lease_id)
+        keep = self.get_query_argument("keep", "0")[:8] not in ("0", "", "false")
+        await self.manager.release(lease_id, keep=keep)
         self.set_status(204)
         self.finish()
 
