@@ -266,8 +266,11 @@ def test_status_history_config_and_logs(kernel):
     assert cluster["has_gpu"] is False and cluster["gpus"] == 0
     assert set(cluster["usage"]) >= {"gpu_seconds", "cpu_seconds", "idle_seconds", "cost"}
     assert all(w["gpus"] == 0 for w in cluster["worker_details"])
-    text = kernel.run("%gpu status").stdout
-    assert "no GPU found: CPU workers run the NumPy path" in text
+    shown = ok(kernel.run("%gpu status")).displays()
+    assert len(shown) == 1 and "no GPU found: CPU workers run the NumPy path" in shown[0]["text/plain"]
+    link = cluster["dashboard_link"]
+    assert f"dashboard: {link}" in shown[0]["text/plain"]
+    assert f'<a href="{link}"' in shown[0]["text/html"], "the dashboard is a clickable link"
     history = kernel.value("get_ipython().run_line_magic('gpu', 'history --json')")
     assert history and {"seconds", "gpu_seconds", "cpu_seconds", "cost", "status"} <= set(history[-1])
     assert any(r["status"] == "error" for r in history) and any(r["status"] == "ok" for r in history)

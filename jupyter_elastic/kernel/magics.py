@@ -21,8 +21,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from .. import config as cfg
 from ..errors import ConfigError, ElasticError
 from ..execution.analysis import analyze_cell
+from ..protocol import SERVER_URL_ENV
 from .dispatch import CellOptions, Dispatcher
-from .display import config_text, history_text, status_text
+from .display import config_text, history_text, status_bundle
 from .session import ElasticSession, kernel_restarting
 
 
@@ -213,7 +214,10 @@ class ElasticMagics(Magics):
         report = {"clusters": self.session.control_plane.clusters(details=True)}
         if args.json:
             return report
-        print(status_text(report, self.session.lease))
+        from IPython.display import display
+
+        server_url = os.environ.get(SERVER_URL_ENV) if self.session.control_plane.kind == "server" else None
+        display(status_bundle(report, self.session.lease, server_url), raw=True)
         return None
 
     def _cmd_scale(self, argv: list[str]) -> Any:
