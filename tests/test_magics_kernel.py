@@ -292,6 +292,24 @@ def test_status_history_config_and_logs(kernel):
     assert "==" in logs.stdout or "no workers" in logs.stdout
 
 
+def test_memory_is_checked_against_what_the_workers_really_hold(kernel):
+    """The configured worker.memory allows 999 GiB; a local worker holds a share of this
+    machine's memory, and the cell is refused before it runs, in one line."""
+    ok(kernel.run("%gpu config worker.memory=1000GiB"))
+    try:
+        bad = kernel.run("%%gpu --memory 999GiB\nnever_bound = 1")
+        assert bad.status == "error"
+        text = bad.error_text()
+        assert "--memory 999.0 GiB is more than a worker of cluster" in text and "holds (" in text
+        assert len(text.strip().splitlines()) == 1 and "Traceback" not in text
+        assert kernel.value("'never_bound' in globals()") is False
+        held = kernel.value("get_ipython().find_cell_magic('gpu').__self__.session.lease['memory_per_worker']")
+        assert 0 < held < 999 * 2**30
+        ok(kernel.run(f"%%gpu --memory {held // 2**20}MiB\nfits = 1"))
+    finally:
+        ok(kernel.run("%gpu config worker.memory=16GiB"))
+
+
 def test_scale_adapt_and_scale_to_zero_and_back():
     k = Kernel(env={**ENV, "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "2s", "JPY_SESSION_NAME": "/work/Feature Run.ipynb"})
     try:

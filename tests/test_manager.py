@@ -510,3 +510,33 @@ def test_the_control_plane_prices_every_cell_with_its_own_prices():
     local = manager.cell_finished(None, {**row, "id": "c3", "device": "local"})
     assert local["cost"] == 0
     assert [r["cost"] for r in manager.history()] == [1.0, 0.4, 0.0]
+
+
+def test_local_workers_report_and_bill_what_they_really_hold(no_leaked_processes):
+    """Asked for more cores and memory than this machine has, a local worker holds (and is
+    billed for) what it really gets: the machine's cores, a share of its memory."""
+    import os
+
+    import psutil
+    from distributed import Client
+
+    from jupyter_elastic.controlplane.embedded import EmbeddedControlPlane
+
+    cores = os.cpu_count() or 1
+    total = psutil.virtual_memory().total
+    settings = load_settings({"idle-timeout": "30s", "max-workers": 2, "worker": {
+        "gpus": 0, "cpus": cores + 3, "memory": f"{total // 2**30 + 64}GiB"}})
+    cp = EmbeddedControlPlane(settings)
+    try:
+        lease = cp.acquire("kernel-a")
+        assert lease["cpus_per_worker"] == cores
+        assert lease["memory_per_worker"] == total // 2
+        cp.scale(lease["cluster_id"], 1)
+        with Client(lease["scheduler_address"], set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+            (worker,) = client.scheduler_info()["workers"].values()
+            assert worker["memory_limit"] == lease["memory_per_worker"]
+        meter = cp.manager._get(lease["cluster_id"]).meter
+        assert meter.cpus_per_worker == cores, "CPU-seconds are billed for the cores a worker has"
+    finally:
+        cp.close()

@@ -180,10 +180,11 @@ class LocalBackend(ElasticBackend):
         memory = min(spec.memory_per_worker, psutil.virtual_memory().total // max(1, max_workers))
         slots = float(max(1, int(spec.gpus_per_worker))) if has_gpu else 1.0
         resource = GPU_RESOURCE if has_gpu else CPU_RESOURCE
+        threads = max(1, min(spec.cpus_per_worker, cpu_count))
         cluster = await ElasticLocalCluster(
             name=spec.name,
             n_workers=0,
-            threads_per_worker=max(2, min(spec.cpus_per_worker, cpu_count)),
+            threads_per_worker=max(2, threads),  # a cell and Dask's own work side by side
             processes=True,
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
@@ -206,6 +207,8 @@ class LocalBackend(ElasticBackend):
             dashboard_link=cluster.dashboard_link,
             has_gpu=has_gpu,
             cluster=cluster,
+            cpus_per_worker=threads,  # the cores a worker can really use, as billed
+            memory_per_worker=int(memory),
             extra={
                 "resource": resource,
                 "slots": slots,

@@ -227,6 +227,8 @@ class ElasticClusterManager:
         the GPU cap leaves."""
         impl, handle = self.backend(record.backend), record.handle
         assert handle is not None
+        if handle.cpus_per_worker is not None:  # bill the cores a worker really has
+            record.meter.cpus_per_worker = handle.cpus_per_worker
         if not handle.has_gpu:
             record.meter.gpus_per_worker = 0.0  # CPU workers bill CPU-seconds only
         elif workers is None:

@@ -89,8 +89,11 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"--timeout must be above 0, got {args.timeout!r}")
         cpus = None if args.cpus is None else cfg.whole(args.cpus, "--cpus", minimum=1)
+        memory: int | None = None
         if args.memory is not None:
             memory = cfg.parse_size(args.memory, what="--memory")
+            # Before anything starts, the configured size; once the cluster is leased,
+            # dispatch checks what its workers really hold (check_memory).
             worker_memory = cfg.load_settings().worker.memory
             if memory > worker_memory:
                 raise ConfigError(
@@ -106,6 +109,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
     options = CellOptions(
         gpus=gpus, backend=backend, timeout=timeout, retries=retries, keep_on_device=args.keep_on_device,
         require_gpu=args.require_gpu, local=args.local, gpu_type=args.gpu_type, cpus=cpus,
+        memory=memory,
     )
     return options, _names(args.inputs, "--in"), _names(args.outputs, "--out")
 
