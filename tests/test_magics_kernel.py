@@ -326,8 +326,15 @@ def test_scale_adapt_and_scale_to_zero_and_back():
         assert run.result["text/plain"] == "2"
         ok(k.run("%gpu scale 0"))
         ok(k.run("%%gpu\nthird = 3"))  # wakes a worker on a cluster held at size 0 ...
+        failed = k.run("%%gpu\nimport logging\nlogging.getLogger('distributed.worker').error('marker-of-the-failed-cell')\n"
+                       "raise ValueError('failed on purpose')")
+        assert failed.status == "error"
         wait_for(lambda: k.value("get_ipython().run_line_magic('gpu', 'status --json')['clusters'][0]['workers']") == 0,
                  timeout=60, what="zero workers again after idle-timeout (scale 0 returns to adaptive)")
+        # The worker that ran the failed cell is gone; its last logs are not.
+        logs = ok(k.run("%gpu logs")).stdout
+        assert "no workers are running" in logs and ", retired" in logs
+        assert "marker-of-the-failed-cell" in logs
         ok(k.run("%gpu stop"))
         assert k.value("get_ipython().run_line_magic('gpu', 'status --json')") == {"clusters": []}
         ok(k.run("%gpu config idle-timeout=7s max-workers=1"))

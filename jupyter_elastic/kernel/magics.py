@@ -21,7 +21,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from .. import config as cfg
 from ..errors import ConfigError, ElasticError
 from ..execution.analysis import analyze_cell
-from ..protocol import SERVER_URL_ENV
+from ..protocol import RETIRED_LOGS_TOPIC, SERVER_URL_ENV
 from .dispatch import CellOptions, Dispatcher
 from .display import config_text, history_text, status_bundle
 from .session import ElasticSession, kernel_restarting
@@ -330,19 +330,47 @@ class ElasticMagics(Magics):
         if client is None:
             raise UsageError("this notebook has no cluster yet; run a %%gpu cell first")
         logs = client.get_worker_logs(n=lines)
+        retired = retired_logs(client, args.worker, lines)
         if args.worker:
             picked = {a: entries for a, entries in logs.items() if args.worker in (a, str(client.scheduler_info()["workers"].get(a, {}).get("name")))}
-            if not picked:
+            if not picked and not retired:
                 names = ", ".join(str(w.get("name")) for w in client.scheduler_info()["workers"].values()) or "none"
                 raise UsageError(f"no worker named {args.worker!r}; workers: {names}")
             logs = picked
-        if not logs:
-            print("no workers are running (they scale to zero when idle)")
         for address, entries in logs.items():
             print(f"== {address}")
             for level, message in entries:
                 print(f"{level:8} {message}")
+        if not logs:
+            print("no workers are running (they scale to zero when idle)"
+                  + ("; the last logs of retired workers follow" if retired else ""))
+        for worker, address, entries in retired:
+            print(f"== {worker} ({address}), retired")
+            for level, message in entries:
+                print(f"{level:8} {message}")
         return None
+
+
+#: How many retired workers' logs ``%gpu logs`` shows (each keeps its last RETIRED_LOG_LINES).
+RETIRED_WORKERS_SHOWN = 4
+
+
+def retired_logs(client: Any, worker: str | None, lines: int) -> list[tuple[str, str, list[Any]]]:
+    """The last log lines the most recently retired workers left with the scheduler
+    (``execution.worker.dask_teardown``): (name, address, [(level, message)]), oldest first."""
+    try:
+        events = client.get_events(RETIRED_LOGS_TOPIC)
+    except Exception:
+        return []
+    found = []
+    for _time, event in events:
+        if not isinstance(event, dict) or not isinstance(event.get("logs"), (list, tuple)):
+            continue
+        name, address = str(event.get("worker", "?")), str(event.get("address", "?"))
+        if worker and worker not in (name, address):
+            continue
+        found.append((name, address, list(event["logs"])[-lines:] if lines else []))
+    return found[-RETIRED_WORKERS_SHOWN:]
 
 
 def _whole(value: str, what: str) -> int:
