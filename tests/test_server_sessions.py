@@ -112,3 +112,25 @@ async def test_history_shows_this_notebooks_cells_and_all_with_all(jp_fetch, no_
         await stop_kernel(first)
         await stop_kernel(second)
     await wait_for_clusters(jp_fetch, lambda cs: cs == [], "a closed notebook's cluster kept running")
+
+
+async def test_config_refuses_what_only_the_server_sets_and_applies_the_rest(jp_fetch, no_leaked_processes):
+    kernel = await in_thread(start_kernel, "config.ipynb")
+    try:
+        ok(await in_thread(kernel.run, "%%gpu\nx = 1"))
+        before = ok(await in_thread(kernel.run, "%gpu config")).stdout
+        bad = await in_thread(kernel.run, "%gpu config idle-timeout=40s max-workers=1 worker.cpus=1")
+        assert bad.status == "error"
+        text = bad.error_text()
+        assert "%gpu config max-workers: clusters here are started by the Jupyter server" in text
+        assert "jupyter-elastic.max-workers" in text and "DASK_JUPYTER_ELASTIC__MAX_WORKERS" in text
+        assert len(text.strip().splitlines()) == 1
+        listed = ok(await in_thread(kernel.run, "%gpu config")).stdout
+        assert listed == before, "refused as a whole: nothing was set"
+        assert "only backend, idle-timeout, interrupt-grace apply" in listed
+        ok(await in_thread(kernel.run, "%gpu config idle-timeout=40s interrupt-grace=3s"))
+        (cluster,) = await clusters(jp_fetch)
+        assert cluster["idle_timeout"] == 40.0, "idle-timeout reaches this notebook's cluster"
+    finally:
+        await stop_kernel(kernel)
+    await wait_for_clusters(jp_fetch, lambda cs: cs == [], "a closed notebook's cluster kept running")

@@ -114,6 +114,13 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
     return options, _names(args.inputs, "--in"), _names(args.outputs, "--out")
 
 
+#: The settings a kernel of a server-hosted control plane applies itself: which backend its
+#: cells ask for, its cluster's idle timeout (the server checks its bounds), and how long an
+#: interrupted cell gets before its worker restarts. Every other setting describes clusters
+#: the server starts, so only the server's configuration sets it.
+KERNEL_KEYS = frozenset({"backend", "idle-timeout", "interrupt-grace"})
+
+
 @magics_class
 class ElasticMagics(Magics):
     """``%%gpu`` runs a cell on an elastic worker; ``%gpu`` reports and controls clusters."""
@@ -274,8 +281,12 @@ class ElasticMagics(Magics):
         return None
 
     def _cmd_config(self, argv: list[str]) -> Any:
+        server = self.session.control_plane.kind == "server"
         if not argv:
             print(config_text(cfg.load_settings()))
+            if server:
+                print(f"(clusters are started by the Jupyter server with its own settings; from this "
+                      f"kernel only {', '.join(sorted(KERNEL_KEYS))} apply)")
             return None
         changes = []
         for item in argv:
@@ -283,6 +294,16 @@ class ElasticMagics(Magics):
                 raise UsageError(f"%gpu config takes KEY=VALUE pairs (e.g. idle-timeout=30s), got {item!r}")
             key, value = item.split("=", 1)
             changes.append((key.strip(), value.strip()))
+        if server:  # refused before anything is set: all or nothing
+            for key, _ in changes:
+                if key in cfg.SETTABLE_KEYS and key not in KERNEL_KEYS:
+                    raise UsageError(
+                        f"%gpu config {key}: clusters here are started by the Jupyter server with its "
+                        f"settings; an admin sets jupyter-elastic.{key} in the server's Dask config "
+                        f"(e.g. DASK_{cfg.NAMESPACE.upper().replace('-', '_')}__"
+                        f"{key.upper().replace('-', '_').replace('.', '__')}) and restarts it. "
+                        f"This notebook can set {', '.join(sorted(KERNEL_KEYS))}"
+                    )
         before = {}
         import dask
 
@@ -300,9 +321,8 @@ class ElasticMagics(Magics):
                 dask.config.set({f"{cfg.NAMESPACE}.{key}": value})
             raise
         note = ""
-        if self.session.control_plane.kind == "server":
-            note = (" in this kernel; clusters are started by the Jupyter server with its own "
-                    "settings (idle-timeout applies to this notebook's cluster)")
+        if server:
+            note = " (idle-timeout applies to this notebook's cluster, within the server's bounds)"
         elif lease is not None:
             note = " (new clusters use it; idle-timeout also applies to this notebook's cluster)"
         print("set " + ", ".join(f"{k}={v}" for k, v in changes) + note)
