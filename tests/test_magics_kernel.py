@@ -109,6 +109,16 @@ def test_local_runs_in_the_kernel_with_the_same_semantics(kernel):
     assert kernel.value("pid_seen") == kernel.pid
 
 
+def test_local_after_a_remote_cell_cached_the_input_binds_the_real_value(kernel):
+    """A large input the workers cached must not reach a --local cell as a cache token."""
+    ok(kernel.run("import numpy as np\nbig = np.ones((200_000, 8))"))
+    ok(kernel.run("%%gpu\nr3 = float(big.sum())"))
+    assert kernel.value("r3") == 1_600_000.0
+    ok(kernel.run("%%gpu --local\nr4 = big.sum()"))
+    assert kernel.value("float(r4)") == 1_600_000.0
+    assert kernel.value("type(r4).__name__") == "float64"
+
+
 def test_unchanged_large_inputs_are_not_sent_again(kernel):
     ok(kernel.run("import numpy as np\nbig = np.ones(400_000)"))  # 3.2 MB
     ok(kernel.run("%%gpu\ns1 = big.sum()"))
