@@ -260,8 +260,21 @@ class LocalBackend(ElasticBackend):
             cluster.scale(max(1, len(cluster.worker_spec)))  # adaptive keeps it while the cell runs
 
     async def close(self, handle: ClusterHandle) -> None:
-        await self._stop_adaptive(handle.cluster, "closing")
-        await handle.cluster.close()
+        cluster = handle.cluster
+        await self._stop_adaptive(cluster, "closing")
+        # Workers first, while the scheduler still answers: closed together, a worker's
+        # heartbeat can find the scheduler gone and log CommClosedError errors, which
+        # reach the notebook through the kernel's stderr.
+        try:
+            cluster.scale(0)
+
+            async def settled() -> None:
+                await cluster  # SpecCluster: until its workers match the spec (none)
+
+            await asyncio.wait_for(settled(), timeout=30)
+        except Exception:
+            log.debug("retiring the workers of %s before closing failed", handle.name, exc_info=True)
+        await cluster.close()
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         scheduler = handle.cluster.scheduler
