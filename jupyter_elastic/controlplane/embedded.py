@@ -34,6 +34,7 @@ class EmbeddedControlPlane(ControlPlane):
         )
         self._thread.start()
         self._closed = False
+        self._stopped = False
         self._follow_config = settings is None  # explicit settings stay as given
 
         async def build() -> ElasticClusterManager:
@@ -45,7 +46,7 @@ class EmbeddedControlPlane(ControlPlane):
         atexit.register(self.close)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._closed and not self._thread.is_alive():  # closed (atexit): never wait forever
+        if self._stopped:  # its loop is stopping or gone (closed, e.g. atexit): never wait forever
             coro.close()
             raise ElasticError("the embedded control plane is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -120,5 +121,6 @@ class EmbeddedControlPlane(ControlPlane):
             self._call(self.manager.close_all("kernel shutdown"), timeout=30)
         except Exception:
             pass
+        self._stopped = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
