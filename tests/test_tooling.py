@@ -37,3 +37,20 @@ def test_summary_names_each_skip_reason_once_per_group(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(skipped) == 1 and "[5]" in skipped[0] and "no usable GPU here" in skipped[0], done.stdout
+
+
+def test_cupy_cases_are_deselected_with_one_reason_where_no_gpu_is_usable():
+    from jupyter_elastic._arrays.namespace import gpu_available
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--collect-only",
+         "tests/test_features.py"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    cupy_ids = [line for line in done.stdout.splitlines() if "cupy" in line and "::" in line]
+    if gpu_available():
+        assert cupy_ids, "with a GPU the CuPy cases run"
+    else:
+        assert cupy_ids == [] and "deselected" in done.stdout
+        assert "CuPy test case(s) marked gpu: no usable GPU" in done.stdout
