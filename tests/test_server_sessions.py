@@ -131,6 +131,10 @@ async def test_config_refuses_what_only_the_server_sets_and_applies_the_rest(jp_
         ok(await in_thread(kernel.run, "%gpu config idle-timeout=40s interrupt-grace=3s"))
         (cluster,) = await clusters(jp_fetch)
         assert cluster["idle_timeout"] == 40.0, "idle-timeout reaches this notebook's cluster"
+        # --memory is checked against the server's workers, not this kernel's configuration.
+        bad = await in_thread(kernel.run, "%%gpu --memory 999GiB\nz = 1")
+        assert bad.status == "error" and "is more than a worker of cluster" in bad.error_text()
+        assert "%gpu config worker.memory" not in bad.error_text()
     finally:
         await stop_kernel(kernel)
     await wait_for_clusters(jp_fetch, lambda cs: cs == [], "a closed notebook's cluster kept running")

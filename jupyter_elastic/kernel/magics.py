@@ -92,10 +92,11 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
         memory: int | None = None
         if args.memory is not None:
             memory = cfg.parse_size(args.memory, what="--memory")
-            # Before anything starts, the configured size; once the cluster is leased,
-            # dispatch checks what its workers really hold (check_memory).
+            # Before anything starts, the configured size (this kernel starts the clusters
+            # unless a Jupyter server does, with its own settings); once the cluster is
+            # leased, dispatch checks what its workers really hold (check_memory).
             worker_memory = cfg.load_settings().worker.memory
-            if memory > worker_memory:
+            if memory > worker_memory and not os.environ.get(SERVER_URL_ENV):
                 raise ConfigError(
                     f"--memory {args.memory} is more than a worker has ({worker_memory / 2**30:.1f} GiB); "
                     "raise jupyter-elastic.worker.memory with %gpu config worker.memory=..."
@@ -200,7 +201,7 @@ class ElasticMagics(Magics):
             %gpu stop [--all]            stop this notebook's cluster (or every cluster)
             %gpu config [KEY=VALUE ...]  show or set this session's settings
             %gpu history [--json]        one row per %%gpu cell
-            %gpu logs [--worker NAME]    recent worker logs
+            %gpu logs [--worker NAME]    recent worker logs (and retired workers' last lines)
         """
         words = shlex.split(line)
         if not words:
