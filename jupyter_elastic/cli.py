@@ -48,7 +48,8 @@ def _gpus(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="jupyter-elastic", description=__doc__.split("\n\n")[0])
+    # The module docstring's first paragraph, without its reStructuredText literal markup.
+    parser = _Parser(prog="jupyter-elastic", description=__doc__.split("\n\n")[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     render = sub.add_parser("render", help="print the Kubernetes manifests a cluster would create")
@@ -300,9 +301,48 @@ def _servers(args: argparse.Namespace) -> list[tuple[str, str]]:
     url = os.environ.get(SERVER_URL_ENV)
     if url:
         return [(url, args.token or os.environ.get(SERVER_TOKEN_ENV, ""))]
-    from jupyter_server.serverapp import list_running_servers
+    return [(info["url"], args.token or info.get("token", "")) for info in running_servers()]
 
-    return [(info["url"], args.token or info.get("token", "")) for info in list_running_servers()]
+
+def running_servers() -> list[dict[str, Any]]:
+    """The running Jupyter servers, from the ``jpserver-*.json`` files each one writes in
+    Jupyter's runtime directory (read directly: importing ``jupyter_server.serverapp`` for
+    its ``list_running_servers`` takes seconds). Files of servers that are gone are skipped."""
+    import glob
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    found = []
+    pattern = os.path.join(jupyter_runtime_dir(), "jpserver-*.json")
+    for path in sorted(glob.glob(pattern), key=_mtime, reverse=True):  # newest first
+        try:
+            with open(path, encoding="utf-8") as f:
+                info = json.loads(f.read(1 << 20))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict) or not isinstance(info.get("url"), str):
+            continue
+        if isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+            continue
+        found.append(info)
+    return found
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process, or not a pid we can check: let the request tell
+    return True
 
 
 def _api(args: argparse.Namespace) -> tuple[ApiClient, list[dict[str, Any]]]:
@@ -336,7 +376,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         usage = c.get("usage") or {}
         rows.append((c.get("id", ""), c.get("name", ""), c.get("backend", ""), c.get("status", ""),
                      str(c.get("workers", 0)), str(c.get("gpus", 0)),
-                     f"{float(c.get('idle_seconds') or 0):.0f}s", f"{float(usage.get('cost') or 0):.2f}"))
+                     f"{float(c.get('idle_seconds') or 0):.0f}s",
+                     f"{float(usage.get('cost') or 0):.4f} {str(c.get('currency') or '')[:8]}".rstrip()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())

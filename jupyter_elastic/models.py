@@ -181,6 +181,8 @@ class LeaseInfo:
     idle_timeout: float
     lease_ttl: float
     client: dict[str, Any] | None = field(default=None, repr=False)
+    #: Bytes of memory each worker holds (what ``--memory`` is checked against).
+    memory_per_worker: int | None = None
     lease_secret: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, Any]:

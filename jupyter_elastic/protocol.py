@@ -44,6 +44,10 @@ SLOTS_ENV = "JUPYTER_ELASTIC_SLOTS"
 
 #: Dask preload that every worker runs (output routing, input cache, interrupts).
 WORKER_PRELOAD = "jupyter_elastic.execution.worker"
+#: The scheduler event topic where a worker leaves its last log lines as it retires, so
+#: ``%gpu logs`` can show them after scale to zero; and how many lines each worker leaves.
+RETIRED_LOGS_TOPIC = "jupyter-elastic-retired-logs"
+RETIRED_LOG_LINES = 200
 #: Dask preload of Kubernetes schedulers (the operator's autoscaler asks it).
 SCHEDULER_PRELOAD = "jupyter_elastic.backends.kubernetes.scheduler"
 

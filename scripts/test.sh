@@ -11,23 +11,23 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+[ -x .venv-test/bin/python ] || python3 -m venv .venv-test
+.venv-test/bin/python -m pip install -q --upgrade pip
+.venv-test/bin/python -m pip install -q -e ".[test]"
 
 if [ -f package.json ] && grep -q '"test"' package.json; then
-  .venv/bin/jlpm install >/dev/null
+  .venv-test/bin/jlpm install >/dev/null
   # lint:check runs jlpm in its own steps: it needs jlpm on PATH.
-  PATH="$PWD/.venv/bin:$PATH" .venv/bin/jlpm lint:check
-  .venv/bin/jlpm test
+  PATH="$PWD/.venv-test/bin:$PATH" .venv-test/bin/jlpm lint:check
+  .venv-test/bin/jlpm test
 fi
 if [ -f scripts/check_extension.sh ]; then
-  PATH="$PWD/.venv/bin:$PATH" bash scripts/check_extension.sh
+  PATH="$PWD/.venv-test/bin:$PATH" bash scripts/check_extension.sh
 fi
 
 # The architecture and the code style, enforced: import rules (docs/architecture.md), ruff, mypy.
-.venv/bin/lint-imports --no-cache
-.venv/bin/ruff check jupyter_elastic tests benchmarks
-.venv/bin/mypy
+.venv-test/bin/lint-imports --no-cache
+.venv-test/bin/ruff check jupyter_elastic tests benchmarks
+.venv-test/bin/mypy
 
-.venv/bin/python -m pytest -p no:cacheprovider -q "$@"
+.venv-test/bin/python -m pytest -p no:cacheprovider -q "$@"

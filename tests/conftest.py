@@ -38,6 +38,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_ROOT, ignore_errors=True)
 
 
+_NO_GPU = "no usable GPU (CuPy is not installed or cupy.is_available() is False)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a usable GPU, deselect the CuPy cases (marked ``gpu``) instead of skipping
+    them one by one; the summary says how many and why (``pytest_terminal_summary``)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    from jupyter_elastic._arrays.namespace import gpu_available
+
+    if gpu_available():
+        return
+    items[:] = [item for item in items if item.get_closest_marker("gpu") is None]
+    config.hook.pytest_deselected(items=gpu_items)
+    config.stash[_GPU_DESELECTED] = len(gpu_items)
+
+
+_GPU_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: object, exitstatus: int, config: pytest.Config) -> None:
+    deselected = config.stash.get(_GPU_DESELECTED, 0)
+    if deselected:
+        terminalreporter.write_line(  # type: ignore[attr-defined]
+            f"deselected {deselected} CuPy test case(s) marked gpu: {_NO_GPU}")
+
+
 @pytest.fixture
 def no_leaked_processes():
     """Fail the test if it leaves child processes running once it is done."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import psutil
 import pytest
@@ -103,3 +104,15 @@ def memory_backend(jp_serverapp):
     for name in ("local", "kubernetes", "gateway"):
         manager._backends[name] = backend
     return backend  # kept until the server stops, which closes its clusters through it
+
+
+def unexpected_stderr(nb: Any, expected: tuple[str, ...]) -> list[str]:
+    """The stderr lines of an executed notebook that do not start with one of ``expected``
+    (what the notebook prints itself): log lines of workers and warnings, e.g."""
+    lines = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                lines.extend(line for line in out["text"].splitlines()
+                             if line.strip() and not line.startswith(expected))
+    return lines

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import yaml
@@ -30,12 +31,24 @@ def test_render_prints_valid_manifests(capsys):
     assert docs[1]["spec"]["maximum"] == 3
 
 
+def test_render_defaults_to_the_notebooks_image_and_the_readme_shows_both(capsys, monkeypatch):
+    monkeypatch.setenv("JUPYTER_IMAGE_SPEC", "registry.example/notebook:7")
+    assert main(["render", "--backend", "kubernetes", "--gpus", "2"]) == 0
+    cluster = next(yaml.safe_load_all(capsys.readouterr().out))
+    assert cluster["spec"]["worker"]["spec"]["containers"][0]["image"] == "registry.example/notebook:7"
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "jupyter-elastic render --backend kubernetes --gpus 2 --image " in readme
+    assert "JUPYTER_IMAGE_SPEC" in readme
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["render", "--gpus", "-1", "--image", "i"], "--gpus must be 0 or more"),
     (["render", "--gpus", "1.5", "--image", "i"], "whole number of GPUs"),
     (["render", "--max-workers", "0", "--image", "i"], "must be a whole number >= 1"),
     (["render", "--name", "Bad_Name", "--image", "i"], "cluster name 'Bad_Name' is not valid"),
     (["render", "--backend", "gateway"], "invalid choice: 'gateway'"),
+    (["render", "--backend", "kubernetes", "--gpus", "2"], "pass --image IMAGE"),
+    (["render", "--backend", "kubernetes", "--gpus", "2"], "set JUPYTER_IMAGE_SPEC"),
     (["stop"], "give the id or name of the cluster to stop, or --all"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
@@ -87,9 +100,9 @@ def jupyter_server(tmp_path, monkeypatch):
     """A stand-in Jupyter server with the REST contract, listed in the runtime dir."""
     _FakeServer.clusters = [
         {"id": "c1", "name": "elastic-a", "backend": "kubernetes", "status": "running", "workers": 1,
-         "gpus": 1, "idle_seconds": 12.0, "usage": {"cost": 0.25}},
+         "gpus": 1, "idle_seconds": 12.0, "usage": {"cost": 0.25}, "currency": "USD"},
         {"id": "c2", "name": "elastic-b", "backend": "local", "status": "running", "workers": 0,
-         "gpus": 0, "idle_seconds": 80.0, "usage": {"cost": 0.0}},
+         "gpus": 0, "idle_seconds": 80.0, "usage": {"cost": 0.0}, "currency": "EUR"},
     ]
     _FakeServer.deleted = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeServer)
@@ -109,6 +122,8 @@ def test_status_lists_clusters(jupyter_server, capsys):
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "elastic-a" in out and "kubernetes" in out and "0.25" in out
+    rows = {line.split()[1]: line for line in out.splitlines()[1:]}
+    assert rows["elastic-a"].endswith("0.2500 USD") and rows["elastic-b"].endswith("0.0000 EUR")
     assert main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["clusters"][1]["id"] == "c2"
 
@@ -128,3 +143,28 @@ def test_wrong_token_and_no_server(jupyter_server, capsys, tmp_path, monkeypatch
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "empty"))
     assert main(["status"]) == 1
     assert "no running Jupyter server found" in capsys.readouterr().err
+
+
+def test_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "jupyter-elastic: render manifests" in out
+    assert "``" not in out
+
+
+def test_status_reads_the_runtime_dir_without_importing_the_server(jupyter_server, tmp_path):
+    """Finding the server is a file read: ``jupyter_server.serverapp`` costs seconds to import."""
+    import subprocess
+    import sys
+
+    # A file left by a server that is gone is skipped.
+    (tmp_path / "jpserver-2.json").write_text(json.dumps({"url": "http://127.0.0.1:9/", "pid": 2**22 + 1}))
+    code = ("import sys\nfrom jupyter_elastic.cli import main\nstatus = main(['status'])\n"
+            "print('serverapp' if 'jupyter_server.serverapp' in sys.modules else 'no serverapp')\n"
+            "sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "elastic-a" in done.stdout and "0.2500 USD" in done.stdout
+    assert done.stdout.rstrip().endswith("no serverapp")

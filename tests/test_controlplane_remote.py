@@ -76,12 +76,17 @@ async def test_lease_lifecycle_over_rest(plane, no_leaked_processes):
 
         with pytest.raises(ConfigError, match="'n'"):
             await run(plane.scale, cid, -1)
-        await run(plane.release, lease["lease_id"])
+        await run(lambda: plane.release(lease["lease_id"], keep=True))  # a kernel restarting
         assert await run(plane.heartbeat, lease["lease_id"]) is False
+        assert [c["id"] for c in await run(plane.clusters)] == [cid], "kept for the restarted kernel"
+        again = await run(lambda: plane.acquire("kernel-a2", name=lease["name"]))
+        assert again["cluster_id"] == cid
+        await run(plane.release, again["lease_id"])  # a kernel shutting down: its cluster stops
+        with pytest.raises(ClusterNotFound, match=cid):
+            await run(plane.cluster, cid)
     finally:
-        await run(plane.stop, cid)
-    with pytest.raises(ClusterNotFound, match=cid):
-        await run(plane.cluster, cid)
+        if any(c["id"] == cid for c in await run(plane.clusters)):
+            await run(plane.stop, cid)
 
 
 async def test_errors_come_back_as_elastic_errors(plane):

@@ -1,4 +1,5 @@
-"""The getting-started notebook runs top to bottom on a fresh kernel (local backend)."""
+"""The getting-started notebook runs top to bottom on a fresh kernel (local backend), clean
+every time: three runs, and no stderr the notebook did not print itself."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import os
 
 import nbformat
 import pytest
-from elastic_testing import cell_text
+from elastic_testing import cell_text, unexpected_stderr
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.kernel
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+#: What the notebook writes to stderr on purpose: the library's one-line CPU notice.
+EXPECTED_STDERR = ("jupyter-elastic: no GPU found; this cell runs on CPU workers",)
 
 
-def test_getting_started_runs_top_to_bottom(tmp_path, monkeypatch, no_leaked_processes):
+@pytest.mark.parametrize("run", [1, 2, 3])
+def test_getting_started_runs_top_to_bottom_cleanly(run, tmp_path, monkeypatch, no_leaked_processes):
     monkeypatch.setenv("DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT", "5s")
     path = os.path.join(EXAMPLES, "getting_started.ipynb")
     nb = nbformat.read(path, as_version=4)
@@ -29,3 +33,4 @@ def test_getting_started_runs_top_to_bottom(tmp_path, monkeypatch, no_leaked_pro
     assert "False" in texts[texts.index(next(t for t in texts if "ValueError" in t)) + 1]
     assert "no GPU found" in joined
     assert "total cost of" in joined and "stopped 1 cluster" in joined
+    assert unexpected_stderr(nb, EXPECTED_STDERR) == [], f"run {run} printed stray stderr"

@@ -321,6 +321,8 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
         code, reply = await call(jp_fetch, "leases", lid, "heartbeat", method="POST", body={},
                                  headers=mine)
         assert code == 404 and lid in reply["message"]
+        code, _ = await call(jp_fetch, "clusters", cid)
+        assert code == 404, "the last lease given up: its cluster stopped at once"
     finally:
         await call(jp_fetch, "clusters", cid, method="DELETE")
 

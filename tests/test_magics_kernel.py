@@ -109,6 +109,16 @@ def test_local_runs_in_the_kernel_with_the_same_semantics(kernel):
     assert kernel.value("pid_seen") == kernel.pid
 
 
+def test_local_after_a_remote_cell_cached_the_input_binds_the_real_value(kernel):
+    """A large input the workers cached must not reach a --local cell as a cache token."""
+    ok(kernel.run("import numpy as np\nbig = np.ones((200_000, 8))"))
+    ok(kernel.run("%%gpu\nr3 = float(big.sum())"))
+    assert kernel.value("r3") == 1_600_000.0
+    ok(kernel.run("%%gpu --local\nr4 = big.sum()"))
+    assert kernel.value("float(r4)") == 1_600_000.0
+    assert kernel.value("type(r4).__name__") == "float64"
+
+
 def test_unchanged_large_inputs_are_not_sent_again(kernel):
     ok(kernel.run("import numpy as np\nbig = np.ones(400_000)"))  # 3.2 MB
     ok(kernel.run("%%gpu\ns1 = big.sum()"))
@@ -266,8 +276,11 @@ def test_status_history_config_and_logs(kernel):
     assert cluster["has_gpu"] is False and cluster["gpus"] == 0
     assert set(cluster["usage"]) >= {"gpu_seconds", "cpu_seconds", "idle_seconds", "cost"}
     assert all(w["gpus"] == 0 for w in cluster["worker_details"])
-    text = kernel.run("%gpu status").stdout
-    assert "no GPU found: CPU workers run the NumPy path" in text
+    shown = ok(kernel.run("%gpu status")).displays()
+    assert len(shown) == 1 and "no GPU found: CPU workers run the NumPy path" in shown[0]["text/plain"]
+    link = cluster["dashboard_link"]
+    assert f"dashboard: {link}" in shown[0]["text/plain"]
+    assert f'<a href="{link}"' in shown[0]["text/html"], "the dashboard is a clickable link"
     history = kernel.value("get_ipython().run_line_magic('gpu', 'history --json')")
     assert history and {"seconds", "gpu_seconds", "cpu_seconds", "cost", "status"} <= set(history[-1])
     assert any(r["status"] == "error" for r in history) and any(r["status"] == "ok" for r in history)
@@ -289,6 +302,24 @@ def test_status_history_config_and_logs(kernel):
     assert "==" in logs.stdout or "no workers" in logs.stdout
 
 
+def test_memory_is_checked_against_what_the_workers_really_hold(kernel):
+    """The configured worker.memory allows 999 GiB; a local worker holds a share of this
+    machine's memory, and the cell is refused before it runs, in one line."""
+    ok(kernel.run("%gpu config worker.memory=1000GiB"))
+    try:
+        bad = kernel.run("%%gpu --memory 999GiB\nnever_bound = 1")
+        assert bad.status == "error"
+        text = bad.error_text()
+        assert "--memory 999.0 GiB is more than a worker of cluster" in text and "holds (" in text
+        assert len(text.strip().splitlines()) == 1 and "Traceback" not in text
+        assert kernel.value("'never_bound' in globals()") is False
+        held = kernel.value("get_ipython().find_cell_magic('gpu').__self__.session.lease['memory_per_worker']")
+        assert 0 < held < 999 * 2**30
+        ok(kernel.run(f"%%gpu --memory {held // 2**20}MiB\nfits = 1"))
+    finally:
+        ok(kernel.run("%gpu config worker.memory=16GiB"))
+
+
 def test_scale_adapt_and_scale_to_zero_and_back():
     k = Kernel(env={**ENV, "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "2s", "JPY_SESSION_NAME": "/work/Feature Run.ipynb"})
     try:
@@ -305,8 +336,15 @@ def test_scale_adapt_and_scale_to_zero_and_back():
         assert run.result["text/plain"] == "2"
         ok(k.run("%gpu scale 0"))
         ok(k.run("%%gpu\nthird = 3"))  # wakes a worker on a cluster held at size 0 ...
+        failed = k.run("%%gpu\nimport logging\nlogging.getLogger('distributed.worker').error('marker-of-the-failed-cell')\n"
+                       "raise ValueError('failed on purpose')")
+        assert failed.status == "error"
         wait_for(lambda: k.value("get_ipython().run_line_magic('gpu', 'status --json')['clusters'][0]['workers']") == 0,
                  timeout=60, what="zero workers again after idle-timeout (scale 0 returns to adaptive)")
+        # The worker that ran the failed cell is gone; its last logs are not.
+        logs = ok(k.run("%gpu logs")).stdout
+        assert "no workers are running" in logs and ", retired" in logs
+        assert "marker-of-the-failed-cell" in logs
         ok(k.run("%gpu stop"))
         assert k.value("get_ipython().run_line_magic('gpu', 'status --json')") == {"clusters": []}
         ok(k.run("%gpu config idle-timeout=7s max-workers=1"))

@@ -78,15 +78,40 @@ def test_released_lease_leaves_time_to_reconnect_by_name():
     async def scenario():
         manager, backend = make_manager(**{"lease-ttl": "0.5s", "shutdown-after": "1h"})
         lease = await manager.acquire("kernel-a", name="my-run")
-        manager.release(lease["lease_id"], lease["lease_secret"])
+        assert await manager.release(lease["lease_id"], lease["lease_secret"], keep=True)
         await manager.reap_once()
         again = await manager.acquire("kernel-restarted", name="my-run")
         assert again["cluster_id"] == lease["cluster_id"]
-        manager.release(again["lease_id"], again["lease_secret"])
+        assert await manager.release(again["lease_id"], again["lease_secret"], keep=True)
         await asyncio.sleep(0.6)
         await manager.reap_once()
         assert manager.list_clusters() == []
         assert backend.closed == ["my-run"]
+
+    run(scenario())
+
+
+def test_released_lease_stops_its_cluster_at_once_unless_kept_or_shared():
+    async def scenario():
+        manager, backend = make_manager(**{"lease-ttl": "1h", "shutdown-after": "1h"})
+        closed = await manager.acquire("kernel-a", name="closed-notebook")
+        await manager.release(closed["lease_id"], closed["lease_secret"])  # a kernel that shut down
+        assert [c["name"] for c in manager.list_clusters()] == []
+        assert backend.closed == ["closed-notebook"]
+
+        restarted = await manager.acquire("kernel-b", name="restarted-notebook")
+        await manager.release(restarted["lease_id"], restarted["lease_secret"], keep=True)  # a kernel restarting
+        await manager.reap_once()
+        again = await manager.acquire("kernel-b2", name="restarted-notebook")
+        assert again["cluster_id"] == restarted["cluster_id"]
+
+        shared = await manager.acquire("kernel-c", name="restarted-notebook")
+        await manager.release(again["lease_id"], again["lease_secret"])  # another kernel still holds it
+        assert [c["name"] for c in manager.list_clusters()] == ["restarted-notebook"]
+        await manager.release(shared["lease_id"], shared["lease_secret"])
+        assert manager.list_clusters() == []
+        await manager.release(shared["lease_id"], shared["lease_secret"])  # twice: nothing left to do
+        await manager.close_all()
 
     run(scenario())
 
@@ -300,7 +325,7 @@ def test_a_dead_kernels_running_cell_does_not_keep_the_cluster_busy():
         manager, backend = make_manager(**{"shutdown-after": "0.3s", "lease-ttl": "1h"})
         first = await manager.acquire("kernel-1", name="nb-x")
         manager.cell_started(first["lease_id"], first["lease_secret"])  # the kernel dies mid-cell ...
-        manager.release(first["lease_id"], first["lease_secret"])
+        await manager.release(first["lease_id"], first["lease_secret"], keep=True)
         again = await manager.acquire("kernel-2", name="nb-x")  # ... its restart reconnects
         assert again["cluster_id"] == first["cluster_id"]
         assert manager.list_clusters()[0]["running_cells"] == 0
@@ -459,3 +484,34 @@ def test_the_control_plane_prices_every_cell_with_its_own_prices():
     local = manager.cell_finished(None, None, {**row, "id": "c3", "device": "local"})
     assert local["cost"] == 0
     assert [r["cost"] for r in manager.history()] == [1.0, 0.4, 0.0]
+
+
+def test_local_workers_report_and_bill_what_they_really_hold(no_leaked_processes):
+    """Asked for more cores and memory than this machine has, a local worker holds (and is
+    billed for) what it really gets: the machine's cores, a share of its memory."""
+    import os
+
+    import psutil
+    from distributed import Client
+
+    from jupyter_elastic.controlplane.embedded import EmbeddedControlPlane
+
+    cores = os.cpu_count() or 1
+    total = psutil.virtual_memory().total
+    settings = load_settings({"idle-timeout": "30s", "max-workers": 2, "worker": {
+        "gpus": 0, "cpus": cores + 3, "memory": f"{total // 2**30 + 64}GiB"}})
+    cp = EmbeddedControlPlane(settings)
+    try:
+        lease = cp.acquire("kernel-a")
+        assert lease["cpus_per_worker"] == cores
+        assert lease["memory_per_worker"] == total // 2
+        cp.scale(lease["cluster_id"], 1)
+        with Client(lease["scheduler_address"], set_as_default=False,
+                    security=client_security(lease["client"])) as client:
+            client.wait_for_workers(1, timeout=60)
+            (worker,) = client.scheduler_info()["workers"].values()
+            assert worker["memory_limit"] == lease["memory_per_worker"]
+        meter = cp.manager._get(lease["cluster_id"]).meter
+        assert meter.cpus_per_worker == cores, "CPU-seconds are billed for the cores a worker has"
+    finally:
+        cp.close()

@@ -108,7 +108,7 @@ def test_only_the_kernel_that_acquired_a_lease_can_use_it():
         assert len(secret) >= 32 and secret not in repr(manager._leases[lid])
         for wrong in (None, "", "guess", secret + "x", mine["lease_id"]):
             assert manager.heartbeat(lid, wrong) is False
-            assert manager.release(lid, wrong) is False
+            assert await manager.release(lid, wrong) is False
             with pytest.raises(ClusterNotFound):
                 manager.cell_started(lid, wrong)
             with pytest.raises(ClusterNotFound):
@@ -126,7 +126,7 @@ def test_only_the_kernel_that_acquired_a_lease_can_use_it():
         assert manager.list_clusters()[0]["running_cells"] == 1
         manager.cell_finished(lid, secret, ROW)
         assert manager.list_clusters()[0]["running_cells"] == 0 and len(manager.history()) == 1
-        assert manager.release(lid, secret) is True
+        assert await manager.release(lid, secret, keep=True) is True
         assert manager.heartbeat(lid, secret) is False
         await manager.close_all()
 

@@ -25,6 +25,10 @@ class ClusterHandle:
     dashboard_link: str | None = None
     has_gpu: bool = False
     cluster: Any = None  # backend-specific (LocalCluster, KubeCluster, GatewayCluster)
+    #: What each worker really holds where it differs from the spec (local workers get the
+    #: machine's cores and a share of its memory); None: what the spec asked for.
+    cpus_per_worker: int | None = None
+    memory_per_worker: int | None = None
     # may hold credentials (a gateway's TLS key): never in a repr or a log line
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 

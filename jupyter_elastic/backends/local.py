@@ -221,6 +221,7 @@ class LocalBackend(ElasticBackend):
         memory = min(spec.memory_per_worker, psutil.virtual_memory().total // max(1, max_workers))
         slots = float(max(1, int(spec.gpus_per_worker))) if has_gpu else 1.0
         resource = GPU_RESOURCE if has_gpu else CPU_RESOURCE
+        threads = max(1, min(spec.cpus_per_worker, cpu_count))
         # An RSA key takes tens of milliseconds: not on the control plane's event loop.
         security = await asyncio.to_thread(Security.temporary)
         dashboard = self.settings.dashboard
@@ -229,7 +230,7 @@ class LocalBackend(ElasticBackend):
             cluster = await ElasticLocalCluster(
                 name=spec.name,
                 n_workers=0,
-                threads_per_worker=max(2, min(spec.cpus_per_worker, cpu_count)),
+                threads_per_worker=max(2, threads),  # a cell and Dask's own work side by side
                 processes=True,
                 host="127.0.0.1",
                 protocol="tls://",
@@ -259,6 +260,8 @@ class LocalBackend(ElasticBackend):
             dashboard_link=cluster.dashboard_link if dashboard else None,
             has_gpu=has_gpu,
             cluster=cluster,
+            cpus_per_worker=threads,  # the cores a worker can really use, as billed
+            memory_per_worker=int(memory),
             extra={
                 "client": tls_credentials(security),
                 "resource": resource,
@@ -311,8 +314,21 @@ class LocalBackend(ElasticBackend):
             cluster.scale(max(1, len(cluster.worker_spec)))  # adaptive keeps it while the cell runs
 
     async def close(self, handle: ClusterHandle) -> None:
-        await self._stop_adaptive(handle.cluster, "closing")
-        await handle.cluster.close()
+        cluster = handle.cluster
+        await self._stop_adaptive(cluster, "closing")
+        # Workers first, while the scheduler still answers: closed together, a worker's
+        # heartbeat can find the scheduler gone and log CommClosedError errors, which
+        # reach the notebook through the kernel's stderr.
+        try:
+            cluster.scale(0)
+
+            async def settled() -> None:
+                await cluster  # SpecCluster: until its workers match the spec (none)
+
+            await asyncio.wait_for(settled(), timeout=30)
+        except Exception:
+            log.debug("retiring the workers of %s before closing failed", handle.name, exc_info=True)
+        await cluster.close()
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         scheduler = handle.cluster.scheduler

@@ -84,8 +84,9 @@ class ControlPlane(abc.ABC):
         """Renew the lease; False when it lapsed or its cluster is gone."""
 
     @abc.abstractmethod
-    def release(self, lease_id: str) -> None:
-        """Give the lease up (kernel shutting down)."""
+    def release(self, lease_id: str, *, keep: bool = False) -> None:
+        """Give the lease up (kernel shutting down): its cluster stops unless another lease
+        holds it; ``keep`` (kernel restarting) leaves it for ``lease-ttl``."""
 
     @abc.abstractmethod
     def cell_started(self, cluster_id: str, timeout: float | None = None) -> None:

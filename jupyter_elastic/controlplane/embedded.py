@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..config import Settings, load_settings
-from ..errors import ClusterNotFound
+from ..errors import ClusterNotFound, ElasticError
 from ..protocol import Progress
 from .base import ControlPlane, LeaseBook
 from .manager import ElasticClusterManager
@@ -37,6 +37,7 @@ class EmbeddedControlPlane(ControlPlane):
         self._thread.start()
         self._closed = False
         self._leases = LeaseBook()
+        self._stopped = False
         self._follow_config = settings is None  # explicit settings stay as given
 
         async def build() -> ElasticClusterManager:
@@ -48,6 +49,9 @@ class EmbeddedControlPlane(ControlPlane):
         atexit.register(self.close)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._stopped:  # its loop is stopping or gone (closed, e.g. atexit): never wait forever
+            coro.close()
+            raise ElasticError("the embedded control plane is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _soon(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -72,8 +76,8 @@ class EmbeddedControlPlane(ControlPlane):
     def heartbeat(self, lease_id: str) -> bool:
         return self._sync(self.manager.heartbeat, lease_id, self._leases.secret(lease_id))
 
-    def release(self, lease_id: str) -> None:
-        self._sync(self.manager.release, lease_id, self._leases.secret(lease_id))
+    def release(self, lease_id: str, *, keep: bool = False) -> None:
+        self._call(self.manager.release(lease_id, self._leases.secret(lease_id), keep=keep))
         self._leases.forget(lease_id)
 
     def cell_started(self, cluster_id: str, timeout: float | None = None) -> None:
@@ -130,6 +134,7 @@ class EmbeddedControlPlane(ControlPlane):
             self._call(self.manager.close_all("kernel shutdown"), timeout=30)
         except Exception:
             pass
+        self._stopped = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

@@ -246,6 +246,8 @@ class ElasticClusterManager:
         the GPU cap leaves."""
         impl, handle = self.backend(record.backend), record.handle
         assert handle is not None
+        if handle.cpus_per_worker is not None:  # bill the cores a worker really has
+            record.meter.cpus_per_worker = handle.cpus_per_worker
         if not handle.has_gpu:
             record.meter.gpus_per_worker = 0.0  # CPU workers bill CPU-seconds only
         elif workers is None:
@@ -480,13 +482,18 @@ class ElasticClusterManager:
         lease.last_heartbeat = time.monotonic()
         return True
 
-    def release(self, lease_id: str, secret: str | None) -> bool:
-        """Give a lease up (a kernel shutting down); its cluster goes after ``lease-ttl``.
-        False (and nothing changes) when the lease is unknown or the secret wrong."""
+    async def release(self, lease_id: str, secret: str | None, *, keep: bool = False) -> bool:
+        """Give a lease up (a kernel shutting down). Its cluster stops now when no other
+        lease holds it; ``keep`` (a kernel restarting) leaves it for ``lease-ttl`` instead,
+        for the restarted kernel to lease again by name. False (and nothing changes) when
+        the lease is unknown or the secret wrong."""
         lease = self.lease_of(lease_id, secret)
         if lease is None:
             return False
         self._revoke(lease)
+        record = self._clusters.get(lease.cluster_id)
+        if record is not None and not keep and not self.leases_of(record.id):
+            await self.close_cluster(record.id, reason="its kernel shut down")
         return True
 
     def drop_lease(self, lease_id: str) -> None:

@@ -64,11 +64,13 @@ class Lease:
             dashboard_link=handle.dashboard_link if handle else None,
             has_gpu=bool(handle and handle.has_gpu),
             gpus_per_worker=record.spec.gpus_per_worker,
-            cpus_per_worker=record.spec.cpus_per_worker,
+            cpus_per_worker=record.meter.cpus_per_worker,
             idle_timeout=record.idle_timeout,
             lease_ttl=ttl,
             client=handle.extra.get("client") if handle else None,
             lease_secret=self.secret,
+            memory_per_worker=(handle.memory_per_worker if handle and handle.memory_per_worker
+                               else record.spec.memory_per_worker),
         )
 
 

@@ -206,9 +206,9 @@ class RemoteControlPlane(ControlPlane):
             return False
         return True
 
-    def release(self, lease_id: str) -> None:
+    def release(self, lease_id: str, *, keep: bool = False) -> None:
         try:
-            self._request("DELETE", f"leases/{self._quote(lease_id)}",
+            self._request("DELETE", f"leases/{self._quote(lease_id)}" + ("?keep=1" if keep else ""),
                           secret=self._leases.secret(lease_id))
         except ClusterNotFound:
             pass  # already lapsed

@@ -21,7 +21,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol import CACHE_BYTES_ENV, INTERACTIVE_INTERVAL, QUIET_STDIO_ENV
+from ..protocol import (
+    CACHE_BYTES_ENV,
+    INTERACTIVE_INTERVAL,
+    QUIET_STDIO_ENV,
+    RETIRED_LOG_LINES,
+    RETIRED_LOGS_TOPIC,
+)
 from . import runner
 from .output import (
     CellOutput,
@@ -106,6 +112,18 @@ def dask_setup(worker: Any) -> None:
     try:
         worker.batched_stream.interval = INTERACTIVE_INTERVAL
     except AttributeError:
+        pass
+
+
+def dask_teardown(worker: Any) -> None:
+    """Dask preload teardown (the worker is closing, e.g. retired by scale to zero): leave
+    its last log lines with the scheduler, for ``%gpu logs`` once it is gone."""
+    try:
+        entries = worker.get_logs(n=RETIRED_LOG_LINES)  # newest first
+        logs = [[str(level)[:16], str(message)[:2000]] for level, message in reversed(entries)]
+        worker.log_event(RETIRED_LOGS_TOPIC, {"worker": str(worker.name), "address": worker.address,
+                                              "logs": logs})
+    except Exception:  # a closing worker must close; its logs are a courtesy
         pass
 
 

@@ -59,6 +59,7 @@ class CellOptions:
     local: bool = False
     gpu_type: str | None = None
     cpus: int | None = None
+    memory: int | None = None  # bytes the cell needs: checked against the cluster's workers
 
 
 @dataclass
@@ -111,6 +112,19 @@ class CellRun:
             "notebook": os.environ.get("JPY_SESSION_NAME") or None,
             "cached_inputs": list(cached or []),
         }
+
+
+def check_memory(memory: int | None, lease: dict[str, Any]) -> None:
+    """``--memory`` against what a worker of the leased cluster really holds (a local
+    worker gets a share of this machine's memory, not the configured worker.memory)."""
+    held = lease.get("memory_per_worker")
+    if memory is not None and held and memory > held:
+        raise ConfigError(
+            f"--memory {memory / 2**30:.1f} GiB is more than a worker of cluster {lease['name']} "
+            f"holds ({held / 2**30:.1f} GiB)",
+            hint="ask for less, or use a backend with larger workers (worker.memory sets what "
+                 "Kubernetes and Gateway workers get; local workers share this machine's memory)",
+        )
 
 
 class Dispatcher:
@@ -181,6 +195,7 @@ class Dispatcher:
         settings = session.settings  # read once per cell: the dispatch path is latency-bound
         phases = PhaseDisplay(run.started_wall)
         lease = session.ensure_cluster(options.backend or settings.backend, options.gpu_type, phases)
+        check_memory(options.memory, lease)
         resources = self._resources(lease, options)
         inputs = self.prepare_inputs(plan, namespace)
         attempts = 1 + max(0, options.retries)

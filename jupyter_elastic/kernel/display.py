@@ -7,8 +7,10 @@ text a person reads at a glance.
 
 from __future__ import annotations
 
+import html
 import sys
 import time
+import urllib.parse
 from typing import Any
 
 from ..config import Settings
@@ -67,7 +69,8 @@ def money(value: float, currency: str) -> str:
     return f"{value:.4f} {currency}"
 
 
-def status_text(report: dict[str, Any], lease: dict[str, Any] | None) -> str:
+def status_text(report: dict[str, Any], lease: dict[str, Any] | None,
+                server_url: str | None = None) -> str:
     clusters = report["clusters"]
     if not clusters:
         return "no clusters running; a %%gpu cell starts one on demand"
@@ -94,8 +97,37 @@ def status_text(report: dict[str, Any], lease: dict[str, Any] | None) -> str:
             util = f", GPU {w['gpu_utilization']}%" if w.get("gpu_utilization") is not None else ""
             lines.append(f"    {w['name']}: {gpu}, memory {w['memory'] / 2**30:.1f} GiB{util}")
         if c.get("dashboard_link"):
-            lines.append(f"    dashboard: {c['dashboard_link']}")
+            lines.append(f"    dashboard: {dashboard_url(c['dashboard_link'], server_url)}")
     return "\n".join(lines)
+
+
+def dashboard_url(link: str, server_url: str | None) -> str:
+    """The dashboard's full URL: a server-relative link (``/proxy/35603/status``, through
+    the Jupyter server's proxy) joined to the server's origin; other links as they are."""
+    if link.startswith("/") and server_url:
+        parts = urllib.parse.urlsplit(server_url)
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}{link}"
+    return link
+
+
+def status_bundle(report: dict[str, Any], lease: dict[str, Any] | None,
+                  server_url: str | None = None) -> dict[str, str]:
+    """``%gpu status`` as a display bundle: plain text with the dashboards' full URLs, and
+    HTML in which each dashboard is a link (to the server-relative path where there is one,
+    so it opens through whatever address the browser uses for this server)."""
+    text = status_text(report, lease, server_url)
+    rows = []
+    links = {dashboard_url(c["dashboard_link"], server_url): c["dashboard_link"]
+             for c in report["clusters"] if c.get("dashboard_link")}
+    for line in text.splitlines():
+        head, _, url = line.partition("    dashboard: ")
+        if not head and url in links:
+            href = html.escape(links[url], quote=True)
+            rows.append(f'    dashboard: <a href="{href}" target="_blank" rel="noopener">{html.escape(url)}</a>')
+        else:
+            rows.append(html.escape(line))
+    return {"text/plain": text, "text/html": "<pre>" + "\n".join(rows) + "</pre>"}
 
 
 def history_text(rows: list[dict[str, Any]], currency: str) -> str:

@@ -10,6 +10,7 @@ and a failed cell leaves the namespace exactly as it was.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shlex
 from typing import Any
@@ -20,10 +21,11 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from .. import config as cfg
 from ..errors import ConfigError, ElasticError
 from ..execution.analysis import analyze_cell
+from ..protocol import RETIRED_LOGS_TOPIC, SERVER_URL_ENV
 from . import jobs as _jobs
 from .dispatch import CellOptions, Dispatcher
-from .display import config_text, history_text, status_text
-from .session import ElasticSession
+from .display import config_text, history_text, status_bundle
+from .session import ElasticSession, kernel_restarting
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,10 +131,14 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"--timeout must be above 0, got {args.timeout!r}")
         cpus = None if args.cpus is None else cfg.whole(args.cpus, "--cpus", minimum=1)
+        memory: int | None = None
         if args.memory is not None:
             memory = cfg.parse_size(args.memory, what="--memory")
+            # Before anything starts, the configured size (this kernel starts the clusters
+            # unless a Jupyter server does, with its own settings); once the cluster is
+            # leased, dispatch checks what its workers really hold (check_memory).
             worker_memory = cfg.load_settings().worker.memory
-            if memory > worker_memory:
+            if memory > worker_memory and not os.environ.get(SERVER_URL_ENV):
                 raise ConfigError(
                     f"--memory {args.memory} is more than a worker has ({worker_memory / 2**30:.1f} GiB); "
                     "raise jupyter-elastic.worker.memory with %gpu config worker.memory=..."
@@ -146,8 +152,16 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
     options = CellOptions(
         gpus=gpus, backend=backend, timeout=timeout, retries=retries, keep_on_device=args.keep_on_device,
         require_gpu=args.require_gpu, local=args.local, gpu_type=args.gpu_type, cpus=cpus,
+        memory=memory,
     )
     return options, _names(args.inputs, "--in"), _names(args.outputs, "--out")
+
+
+#: The settings a kernel of a server-hosted control plane applies itself: which backend its
+#: cells ask for, its cluster's idle timeout (the server checks its bounds), and how long an
+#: interrupted cell gets before its worker restarts. Every other setting describes clusters
+#: the server starts, so only the server's configuration sets it.
+KERNEL_KEYS = frozenset({"backend", "idle-timeout", "interrupt-grace"})
 
 
 @magics_class
@@ -241,7 +255,7 @@ class ElasticMagics(Magics):
             %gpu stop [--all]            stop this notebook's cluster (or every cluster)
             %gpu config [KEY=VALUE ...]  show or set this session's settings
             %gpu history [--json]        one row per %%gpu cell
-            %gpu logs [--worker NAME]    recent worker logs
+            %gpu logs [--worker NAME]    recent worker logs (and retired workers' last lines)
             %gpu jobs [--json]           detached cells (%%gpu --detach): state, GPU-seconds, cost
             %gpu attach ID|NAME          follow a detached cell, then bind its names
             %gpu results ID [--into X]   a finished detached cell's values
@@ -270,7 +284,10 @@ class ElasticMagics(Magics):
         report = {"clusters": self.session.control_plane.clusters(details=True)}
         if args.json:
             return report
-        print(status_text(report, self.session.lease))
+        from IPython.display import display
+
+        server_url = os.environ.get(SERVER_URL_ENV) if self.session.control_plane.kind == "server" else None
+        display(status_bundle(report, self.session.lease, server_url), raw=True)
         return None
 
     def _cmd_scale(self, argv: list[str]) -> Any:
@@ -323,8 +340,12 @@ class ElasticMagics(Magics):
         return None
 
     def _cmd_config(self, argv: list[str]) -> Any:
+        server = self.session.control_plane.kind == "server"
         if not argv:
             print(config_text(cfg.load_settings()))
+            if server:
+                print(f"(clusters are started by the Jupyter server with its own settings; from this "
+                      f"kernel only {', '.join(sorted(KERNEL_KEYS))} apply)")
             return None
         changes = []
         for item in argv:
@@ -332,6 +353,16 @@ class ElasticMagics(Magics):
                 raise UsageError(f"%gpu config takes KEY=VALUE pairs (e.g. idle-timeout=30s), got {item!r}")
             key, value = item.split("=", 1)
             changes.append((key.strip(), value.strip()))
+        if server:  # refused before anything is set: all or nothing
+            for key, _ in changes:
+                if key in cfg.SETTABLE_KEYS and key not in KERNEL_KEYS:
+                    raise UsageError(
+                        f"%gpu config {key}: clusters here are started by the Jupyter server with its "
+                        f"settings; an admin sets jupyter-elastic.{key} in the server's Dask config "
+                        f"(e.g. DASK_{cfg.NAMESPACE.upper().replace('-', '_')}__"
+                        f"{key.upper().replace('-', '_').replace('.', '__')}) and restarts it. "
+                        f"This notebook can set {', '.join(sorted(KERNEL_KEYS))}"
+                    )
         before = {}
         import dask
 
@@ -349,9 +380,8 @@ class ElasticMagics(Magics):
                 dask.config.set({f"{cfg.NAMESPACE}.{key}": value})
             raise
         note = ""
-        if self.session.control_plane.kind == "server":
-            note = (" in this kernel; clusters are started by the Jupyter server with its own "
-                    "settings (idle-timeout applies to this notebook's cluster)")
+        if server:
+            note = " (idle-timeout applies to this notebook's cluster, within the server's bounds)"
         elif lease is not None:
             note = " (new clusters use it; idle-timeout also applies to this notebook's cluster)"
         print("set " + ", ".join(f"{k}={v}" for k, v in changes) + note)
@@ -379,16 +409,22 @@ class ElasticMagics(Magics):
         if client is None:
             raise UsageError("this notebook has no cluster yet; run a %%gpu cell first")
         logs = client.get_worker_logs(n=lines)
+        retired = retired_logs(client, args.worker, lines)
         if args.worker:
             picked = {a: entries for a, entries in logs.items() if args.worker in (a, str(client.scheduler_info()["workers"].get(a, {}).get("name")))}
-            if not picked:
+            if not picked and not retired:
                 names = ", ".join(str(w.get("name")) for w in client.scheduler_info()["workers"].values()) or "none"
                 raise UsageError(f"no worker named {args.worker!r}; workers: {names}")
             logs = picked
-        if not logs:
-            print("no workers are running (they scale to zero when idle)")
         for address, entries in logs.items():
             print(f"== {address}")
+            for level, message in entries:
+                print(f"{level:8} {message}")
+        if not logs:
+            print("no workers are running (they scale to zero when idle)"
+                  + ("; the last logs of retired workers follow" if retired else ""))
+        for worker, address, entries in retired:
+            print(f"== {worker} ({address}), retired")
             for level, message in entries:
                 print(f"{level:8} {message}")
         return None
@@ -426,6 +462,28 @@ class ElasticMagics(Magics):
         return _jobs.results(cfg.short_text(args.job, "job", limit=64), self._shell.user_ns, args.into)
 
 
+#: How many retired workers' logs ``%gpu logs`` shows (each keeps its last RETIRED_LOG_LINES).
+RETIRED_WORKERS_SHOWN = 4
+
+
+def retired_logs(client: Any, worker: str | None, lines: int) -> list[tuple[str, str, list[Any]]]:
+    """The last log lines the most recently retired workers left with the scheduler
+    (``execution.worker.dask_teardown``): (name, address, [(level, message)]), oldest first."""
+    try:
+        events = client.get_events(RETIRED_LOGS_TOPIC)
+    except Exception:
+        return []
+    found = []
+    for _time, event in events:
+        if not isinstance(event, dict) or not isinstance(event.get("logs"), (list, tuple)):
+            continue
+        name, address = str(event.get("worker", "?")), str(event.get("address", "?"))
+        if worker and worker not in (name, address):
+            continue
+        found.append((name, address, list(event["logs"])[-lines:] if lines else []))
+    return found[-RETIRED_WORKERS_SHOWN:]
+
+
 def _whole(value: str, what: str) -> int:
     try:
         return cfg.whole(value, what)
@@ -437,19 +495,31 @@ _magics: ElasticMagics | None = None
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics (idempotent)."""
+    """Register the magics (idempotent), and release the lease when the kernel exits."""
     global _magics
     if _magics is None:
         _magics = ElasticMagics(ipython)
         ipython.register_magics(_magics)
+        atexit.register(_at_exit)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Release this kernel's lease and stop its embedded clusters."""
     global _magics
     if _magics is not None:
+        atexit.unregister(_at_exit)
         _magics.session.close()
         _magics = None
+
+
+def _at_exit() -> None:
+    """The kernel is exiting after a shutdown request (or the interpreter ends): release
+    the lease so the cluster stops now; a restart keeps it for the restarted kernel.
+    A kernel that crashed never gets here: its lease lapses after lease-ttl."""
+    global _magics
+    if _magics is not None:
+        magics, _magics = _magics, None
+        magics.session.close(keep=kernel_restarting())
 
 
 __all__ = ["ElasticMagics", "load_ipython_extension", "unload_ipython_extension"]

@@ -136,14 +136,16 @@ class ElasticSession:
         if self.lease is not None and (cluster_id is None or self.lease["cluster_id"] == cluster_id):
             self._disconnect()
 
-    def close(self) -> None:
-        """Release the lease and close the client (kernel shutdown or %unload_ext)."""
+    def close(self, *, keep: bool = False) -> None:
+        """Release the lease and close the client (kernel shutdown or %unload_ext): the
+        cluster stops unless another kernel holds it; ``keep`` (a kernel restarting) leaves
+        it for lease-ttl, for the restarted kernel to lease again by notebook name."""
         self._stop.set()
         lease = self.lease
         self._disconnect()
         if lease is not None:
             try:
-                self.control_plane.release(lease["lease_id"])
+                self.control_plane.release(lease["lease_id"], keep=keep)
             except Exception:
                 pass
         if self._control_plane is not None:
@@ -241,6 +243,20 @@ def _cluster_name(path: str | None, backend: str) -> str | None:
     digest = hashlib.sha1(path.encode()).hexdigest()[:8]
     suffix = "" if backend == "local" else f"-{backend[:4]}"
     return f"nb-{slug}-{digest}{suffix}"
+
+
+def kernel_restarting() -> bool:
+    """Whether this kernel is shutting down to be restarted: the ``restart`` flag of the
+    ``shutdown_request`` ipykernel answered (False outside a kernel, or for a plain close)."""
+    try:
+        from ipykernel.kernelapp import IPKernelApp
+
+        if IPKernelApp.initialized():
+            message = getattr(IPKernelApp.instance().kernel, "_shutdown_message", None)
+            return bool(message and message["content"].get("restart"))
+    except Exception:
+        pass
+    return False
 
 
 def _kernel_id() -> str:

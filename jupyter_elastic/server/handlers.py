@@ -418,11 +418,13 @@ class LeaseHeartbeatHandler(ElasticHandler):
 
 
 class LeaseHandler(ElasticHandler):
-    """``DELETE /leases/{id}``: give the lease up (its cluster goes after lease-ttl)."""
+    """``DELETE /leases/{id}``: give the lease up; its cluster stops unless another lease
+    holds it (``?keep=1``, a restarting kernel: it stays for lease-ttl)."""
 
     @web.authenticated
     async def delete(self, lease_id: str) -> None:
-        if not self.manager.release(lease_id, self.lease_secret):
+        keep = self.get_query_argument("keep", "0")[:8] not in ("0", "", "false")
+        if not await self.manager.release(lease_id, self.lease_secret, keep=keep):
             raise self.no_lease(lease_id)
         self.set_status(204)
         self.finish()

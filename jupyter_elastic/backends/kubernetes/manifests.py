@@ -92,8 +92,9 @@ def resolve_image(spec: ClusterSpec, options: KubernetesSettings) -> str:
     image = image or os.environ.get("JUPYTER_IMAGE_SPEC") or os.environ.get("JUPYTER_IMAGE")
     if not image:
         raise ConfigError(
-            "no worker image: set jupyter-elastic.kubernetes.image (or pass --image); "
-            "inside JupyterHub the notebook's image is used (JUPYTER_IMAGE_SPEC), but it is not set here"
+            "no worker image: pass --image IMAGE (jupyter-elastic render), set "
+            "jupyter-elastic.kubernetes.image, or set JUPYTER_IMAGE_SPEC (JupyterHub sets it to "
+            "the notebook's image, the default); none is set here"
         )
     return str(image)
 
