@@ -11,7 +11,7 @@ import psutil
 import pytest
 import tornado.httpclient
 from kernel_harness import Kernel
-from test_server_kernels import in_thread, jp_server_config  # noqa: F401  (the server set-up)
+from test_server_kernels import elastic_config, in_thread  # noqa: F401  (the server set-up)
 
 from jupyter_elastic.controlplane.jobs import JobRegistry
 

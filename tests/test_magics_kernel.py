@@ -16,6 +16,7 @@ ENV = {
     "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "60s",
     "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "2",
     "DASK_JUPYTER_ELASTIC__INTERRUPT_GRACE": "1s",
+    "DASK_JUPYTER_ELASTIC__DASHBOARD": "true",  # the status test's dashboard link (off by default)
 }
 
 
