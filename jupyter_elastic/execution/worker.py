@@ -186,8 +186,13 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     # Inputs: cached ones from the worker's cache, new large ones into it.
     namespace: dict[str, Any] = {}
     missing, used_tokens, from_cache = [], [], []
+    scattered = payload.get("scattered") or {}  # name -> token: sent ahead of the task
     for name, value in payload["inputs"].items():
-        if isinstance(value, Cached):
+        if name in scattered:
+            _cache.put(scattered[name], value)
+            namespace[name] = value
+            used_tokens.append((scattered[name], name))
+        elif isinstance(value, Cached):
             hit, cached = _cache.get(value.token)
             if not hit:
                 missing.append(value.token)

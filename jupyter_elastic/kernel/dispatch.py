@@ -260,17 +260,46 @@ class Dispatcher:
         self.session.sent_tokens.update(v.token for v in inputs.values() if isinstance(v, CacheIt))
         return result
 
+    def _upload(self, client: Any, payload: dict[str, Any],
+                phases: PhaseDisplay) -> tuple[dict[str, Any], list[Any]]:
+        """Large new inputs go straight to a worker ahead of the task (``scatter``), as bare
+        Dask sends data, instead of inside the task through the scheduler (which would
+        unpickle and re-send them). The payload then names them under ``scattered``."""
+        big = {n: v for n, v in payload["inputs"].items()
+               if isinstance(v, CacheIt) and not on_device(v.value) and _nbytes(v.value) >= SCATTER_MIN_BYTES}
+        if not big:
+            return payload, []
+        try:
+            while not client.nthreads():  # scatter would wait for one with a 30 s limit
+                phases.show("workers", "waiting for a worker")
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            raise CellCancelled("interrupted while waiting for a worker") from None
+        if phases.shown:
+            mib = sum(_nbytes(v.value) for v in big.values()) / 2**20
+            phases.show("workers", f"uploading inputs ({mib:.0f} MiB)")
+        lease = self.session.lease or {}
+        futures = client.scatter([v.value for v in big.values()], hash=False,
+                                 direct=lease.get("backend") == "local")
+        inputs = dict(payload["inputs"])
+        inputs.update(zip(big, futures, strict=True))
+        return dict(payload, inputs=inputs, scattered={n: v.token for n, v in big.items()}), futures
+
     def _submit_and_wait(self, payload: dict[str, Any], resources: dict[str, float] | None,
                          options: CellOptions, phases: PhaseDisplay, t0: float) -> dict[str, Any]:
         client = self.session.client
         events = self.session.events
         cell_id = payload["cell_id"]
+        payload, uploaded = self._upload(client, payload, phases)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Large object.*")
             warnings.filterwarnings("ignore", message=".*Sending large graph.*")
             future = client.submit(worker_side.run_cell, payload, key=f"{CELL_PREFIX}-{cell_id}",
                                    resources=resources, pure=False)
-        future.add_done_callback(lambda f: events.put(_DONE))
+        # No done-callback: the worker's last event says the cell ended (a result too large
+        # to ride on it is then fetched below), and a task that died without one is seen
+        # by polling ``done()`` while waiting. A callback would cost two more thread
+        # wake-ups per cell (the client's loop and Dask's callback thread).
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
         worker: str | None = None
         seen = 0
@@ -303,7 +332,7 @@ class Dispatcher:
                         ended = True
                         if event.get("inline") is not None:
                             inline = event["inline"]
-                            break
+                        break
                     else:
                         render_event(event)
                 elif future.done():
@@ -340,6 +369,8 @@ class Dispatcher:
             ) from None
         finally:
             future.release()
+            for upload in uploaded:  # the worker's input cache keeps what it needs
+                upload.release()
         # Output sent just before the result may still be on its way.
         expected = int(result.get("events", 0))
         late_deadline = time.monotonic() + EVENT_GRACE
@@ -388,6 +419,19 @@ class Dispatcher:
             client.restart_workers(running, timeout=60, raise_for_error=False)
             return "restarted"
         return "cancelled"
+
+
+#: Cached inputs at least this large are scattered to a worker before the task.
+SCATTER_MIN_BYTES = 8 << 20
+
+
+def _nbytes(value: Any) -> int:
+    from dask.sizeof import sizeof
+
+    try:
+        return int(sizeof(value))
+    except Exception:
+        return 0
 
 
 def _short(error: BaseException | None) -> str | None:
