@@ -260,6 +260,11 @@ class Dispatcher:
         self.session.sent_tokens.update(v.token for v in inputs.values() if isinstance(v, CacheIt))
         return result
 
+    def _direct(self) -> bool:
+        """Whether this kernel reaches the workers themselves (a local cluster's are on this
+        machine; Kubernetes and Gateway workers may sit behind the scheduler's address)."""
+        return (self.session.lease or {}).get("backend") == "local"
+
     def _upload(self, client: Any, payload: dict[str, Any],
                 phases: PhaseDisplay) -> tuple[dict[str, Any], list[Any]]:
         """Large new inputs go straight to a worker ahead of the task (``scatter``), as bare
@@ -278,9 +283,7 @@ class Dispatcher:
         if phases.shown:
             mib = sum(_nbytes(v.value) for v in big.values()) / 2**20
             phases.show("workers", f"uploading inputs ({mib:.0f} MiB)")
-        lease = self.session.lease or {}
-        futures = client.scatter([v.value for v in big.values()], hash=False,
-                                 direct=lease.get("backend") == "local")
+        futures = client.scatter([v.value for v in big.values()], hash=False, direct=self._direct())
         inputs = dict(payload["inputs"])
         inputs.update(zip(big, futures, strict=True))
         return dict(payload, inputs=inputs, scattered={n: v.token for n, v in big.items()}), futures
@@ -361,7 +364,9 @@ class Dispatcher:
 
                 result = cloudpickle.loads(inline)
             else:
-                result = future.result()
+                # A large result: straight from the worker where it can be reached (a
+                # local cluster), not relayed by the scheduler.
+                result = client.gather(future, direct=self._direct())
         except Exception as exc:
             raise ElasticError(
                 f"the worker running this cell failed: {type(exc).__name__}: {exc}",
