@@ -464,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a few rounds, 8 MiB, one data round: checks that it runs")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.sizes, args.data_rounds = 3, "8", 1
-        args.data_modes, args.no_breakdown = "embedded", True
+        args.rounds, args.sizes, args.data_rounds = 2, "8", 1
+        args.data_modes, args.no_breakdown, args.no_px = "embedded", True, True
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.data_modes = {m.strip() for m in args.data_modes.split(",")}
     results = []
