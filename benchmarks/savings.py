@@ -423,8 +423,9 @@ def plot(results: list[tuple[Trace, list[Outcome]]], path: str) -> None:
     for ax, (trace, outcomes) in zip(axes[0], results, strict=False):
         for o in outcomes:
             xs = [t / 3600 for t, _ in o.series]
+            # cumulative GPU-seconds are linear between the sampled points
             ax.plot(xs, [g / 3600 for _, g in o.series], label=o.policy,
-                    drawstyle="steps-post" if not o.policy.startswith("elastic") else "default")
+                    linestyle="--" if not o.policy.startswith("elastic") else "-")
         ax.set_title(trace.name)
         ax.set_xlabel("hours")
         ax.set_ylabel("GPU-hours billed (cumulative)")
