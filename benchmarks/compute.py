@@ -274,10 +274,11 @@ def memory_case(case: str, path: str, rows: int) -> None:
     print(peak_mib())
 
 
-def measure_memory(rows: int) -> list[tuple[str, float, float]]:
-    """(case, in-memory peak MiB, Dask peak MiB) from fresh subprocesses."""
+def measure_memory(rows: int, cases: int | None = None) -> list[tuple[str, float, float]]:
+    """(case, in-memory peak MiB, Dask peak MiB) from fresh subprocesses (the first
+    ``cases`` cases only, when given)."""
     results = []
-    for label, case in MEMORY_CASES.items():
+    for label, case in list(MEMORY_CASES.items())[:cases]:
         peaks = []
         for path in ("numpy", "dask"):
             out = subprocess.run(
@@ -308,7 +309,11 @@ def main() -> None:
     parser.add_argument("--memory-case")
     parser.add_argument("--path")
     parser.add_argument("--rows", type=int)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, one run: checks that it runs (tests/test_benchmarks_quick.py)")
     args = parser.parse_args()
+    if args.quick:
+        args.scale, args.repeat, args.memory_rows = 0.001, 1, 20_000
     if args.memory_case:
         memory_case(args.memory_case, args.path, args.rows)
         return
@@ -321,7 +326,7 @@ def main() -> None:
     )
     print("| work | NumPy in memory (MiB) | Dask chunked (MiB) |")
     print("|---|---:|---:|")
-    for label, numpy_peak, dask_peak in measure_memory(rows):
+    for label, numpy_peak, dask_peak in measure_memory(rows, 1 if args.quick else None):
         print(f"| {label} | {numpy_peak:,.0f} | {dask_peak:,.0f} |", flush=True)
     print()
     print(

@@ -425,7 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every data size")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs, CPU and device alike")
     parser.add_argument("--no-e2e", action="store_true", help="skip the %%%%gpu end-to-end check")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, one run (with --dry-run: checks that it runs)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.scale, args.repeat = 0.001, 1
     if args.dry_run:
         print("dry run: NumPy stands in for the device (checks the checking logic, not a GPU)")
         print(versions_header(True) + "\n")

@@ -133,6 +133,20 @@ def test_unchanged_large_inputs_are_not_sent_again(kernel):
     assert kernel.value("float(s3)") == 400_004.0
 
 
+def test_large_inputs_go_to_the_worker_ahead_of_the_task_and_are_cached(kernel):
+    # 16 MiB: above SCATTER_MIN_BYTES, so it is scattered, not sent inside the task
+    ok(kernel.run("import numpy as np\nhuge = np.arange(2 * 2**20, dtype=np.float64)"))
+    ok(kernel.run("%%gpu\nh1 = float(huge.sum())\nhuge2 = huge * 2"))
+    ok(kernel.run("%%gpu\nh2 = float(huge[-1])"))
+    cached = kernel.value("[r['cached_inputs'] for r in get_ipython().run_line_magic('gpu', 'history --json')]")
+    assert cached[-2:] == [[], ["huge"]], "the scattered input stayed in the worker's cache"
+    assert kernel.value("h1") == float(sum(range(2 * 2**20))) and kernel.value("h2") == 2 * 2**20 - 1
+    assert kernel.value("float(huge2[-1])") == 2.0 * (2 * 2**20 - 1)
+    held = kernel.value("list(__import__('jupyter_elastic.kernel.magics', fromlist=['_'])._magics"
+                        ".session.client.futures)")
+    assert held == [], "the uploaded inputs and the results are released after each cell"
+
+
 def test_timeout_cancels_the_cell(kernel):
     run = kernel.run("%%gpu --timeout 1s\nimport time\nwhile True:\n    time.sleep(0.01)\n", timeout=60)
     assert run.status == "error"
@@ -285,7 +299,8 @@ def test_status_history_config_and_logs(kernel):
     history = kernel.value("get_ipython().run_line_magic('gpu', 'history --json')")
     assert history and {"seconds", "gpu_seconds", "cpu_seconds", "cost", "status"} <= set(history[-1])
     assert any(r["status"] == "error" for r in history) and any(r["status"] == "ok" for r in history)
-    assert "total cost of" in kernel.run("%gpu history").stdout
+    shown = kernel.run("%gpu history").stdout
+    assert "total cost of" in shown and "on an always-on worker since its first cell; saved so far:" in shown
     run = ok(kernel.run("%gpu config idle-timeout=45s"))
     assert "idle-timeout=45s" in run.stdout
     assert "45s" in kernel.run("%gpu config").stdout

@@ -122,9 +122,20 @@ def test_unsendable_outputs_are_named():
 
 def test_inline_result_round_trips():
     result = run_cell(payload("v = list(range(5))"))
-    assert cloudpickle.loads(worker._inline(result))["outputs"] == {"v": [0, 1, 2, 3, 4]}
+    data, sendable = worker._inline(result)
+    assert sendable and cloudpickle.loads(data)["outputs"] == {"v": [0, 1, 2, 3, 4]}
     huge = dict(result, outputs={"v": b"x" * (wire.INLINE_MAX_BYTES + 1)})
-    assert worker._inline(huge) is None
+    assert worker._inline(huge) == (None, True)
+
+
+def test_large_array_result_is_sized_without_pickling_its_data():
+    import numpy as np
+
+    big = np.ones(wire.INLINE_MAX_BYTES)  # 8x the inline limit
+    result = run_cell(payload("out = big * 2", {"big": big}))
+    assert result["status"] == "ok" and result["outputs"]["out"][0] == 2.0
+    assert worker._inline(result) == (None, True)
+    assert worker._inline({"v": __import__("threading").Lock()}) == (None, False)
 
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90.0), ("2m", 120.0), ("1.5h", 5400.0), (30, 30.0), ("250ms", 0.25)])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -36,13 +37,14 @@ class CellActivity(SchedulerPlugin):
 
     name = "jupyter-elastic-activity"
 
-    def __init__(self) -> None:
-        self.last = time.monotonic()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.last = clock()
         self.in_flight: set[str] = set()
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if is_cell(key):
-            self.last = time.monotonic()
+            self.last = self.clock()
             if finish in ("memory", "erred", "released", "forgotten", "cancelled"):
                 self.in_flight.discard(key)
             else:
@@ -50,7 +52,7 @@ class CellActivity(SchedulerPlugin):
 
     def idle_for(self) -> float:
         """Seconds since the last cell ended (0 while one runs)."""
-        return 0.0 if self.in_flight else time.monotonic() - self.last
+        return 0.0 if self.in_flight else self.clock() - self.last
 
 
 def cell_workers_needed(scheduler: Any, resource: str, slots_per_worker: float) -> int:

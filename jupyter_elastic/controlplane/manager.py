@@ -20,6 +20,7 @@ import getpass
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..backends import ElasticBackend, backend_class
@@ -63,10 +64,13 @@ class ElasticClusterManager:
         idle_timeout_bounds: tuple[float, float] | None = None,
         tick: float | None = None,
         max_clusters: int | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         #: the admin's cap on clusters this user runs at once (None: no cap)
         self.max_clusters = max_clusters
+        #: The control plane's clock (``time.monotonic``; a simulation injects its own).
+        self.clock = clock or time.monotonic
         self.owner = owner or _current_user()
         self.budget = GpuBudget(max_gpus)
         self.idle_timeout_bounds = idle_timeout_bounds
@@ -195,7 +199,7 @@ class ElasticClusterManager:
             self.settings, name=name, backend=backend, owner=self.owner, session=session,
             gpus_per_worker=gpus_per_worker, gpu_type=gpu_type, idle_timeout=idle_timeout,
         )
-        now = time.monotonic()
+        now = self.clock()
         return ClusterRecord(
             id=new_id(),
             spec=spec,
@@ -317,9 +321,9 @@ class ElasticClusterManager:
             raise ClusterStartError(f"the cluster {record.name!r} was stopped while it started")
         record.status = "running"
         on_progress("ready", "")
-        record.last_activity = time.monotonic()
+        record.last_activity = self.clock()
         log.info("jupyter-elastic: started %s cluster %s (%s)", record.backend, record.name, record.id)
-        return record.to_json(time.monotonic())
+        return record.to_json(self.clock())
 
     async def scale(self, cluster_id: str, n: Any) -> dict[str, Any]:
         """Fixed size ``n`` (0 frees every worker); adaptive scaling stops until idle."""
@@ -330,8 +334,8 @@ class ElasticClusterManager:
             self.budget.check(self.records(), n * record.spec.gpus_per_worker, exclude=record.id)
         await self.backend(record.backend).scale(record.handle, n)
         record.mode, record.requested = "fixed", n
-        record.last_activity = time.monotonic()
-        return record.to_json(time.monotonic())
+        record.last_activity = self.clock()
+        return record.to_json(self.clock())
 
     async def adapt(self, cluster_id: str, minimum: Any, maximum: Any) -> dict[str, Any]:
         """Adaptive size between ``minimum`` and ``maximum`` workers."""
@@ -344,7 +348,7 @@ class ElasticClusterManager:
         assert record.handle is not None
         await self.backend(record.backend).adapt(record.handle, minimum, maximum, record.idle_timeout)
         record.mode, record.minimum, record.maximum = "adaptive", minimum, maximum
-        return record.to_json(time.monotonic())
+        return record.to_json(self.clock())
 
     async def set_idle_timeout(self, cluster_id: str, seconds: float) -> dict[str, Any]:
         """Change a running cluster's idle timeout (re-arms adaptive scaling)."""
@@ -355,7 +359,7 @@ class ElasticClusterManager:
             await self.backend(record.backend).adapt(
                 record.handle, record.minimum, record.maximum, record.idle_timeout
             )
-        return record.to_json(time.monotonic())
+        return record.to_json(self.clock())
 
     async def back_to_adaptive(self, record: ClusterRecord) -> None:
         """A fixed-size cluster returns to its adaptive bounds (the reaper, after idle)."""
@@ -377,7 +381,7 @@ class ElasticClusterManager:
         if record.status in ("stopping", "stopped"):
             return
         record.status = "stopping"
-        record.meter.tick(time.monotonic(), len(record.workers), busy=record.running_cells > 0)
+        record.meter.tick(self.clock(), len(record.workers), busy=record.running_cells > 0)
         try:
             if record.handle is not None:
                 await self.backend(record.backend).close(record.handle)
@@ -449,7 +453,7 @@ class ElasticClusterManager:
     def _lease(self, session: str, record: ClusterRecord) -> dict[str, Any]:
         """A new lease of ``session`` on ``record`` (replacing the session's previous
         lease), as lease JSON with its secret."""
-        now = time.monotonic()
+        now = self.clock()
         previous = [lease for lease in self._leases.values() if lease.session == session]
         lease = Lease(new_id("lease-"), session, record.id, now)
         self._leases[lease.id] = lease  # first: revoking the old one must not orphan record
@@ -465,7 +469,7 @@ class ElasticClusterManager:
         self._leases.pop(lease.id, None)
         record = self._clusters.get(lease.cluster_id)
         if record is not None and not self.leases_of(record.id):
-            self.orphan(record, time.monotonic())
+            self.orphan(record, self.clock())
 
     def lease_of(self, lease_id: str, secret: str | None) -> Lease | None:
         """The live lease ``lease_id`` when ``secret`` is its secret; None otherwise (an
@@ -479,7 +483,7 @@ class ElasticClusterManager:
         lease = self.lease_of(lease_id, secret)
         if lease is None:
             return False
-        lease.last_heartbeat = time.monotonic()
+        lease.last_heartbeat = self.clock()
         return True
 
     async def release(self, lease_id: str, secret: str | None, *, keep: bool = False) -> bool:
@@ -533,9 +537,9 @@ class ElasticClusterManager:
         record = self._clusters.get(lease.cluster_id)
         if record is None:
             return
-        lease.cells.append((time.monotonic(), timeout))
+        lease.cells.append((self.clock(), timeout))
         record.running_cells += 1
-        record.last_activity = time.monotonic()
+        record.last_activity = self.clock()
         if record.handle is not None and record.status == "running":
             impl = self.backend(record.backend)
             asyncio.ensure_future(_quietly(impl.wake(record.handle)))
@@ -555,7 +559,7 @@ class ElasticClusterManager:
             lease.cells.pop(0)
         if record is not None:
             record.running_cells = max(0, record.running_cells - 1)
-            record.last_activity = time.monotonic()
+            record.last_activity = self.clock()
             record.cells += 1
         self._history.append(parsed)
         return parsed.to_json()
@@ -564,14 +568,14 @@ class ElasticClusterManager:
     def list_clusters(self, *, details: bool = False) -> list[dict[str, Any]]:
         """Every cluster as JSON (live worker and GPU counts, usage so far; ``details``:
         each one's ``worker_details`` as of the reaper's last look)."""
-        now = time.monotonic()
+        now = self.clock()
         return [r.to_json(now, details=details) for r in self._clusters.values()]
 
     async def get_cluster(self, cluster_id: str) -> dict[str, Any]:
         """One cluster as JSON, with ``worker_details`` read fresh from its scheduler."""
         record = self._get(cluster_id)
         await self.refresh_workers(record)
-        return record.to_json(time.monotonic(), details=True)
+        return record.to_json(self.clock(), details=True)
 
     def history(self, notebook: str | None = None) -> list[dict[str, Any]]:
         """One row per ``%%gpu`` cell, oldest first (only ``notebook``'s when given)."""

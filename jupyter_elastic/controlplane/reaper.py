@@ -71,7 +71,7 @@ class Reaper:
             if record.status != "running":
                 continue
             await self.manager.refresh_workers(record)
-            now = time.monotonic()
+            now = self.manager.clock()
             record.meter.tick(now, len(record.workers), busy=record.running_cells > 0)
             if await self._expire_leases(record, now):
                 continue

@@ -240,8 +240,13 @@ def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None
     # Inputs: cached ones from the worker's cache, new large ones into it.
     namespace: dict[str, Any] = {}
     missing, used_tokens, from_cache = [], [], []
+    scattered = payload.get("scattered") or {}  # name -> token: sent ahead of the task
     for name, value in payload["inputs"].items():
-        if isinstance(value, Cached):
+        if name in scattered:
+            _cache.put(scattered[name], value)
+            namespace[name] = value
+            used_tokens.append((scattered[name], name))
+        elif isinstance(value, Cached):
             hit, cached = _cache.get(value.token)
             if not hit:
                 missing.append(value.token)
@@ -277,12 +282,7 @@ def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None
             flush_figures(output)
             outputs, deleted = runner.collect(globals_, payload["outputs"], namespace, convert)
             value = convert(value)
-            unsendable = _unsendable(outputs, value)
-            if unsendable:
-                result = {"status": "error", "ename": "OutputNotSerializable",
-                          "evalue": unsendable, "traceback": []}
-            else:
-                result = {"status": "ok", "outputs": outputs, "deleted": deleted, "value": value}
+            result = {"status": "ok", "outputs": outputs, "deleted": deleted, "value": value}
         except BaseException as exc:  # the cell's own error, KeyboardInterrupt from an interrupt
             result = {
                 "status": "error",
@@ -308,21 +308,45 @@ def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None
         cached_inputs=from_cache,
     )
     # A small result rides on the last event, so the kernel need not fetch it from the
-    # worker in a second round trip; the task's own return value is the fallback.
-    inline = _inline(result)
+    # worker in a second round trip; the task's own return value is the fallback. Sizing
+    # it is also the check that it can be sent: only when that fails are the outputs
+    # pickled one by one, to name the one that cannot travel.
+    inline, sendable = _inline(result)
+    if not sendable and result["status"] == "ok":
+        unsendable = _unsendable(result["outputs"], result["value"])
+        if unsendable:
+            kept = {k: result[k] for k in ("compute_seconds", "worker", "device", "cached_inputs")}
+            result = {"status": "error", "ename": "OutputNotSerializable", "evalue": unsendable,
+                      "traceback": [], **kept}
+            inline, sendable = _inline(result)
     result["events"] = output.seq + 1
     output.event("end", status=result["status"], inline=inline)
     return result
 
 
-def _inline(result: dict[str, Any]) -> bytes | None:
+def _inline(result: dict[str, Any]) -> tuple[bytes | None, bool]:
+    """The result pickled in-band when it is small; None for a large one, which then
+    travels as the task's return value (Dask sends its buffers out-of-band, uncopied).
+
+    Sized first with out-of-band buffers, which pickles no array data: a large result is
+    never copied just to learn that it is too large to inline. Also returns whether the
+    result pickles at all.
+    """
     import cloudpickle
 
+    buffers: list[Any] = []
     try:
-        data = cloudpickle.dumps(result, protocol=5)
+        head = cloudpickle.dumps(result, protocol=5, buffer_callback=buffers.append)
     except Exception:
-        return None
-    return data if len(data) <= INLINE_MAX_BYTES else None
+        return None, False
+    size = len(head) + sum(memoryview(b).nbytes for b in buffers)
+    if size > INLINE_MAX_BYTES:
+        return None, True
+    try:
+        data = cloudpickle.dumps(result, protocol=5) if buffers else head
+    except Exception:
+        return None, True
+    return (data if len(data) <= INLINE_MAX_BYTES else None), True
 
 
 def _unsendable(outputs: dict[str, Any], value: Any) -> str:

@@ -294,17 +294,49 @@ class Dispatcher:
         self.session.sent_tokens.update(v.token for v in inputs.values() if isinstance(v, CacheIt))
         return result
 
+    def _direct(self) -> bool:
+        """Whether this kernel reaches the workers themselves (a local cluster's are on this
+        machine; Kubernetes and Gateway workers may sit behind the scheduler's address)."""
+        return (self.session.lease or {}).get("backend") == "local"
+
+    def _upload(self, client: Any, payload: dict[str, Any],
+                phases: PhaseDisplay) -> tuple[dict[str, Any], list[Any]]:
+        """Large new inputs go straight to a worker ahead of the task (``scatter``), as bare
+        Dask sends data, instead of inside the task through the scheduler (which would
+        unpickle and re-send them). The payload then names them under ``scattered``."""
+        big = {n: v for n, v in payload["inputs"].items()
+               if isinstance(v, CacheIt) and not on_device(v.value) and _nbytes(v.value) >= SCATTER_MIN_BYTES}
+        if not big:
+            return payload, []
+        try:
+            while not client.nthreads():  # scatter would wait for one with a 30 s limit
+                phases.show("workers", "waiting for a worker")
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            raise CellCancelled("interrupted while waiting for a worker") from None
+        if phases.shown:
+            mib = sum(_nbytes(v.value) for v in big.values()) / 2**20
+            phases.show("workers", f"uploading inputs ({mib:.0f} MiB)")
+        futures = client.scatter([v.value for v in big.values()], hash=False, direct=self._direct())
+        inputs = dict(payload["inputs"])
+        inputs.update(zip(big, futures, strict=True))
+        return dict(payload, inputs=inputs, scattered={n: v.token for n, v in big.items()}), futures
+
     def _submit_and_wait(self, payload: dict[str, Any], resources: dict[str, float] | None,
                          options: CellOptions, phases: PhaseDisplay, t0: float) -> dict[str, Any]:
         client = self.session.client
         events = self.session.events
         cell_id = payload["cell_id"]
+        payload, uploaded = self._upload(client, payload, phases)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Large object.*")
             warnings.filterwarnings("ignore", message=".*Sending large graph.*")
             future = client.submit(worker_side.run_cell, payload, key=f"{CELL_PREFIX}-{cell_id}",
                                    resources=resources, pure=False)
-        future.add_done_callback(lambda f: events.put(_DONE))
+        # No done-callback: the worker's last event says the cell ended (a result too large
+        # to ride on it is then fetched below), and a task that died without one is seen
+        # by polling ``done()`` while waiting. A callback would cost two more thread
+        # wake-ups per cell (the client's loop and Dask's callback thread).
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
         where = _Where()
         seen = 0
@@ -337,7 +369,7 @@ class Dispatcher:
                         ended = True
                         if event.get("inline") is not None:
                             inline = event["inline"]
-                            break
+                        break
                     else:
                         render_event(event)
                 elif future.done():
@@ -363,7 +395,9 @@ class Dispatcher:
 
                 result = cloudpickle.loads(inline)
             else:
-                result = future.result()
+                # A large result: straight from the worker where it can be reached (a
+                # local cluster), not relayed by the scheduler.
+                result = client.gather(future, direct=self._direct())
         except KeyboardInterrupt:
             raise CellCancelled("interrupted while the cell's result was fetched") from None
         except BaseException as exc:
@@ -377,6 +411,8 @@ class Dispatcher:
             raise failure from None
         finally:
             future.release()
+            for upload in uploaded:  # the worker's input cache keeps what it needs
+                upload.release()
         # Output sent just before the result may still be on its way.
         expected = int(result.get("events", 0))
         late_deadline = time.monotonic() + EVENT_GRACE
@@ -627,6 +663,19 @@ def _size(n: int) -> str:
     from dask.utils import format_bytes
 
     return str(format_bytes(n))
+
+
+#: Cached inputs at least this large are scattered to a worker before the task.
+SCATTER_MIN_BYTES = 8 << 20
+
+
+def _nbytes(value: Any) -> int:
+    from dask.sizeof import sizeof
+
+    try:
+        return int(sizeof(value))
+    except Exception:
+        return 0
 
 
 def _short(error: BaseException | None, attempt: tuple[int, int] = (1, 1)) -> str | None:

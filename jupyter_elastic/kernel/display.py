@@ -130,9 +130,57 @@ def status_bundle(report: dict[str, Any], lease: dict[str, Any] | None,
     return {"text/plain": text, "text/html": "<pre>" + "\n".join(rows) + "</pre>"}
 
 
-def history_text(rows: list[dict[str, Any]], currency: str) -> str:
+def history_text(rows: list[dict[str, Any]], currency: str,
+                 clusters: list[dict[str, Any]] | None = None, now: float | None = None) -> str:
+    """The history table, then per notebook what it was billed against an always-on worker
+    (``clusters``: the live clusters' JSON, whose metered usage includes idle seconds)."""
     if not rows:
         return "no %%gpu cells have run yet"
+    return _history_table(rows, currency) + "\n" + "\n".join(savings_lines(rows, clusters or [], now))
+
+
+def savings_lines(rows: list[dict[str, Any]], clusters: list[dict[str, Any]],
+                  now: float | None = None) -> list[str]:
+    """Per notebook: seconds billed so far vs what one always-on worker would have held
+    since the notebook's first cell (``saved so far``).
+
+    Billed is the metered usage of the notebook's live clusters (idle worker time included);
+    a cluster that is gone counts only what its cells held, and the line says so.
+    """
+    import datetime as _dt
+
+    now = time.time() if now is None else now
+    live = {c["id"]: c for c in clusters}
+    by_notebook: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("device") == "local":
+            continue  # --local cells ran in the kernel: no worker to compare with
+        by_notebook.setdefault(r.get("notebook") or "this kernel", []).append(r)
+    lines = []
+    for notebook, mine in by_notebook.items():
+        gpu = any(r.get("device") == "gpu" for r in mine)
+        unit, key = ("GPU-s", "gpu_seconds") if gpu else ("CPU-s", "cpu_seconds")
+        per_worker = max((float(r.get("gpus" if gpu else "cpus") or 0.0) for r in mine), default=0.0) or 1.0
+        first = min(_dt.datetime.fromisoformat(r["started"]).timestamp() for r in mine)
+        always_on = max(0.0, now - first) * per_worker
+        held = sum(float(r.get(key) or 0.0) for r in mine)
+        billed, gone = 0.0, False
+        for cluster_id in {r.get("cluster_id") for r in mine}:
+            if cluster_id in live:
+                billed += float(live[cluster_id]["usage"].get(key, 0.0))
+            else:
+                gone = True
+                billed += sum(float(r.get(key) or 0.0) for r in mine if r.get("cluster_id") == cluster_id)
+        saved = 100.0 * (1.0 - billed / always_on) if always_on > 0 else 0.0
+        lines.append(
+            f"{notebook}: {billed:.1f} {unit} billed (cells held {held:.1f}) vs {always_on:.1f} "
+            f"on an always-on worker since its first cell; saved so far: {saved:.0f}%"
+            + (" (stopped clusters: their cells' seconds only)" if gone else "")
+        )
+    return lines
+
+
+def _history_table(rows: list[dict[str, Any]], currency: str) -> str:
     header = f"{'cell':>5} {'started':25} {'where':10} {'seconds':>8} {'GPU-s':>8} {'cost':>12}  status"
     lines = [header]
     for r in rows:

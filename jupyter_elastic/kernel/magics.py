@@ -396,7 +396,11 @@ class ElasticMagics(Magics):
         rows = self.session.control_plane.history(notebook)
         if args.json:
             return rows
-        print(history_text(rows, cfg.load_settings().pricing.currency))
+        try:
+            clusters = self.session.control_plane.clusters()
+        except Exception:
+            clusters = []  # the lines then count the cells' own seconds only
+        print(history_text(rows, cfg.load_settings().pricing.currency, clusters))
         return None
 
     def _cmd_logs(self, argv: list[str]) -> Any:

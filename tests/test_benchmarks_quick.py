@@ -1,0 +1,68 @@
+"""Every benchmark script runs in its ``--quick`` mode, so none of them can rot.
+
+Nothing here looks at a timing: only that each script runs to the end and prints its
+tables (the numbers are the benchmarks' business, in ``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script: str, *args: str, timeout: float = 240) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.kernel
+def test_dispatch_quick(no_leaked_processes):
+    out = run("dispatch.py", "--quick")
+    for what in ("plain cell `_w = 1` (floor)", "`%%gpu` `_w = 1`", "bare Dask"):
+        assert out.count(what) == 2, f"{what!r}: one row per mode (embedded, server)\n{out}"
+    assert "| embedded      |" in out and "| server        |" in out
+    assert "zero workers -> result" in out
+    data = [line for line in out.splitlines() if "|     8 |" in line]
+    assert {line.split("|")[3].strip() for line in data} == {"in", "out", "in+out", "memcpy"}
+
+
+def test_savings_quick(tmp_path):
+    png = tmp_path / "savings.png"
+    out = run("savings.py", "--quick", "--plot", str(png))
+    for family in ("bursty", "training", "class", "overnight"):
+        assert f"\n{family}: saved " in out and f"## {family}:" in out
+    assert png.stat().st_size > 1000
+
+
+def test_savings_replays_a_history_file(tmp_path):
+    import json
+
+    rows = [{"started": f"2026-01-01T10:{m:02d}:00+00:00", "compute_seconds": 20.0,
+             "seconds": 21.0, "notebook": "a.ipynb"} for m in (0, 1, 2, 40)]
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps(rows))
+    out = run("savings.py", "--families", "", "--history", str(path))
+    line = next(x for x in out.splitlines() if x.startswith("history.json: saved "))
+    assert "cold starts" in line
+    table = out.split("## history.json")[1]
+    always_on = next(x for x in table.splitlines() if x.startswith("| always-on"))
+    assert always_on.split("|")[2].strip() == str(round(40 * 60 + 20 + 60)), always_on
+
+
+def test_compute_quick(no_leaked_processes):
+    out = run("compute.py", "--quick")
+    assert "CPU path vs reference" in out and "Peak RSS" in out
+
+
+def test_gpu_check_quick_dry_run():
+    out = run("gpu_check.py", "--quick", "--dry-run")
+    assert "0 failing function(s)" in out
