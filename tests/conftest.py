@@ -145,3 +145,18 @@ def jp_server_config(elastic_config):
         },
     }
 
+
+@pytest.fixture(autouse=True)
+def _dask_scheduler_setting_restored():
+    """A test that leaves a default ``distributed.Client`` behind (a failure inside it,
+    say) must not turn every later Dask computation into 'no Client active'."""
+    import dask
+
+    before = {key: dask.config.config.get(key) for key in ("scheduler", "shuffle")}
+    yield
+    for key, value in before.items():
+        if value is None:
+            dask.config.config.pop(key, None)
+        else:
+            dask.config.config[key] = value
+

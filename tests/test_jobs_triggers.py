@@ -86,9 +86,10 @@ def test_every_runs_again_until_cancelled(tmp_path, no_leaked_processes):
         assert run.status == "ok", run.error_text()
         job_id = run.stdout.split()[1]
         wait_for(lambda: (JobRegistry().get(job_id)["runs"] or 0) >= 2, timeout=180, what="two runs")
-        listed = kernel.run("%gpu jobs").stdout  # between runs, or in one (never ended)
-        assert "ticker" in listed and any(s in listed for s in ("waiting", "starting", "running"))
-        assert not any(s in listed for s in ("done", "failed", "cancelled", "lost"))
+        listed = [line for line in kernel.run("%gpu jobs").stdout.splitlines() if job_id in line]
+        assert len(listed) == 1  # between runs, or in one; never ended
+        assert any(s in listed[0] for s in ("waiting", "starting", "running")), listed
+        assert not any(s in listed[0] for s in ("done", "failed", "cancelled", "lost")), listed
         attached = kernel.run("%gpu attach ticker", timeout=120)
         assert attached.status == "ok", attached.error_text()
         count = kernel.value("count")

@@ -41,6 +41,7 @@ class EmbeddedControlPlane(ControlPlane):
         self._follow_config = settings is None  # explicit settings stay as given
 
         async def build() -> ElasticClusterManager:
+            manager_kwargs.setdefault("leases_expire", False)  # the kernel's exit ends its clusters
             manager = ElasticClusterManager(settings or load_settings(), **manager_kwargs)
             await manager.start()
             return manager

@@ -65,12 +65,17 @@ class ElasticClusterManager:
         tick: float | None = None,
         max_clusters: int | None = None,
         clock: Callable[[], float] | None = None,
+        leases_expire: bool = True,
     ) -> None:
         self.settings = settings or load_settings()
         #: the admin's cap on clusters this user runs at once (None: no cap)
         self.max_clusters = max_clusters
         #: The control plane's clock (``time.monotonic``; a simulation injects its own).
         self.clock = clock or time.monotonic
+        #: False in a kernel's embedded control plane: its leases are the kernel's own, and a
+        #: kernel stopped (SIGSTOP) past lease-ttl must not find its cluster gone on SIGCONT;
+        #: the kernel's exit ends the cluster there.
+        self.leases_expire = leases_expire
         self.owner = owner or _current_user()
         self.budget = GpuBudget(max_gpus)
         self.idle_timeout_bounds = idle_timeout_bounds

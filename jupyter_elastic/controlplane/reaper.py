@@ -82,6 +82,8 @@ class Reaper:
         """Drop lapsed leases; stop the cluster once no kernel held it for ``lease-ttl``.
         True when the cluster was stopped."""
         manager = self.manager
+        if not manager.leases_expire:
+            return False
         ttl = manager.settings.lease_ttl
         untimed = manager.settings.shutdown_after  # a running cell without --timeout
         leases = manager.leases_of(record.id)

@@ -91,7 +91,7 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
             assert record.workers == []
             # a cell on the empty cluster: wake() + the autoscaler start a worker again
             t2 = time.monotonic()
-            manager.cell_started(record.id)
+            manager.cell_started(lease["lease_id"], lease["lease_secret"])
             fut = client.submit(operator.mul, 2, 5, key="gpu-cell-2", resources={"GPU": 1})
             assert await fut == 10
             timings["scale_from_zero"] = time.monotonic() - t2

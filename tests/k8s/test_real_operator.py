@@ -143,7 +143,7 @@ def test_backend_lease_on_the_real_operator_scales_to_and_from_zero(real_k8s: An
                 while await workers() and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
                 assert await workers() == 0, "the operator's autoscaler did not scale to zero"
-                manager.cell_started(record.id)
+                manager.cell_started(lease["lease_id"], lease["lease_secret"])
                 fut = client.submit(operator.mul, 2, 5, key="cell-2", resources={"GPU": 1})
                 assert await asyncio.wait_for(fut, 60) == 10
         finally:
