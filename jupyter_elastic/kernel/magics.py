@@ -33,8 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         message = " ".join(message.split())  # one line, whatever the user typed
-        if len(message) > 160:  # "unrecognized arguments: <the whole line>"
-            message = message[:159] + "…"
+        if len(message) > 60:  # "unrecognized arguments: <the whole line>": a prefix will do
+            message = message[:59] + "…"
         flags = sorted({o for a in self._actions for o in a.option_strings if o.startswith("--")} - {"--help"})
         accepted = f"; {self.prog} takes {', '.join(flags)}" if flags else ""
         raise UsageError(f"{self.prog}: {message}{accepted} (see {self.prog}? for help)")
