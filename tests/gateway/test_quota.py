@@ -191,6 +191,9 @@ def test_gpu_quota_counts_across_clusters_refuses_with_one_line_and_spares_bob(
 
             # scale-ups past the quota are refused (not clamped) and change nothing
             await first.scale(1)
+            # a worker being retired still holds its GPU until it has stopped: wait for that
+            await _until(lambda: server.clusters("alice", QUOTA_ROUTE)["holding"]
+                         == {"gpus": 1.0, "workers": 1}, "the retired worker to free its GPU")
             second = await alice.new_cluster(one_gpu, shutdown_on_close=True)
             clusters.append(second)
             with pytest.raises(GatewayClusterError) as over:
