@@ -55,6 +55,7 @@ class Supervisor:
         self.registry = registry or JobRegistry()
         self.folder = job_dir(job_id)
         self.cancel = threading.Event()
+        self.attempt = 0  # runs started (a triggered job starts one per trigger)
         self._log_lock = threading.Lock()
         self.events = os.path.join(self.folder, EVENTS)  # run-{n}.jsonl for triggered jobs
 
@@ -135,9 +136,13 @@ class Supervisor:
             # The job's cluster lives in this process, also under a Jupyter server: a
             # server's local scheduler runs inside the server and would die with it, so a
             # job held there could not outlive a server restart (docs/jobs.md).
+            # Named after the job and the run: never the notebook's own cluster (a remote
+            # backend would reconnect to it by name), nor a previous run's that is still
+            # being deleted.
+            self.attempt += 1
             cp = EmbeddedControlPlane()
             lease = cp.acquire(f"job-{self.job_id}", backend=spec["backend"],
-                               gpu_type=spec.get("gpu_type"))
+                               name=f"job-{self.job_id}-{self.attempt}", gpu_type=spec.get("gpu_type"))
             self.registry.update(self.job_id, lease_id=lease["lease_id"], cluster_id=lease["cluster_id"],
                                  backend=lease["backend"], control_plane="supervisor")
             threading.Thread(target=self._beat, args=(cp, lease, stop_beat), daemon=True).start()
