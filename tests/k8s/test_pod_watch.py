@@ -70,6 +70,23 @@ def test_lost_worker_pods_are_told_with_the_api_reason(k8s: Any) -> None:
     assert third == [], "each loss is told once"
 
 
+def test_a_container_restarted_in_place_is_a_lost_worker(k8s: Any) -> None:
+    """A Deployment's pod stays and its container restarts: OOM-killed, the reason is in
+    ``lastState``; each restart is told."""
+    s = k8s.server
+    s.sync(s.put, "v1", "pods", pod("c1-w1", "10.0.0.1", containerStatuses=[
+        {"name": "worker", "restartCount": 0, "state": {"running": {}}}]), "jhub")
+
+    def oom(n: int) -> Any:
+        return lambda: s.sync(s.put, "v1", "pods", pod("c1-w1", "10.0.0.1", containerStatuses=[
+            {"name": "worker", "restartCount": n, "state": {"running": {}},
+             "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]), "jhub")
+
+    told = looks(k8s, [lambda: None, oom(1), lambda: None, oom(2)])
+    assert [m["pod"] for m in told[1]] == ["c1-w1"] and told[2] == [] and len(told[3]) == 1
+    assert told[1][0]["reason"] == "OOMKilled: the container ran out of memory (its limit is 8Gi)"
+
+
 def test_loss_reason_of_a_plain_delete() -> None:
     assert loss_reason(pod("p", "1.2.3.4"), [], gone=True).startswith("deleted through the Kubernetes API")
 

@@ -779,9 +779,13 @@ class PodWatch:
         if previous is not None:
             for pod_name, last in previous.items():
                 pod = pods.get(pod_name)
-                if pod_name in self.reported or (pod is not None and not _leaving(pod)):
+                # a container restarted in place (OOM-killed, crashed) lost its worker too
+                restarted = pod is not None and _restarts(pod) > _restarts(last)
+                if pod_name in self.reported or (pod is not None and not _leaving(pod)
+                                                 and not restarted):
                     continue
-                self.reported.add(pod_name)
+                if not restarted:
+                    self.reported.add(pod_name)
                 about = await get_json(api, "events", namespace=self.namespace,
                                        params={"fieldSelector": f"involvedObject.name={pod_name}"})
                 events = sorted((about or {}).get("items", []), key=_event_time)
@@ -835,6 +839,11 @@ def _leaving(pod: dict[str, Any]) -> bool:
         return True
     return any(((cs.get("state") or {}).get("terminated") or {}).get("reason") == "OOMKilled"
                for cs in status.get("containerStatuses") or [])
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(int(cs.get("restartCount") or 0)
+               for cs in (pod.get("status") or {}).get("containerStatuses") or [])
 
 
 def _created(pod: dict[str, Any]) -> float:
