@@ -59,7 +59,9 @@ def _cell_parser() -> _Parser:
     p.add_argument("--out", dest="outputs", default=None, help="names to bring back, comma-separated (default: all assigned)")
     p.add_argument("--keep-on-device", action="store_true", help="return CuPy arrays as CuPy, not NumPy")
     p.add_argument("--timeout", default=None, help="cancel the cell after this long, e.g. 30s or 5m")
-    p.add_argument("--retries", default=None, help="run the cell again up to N times if it fails")
+    p.add_argument("--retries", default=None,
+                   help="run the cell again up to N times if it fails (default 0; on Kubernetes "
+                        "a cell whose worker pod is lost is re-run once unless --retries is given)")
     p.add_argument("--backend", default=None, help="local, kubernetes or gateway")
     p.add_argument("--local", action="store_true", help="run here in the kernel with the same semantics")
     p.add_argument("--require-gpu", action="store_true", help="fail instead of running on CPU workers")
