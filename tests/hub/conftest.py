@@ -87,7 +87,11 @@ c.Spawner.environment = {environment!r}
 c.Spawner.server_token_scopes = {scopes!r}
 
 c.JupyterHub.load_roles = [
-    {{"name": "user", "scopes": ["self", "access:services!service={gateway_service}"]}},
+    # every user may open the usage page: the page itself refuses those who are not admins
+    {{"name": "user", "scopes": ["self", "access:services!service={gateway_service}",
+                                "access:services!service=jupyter-elastic-hub"]}},
+    {{"name": "usage-page", "services": ["jupyter-elastic-hub"],
+      "scopes": ["read:users", "list:groups", "read:groups"]}},
     {{"name": "test-driver", "services": ["test-driver"],
       "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "read:groups",
                  "access:servers"]}},
@@ -96,7 +100,12 @@ c.JupyterHub.services = [
     {{"name": "{gateway_service}", "api_token": {gateway_token!r}, "url": {gateway_url!r},
       "display": False}},
     {{"name": "test-driver", "api_token": {driver_token!r}}},
-] + {extra_services}
+    {{"name": "jupyter-elastic-hub", "url": "http://127.0.0.1:{usage_port}",
+      "command": [sys.executable, "-m", "jupyter_elastic.hub.service"],
+      "oauth_no_confirm": True,
+      "environment": {{"JUPYTER_ELASTIC_GATEWAY_URL": {gateway_url!r},
+                       "JUPYTER_ELASTIC_USAGE_TOKEN": {usage_token!r}}}}},
+]
 '''
 
 _GATEWAY_HUB_AUTH = '''
@@ -106,6 +115,8 @@ c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenti
 c.JupyterHubAuthenticator.jupyterhub_api_token = {token!r}
 c.JupyterHubAuthenticator.jupyterhub_api_url = {api_url!r}
 c.JupyterHubAuthenticator.jupyterhub_service_name = "{service}"
+c.ElasticUsage.api_token = {usage_token!r}
+c.ElasticUsage.gpu_hour_price = 3.6
 '''
 
 
@@ -136,17 +147,20 @@ class Hub:
     log: Path
     homes: Path
     gateway: GatewayServer
+    usage_token: str
     tokens: dict[str, str] = field(default_factory=dict)
 
     def admin_api(self, path: str, method: str = "GET", body: Any = None) -> Any:
         return _request(self.api + path, self.driver_token, method, body)
 
     def token(self, user: str) -> str:
-        """An API token of ``user`` with the scopes their single-user server gets."""
+        """An API token of ``user`` with the scopes their single-user server gets (and
+        access to the usage page)."""
         if user not in self.tokens:
-            answer = self.admin_api(f"/users/{user}/tokens", "POST",
-                                    {"scopes": [s.replace("!user", f"!user={user}")
-                                                for s in USER_SCOPES], "note": "tests/hub"})
+            scopes = [s.replace("!user", f"!user={user}") for s in USER_SCOPES]
+            answer = self.admin_api(f"/users/{user}/tokens", "POST", {
+                "scopes": scopes + ["access:services!service=jupyter-elastic-hub"],
+                "note": "tests/hub"})
             self.tokens[user] = answer["token"]
         return self.tokens[user]
 
@@ -212,17 +226,18 @@ def user_settings(gateway: GatewayServer) -> dict[str, Any]:
     }}
 
 
-def start_hub(tmp: Path, *, extra_services: str = "[]", extra_gateway: str = "") -> Hub:
+def start_hub(tmp: Path) -> Hub:
     if not CHP.exists():
         pytest.skip(f"{CHP} is missing: run `jlpm install` (package.json's devDependencies)")
     pytest.importorskip("jupyterhub", reason="pip install -e '.[test]' (jupyterhub)")
     gateway_token, driver_token = secrets.token_hex(16), secrets.token_hex(16)
-    port, hub_port, proxy_api = free_port(), free_port(), free_port()
+    usage_token = secrets.token_hex(16)
+    port, hub_port, proxy_api, usage_port = free_port(), free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{hub_port}/hub/api"
     gateway = start_gateway(tmp / "gateway", quota_config(idle=600, lease=600)
                             + _GATEWAY_HUB_AUTH.format(token=gateway_token, api_url=api,
-                                                       service=GATEWAY_SERVICE)
-                            + extra_gateway)
+                                                       service=GATEWAY_SERVICE,
+                                                       usage_token=usage_token))
     homes = tmp / "homes"
     for user in USERS:
         home = homes / user
@@ -243,7 +258,7 @@ def start_hub(tmp: Path, *, extra_services: str = "[]", extra_gateway: str = "")
         admin=ADMIN, homes=str(homes), singleuser=os.path.join(bin_dir, "jupyterhub-singleuser"),
         environment=environment, scopes=USER_SCOPES, gateway_service=GATEWAY_SERVICE,
         gateway_token=gateway_token, gateway_url=gateway.address, driver_token=driver_token,
-        extra_services=extra_services,
+        usage_port=usage_port, usage_token=usage_token,
     ))
     log = hub_dir / "jupyterhub.log"
     env = {k: v for k, v in os.environ.items()
@@ -252,10 +267,13 @@ def start_hub(tmp: Path, *, extra_services: str = "[]", extra_gateway: str = "")
         process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)],
                                    cwd=str(hub_dir), stdout=out, stderr=subprocess.STDOUT,
                                    env=env)
-    hub = Hub(f"http://127.0.0.1:{port}/", api, driver_token, process, log, homes, gateway)
+    hub = Hub(f"http://127.0.0.1:{port}/", api, driver_token, process, log, homes, gateway,
+              usage_token)
     try:
         _wait_up(api + "/", process, "JupyterHub", log)
         _wait_up(hub.url + "hub/login", process, "JupyterHub's proxy", log)
+        _wait_up(f"http://127.0.0.1:{usage_port}/services/jupyter-elastic-hub/", process,
+                 "the jupyter-elastic-hub service", log)
     except BaseException:
         stop_hub(hub)
         raise
@@ -292,9 +310,9 @@ def stop_hub(hub: Hub) -> None:
         pytest.fail(f"the hub left {len(alive)} processes running: {names}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    """One JupyterHub (and its gateway) for the tests of a module."""
+    """One JupyterHub (and its gateway) for the tests of tests/hub."""
     running = start_hub(tmp_path_factory.mktemp("hub"))
     try:
         yield running

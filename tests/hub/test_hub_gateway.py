@@ -95,7 +95,7 @@ def test_doctor_in_alices_server_names_her_and_her_quota(hub, alice_kernel):
     assert "quota (group students): 2 GPU, 3 worker, GPU types t4; holding" in out
 
 
-def test_alice_cannot_see_scale_or_stop_bobs_cluster(hub, alice_kernel):
+def test_alice_cannot_see_scale_or_stop_bobs_cluster(hub, alice_kernel, no_leaked_processes):
     from distributed import Client
 
     async def scenario() -> None:
