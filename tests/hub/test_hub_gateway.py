@@ -11,6 +11,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,6 +80,19 @@ def test_gpu_cell_runs_through_alices_server_with_her_hub_token(hub, alice_kerne
     assert quota["limits"]["gpus"] == 2 and quota["limits"]["source"] == "group students"
     assert quota["clusters"] == [{"name": name, "workers": 1, "gpus_per_worker": 1.0,
                                   "gpus": 1.0}]
+
+
+def test_alices_server_reports_her_quota_for_the_sidebar(hub, alice_kernel):
+    import jsonschema
+
+    document = json.loads((Path(__file__).parents[2] / "jupyter_elastic" / "server" /
+                           "openapi.json").read_text())
+    report = hub.user_api("alice", "jupyter-elastic/api/quota")
+    jsonschema.Draft7Validator(document["components"]["schemas"]["QuotaReport"]).validate(report)
+    assert report["backend"] == "gateway" and report["available"] is True
+    quota = report["quota"]
+    assert quota["user"] == "alice" and quota["limits"]["gpus"] == 2
+    assert quota["holding"] == {"gpus": 1.0, "workers": 1}  # the cell's cluster
 
 
 def test_doctor_in_alices_server_names_her_and_her_quota(hub, alice_kernel):
