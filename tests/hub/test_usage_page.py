@@ -84,7 +84,39 @@ def busy_users(hub: Any):
         loop.close()
 
 
+def test_usage_rolls_over_by_utc_day_and_month():
+    from jupyter_elastic.hub.gateway import UserUsage
+
+    record = UserUsage()
+    jan31 = 1769817600.0 + 3600  # 2026-01-31 01:00 UTC
+    record.add(jan31, 100.0, 40.0)
+    record.add(jan31 + 60, 50.0, 0.0)
+    assert (record.day, record.gpu_seconds_day, record.idle_gpu_seconds_day) == \
+        ("2026-01-31", 150.0, 40.0)
+    record.add(jan31 + 86400, 10.0, 10.0)  # February: a new day and a new month
+    assert (record.day, record.month) == ("2026-02-01", "2026-02")
+    assert (record.gpu_seconds_day, record.gpu_seconds_month) == (10.0, 10.0)
+    record.add(jan31 + 2 * 86400, 5.0, 0.0)  # a new day, the same month
+    assert (record.gpu_seconds_day, record.gpu_seconds_month) == (5.0, 15.0)
+    assert record.idle_gpu_seconds_month == 10.0
+
+
+def test_idle_is_read_from_the_schedulers_processing_tasks():
+    from jupyter_elastic.hub.gateway import _processing
+
+    body = (b'# HELP dask_scheduler_tasks Number of tasks known by scheduler\n'
+            b'dask_scheduler_tasks{state="memory"} 4.0\n'
+            b'dask_scheduler_tasks{state="processing"} %s\n')
+    assert _processing(body % b"0.0") == 0
+    assert _processing(body % b"3.0") == 3
+    assert _processing(b"dask_scheduler_clients 1.0\n") is None  # unknown: not counted idle
+    assert _processing(None) is None
+
+
 def test_an_admin_sees_every_users_usage(hub, busy_users):
+    # alice's and bob's clusters run no task: their GPUs are idle, as the page says
+    wait_for(lambda: usage(hub)["alice"]["idle_gpu_seconds_today"] > 0, timeout=60,
+             what="the gateway to meter alice's idle GPU-seconds")
     status, html = page(hub, "carol")
     assert status == 200, html
     assert "<h1>GPU usage by user</h1>" in html and "3.60 USD per GPU-hour" in html
@@ -95,6 +127,7 @@ def test_an_admin_sees_every_users_usage(hub, busy_users):
         assert row["gpu_headroom"] == float(limit) - 1
         assert row["cost_today"] == pytest.approx(row["gpu_seconds_today"] / 3600 * 3.6)
         assert row["queued"] == 0
+        assert 0 <= row["idle_gpu_seconds_today"] <= row["gpu_seconds_today"]
         assert f"<td>{user}</td><td>{group}</td><td>1.00</td>" in html
 
     status, text = page(hub, "carol", "usage.csv?view=user")
