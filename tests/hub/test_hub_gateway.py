@@ -153,6 +153,49 @@ def test_alice_cannot_see_scale_or_stop_bobs_cluster(hub, alice_kernel, no_leake
     wait_for(lambda: clusters_of(hub, "bob") == [], timeout=60, what="bob's cluster to stop")
 
 
+def test_over_quota_the_cell_says_so_in_one_line(hub, alice_kernel):
+    """alice holds her group's 2 GPUs from a cell (dask-gateway directly): her next %%gpu
+    cluster is refused by the gateway, and the cell says why, what holds them, whom to ask."""
+    assert alice_kernel.execute("%gpu stop", timeout=120).status == "ok"
+    wait_for(lambda: clusters_of(hub, "alice") == [], timeout=60,
+             what="alice's notebook cluster to stop")
+
+    def gateway() -> Gateway:
+        return Gateway(hub.gateway.address, asynchronous=True,
+                       auth=JupyterHubAuth(api_token=hub.token("alice")))
+
+    async def hold_two() -> str:
+        alice = gateway()
+        try:
+            options = await alice.cluster_options()
+            options["worker_gpus"] = 1
+            hog = await alice.new_cluster(options, shutdown_on_close=False)
+            await hog.scale(2)
+            await hog.close()
+            return str(hog.name)
+        finally:
+            await alice.close()
+
+    async def stop(name: str) -> None:
+        alice = gateway()
+        try:
+            await alice.stop_cluster(name)
+        finally:
+            await alice.close()
+
+    hog = asyncio.run(hold_two())
+    try:
+        run = alice_kernel.execute("%%gpu\n'never runs'")
+        assert run.status == "error"
+        assert run.error.startswith("QuotaExceeded: alice may hold 2 GPUs (group students) "
+                                    "and holds 2: cluster " + hog), run.error
+        assert "ask hub-admins@example.org for more" in run.error and "\n" not in run.error
+        assert clusters_of(hub, "alice") == [hog]
+    finally:
+        asyncio.run(stop(hog))
+    wait_for(lambda: clusters_of(hub, "alice") == [], timeout=60, what="the held cluster to stop")
+
+
 def test_the_gateway_refuses_a_token_the_hub_does_not_know(hub):
     # JupyterHub 6 answers 403 to an unknown token on /user, which dask-gateway-server
     # 2026.3 reports as 500 ("Permission failure verifying user's JupyterHub API token")
