@@ -62,6 +62,8 @@ SCHEDULER_PRELOAD = "jupyter_elastic.backends.kubernetes.scheduler"
 QUOTA_MARK = "jupyter-elastic quota:"
 #: The gateway API route (user-authenticated, GET) that reports a user's quota and usage.
 QUOTA_ROUTE = "/api/v1/jupyter-elastic/quota"
+#: The gateway API route (admins only, GET) with every user's GPU usage (``hub/service.py``).
+USAGE_ROUTE = "/api/v1/jupyter-elastic/usage"
 
 #: Start-up phases a cell shows, in order (backends may report finer ones in between).
 PHASES = ("queued", "scheduler", "workers", "ready")

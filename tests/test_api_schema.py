@@ -134,6 +134,9 @@ async def test_replies_match_the_schemas(jp_fetch, memory_backend):  # noqa: F81
         schema_of("HistoryRow").validate(row)
     code, usage = await call(jp_fetch, "usage")
     schema_of("UsageTotals").validate(usage)
+    code, quota = await call(jp_fetch, "quota")
+    assert code == 200 and quota["available"] is False and quota["quota"] is None
+    schema_of("QuotaReport").validate(quota)
     code, heartbeat = await call(jp_fetch, "leases", lease["lease_id"], "heartbeat", method="POST",
                                  body="{}", headers=secret)
     assert code == 200

@@ -164,3 +164,15 @@ def test_connect_control_plane_picks_the_server(monkeypatch):
         assert plane.token == "secret"
     finally:
         plane.close()
+
+
+def test_a_quota_refusal_in_the_lease_stream_stays_a_quota_refusal():
+    """A hub gateway's refusal crosses the server's lease stream as 403 and is raised in the
+    kernel as QuotaExceeded; a plain 403 reply (Jupyter's own auth) is not called a quota."""
+    from jupyter_elastic.controlplane.remote import error_for
+    from jupyter_elastic.errors import ElasticError, QuotaExceeded
+
+    line = "alice may hold 2 GPUs (group students) and holds 2: cluster c1 (2 worker(s) x 1 GPU)"
+    streamed = error_for(403, line, streamed=True)
+    assert type(streamed) is QuotaExceeded and streamed.message == line
+    assert type(error_for(403, "Forbidden")) is ElasticError

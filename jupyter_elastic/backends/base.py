@@ -76,6 +76,11 @@ class ElasticBackend(abc.ABC):
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         """The live workers (name, GPUs, memory, GPU use where the workers report it)."""
 
+    async def quota(self) -> dict[str, Any] | None:
+        """The user's quota and holdings where the backend enforces one (a shared hub's
+        gateway, ``GET protocol.QUOTA_ROUTE``); None where it has none."""
+        return None
+
     async def wake(self, handle: ClusterHandle) -> None:  # noqa: B027 - optional hook
         """Start one worker now when a cell waits on an empty cluster (cold start).
 

@@ -51,7 +51,7 @@ from ..errors import (
     QuotaExceeded,
 )
 from ..models import ClusterSpec, WorkerDetail
-from ..protocol import CPU_RESOURCE, GPU_RESOURCE, QUOTA_MARK, Progress
+from ..protocol import CPU_RESOURCE, GPU_RESOURCE, QUOTA_MARK, QUOTA_ROUTE, Progress
 from .base import ClusterHandle, ElasticBackend, gpu_metrics
 
 log = logging.getLogger("jupyter_elastic.backends.gateway")
@@ -541,6 +541,24 @@ class GatewayBackend(ElasticBackend):
                 hint=f"it may still be running; stop it with dask-gateway "
                      f"(Gateway().stop_cluster({cluster.name!r}))",
             ) from None
+
+    async def quota(self) -> dict[str, Any] | None:
+        """The hub's quota for this user (the quota module's route); None when the gateway
+        does not load it (404)."""
+        gateway = self._gateway()
+        try:
+            try:
+                resp = await asyncio.wait_for(
+                    gateway._request("GET", gateway.address + QUOTA_ROUTE),
+                    self.options.connect_timeout)
+            except ValueError:  # 404: no jupyter-elastic quota module in this gateway
+                return None
+            except Exception as exc:
+                raise translate(exc, self.options, gateway.address,
+                                action="read your quota") from None
+            return dict(await resp.json())
+        finally:
+            await gateway.close()
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         cluster = handle.cluster

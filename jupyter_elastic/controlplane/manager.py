@@ -610,6 +610,13 @@ class ElasticClusterManager:
             },
         }
 
+    async def quota(self) -> dict[str, Any]:
+        """This user's quota where the default backend enforces one (a shared hub's gateway):
+        ``{"backend", "available", "quota"}``; ``quota`` is null where there is none."""
+        name = self.settings.backend
+        report = await self.backend(name).quota()
+        return {"backend": name, "available": report is not None, "quota": report}
+
     async def refresh_workers(self, record: ClusterRecord) -> None:
         """Read the cluster's live workers from its backend (keeps the last list on failure)."""
         if record.handle is None or record.status != "running":

@@ -28,6 +28,7 @@ from ..errors import (
     ClusterStartError,
     ConfigError,
     ElasticError,
+    QuotaExceeded,
 )
 from ..protocol import API_PATH, LEASE_SECRET_HEADER, SERVER_URL_ENV, Progress
 from .base import ControlPlane, LeaseBook
@@ -44,9 +45,15 @@ _ERRORS: dict[int, type[ElasticError]] = {
 }
 
 
-def error_for(status: int, message: str) -> ElasticError:
-    """The ``ElasticError`` for an HTTP status and the server's message."""
-    cls = _ERRORS.get(status, ElasticError)
+#: In a lease's event stream the status is always an ``ElasticError``'s own (the reply
+#: itself was a 200), and 403 there is only ``QuotaExceeded``: a hub's gateway refused.
+_STREAM_ERRORS: dict[int, type[ElasticError]] = {**_ERRORS, 403: QuotaExceeded}
+
+
+def error_for(status: int, message: str, *, streamed: bool = False) -> ElasticError:
+    """The ``ElasticError`` for an HTTP status and the server's message (``streamed``: an
+    error event of a lease's stream)."""
+    cls = (_STREAM_ERRORS if streamed else _ERRORS).get(status, ElasticError)
     exc = cls(message, hint="") if cls is ClusterNotFound else cls(message)
     exc.status_code = status
     exc.http_status = status  # type: ignore[attr-defined]  # the server answered (not a network fault)
@@ -195,7 +202,8 @@ class RemoteControlPlane(ControlPlane):
             elif kind == "lease":
                 return event["lease"]
             elif kind == "error":
-                raise error_for(int(event.get("status_code", 500)), event.get("message", ""))
+                raise error_for(int(event.get("status_code", 500)), event.get("message", ""),
+                                streamed=True)
         raise ClusterStartError("the Jupyter server closed the connection before the cluster was ready")
 
     def heartbeat(self, lease_id: str) -> bool:

@@ -56,7 +56,7 @@ from aiohttp import web
 from dask_gateway_server import models as gw_models
 from dask_gateway_server.backends.base import Backend, PublicException
 from dask_gateway_server.routes import api_handler
-from traitlets import Dict, Float, Integer, List, Unicode, import_item
+from traitlets import Dict, Float, Integer, List, Unicode, default, import_item
 from traitlets.config import LoggingConfigurable
 
 from ..config import non_negative, quote, short_text, whole
@@ -497,6 +497,7 @@ class QuotaBackendMixin:
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")
                 body = await resp.content.read(MAX_METRICS_BYTES)
+            self.__dict__.setdefault("_elastic_metrics", {})[cluster.name] = body  # usage
             match = _CLIENTS_RE.search(body)
             if match is None:
                 raise ValueError("no dask_scheduler_clients metric (is prometheus_client "
@@ -533,7 +534,190 @@ def quota_backend(base: type[Backend] | str) -> type[Backend]:
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigError(f"quota_backend needs a dask_gateway_server Backend class, got "
                           f"{quote(base)}")
-    return type(f"Quota{cls.__name__}", (QuotaBackendMixin, cls), {"__module__": __name__})
+    return type(f"Quota{cls.__name__}", (UsageBackendMixin, QuotaBackendMixin, cls),
+                {"__module__": __name__})
 
 
 __all__ = ["ElasticQuota", "Held", "Limits", "QuotaBackendMixin", "QuotaRefusal", "quota_backend"]
+
+
+# ---------------------------------------------------------------------------- usage metering
+# What the admin usage page (``jupyter-elastic-hub``, hub/service.py) shows comes from here:
+# every lease pass adds, per user, the GPU-seconds their clusters held (workers granted x
+# GPUs per worker) and the part of them held while the scheduler ran no task (idle).
+
+_PROCESSING_RE = re.compile(
+    rb'^dask_scheduler_tasks\{[^}\n]*state="processing"[^}\n]*\}\s+([0-9.eE+-]+)\s*$', re.M)
+#: Users whose usage is kept (the rest of a day's users are dropped, oldest first).
+MAX_METERED_USERS = 100_000
+
+
+class ElasticUsage(LoggingConfigurable):
+    """Prices and access for the usage report; ``c.ElasticUsage.*`` in dask_gateway_config.py."""
+
+    gpu_hour_price = Float(2.5, min=0, max=1e6, config=True,
+                           help="Price of one GPU-hour on the usage page")
+    currency = Unicode("USD", config=True, help="Currency the prices are in")
+    api_token = Unicode(config=True,
+                        help="Token the jupyter-elastic-hub service presents to read every "
+                             "user's usage (default $JUPYTER_ELASTIC_USAGE_TOKEN); hub admins "
+                             "(JupyterHub auth) may read it with their own token")
+
+    @default("api_token")
+    def _api_token_default(self) -> str:
+        return os.environ.get("JUPYTER_ELASTIC_USAGE_TOKEN", "")
+
+
+@dataclass
+class UserUsage:
+    """One user's metered GPU-seconds (UTC day and month) and what they last held."""
+
+    groups: tuple[str, ...] = ()
+    day: str = ""
+    month: str = ""
+    gpu_seconds_day: float = 0.0
+    gpu_seconds_month: float = 0.0
+    idle_gpu_seconds_day: float = 0.0
+    idle_gpu_seconds_month: float = 0.0
+
+    def add(self, now: float, gpu_seconds: float, idle_gpu_seconds: float) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        if day != self.day:
+            self.day, self.gpu_seconds_day, self.idle_gpu_seconds_day = day, 0.0, 0.0
+        if day[:7] != self.month:
+            self.month, self.gpu_seconds_month, self.idle_gpu_seconds_month = day[:7], 0.0, 0.0
+        self.gpu_seconds_day += gpu_seconds
+        self.gpu_seconds_month += gpu_seconds
+        self.idle_gpu_seconds_day += idle_gpu_seconds
+        self.idle_gpu_seconds_month += idle_gpu_seconds
+
+
+class UsageBackendMixin:
+    """GPU-seconds per user, metered on every lease pass, and the admin usage route."""
+
+    log: Any
+    elastic_quota: ElasticQuota
+    _granted: dict[str, int]
+
+    @property
+    def elastic_usage(self) -> ElasticUsage:
+        usage = self.__dict__.get("_elastic_usage_conf")
+        if usage is None:
+            usage = ElasticUsage(parent=self, log=self.log)
+            self.__dict__["_elastic_usage_conf"] = usage
+        return usage
+
+    @property
+    def _usage(self) -> dict[str, UserUsage]:
+        return self.__dict__.setdefault("_elastic_usage", {})
+
+    async def setup(self, app: web.Application) -> None:
+        from ..protocol import USAGE_ROUTE
+
+        self.elastic_usage  # noqa: B018 - a bad setting stops the gateway at start
+        app.router.add_get(USAGE_ROUTE, self._usage_route)
+        await super().setup(app)  # type: ignore[misc]
+
+    async def _check_leases(self) -> None:
+        await super()._check_leases()  # type: ignore[misc]
+        await self._meter()
+
+    async def _meter(self) -> None:
+        """Add the GPU-seconds since the last pass to each user holding GPUs."""
+        now = time.time()
+        last = self.__dict__.get("_elastic_metered_at")
+        self.__dict__["_elastic_metered_at"] = now
+        metrics: dict[str, bytes] = self.__dict__.get("_elastic_metrics", {})
+        clusters = await super().list_clusters()  # type: ignore[misc]
+        for name in [n for n in metrics if n not in {c.name for c in clusters}]:
+            del metrics[name]
+        if last is None:
+            return
+        elapsed = min(max(0.0, now - last), 10 * self.elastic_quota.lease_check_period + 60)
+        for cluster in clusters:
+            gpus = self.elastic_quota.gpus_of(cluster.options) * self._granted.get(cluster.name, 0)
+            record = self._usage.get(cluster.username)
+            if record is None:
+                if len(self._usage) >= MAX_METERED_USERS:
+                    self._usage.pop(next(iter(self._usage)))
+                record = self._usage[cluster.username] = UserUsage()
+            record.groups = tuple((cluster.options or {}).get(GROUPS_KEY) or record.groups)
+            idle = gpus if _processing(metrics.get(cluster.name)) == 0 else 0.0
+            record.add(now, gpus * elapsed, idle * elapsed)
+
+    def _queued(self, username: str) -> int:
+        """Cells of this user waiting at the gateway (0 where no queue is loaded)."""
+        queue = self.__dict__.get("_elastic_queue")
+        length = getattr(queue, "length_for", None)
+        return int(length(username)) if callable(length) else 0
+
+    async def usage_report(self) -> dict[str, Any]:
+        """Every metered or active user: held now, GPU-seconds and cost, headroom."""
+        quota, conf = self.elastic_quota, self.elastic_usage
+        clusters = await super().list_clusters()  # type: ignore[misc]
+        held: dict[str, list[Held]] = {}
+        groups: dict[str, tuple[str, ...]] = {}
+        for cluster in clusters:
+            held.setdefault(cluster.username, []).append(self._held(cluster))  # type: ignore[attr-defined]
+            groups[cluster.username] = tuple((cluster.options or {}).get(GROUPS_KEY) or ())
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        users = []
+        for name in sorted(set(held) | set(self._usage)):
+            record = self._usage.get(name) or UserUsage()
+            user_groups = groups.get(name) or record.groups
+            limits = quota.limits_for(user_groups)
+            gpus_now = sum(h.gpus for h in held.get(name, []))
+            fresh_day = record.day == today
+            fresh_month = record.month == today[:7]
+            day = record.gpu_seconds_day if fresh_day else 0.0
+            month = record.gpu_seconds_month if fresh_month else 0.0
+            users.append({
+                "user": name, "groups": sorted(user_groups), "gpus_now": gpus_now,
+                "workers_now": sum(h.workers for h in held.get(name, [])),
+                "clusters": len(held.get(name, [])),
+                "gpu_seconds_today": day, "gpu_seconds_month": month,
+                "cost_today": day / 3600.0 * conf.gpu_hour_price,
+                "cost_month": month / 3600.0 * conf.gpu_hour_price,
+                "idle_gpu_seconds_today": record.idle_gpu_seconds_day if fresh_day else 0.0,
+                "idle_gpu_seconds_month": record.idle_gpu_seconds_month if fresh_month else 0.0,
+                "queued": self._queued(name),
+                "gpu_limit": limits.gpus, "limit_source": limits.source,
+                "gpu_headroom": None if limits.gpus is None else max(0.0, limits.gpus - gpus_now),
+            })
+        return {"generated": time.time(), "day": today, "month": today[:7],
+                "gpu_hour_price": conf.gpu_hour_price, "currency": conf.currency,
+                "lease_check_period": quota.lease_check_period, "users": users}
+
+    async def _usage_route(self, request: web.Request) -> web.Response:
+        """Admins only: the service's token, or a hub admin through the authenticator."""
+        import hmac
+
+        header = request.headers.get("Authorization", "")[:4096]
+        scheme, _, secret = header.partition(" ")
+        expected = self.elastic_usage.api_token
+        allowed = bool(expected) and scheme.lower() in ("token", "bearer") and \
+            hmac.compare_digest(secret.strip().encode(), expected.encode())
+        if not allowed:
+            authenticator = request.app["authenticator"]
+            try:
+                user = await authenticator.authenticate(request)
+            except web.HTTPException:
+                raise
+            if isinstance(user, tuple):
+                user = user[0]
+            if not getattr(user, "admin", False):
+                return web.json_response(
+                    {"message": "the usage report is for hub admins and the "
+                                "jupyter-elastic-hub service only"}, status=403)
+        return web.json_response(await self.usage_report())
+
+
+def _processing(body: bytes | None) -> float | None:
+    """Tasks the scheduler is running, from its /metrics (None: unknown)."""
+    if not body:
+        return None
+    match = _PROCESSING_RE.search(body)
+    return float(match.group(1)) if match else None
+
+
+__all__ += ["ElasticUsage", "UsageBackendMixin", "UserUsage"]

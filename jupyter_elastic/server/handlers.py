@@ -329,6 +329,17 @@ class UsageHandler(ElasticHandler):
         self.write_json(self.manager.usage())
 
 
+class QuotaHandler(ElasticHandler):
+    """``GET /quota``: this user's quota and what holds it, where the backend enforces one
+    (a shared hub's gateway with ``jupyter_elastic.hub.gateway``)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        with http_errors():
+            report = await self.manager.quota()
+        self.write_json(report)
+
+
 class TimelineHandler(ElasticHandler):
     """``GET /timeline``: workers, GPUs, cost and busy over the last hour, one sample per 10 s."""
 
@@ -513,6 +524,7 @@ default_handlers: list[tuple[str, type[ElasticHandler]]] = [
     (API_PREFIX + "/history", HistoryHandler),
     (API_PREFIX + "/usage", UsageHandler),
     (API_PREFIX + "/timeline", TimelineHandler),
+    (API_PREFIX + "/quota", QuotaHandler),
     (API_PREFIX + "/leases", LeaseListHandler),
     (_LEASE + "/heartbeat", LeaseHeartbeatHandler),
     (_LEASE, LeaseHandler),

@@ -13,6 +13,8 @@ import {
   formatDuration,
   formatSeconds,
   idleLabel,
+  quotaLine,
+  quotaTitle,
   wholeNumber
 } from './format';
 import { IElasticState } from './model';
@@ -41,6 +43,25 @@ export interface IPanelProps extends IPanelActions {
   defaultBackend: string;
   /** Shown between the clusters and the cell history (the detached jobs). */
   jobs?: React.ReactNode;
+}
+
+/** The user's quota at a shared hub's gateway, one line; nothing where none applies. */
+export function QuotaLine(props: {
+  report: IElasticState['quota'];
+}): JSX.Element | null {
+  const line = quotaLine(props.report);
+  if (line === null) {
+    return null;
+  }
+  return (
+    <div
+      className="elastic-Panel-quota"
+      aria-label="Quota"
+      title={quotaTitle(props.report)}
+    >
+      {line}
+    </div>
+  );
 }
 
 /** The whole sidebar: usage, the last hour, errors, clusters and cell history. */
@@ -79,6 +100,7 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
           </span>
         )}
       </div>
+      <QuotaLine report={state.quota} />
       <TimelineChart
         timeline={state.timeline}
         rows={state.history}

@@ -1,6 +1,7 @@
 /**
  * Formatting of seconds, money and bytes for the sidebar.
  */
+import { IQuotaReport } from './types';
 
 /** `75` → `"1m 15s"`, `3725` → `"1h 2m"`, `0.42` → `"0.42s"`. */
 export function formatDuration(seconds: number | null | undefined): string {
@@ -150,4 +151,40 @@ export function idleLabel(cluster: {
 /** A whole number >= 0 typed into a field, or null for anything else (empty included). */
 export function wholeNumber(text: string): number | null {
   return /^\s*\d+\s*$/.test(text) ? Number(text) : null;
+}
+
+/**
+ * One short line for the user's quota at a shared hub (fits a 250 px panel):
+ * "GPUs 1 of 2 held (group students)"; null where no quota is enforced.
+ */
+export function quotaLine(report: IQuotaReport | null): string | null {
+  if (!report || !report.available || !report.quota) {
+    return null;
+  }
+  const { limits, holding } = report.quota;
+  const held = formatNumber(holding.gpus);
+  const source =
+    limits.source === 'the default for every user' ? 'default' : limits.source;
+  return limits.gpus === null
+    ? `GPUs ${held} held, no limit (${source})`
+    : `GPUs ${held} of ${formatNumber(limits.gpus)} held (${source})`;
+}
+
+/** The quota's details for a tooltip: workers, GPU types, who to ask. */
+export function quotaTitle(report: IQuotaReport | null): string {
+  if (!report || !report.quota) {
+    return '';
+  }
+  const q = report.quota;
+  const workers =
+    q.limits.workers === null
+      ? `${q.holding.workers} workers (no limit)`
+      : `${q.holding.workers} of ${q.limits.workers} workers`;
+  const types = q.limits.gpu_types ? q.limits.gpu_types.join(', ') : 'any';
+  const ask = q.contact ? `; for more ask ${q.contact}` : '';
+  return `Quota at the hub's gateway for ${q.user}: ${workers}, GPU types ${types}${ask}`;
+}
+
+function formatNumber(value: number): string {
+  return isFinite(value) ? String(Math.round(value * 100) / 100) : '?';
 }

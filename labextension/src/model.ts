@@ -13,6 +13,7 @@ import {
   IClusterList,
   ICreateCluster,
   IHistoryRow,
+  IQuotaReport,
   ITimeline,
   IUsageReport,
   RequestFn
@@ -25,6 +26,8 @@ export interface IElasticState {
   usage: IUsageReport | null;
   /** The last hour of workers, GPUs, cost and busy intervals, as the server sampled it. */
   timeline: ITimeline | null;
+  /** This user's quota at a shared hub's gateway (null until read, or where none). */
+  quota: IQuotaReport | null;
   /** The last error from the server (a refresh or an action), shown in the panel. */
   error: string | null;
   /** Ids of clusters with an action (scale, adapt, stop) in flight. */
@@ -35,6 +38,9 @@ export interface IElasticState {
 
 /** The one request for the clusters: the list, each cluster with its `worker_details`. */
 export const CLUSTERS_WITH_DETAILS = 'clusters?details=1';
+
+/** The quota asks the hub's gateway: read at most this often (not on every refresh). */
+export const QUOTA_INTERVAL_MS = 30 * 1000;
 
 /** Longest wait between refreshes while the server keeps failing (backoff ceiling). */
 const MAX_INTERVAL_MS = 60 * 1000;
@@ -208,11 +214,12 @@ export class ElasticModel implements IDisposable {
     // between would reappear): drop it.
     const seq = ++this._fetchSeq;
     try {
-      const [list, history, usage, timeline] = await Promise.all([
+      const [list, history, usage, timeline, quota] = await Promise.all([
         this._request<IClusterList>(CLUSTERS_WITH_DETAILS),
         this._request<IHistoryRow[]>('history'),
         this._request<IUsageReport>('usage'),
-        this._request<ITimeline>('timeline')
+        this._request<ITimeline>('timeline'),
+        this._fetchQuota()
       ]);
       if (this._isDisposed || seq < this._appliedSeq) {
         return;
@@ -223,6 +230,7 @@ export class ElasticModel implements IDisposable {
         history,
         usage,
         timeline,
+        quota,
         loaded: true,
         error: this._refreshFailed ? null : this._state.error
       });
@@ -236,6 +244,23 @@ export class ElasticModel implements IDisposable {
         });
       }
       throw error; // let the Poll back off
+    }
+  }
+
+  /**
+   * The quota, read again once `QUOTA_INTERVAL_MS` has passed (it costs a call to the
+   * hub's gateway); a failure keeps the last one and does not fail the refresh.
+   */
+  private async _fetchQuota(): Promise<IQuotaReport | null> {
+    const now = Date.now();
+    if (this._quotaAt !== null && now - this._quotaAt < QUOTA_INTERVAL_MS) {
+      return this._state.quota;
+    }
+    this._quotaAt = now;
+    try {
+      return await this._request<IQuotaReport>('quota');
+    } catch {
+      return this._state.quota;
     }
   }
 
@@ -254,11 +279,13 @@ export class ElasticModel implements IDisposable {
   private _fetchSeq = 0;
   private _appliedSeq = 0;
   private _refreshFailed = false;
+  private _quotaAt: number | null = null;
   private _state: IElasticState = {
     clusters: [],
     history: [],
     usage: null,
     timeline: null,
+    quota: null,
     error: null,
     busy: [],
     loaded: false

@@ -105,6 +105,28 @@ export interface IUsageReport {
   pricing: { gpu_hour: number; cpu_hour: number };
 }
 
+/** A shared hub's quota for this user (`GET /quota`, from the gateway's quota module). */
+export interface IQuota {
+  user: string;
+  groups: string[];
+  limits: {
+    gpus: number | null;
+    workers: number | null;
+    gpu_types: string[] | null;
+    source: string;
+  };
+  holding: { gpus: number; workers: number };
+  clusters: { name: string; workers: number; gpus: number }[];
+  contact?: string;
+}
+
+/** Reply of `GET /quota`: `available` is false where the backend enforces no quota. */
+export interface IQuotaReport {
+  backend: string;
+  available: boolean;
+  quota: IQuota | null;
+}
+
 /** One interval of `GET /timeline` (`Sample` in controlplane/timeline.py). */
 export interface ITimelineSample {
   /** Start of the interval (ISO-8601 UTC). */

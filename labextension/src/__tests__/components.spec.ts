@@ -9,18 +9,21 @@ import {
   ClusterCard,
   ElasticPanel,
   HistoryTable,
-  IPanelProps
+  IPanelProps,
+  QuotaLine
 } from '../components';
 import {
   clusterLabel,
   clusterNotebooks,
   fileName,
   formatCost,
-  formatSeconds
+  formatSeconds,
+  quotaLine,
+  quotaTitle
 } from '../format';
 import { IElasticState } from '../model';
 import { timelineGeometry, TimelineChart, CHART_WIDTH } from '../timeline';
-import { ICluster, IHistoryRow, ITimeline } from '../types';
+import { ICluster, IHistoryRow, IQuotaReport, ITimeline } from '../types';
 
 const CLUSTER: ICluster = {
   id: '3f2a9c0d41b2',
@@ -305,6 +308,7 @@ describe('ElasticPanel', () => {
       history: [row('r1')],
       usage: null,
       timeline: TIMELINE,
+      quota: null,
       error: null,
       busy: [],
       loaded: true
@@ -323,5 +327,51 @@ describe('ElasticPanel', () => {
       html.indexOf('elastic-ClusterCard')
     );
     expect(html).toContain('>my analysis.ipynb</span>');
+    expect(html).not.toContain('elastic-Panel-quota'); // no quota where none is enforced
+  });
+
+  it("shows the user's quota at a shared hub in one line, details on hover", () => {
+    const quota: IQuotaReport = {
+      backend: 'gateway',
+      available: true,
+      quota: {
+        user: 'alice',
+        groups: ['students'],
+        limits: {
+          gpus: 2,
+          workers: 3,
+          gpu_types: ['t4'],
+          source: 'group students'
+        },
+        holding: { gpus: 1, workers: 1 },
+        clusters: [{ name: 'c1', workers: 1, gpus: 1 }],
+        contact: 'hub-admins@example.org'
+      }
+    };
+    expect(quotaLine(quota)).toBe('GPUs 1 of 2 held (group students)');
+    expect(quotaTitle(quota)).toBe(
+      "Quota at the hub's gateway for alice: 1 of 3 workers, GPU types t4; " +
+        'for more ask hub-admins@example.org'
+    );
+    const unlimited: IQuotaReport = {
+      ...quota,
+      quota: {
+        ...quota.quota!,
+        limits: {
+          gpus: null,
+          workers: null,
+          gpu_types: null,
+          source: 'the default for every user'
+        }
+      }
+    };
+    expect(quotaLine(unlimited)).toBe('GPUs 1 held, no limit (default)');
+    expect(
+      quotaLine({ backend: 'local', available: false, quota: null })
+    ).toBeNull();
+    expect(quotaLine(null)).toBeNull();
+    const html = render(React.createElement(QuotaLine, { report: quota }));
+    expect(html).toContain('aria-label="Quota"');
+    expect(html).toContain('>GPUs 1 of 2 held (group students)</div>');
   });
 });

@@ -2,7 +2,13 @@
  * The sidebar model against a fake REST API (an in-memory `RequestFn`).
  */
 import { ElasticModel, IElasticState } from '../model';
-import { ICluster, IHistoryRow, ITimeline, RequestFn } from '../types';
+import {
+  ICluster,
+  IHistoryRow,
+  IQuotaReport,
+  ITimeline,
+  RequestFn
+} from '../types';
 import { formatCost, formatDuration, idleLabel, wholeNumber } from '../format';
 
 function cluster(id: string, extra: Partial<ICluster> = {}): ICluster {
@@ -39,6 +45,24 @@ const ROW: IHistoryRow = {
   cpu_seconds: 0,
   cost: 0.0008,
   status: 'ok'
+};
+
+const QUOTA: IQuotaReport = {
+  backend: 'gateway',
+  available: true,
+  quota: {
+    user: 'alice',
+    groups: ['students'],
+    limits: {
+      gpus: 2,
+      workers: 3,
+      gpu_types: ['t4'],
+      source: 'group students'
+    },
+    holding: { gpus: 1, workers: 1 },
+    clusters: [{ name: 'c1', workers: 1, gpus: 1 }],
+    contact: 'hub-admins@example.org'
+  }
 };
 
 const TIMELINE: ITimeline = {
@@ -107,6 +131,9 @@ class FakeServer {
     }
     if (method === 'GET' && path === 'timeline') {
       return TIMELINE as T;
+    }
+    if (method === 'GET' && path === 'quota') {
+      return QUOTA as T;
     }
     if (method === 'GET' && path === 'usage') {
       return {
@@ -179,6 +206,7 @@ describe('ElasticModel', () => {
       history: [],
       usage: null,
       timeline: null,
+      quota: null,
       error: null,
       busy: [],
       loaded: false
@@ -195,15 +223,37 @@ describe('ElasticModel', () => {
     expect(state.history).toEqual([ROW]);
     expect(state.usage!.cells.count).toBe(1);
     expect(state.timeline).toEqual(TIMELINE);
+    expect(state.quota).toEqual(QUOTA);
     expect([...server.calls].sort()).toEqual([
       'GET clusters?details=1',
       'GET history',
+      'GET quota',
       'GET timeline',
       'GET usage'
     ]);
   });
 
+  it('reads the quota at most every 30 s, and keeps it when it fails', async () => {
+    await model.refresh();
+    server.calls = [];
+    server.fail['GET quota'] = 'the gateway is down';
+    await model.refresh();
+    expect(server.calls).not.toContain('GET quota');
+    expect(model.state.quota).toEqual(QUOTA);
+    const now = Date.now();
+    const spy = jest.spyOn(Date, 'now').mockReturnValue(now + 31 * 1000);
+    try {
+      await model.refresh();
+      expect(server.calls).toContain('GET quota');
+      expect(model.state.quota).toEqual(QUOTA); // the failure kept the last one
+      expect(model.state.error).toBeNull(); // and did not fail the refresh
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('a refresh makes the same four requests whatever the number of clusters', async () => {
+    await model.refresh(); // the first also reads the quota
     for (const n of [0, 1, 5]) {
       server.clusters = Array.from({ length: n }, (_, i) =>
         cluster(`c${i}`, { workers: 2 })
