@@ -48,6 +48,10 @@ WORKER_PRELOAD = "jupyter_elastic.execution.worker"
 #: ``%gpu logs`` can show them after scale to zero; and how many lines each worker leaves.
 RETIRED_LOGS_TOPIC = "jupyter-elastic-retired-logs"
 RETIRED_LOG_LINES = 200
+#: The scheduler event topic where the control plane says why it is stopping a cluster
+#: (``{"reason": ...}``), just before its workers go: a kernel whose cell was running there
+#: says that, rather than that the worker died.
+CLOSING_TOPIC = "jupyter-elastic-cluster-closing"
 #: Dask preload of Kubernetes schedulers (the operator's autoscaler asks it).
 SCHEDULER_PRELOAD = "jupyter_elastic.backends.kubernetes.scheduler"
 

@@ -435,6 +435,12 @@ class Dispatcher:
 
         hint = ("the cell was not re-run (it may have had side effects); run it again, or use "
                 "--retries N to re-run it automatically")
+        closing = self.session.closing_reason
+        if closing is not None:  # the control plane stopped the cluster under the cell
+            return _stamped(WorkerLost(
+                f"the cluster was stopped while the cell ran ({_one_line(closing, 120)}); its "
+                "outcome is unknown", hint="the next %%gpu cell starts a new cluster; " + hint,
+                worker=where.worker), where)
         if isinstance(exc, KilledWorker):
             address = getattr(exc.last_worker, "address", None) or where.worker or "?"
             limit = int(getattr(exc.last_worker, "memory_limit", 0) or 0)
