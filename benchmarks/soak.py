@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             if verdict != "correct":
                 wrong.append(f"cell {i} ({kind}, {verdict}): {DETAILS.get(i, '')}")
         # settle: the killed workers' replacements are up and idle again
-        assert kernel.run("%%gpu\nsettled = 1", timeout=120).status == "ok"
+        settled = kernel.run("%%gpu\nsettled = 1", timeout=120)
+        assert settled.status == "ok", settled.error_text()
         time.sleep(1.0)
         threads1, fds1 = kernel_state(kernel)
         extra_workers = max(0, len(workers(kernel)) - 1)
