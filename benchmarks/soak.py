@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
           f"worker processes beyond the maximum: {extra_workers}, "
           f"processes left after the kernel's shutdown: {len(left_running)} {left_running}")
     if wrong:
-        print("  not correct:\n    " + "\n    ".join(wrong[:40]))
+        print("  not correct:\n    " + "\n    ".join(wrong))
     # a few descriptors and threads come and go with the worker's connections
     leaked = (threads1 > threads0 + 4 or fds1 > fds0 + 16 or extra_workers > 0
               or bool(left_running))
