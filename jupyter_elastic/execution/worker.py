@@ -109,32 +109,10 @@ def dask_setup(worker: Any) -> None:
         os.dup2(devnull, 2)
         os.close(devnull)
     install_worker_hooks()
-    exit_with_parent()
     try:
         worker.batched_stream.interval = INTERACTIVE_INTERVAL
     except AttributeError:
         pass
-
-
-def exit_with_parent(interval: float = 0.5) -> None:
-    """Exit this worker process as soon as its parent (the nanny's process: for a local
-    cluster, the control plane's kernel or Jupyter server) is gone.
-
-    A worker whose nanny died has nobody to restart it and, locally, no scheduler either
-    (it ran in the same process): Dask would close it only once a running cell gave its
-    thread back (up to 30 s, or never for a cell in C). Nothing can receive the cell's
-    result any more, so the process ends at once and frees its memory and GPU.
-    """
-    parent = os.getppid()
-    if parent <= 1:  # already orphaned, or started by init itself: nothing to watch
-        return
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="jupyter-elastic-parent-watch", daemon=True).start()
 
 
 def dask_teardown(worker: Any) -> None:
