@@ -35,7 +35,7 @@ pytestmark = pytest.mark.kernel
 KERNEL_TOKEN = "fault-suite-kernel-token"
 SERVER_ENV = {
     "DASK_JUPYTER_ELASTIC__BACKEND": "local",
-    "DASK_JUPYTER_ELASTIC__LEASE_TTL": "2s",
+    "DASK_JUPYTER_ELASTIC__LEASE_TTL": "10s",
     "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "60s",
     "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1",
     "DASK_JUPYTER_ELASTIC__WORKER__GPUS": "0",
