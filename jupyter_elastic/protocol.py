@@ -54,6 +54,10 @@ RETIRED_LOG_LINES = 200
 #: reason as the API server gave it), ``{"kind": "scale-blocked", "reason"}`` (a worker pod
 #: that cannot be created, scheduled or pulled) and ``{"kind": "scale-ok"}`` when that clears.
 POD_EVENTS_TOPIC = "jupyter-elastic-pods"
+#: The scheduler event topic where the control plane says why it is stopping a cluster
+#: (``{"reason": ...}``), just before its workers go: a kernel whose cell was running there
+#: says that, rather than that the worker died.
+CLOSING_TOPIC = "jupyter-elastic-cluster-closing"
 #: Dask preload of Kubernetes schedulers (the operator's autoscaler asks it).
 SCHEDULER_PRELOAD = "jupyter_elastic.backends.kubernetes.scheduler"
 

@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..models import ClusterSpec, WorkerDetail
 from ..protocol import (
     CELL_PREFIX,
+    CLOSING_TOPIC,
     CPU_RESOURCE,
     GPU_RESOURCE,
     INTERACTIVE_INTERVAL,
@@ -316,6 +317,11 @@ class LocalBackend(ElasticBackend):
     async def close(self, handle: ClusterHandle) -> None:
         cluster = handle.cluster
         await self._stop_adaptive(cluster, "closing")
+        try:  # a kernel whose cell runs here says why it stopped (kernel/dispatch.py)
+            cluster.scheduler.log_event(CLOSING_TOPIC, {"reason": str(handle.extra.get("closing_reason") or "")})
+            await asyncio.sleep(0.05)  # the event leaves before the workers do
+        except Exception:
+            log.debug("telling the kernels that %s closes failed", handle.name, exc_info=True)
         # Workers first, while the scheduler still answers: closed together, a worker's
         # heartbeat can find the scheduler gone and log CommClosedError errors, which
         # reach the notebook through the kernel's stderr.

@@ -389,6 +389,7 @@ class ElasticClusterManager:
         record.meter.tick(self.clock(), len(record.workers), busy=record.running_cells > 0)
         try:
             if record.handle is not None:
+                record.handle.extra["closing_reason"] = reason  # told to the kernels first
                 await self.backend(record.backend).close(record.handle)
         finally:
             record.status = "stopped"

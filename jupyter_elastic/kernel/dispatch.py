@@ -472,6 +472,12 @@ class Dispatcher:
 
         hint = ("the cell was not re-run (it may have had side effects); run it again, or use "
                 "--retries N to re-run it automatically")
+        closing = self.session.closing_reason
+        if closing is not None:  # the control plane stopped the cluster under the cell
+            return _stamped(WorkerLost(
+                f"the cluster was stopped while the cell ran ({_one_line(closing, 120)}); its "
+                "outcome is unknown", hint="the next %%gpu cell starts a new cluster; " + hint,
+                worker=where.worker), where)
         if isinstance(exc, KilledWorker) and self._pod_backend():
             address = getattr(exc.last_worker, "address", None) or where.worker or "?"
             pod = _pod_loss(client, address)
@@ -531,13 +537,14 @@ class Dispatcher:
         return how
 
     @staticmethod
-    def _find_running(client: Any, cell_id: str) -> str | None:
+    def _find_running(client: Any, cell_id: str, hard: float) -> str | None:
         """The worker running ``cell_id`` although it never said so: one that answers it
         runs it, or one that does not answer at all (busy in C holding the GIL)."""
-        addresses = _bounded(client, client._run_on_scheduler, _worker_addresses, timeout=0.5)
+        addresses = _bounded(client, client._run_on_scheduler, _worker_addresses,
+                             timeout=_left(hard, 0.5))
         for address in addresses or []:
             state = _bounded(client, client._run, worker_side.cell_running, cell_id,
-                             workers=[address], on_error="return", timeout=0.5)
+                             workers=[address], on_error="return", timeout=_left(hard, 0.5))
             if not isinstance(state, dict) or state.get(address) is True:
                 return str(address)
         return None
@@ -548,22 +555,23 @@ class Dispatcher:
         hard = time.monotonic() + grace
         if not where.worker:  # not announced yet: the scheduler knows where it runs
             found = _bounded(client, client._run_on_scheduler, _processing_on, future.key,
-                             timeout=0.5)
+                             timeout=_left(hard, 0.5))
             if isinstance(found, (list, tuple)) and found[0]:
                 where.announced(found[0], found[1])
-        _bounded(client, client._cancel, [future], timeout=0.5)
+        # Each call before the kill is given at most what is left of the grace period: an
+        # unresponsive scheduler or worker must not push the kill past it.
+        _bounded(client, client._cancel, [future], timeout=_left(hard, 0.5))
         if ended:
             return "cancelled"
         if where.worker is None:
             # Not announced, not processing: it did not start, unless a worker took it just
             # now and is too busy to say (a cell holding the GIL answers nobody).
-            found = self._find_running(client, cell_id)
+            found = self._find_running(client, cell_id, hard)
             if found is None:
                 return "cancelled"
             where.announced(found, None)
         state = _bounded(client, client._run, worker_side.interrupt_cell, cell_id,
-                         workers=[where.worker], on_error="return",
-                         timeout=max(0.1, hard - time.monotonic()))
+                         workers=[where.worker], on_error="return", timeout=_left(hard, grace))
         if isinstance(state, dict) and state.get(where.worker) is False:
             return "interrupted"  # it ended between the cancel and the interrupt
         # Wait out the grace period for the thread to stop.
@@ -575,16 +583,12 @@ class Dispatcher:
                 return "interrupted"
             again.wait(0.05)
         assert where.worker is not None
-        _kill_worker(client, where.worker, where.pid)
-        # Until the scheduler has dropped the dead worker it may hand it the next cell, which
-        # would then fail as if it had died running it: wait for that (not for a new worker).
-        settle = time.monotonic() + 1.5
-        while time.monotonic() < settle:
-            known = _bounded(client, client._run_on_scheduler, _has_worker, where.worker,
-                             timeout=max(0.05, settle - time.monotonic()))
-            if known is False:
-                break
-            time.sleep(0.02)
+        if _kill_worker(client, where.worker, where.pid):
+            # Until the scheduler has dropped the dead worker it may hand it the next cell,
+            # which would then fail as if it had died running it. The process is gone (killed
+            # just now), so the scheduler is told at once rather than waited for: it would
+            # only notice when the worker's connection closes, later on a loaded machine.
+            _bounded(client, client._run_on_scheduler, _drop_worker, where.worker, timeout=0.5)
         return "restarted"
 
 
@@ -624,6 +628,12 @@ def _stamped(error: ElasticError, where: _Where) -> ElasticError:
     """``error`` carrying the seconds the cell held its worker (billed as compute)."""
     error.compute_seconds = where.held()  # type: ignore[attr-defined]
     return error
+
+
+def _left(deadline: float, cap: float) -> float:
+    """Seconds a bounded call may take: at most ``cap``, at most until ``deadline`` (with a
+    floor so that a call is still tried once the deadline has passed)."""
+    return max(0.05, min(cap, deadline - time.monotonic()))
 
 
 def _bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
@@ -669,7 +679,9 @@ def _scale_blocked(client: Any) -> str | None:
     return None
 
 
-def _processing_on(dask_scheduler: Any, key: str) -> tuple[str | None, int | None]:
+# Functions run on the scheduler get it as the keyword ``dask_scheduler`` after the
+# positional arguments given to ``run_on_scheduler``: it must come last.
+def _processing_on(key: str, dask_scheduler: Any = None) -> tuple[str | None, int | None]:
     """Run on the scheduler: the worker (address, pid) processing ``key``, if any."""
     ts = dask_scheduler.tasks.get(key)
     ws = getattr(ts, "processing_on", None)
@@ -678,14 +690,19 @@ def _processing_on(dask_scheduler: Any, key: str) -> tuple[str | None, int | Non
     return ws.address, ws.pid
 
 
-def _worker_addresses(dask_scheduler: Any) -> list[str]:
+def _worker_addresses(dask_scheduler: Any = None) -> list[str]:
     """Run on the scheduler: its workers' addresses."""
     return list(dask_scheduler.workers)
 
 
-def _has_worker(dask_scheduler: Any, address: str) -> bool:
-    """Run on the scheduler: whether ``address`` is still one of its workers."""
-    return address in dask_scheduler.workers
+async def _drop_worker(address: str, dask_scheduler: Any = None) -> bool:
+    """Run on the scheduler: forget the worker at ``address`` (its process was killed), so
+    that no task is sent to it; its nanny starts a fresh one that registers anew. True
+    once it is not among the scheduler's workers."""
+    if address in dask_scheduler.workers:
+        await dask_scheduler.remove_worker(address, stimulus_id=f"jupyter-elastic-killed-{time.time()}",
+                                           close=False)
+    return address not in dask_scheduler.workers
 
 
 def _kill_worker(client: Any, address: str, pid: int | None) -> bool:

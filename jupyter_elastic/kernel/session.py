@@ -19,7 +19,7 @@ from typing import Any
 from ..config import Settings, load_settings
 from ..controlplane import ControlPlane, connect_control_plane
 from ..errors import CellCancelled
-from ..protocol import INTERACTIVE_INTERVAL
+from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL
 from .display import PhaseDisplay
 
 
@@ -36,6 +36,9 @@ class ElasticSession:
         #: Content tokens of the large inputs the current cluster's workers already hold.
         self.sent_tokens: set[str] = set()
         self.topic = ""
+        #: Why the control plane stopped the session's cluster, when it said so (its
+        #: ``CLOSING_TOPIC`` event): a cell that fails as its workers go tells the user.
+        self.closing_reason: str | None = None
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -54,7 +57,8 @@ class ElasticSession:
         """The lease of this session's cluster, starting one (with phases shown) if needed."""
         backend = backend or self.settings.backend
         name = name or session_cluster_name(backend)
-        if self.lease is not None and self.lease["backend"] == backend and (name is None or self.lease["name"] == name):
+        if (self.lease is not None and self.lease["backend"] == backend
+                and (name is None or self.lease["name"] == name) and self._still_connected()):
             return self.lease
         keep_library_logs_out_of_cells()
         progress: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -100,12 +104,41 @@ class ElasticSession:
             pass
         self.topic = f"jupyter-elastic-{self.id}-{uuid.uuid4().hex[:6]}"
         client.subscribe_topic(self.topic, lambda event: self.events.put(event[1]))
+        self.closing_reason = None
+        client.subscribe_topic(CLOSING_TOPIC, self._closing)
         self.client, self.lease = client, lease
         self.sent_tokens.clear()
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._stop.clear()
             self._heartbeat = threading.Thread(target=self._beat, name="jupyter-elastic-heartbeat", daemon=True)
             self._heartbeat.start()
+
+    def _closing(self, event: Any) -> None:
+        reason = event[1].get("reason") if isinstance(event[1], dict) else None
+        self.closing_reason = str(reason or "stopped by the control plane")[:200]
+
+    def _still_connected(self) -> bool:
+        """Whether the session's client can still reach its cluster. When Dask lost the
+        scheduler (its process died with the server that hosted it, or the network to it
+        was cut), the lease says whether the cluster is still there: if it is, Dask's own
+        reconnection goes on, or a new client connects when Dask gave up; if it is not
+        (or the control plane does not answer), the session lets the cluster go and the
+        cell gets a new one."""
+        client, lease = self.client, self.lease
+        status = getattr(client, "status", "closed")
+        if status in ("running", "newly-created") or lease is None:
+            return True
+        try:
+            alive = self.control_plane.heartbeat(lease["lease_id"])
+        except Exception:
+            alive = False
+        if alive and status == "connecting":
+            return True
+        if alive:
+            self._connect(lease)
+            return True
+        self._disconnect()
+        return False
 
     def _disconnect(self) -> None:
         client, self.client, self.lease = self.client, None, None

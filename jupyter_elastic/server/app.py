@@ -20,6 +20,7 @@ Admin policy (idle-timeout bounds, GPUs per user, prices) is traitlets configura
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from typing import Any
@@ -157,7 +158,15 @@ class ElasticExtension(ExtensionApp):
         self._export_env()
         if self.manager is not None:
             await self.manager.start()
+            # Once the server stops (SIGTERM), it answers no heartbeat: no lease may lapse for
+            # that before stop_extension closes every cluster, saying why.
+            with contextlib.suppress(Exception):
+                serverapp.observe(self._on_server_stopping, names="_stopping")
         self._reconcile_jobs()
+
+    def _on_server_stopping(self, change: Any) -> None:
+        if change.get("new") and self.manager is not None:
+            self.manager.leases_expire = False
 
     def _reconcile_jobs(self) -> None:
         """Re-adopt the jobs of the registry (``{runtime}/jupyter-elastic/jobs.sqlite``): a

@@ -24,6 +24,8 @@ ENV = {
     "DASK_JUPYTER_ELASTIC__INTERRUPT_GRACE": "1s",
     # small enough for the out-of-memory test to reach quickly, enough for the other cells
     "DASK_JUPYTER_ELASTIC__WORKER__MEMORY": "400MiB",
+    # a worker spills what it holds past 25% of that (100 MiB) to its scratch directory
+    "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "0.25",
 }
 
 
@@ -191,6 +193,47 @@ def test_a_worker_out_of_memory_is_one_line_naming_the_limit(kernel):
     assert "out of memory" in text and "400.00 MiB memory limit" in text, text
     assert kernel.value("'oom_done' in globals()") is False
     next_cell_works(kernel, "after_oom")
+
+
+# ----------------------------------------------------------------- disk full
+def test_a_large_result_the_worker_cannot_write_to_disk_still_arrives(kernel):
+    """Disk full for the result of a large cell.
+
+    What the product writes to disk for a large ``%%gpu`` result is the worker's spill file:
+    a task result past the worker's memory target (here 25% of 400 MiB) goes straight to the
+    worker's scratch directory. A full disk is made, without root or a small file system, by
+    a file-size limit (``RLIMIT_FSIZE``, 1 MiB) set on the running worker process: every
+    write past it fails with ``OSError`` (EFBIG; Python ignores SIGXFSZ), as a write to a
+    full disk fails with ENOSPC, through the same error path in Dask's spill code. The
+    result stays in the worker's memory and reaches the notebook; the cell says nothing of
+    Dask's spill error, which goes to the worker's log.
+    """
+    # The worker keeps Dask's spill log lines (they go to its log file, not %gpu logs) on
+    # a handler the next cell reads: proof that the write really failed.
+    pid = worker_pid(ok(kernel.run(
+        "%%gpu\nimport logging, os\nspill_log = logging.getLogger('distributed.spill')\n"
+        "class Keep(logging.Handler):\n    def emit(self, record):\n        self.lines.append(record.getMessage())\n"
+        "keep = Keep()\nkeep.lines = []\nkeep.name = 'test-keep'\nspill_log.addHandler(keep)\n"
+        "print(f'pid={os.getpid()}')\ndel keep, Keep, spill_log")))
+    worker = psutil.Process(pid)
+    soft, hard = worker.rlimit(psutil.RLIMIT_FSIZE)
+    worker.rlimit(psutil.RLIMIT_FSIZE, (2**20, hard))
+    try:
+        run = ok(kernel.run("%%gpu\nimport numpy as np\nbig = np.arange(16 * 2**20, dtype='float64')",
+                            timeout=90))
+        failures = kernel.value(
+            "get_ipython().run_cell_magic('gpu', '', \"import logging\\n[h.lines for h in "
+            "logging.getLogger('distributed.spill').handlers if h.name == 'test-keep'][0]\")")
+    finally:
+        if psutil.pid_exists(pid):
+            worker.rlimit(psutil.RLIMIT_FSIZE, (soft, hard))
+    assert psutil.pid_exists(pid), "the worker survived"
+    assert any("Spill to disk failed" in line for line in failures), failures
+    for noise in ("distributed.", "Spill", "Traceback", "OSError"):
+        assert noise not in run.stdout + run.stderr, (noise, run.stderr)
+    assert kernel.value("(big.shape, float(big[-1]))") == ((16 * 2**20,), 16 * 2**20 - 1.0)
+    assert last_row(kernel)["status"] == "ok"
+    next_cell_works(kernel, "after_disk_full")
 
 
 # ----------------------------------------------------------------- defect 6: output and logs
