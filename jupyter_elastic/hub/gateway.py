@@ -450,6 +450,8 @@ class QuotaBackendMixin:
     """The quota rules around a dask-gateway backend; see ``quota_backend``."""
 
     log: Any
+    #: The clock of the lease and the queue's waits (a simulation replaces it).
+    elastic_clock = staticmethod(time.monotonic)
 
     @property
     def elastic_quota(self) -> ElasticQuota:
@@ -479,14 +481,29 @@ class QuotaBackendMixin:
     def _pools_of(self, cluster: Any) -> dict[str, float]:
         return self.elastic_quota.pools_for((cluster.options or {}).get(GROUPS_KEY) or ())
 
+    @property
+    def _meta(self) -> dict[str, tuple[str, float, tuple[str, ...]]]:
+        """A granted cluster's user, GPUs per worker and pools (read at its last grant)."""
+        return self.__dict__.setdefault("_elastic_meta", {})
+
+    def _grant(self, name: str, count: int, user: str, gpus_per_worker: float,
+               pools: Iterable[str]) -> None:
+        self._granted[name] = count
+        self._meta[name] = (user, gpus_per_worker, tuple(pools))
+
+    def _forget(self, name: str) -> None:
+        self._granted.pop(name, None)
+        self._meta.pop(name, None)
+        self._explicit.pop(name, None)
+
     async def _usage(self) -> Usage:
-        """Every active cluster's grant, summed per user and per pool."""
-        quota, usage = self.elastic_quota, Usage()
-        for c in await super().list_clusters():  # type: ignore[misc]
-            workers = self._granted.get(c.name, 0)
-            if workers:
-                usage.set(c.name, c.username, quota.gpus_of(c.options), workers,
-                          self._pools_of(c))
+        """Every active cluster's grant, summed per user and per pool: O(granted clusters),
+        not O(all clusters), so a decision stays cheap with many idle clusters."""
+        usage, meta = Usage(), self._meta
+        for name, workers in self._granted.items():
+            if workers and name in meta:
+                user, gpw, pools = meta[name]
+                usage.set(name, user, gpw, workers, pools)
         return usage
 
     # ------------------------------------------------------------------ the queue
@@ -494,7 +511,7 @@ class QuotaBackendMixin:
     def elastic_queue(self) -> FairQueue:
         queue = self.__dict__.get("_elastic_queue")
         if queue is None:
-            queue = self.__dict__["_elastic_queue"] = FairQueue()
+            queue = self.__dict__["_elastic_queue"] = FairQueue(clock=self.elastic_clock)
             self.__dict__["_elastic_lock"] = asyncio.Lock()
             self.__dict__["_elastic_waiting"] = {}
         return queue
@@ -503,6 +520,11 @@ class QuotaBackendMixin:
     def _lock(self) -> asyncio.Lock:
         self.elastic_queue  # noqa: B018 - creates the lock with the queue
         return self.__dict__["_elastic_lock"]
+
+    @property
+    def _explicit(self) -> dict[str, int]:
+        """Clusters sized by an explicit scale (until an adapt): their worker count."""
+        return self.__dict__.setdefault("_elastic_explicit", {})
 
     @property
     def _waiting(self) -> dict[str, tuple[Limits, dict[str, float]]]:
@@ -533,11 +555,11 @@ class QuotaBackendMixin:
 
         admitted = queue.admit(blocked_by)
         for ticket in admitted:
-            self._waiting.pop(ticket.cluster, None)
-            self._granted[ticket.cluster] = ticket.count
+            _limits, pools = self._waiting.pop(ticket.cluster)
+            self._grant(ticket.cluster, ticket.count, ticket.user, ticket.gpus_per_worker, pools)
             self.log.info("jupyter-elastic: queue admits cluster %s of %s (%d worker(s)) after "
                           "%.1fs", ticket.cluster, ticket.user, ticket.count,
-                          time.monotonic() - ticket.since)
+                          self.elastic_clock() - ticket.since)
         return admitted
 
     async def _forward_admitted(self, admitted: list[Ticket], skip: str | None = None) -> None:
@@ -560,6 +582,10 @@ class QuotaBackendMixin:
         this admitted. Refuses (QuotaRefusal) an explicit request that cannot be granted."""
         quota, queue, name = self.elastic_quota, self.elastic_queue, cluster.name
         current = self._granted.get(name, 0)
+        if kind == "adaptive" and count < current and name in self._explicit:
+            # a heartbeat sent before the scheduler heard of the scale (or a count lowered on
+            # the scheduler itself): the explicit request keeps its grant until rescaled
+            return count, []
         waiting = queue.get(name)
         if count <= current:  # less than it has: always granted, and frees room
             if waiting is not None and (kind == "scale" or waiting.kind == "adaptive"):
@@ -568,6 +594,10 @@ class QuotaBackendMixin:
             return count, (await self._admit() if count < current else [])
         if kind == "adaptive" and waiting is not None and waiting.kind == "scale":
             return current, []  # an explicit request waits: the scheduler's own count does not
+        if waiting is not None and waiting.kind == kind and waiting.count == count:
+            # the same request again (every heartbeat of a waiting cluster): it keeps its
+            # place; admission runs when room frees, not once per heartbeat
+            return (None if kind == "scale" else current), []
         usage = await self._usage()
         limits, pools = self._limits_of(cluster), self._pools_of(cluster)
         gpw = quota.gpus_of(cluster.options)
@@ -592,7 +622,7 @@ class QuotaBackendMixin:
                               "quota leaves %d", name, cluster.username, count, bound)
                 count = max(bound, current)
             if quota.when_full == "refuse" or count <= current:
-                self._granted[name] = count
+                self._grant(name, count, cluster.username, gpw, pools)
                 return count, []
         if waiting is None and len(queue.of_user(cluster.username)) >= quota.queue_per_user:
             if kind == "adaptive":
@@ -671,10 +701,13 @@ class QuotaBackendMixin:
         return {**options, GROUPS_KEY: sorted(user.groups)}, config
 
     async def forward_message_to_scheduler(self, cluster: Any, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "adapt":
+            self._explicit.pop(cluster.name, None)
         if msg.get("op") == "scale" and isinstance(msg.get("count"), int):
             try:
                 async with self._lock:  # reserved now; heartbeats confirm it
                     granted, admitted = await self._ask(cluster, msg["count"], "scale")
+                    self._explicit[cluster.name] = msg["count"]
             except QuotaRefusal as exc:
                 raise PublicException(str(exc)) from None
             await self._forward_admitted(admitted, skip=cluster.name)
@@ -699,7 +732,8 @@ class QuotaBackendMixin:
             if self._withdraw(cluster_name) is not None:
                 self.log.info("jupyter-elastic: cluster %s left the queue (stopped)",
                               cluster_name)
-            freed = self._granted.pop(cluster_name, 0)
+            freed = self._granted.get(cluster_name, 0)
+            self._forget(cluster_name)
         await super().stop_cluster(cluster_name, failed=failed)  # type: ignore[misc]
         if freed:
             async with self._lock:
@@ -721,8 +755,8 @@ class QuotaBackendMixin:
         clusters = await super().list_clusters()  # type: ignore[misc]
         active = {c.name for c in clusters}
         async with self._lock:  # clusters that ended on their own (idle, failed) free room
-            for name in [n for n in self._granted if n not in active]:
-                del self._granted[name]
+            for name in {*self._granted, *self._meta, *self._explicit} - active:
+                self._forget(name)
             for ticket in [t for t in self.elastic_queue.order() if t.cluster not in active]:
                 self._withdraw(ticket.cluster)
             admitted = await self._admit()
@@ -735,7 +769,7 @@ class QuotaBackendMixin:
             return
         running = [c for c in clusters if c.status == gw_models.ClusterStatus.RUNNING]
         counts = await asyncio.gather(*(self._clients(c) for c in running))
-        now = time.monotonic()
+        now = self.elastic_clock()
         for cluster, clients in zip(running, counts, strict=True):
             if clients is None:
                 continue

@@ -8,6 +8,7 @@ is a student (2 GPUs), bob is staff (4 GPUs). Workers advertise ``GPU=1`` (no GP
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -94,6 +95,8 @@ def test_pool_and_queue_settings_are_parsed():
 QUEUE_CONFIG = '''
 c.ElasticQuota.when_full = "queue"
 c.ElasticQuota.pool_gpus = 2
+# a scheduler starved of CPU on a loaded CI machine must not be failed for a late heartbeat
+c.UnsafeLocalBackend.cluster_heartbeat_timeout = 60
 '''
 
 
@@ -238,3 +241,59 @@ def test_two_users_over_a_full_pool_are_served_round_robin(queue_gateway, no_lea
 
     run(scenario())
     assert server.clusters("alice") == [] and server.clusters("bob") == []
+
+
+def test_the_stop_button_while_queued_withdraws_the_request(queue_gateway, no_leaked_processes):
+    """A kernel whose %%gpu cell waits in the hub's queue is interrupted: the cell ends with
+    one line, the control plane stops the starting cluster and the gateway withdraws it."""
+    import _thread
+    import threading
+
+    from jupyter_elastic.controlplane.embedded import EmbeddedControlPlane
+    from jupyter_elastic.errors import CellCancelled
+    from jupyter_elastic.kernel.session import ElasticSession
+
+    server = queue_gateway
+    holder_gateway = Gateway(address=server.address, auth=BasicAuth("alice", PASSWORD))
+    options = holder_gateway.cluster_options()
+    options["worker_gpus"] = 2  # alice's whole quota in one worker
+    holder = holder_gateway.new_cluster(options, shutdown_on_close=True)
+    plane = EmbeddedControlPlane(server.settings(user="alice"), owner="alice")
+    session = ElasticSession(plane, session_id="nb-stop-button")
+    done = threading.Event()
+
+    def press_stop_when_queued() -> None:
+        while not done.wait(0.1):
+            starting = [c for c in plane.clusters() if c["status"] == "starting"]
+            if starting and starting[0]["phase"] == "queued" and starting[0]["phase_detail"]:
+                _thread.interrupt_main()  # what the stop button does to a kernel
+                return
+
+    try:
+        holder.scale(1)
+        assert _granted(server, "alice") == {holder.name: 1}
+        presser = threading.Thread(target=press_stop_when_queued, daemon=True)
+        presser.start()
+        try:
+            with pytest.raises(CellCancelled) as stopped:
+                session.ensure_cluster("gateway")
+        finally:
+            done.set()
+            presser.join()
+        assert "stopped while waiting in the queue: the request left it" in str(stopped.value)
+        # the control plane cancels the start; the backend then stops the gateway cluster
+        deadline = time.monotonic() + 60
+        while "left the queue (stopped)" not in server.log.read_text() or plane.clusters():
+            assert time.monotonic() < deadline, "the request did not leave the queue"
+            time.sleep(0.1)
+        assert _places(server, "alice") == {}
+        assert server.clusters("alice") == [holder.name]
+        assert [c for c in plane.clusters() if c["status"] != "stopped"] == []
+    finally:
+        done.set()
+        session.close()
+        plane.close()
+        holder.shutdown()
+        holder.close()
+        holder_gateway.close()
+    assert server.clusters("alice") == []
