@@ -108,12 +108,18 @@ class Meter:
     calls: int = 0
     cpu: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
 
-    def pct(self, q: float) -> float:
-        if not self.latencies:
-            return 0.0
-        xs = sorted(self.latencies)
-        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+    def pct(self, q: float, cpu: bool = False) -> float:
+        return _pct(self.cpus if cpu else self.latencies, q)
+
+
+def _pct(values: list[float], q: float) -> float:
+    """The q-quantile in milliseconds."""
+    if not values:
+        return 0.0
+    xs = sorted(values)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
 @dataclass
@@ -175,7 +181,8 @@ class Sim:
             return await coro
         finally:
             meter.latencies.append(time.perf_counter() - t0)
-            meter.cpu += time.process_time() - c0
+            meter.cpus.append(time.process_time() - c0)
+            meter.cpu += meter.cpus[-1]
             meter.calls += 1
 
     # ------------------------------------------------------------------ what the gateway does
@@ -359,11 +366,12 @@ async def fairness(args: argparse.Namespace) -> Sim:
 
 
 def report_meters(sim: Sim) -> None:
-    print("| hook call | calls | p50 ms | p99 ms | max ms |")
-    print("|---|---:|---:|---:|---:|")
+    print("| hook call | calls | p50 ms | p99 ms | max ms | CPU p50 ms | CPU p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for kind, m in sim.meters.items():
         print(f"| {kind} | {m.calls} | {m.pct(0.5):.3f} | {m.pct(0.99):.3f} | "
-              f"{max(m.latencies) * 1000:.3f} |")
+              f"{max(m.latencies) * 1000:.3f} | {m.pct(0.5, True):.3f} | "
+              f"{m.pct(0.99, True):.3f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,15 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## hub: {args.users} users, {args.hours:g} h of cells, pool {args.pool_gpus:g} GPUs, "
           f"heartbeat {args.heartbeat:g}s, in-process (no HTTP)\n")
     report_meters(sim)
-    decisions = [x for k, m in sim.meters.items() if k.startswith(("create", "ask"))
-                 for x in m.latencies]
-    p99 = sorted(decisions)[min(len(decisions) - 1, int(0.99 * len(decisions)))] * 1000 \
-        if decisions else 0.0
-    p50 = statistics.median(decisions) * 1000 if decisions else 0.0
+    deciding = [m for k, m in sim.meters.items() if k.startswith(("create", "ask"))]
+    decisions = [x for m in deciding for x in m.latencies]
+    p50, p99 = _pct(decisions, 0.5), _pct(decisions, 0.99)
+    cpu_p99 = _pct([x for m in deciding for x in m.cpus], 0.99)
     waits = sorted(sim.cell_waits)
     print(f"\nquota decisions: {len(decisions)}, p50 {p50:.3f} ms, p99 {p99:.3f} ms "
-          f"(goal p99 <= 50 ms: {'met' if p99 <= 50 else 'NOT met'})")
-    print(f"cells: {sim.cells}; {sim.queued_cells} waited for a worker; cell wait p50 "
+          f"(goal p99 <= 50 ms: {'met' if p99 <= 50 else 'NOT met'}); CPU p99 {cpu_p99:.3f} ms "
+          f"(wall time includes waiting for a CPU on a shared machine)")
+    print(f"cells: {sim.cells}; {sim.queued_cells} asked for a worker and waited; cell wait "
+          f"(arrival to start, also behind the notebook's own earlier cells) p50 "
           f"{waits[len(waits) // 2] if waits else 0:.0f}s, p99 "
           f"{waits[min(len(waits) - 1, int(0.99 * len(waits)))] if waits else 0:.0f}s; "
           f"longest queue {sim.longest_queue}")
