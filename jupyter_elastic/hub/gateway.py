@@ -26,7 +26,11 @@ and the wrapped backend enforces, where a notebook cannot reach:
   clamped to what the quota leaves before the gateway acts on it, the way dask-gateway
   clamps ``cluster_max_workers``;
 * **the lease**: a running cluster with no Dask client connected (read from the scheduler's
-  ``/metrics``: ``dask_scheduler_clients``) for ``lease_ttl`` seconds is stopped.
+  ``/metrics``: ``dask_scheduler_clients``) for ``lease_ttl`` seconds is stopped;
+* **pools and the queue**: ``pool_gpus`` (hub-wide) and a group's ``pool_gpus`` bound what
+  everybody, or a group's members, hold together; with ``when_full = "queue"`` a request
+  that does not fit now waits in a fair queue (``hub.queue``: per-user round robin, group
+  priority) instead of being refused, its place reported on the quota route.
 
 Every refusal is one line starting with ``protocol.QUOTA_MARK``; the project's gateway
 backend turns it into ``QuotaExceeded`` in the cell. ``GET protocol.QUOTA_ROUTE`` tells an
