@@ -293,6 +293,8 @@ class KubernetesSettings:
     pending_timeout: float = 300.0
     start_timeout: float = 900.0
     connect_timeout: float = 30.0
+    #: Kueue LocalQueue that worker pods join (label ``kueue.x-k8s.io/queue-name``).
+    queue_name: str | None = None
 
 
 GATEWAY_AUTH_TYPES = ("jupyterhub", "simple", "basic", "kerberos")
@@ -445,7 +447,21 @@ def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
         pending_timeout=parse_duration(raw.get("pending-timeout", "5m"), what=key + "pending-timeout"),
         start_timeout=parse_duration(raw.get("start-timeout", "15m"), what=key + "start-timeout"),
         connect_timeout=parse_duration(raw.get("connect-timeout", "30s"), what=key + "connect-timeout"),
+        queue_name=_queue_name(raw.get("queue-name"), key + "queue-name"),
     )
+
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def _queue_name(value: Any, what: str) -> str | None:
+    """A Kueue LocalQueue name: it becomes a label value (63 characters, Kubernetes' rules)."""
+    name = _optional_text(value, what)
+    if name is not None and not _QUEUE_NAME.match(name):
+        raise ConfigError(f"{what} must be a Kueue LocalQueue name (up to 63 letters, digits, "
+                          f"'-', '_', '.', starting and ending with a letter or digit), got "
+                          f"{quote(name)}")
+    return name
 
 
 def _gateway(raw: dict[str, Any]) -> GatewaySettings:

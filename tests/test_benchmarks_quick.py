@@ -66,3 +66,14 @@ def test_compute_quick(no_leaked_processes):
 def test_gpu_check_quick_dry_run():
     out = run("gpu_check.py", "--quick", "--dry-run")
     assert "0 failing function(s)" in out
+
+
+def test_hub_scale_quick():
+    pytest.importorskip("dask_gateway_server", reason="the quota module runs in dask-gateway-server")
+    out = run("hub_scale.py", "--quick")
+    assert "## hub: 100 users" in out and "## fairness: 50 users" in out
+    for what in ("| create (quota check) |", "| ask for a worker (quota + queue) |",
+                 "| heartbeat (periodic) |", "| lease pass (all clusters) |"):
+        assert what in out, out
+    assert "quota decisions: " in out and "per 1,000 cells" in out
+    assert "requests served: 150;" in out  # 50 users x 3 rounds: nobody is left waiting

@@ -15,7 +15,7 @@ from elastic_testing import MemoryBackend, wait_for
 from jupyter_elastic.config import Pricing, load_settings
 from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.controlplane.metering import ClusterMeter, cell_charge
-from jupyter_elastic.errors import ClusterNotFound, ConfigError
+from jupyter_elastic.errors import ClusterNotFound, ClusterStartError, ConfigError
 from jupyter_elastic.kernel.session import client_security
 
 
@@ -515,3 +515,36 @@ def test_local_workers_report_and_bill_what_they_really_hold(no_leaked_processes
         assert meter.cpus_per_worker == cores, "CPU-seconds are billed for the cores a worker has"
     finally:
         cp.close()
+
+
+class QueuedBackend(MemoryBackend):
+    """A backend whose start waits in a queue (a hub's gateway, Kueue) until cancelled."""
+
+    withdrawn = 0
+
+    async def start(self, spec, progress):
+        progress("queued", "place 2 of 3 in the queue")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.withdrawn += 1
+            raise
+        return await super().start(spec, progress)
+
+
+def test_stopping_a_cluster_waiting_in_a_queue_cancels_its_start():
+    async def scenario():
+        manager, _ = make_manager()
+        backend = QueuedBackend(manager.settings)
+        manager._backends["local"] = backend
+        acquiring = asyncio.ensure_future(manager.acquire("kernel-1"))
+        await asyncio.sleep(0.1)
+        [starting] = manager.list_clusters()
+        assert (starting["phase"], starting["phase_detail"]) == ("queued", "place 2 of 3 in the queue")
+        await manager.close_cluster(starting["id"])
+        with pytest.raises(ClusterStartError, match="was stopped while it started"):
+            await acquiring
+        assert backend.withdrawn == 1 and backend.closed == []
+        assert manager.list_clusters() == []
+
+    run(scenario())

@@ -394,7 +394,7 @@ class GatewayBackend(ElasticBackend):
             if spec.max_workers > 0:
                 progress("workers", f"scheduler ready ({time.monotonic() - t0:.1f}s); "
                                     "starting the first worker")
-                resources = await self._first_worker(gateway, cluster, t0)
+                resources = await self._first_worker(gateway, cluster, t0, progress)
                 if resources.get(GPU_RESOURCE, 0) > 0:
                     resource, slots = GPU_RESOURCE, float(resources[GPU_RESOURCE])
                 elif resources.get(CPU_RESOURCE, 0) <= 0:
@@ -418,24 +418,38 @@ class GatewayBackend(ElasticBackend):
         handle.extra["keep_first_until"] = time.monotonic() + spec.idle_timeout
         return handle
 
-    async def _first_worker(self, gateway: Gateway, cluster: GatewayCluster, t0: float) -> dict[str, float]:
-        """Ask for one worker and return its resources once it joined."""
+    async def _queue_place(self, gateway: Gateway, cluster_name: str) -> dict[str, Any] | None:
+        """This cluster's place in the hub's queue (``jupyter_elastic.hub.gateway`` with
+        ``when_full = "queue"``): None when it is not queued."""
+        try:
+            resp = await asyncio.wait_for(gateway._request("GET", gateway.address + QUOTA_ROUTE),
+                                          self.options.connect_timeout)
+            report = await resp.json()
+        except ValueError:  # 404: this gateway does not load the quota module
+            return {"absent": True}
+        except Exception as exc:  # the start goes on; the place is shown at the next look
+            log.debug("could not read the gateway's queue: %r", exc)
+            return None
+        for entry in report.get("queue") or ():
+            if isinstance(entry, dict) and entry.get("cluster") == cluster_name:
+                return entry
+        return None
+
+    async def _first_worker(self, gateway: Gateway, cluster: GatewayCluster, t0: float,
+                            progress: Progress | None = None) -> dict[str, float]:
+        """Ask for one worker and return its resources once it joined. While the hub's
+        queue holds the request, its place and the wait are the start-up phase, and the
+        start timeout counts only the time after it."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GatewayWarning)
             await self._call(gateway, cluster.scale(1), f"scale gateway cluster {cluster.name}")
         last_check = time.monotonic()
+        ask_queue, queued = progress is not None, False
         while True:
             workers = (cluster.scheduler_info or {}).get("workers") or {}
             if workers:
                 return dict(next(iter(workers.values())).get("resources") or {})
             now = time.monotonic()
-            if now - t0 > self.options.start_timeout:
-                raise ClusterStartError(
-                    f"no worker joined gateway cluster {cluster.name} within "
-                    f"{self.options.start_timeout:g}s",
-                    hint=f"raise {KEY}start-timeout, or ask the hub admin: the gateway may be at "
-                    "its worker limit or the worker image may fail to start (see its logs)",
-                )
             if now - last_check > 1.0:
                 last_check = now
                 report = await self._call(gateway, gateway.get_cluster(cluster.name),
@@ -446,6 +460,28 @@ class GatewayBackend(ElasticBackend):
                         "its first worker started",
                         hint="the gateway's logs say why; ask the hub admin",
                     )
+                place = await self._queue_place(gateway, cluster.name) if ask_queue else None
+                if place is not None and place.get("absent"):
+                    ask_queue = False
+                elif place is None and queued and progress is not None:
+                    queued = False
+                    progress("workers", "the hub's queue admitted it; starting the first worker")
+                elif place is not None and progress is not None:
+                    queued = True
+                    t0 = now  # queued time does not count against the start timeout
+                    reason = str(place.get("reason") or "")[:200]
+                    progress("queued", f"place {place.get('position')} of "
+                                       f"{place.get('length')} in the hub's GPU queue, waiting "
+                                       f"{float(place.get('waited') or 0):.0f}s"
+                                       + (f" ({reason})" if reason else "")
+                                       + "; stop the cell to leave the queue")
+            if now - t0 > self.options.start_timeout:
+                raise ClusterStartError(
+                    f"no worker joined gateway cluster {cluster.name} within "
+                    f"{self.options.start_timeout:g}s",
+                    hint=f"raise {KEY}start-timeout, or ask the hub admin: the gateway may be at "
+                    "its worker limit or the worker image may fail to start (see its logs)",
+                )
             await asyncio.sleep(self.poll_interval)
 
     # ------------------------------------------------------------------ reconnect

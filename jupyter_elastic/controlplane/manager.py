@@ -313,10 +313,16 @@ class ElasticClusterManager:
         on_progress = self._progress(record, progress)
         on_progress("queued", "")
         impl = self.backend(record.backend)
+        record.start_task = asyncio.current_task()
         try:
             record.handle = await impl.start(record.spec, on_progress)
             await self._size(record, workers)
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and record.status == "stopped":
+                # close_cluster stopped it while it started (the stop button while queued)
+                await self._discard(record, exc)
+                raise ClusterStartError(
+                    f"the cluster {record.name!r} was stopped while it started") from None
             error = await self._discard(record, exc)
             if error is None:
                 raise
@@ -387,6 +393,13 @@ class ElasticClusterManager:
             return
         record.status = "stopping"
         record.meter.tick(self.clock(), len(record.workers), busy=record.running_cells > 0)
+        task = record.start_task
+        if record.handle is None and record.phase == "queued" and record.phase_detail \
+                and task is not None and not task.done() and task is not asyncio.current_task():
+            # waiting in a queue (a hub's gateway, Kueue): cancelling the start withdraws the
+            # request (those backends clean up on cancellation); other starts run to their
+            # end and are closed then
+            task.cancel()
         try:
             if record.handle is not None:
                 record.handle.extra["closing_reason"] = reason  # told to the kernels first

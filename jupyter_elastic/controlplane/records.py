@@ -102,6 +102,8 @@ class ClusterRecord:
     leased: bool = False
     orphaned_since: float | None = None
     workers: list[WorkerDetail] = field(default_factory=list)
+    #: The task starting it (cancelled when it is stopped before it runs: leaves a queue).
+    start_task: Any = field(default=None, repr=False, compare=False)
     cells: int = 0
 
     @property

@@ -26,7 +26,11 @@ and the wrapped backend enforces, where a notebook cannot reach:
   clamped to what the quota leaves before the gateway acts on it, the way dask-gateway
   clamps ``cluster_max_workers``;
 * **the lease**: a running cluster with no Dask client connected (read from the scheduler's
-  ``/metrics``: ``dask_scheduler_clients``) for ``lease_ttl`` seconds is stopped.
+  ``/metrics``: ``dask_scheduler_clients``) for ``lease_ttl`` seconds is stopped;
+* **pools and the queue**: ``pool_gpus`` (hub-wide) and a group's ``pool_gpus`` bound what
+  everybody, or a group's members, hold together; with ``when_full = "queue"`` a request
+  that does not fit now waits in a fair queue (``hub.queue``: per-user round robin, group
+  priority) instead of being refused, its place reported on the quota route.
 
 Every refusal is one line starting with ``protocol.QUOTA_MARK``; the project's gateway
 backend turns it into ``QuotaExceeded`` in the cell. ``GET protocol.QUOTA_ROUTE`` tells an
@@ -56,17 +60,20 @@ from aiohttp import web
 from dask_gateway_server import models as gw_models
 from dask_gateway_server.backends.base import Backend, PublicException
 from dask_gateway_server.routes import api_handler
-from traitlets import Dict, Float, Integer, List, Unicode, default, import_item
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default, import_item
 from traitlets.config import LoggingConfigurable
 
 from ..config import non_negative, quote, short_text, whole
 from ..errors import ConfigError
 from ..protocol import QUOTA_MARK, QUOTA_ROUTE
+from .queue import POOL, FairQueue, Ticket
 
 #: Key under which a cluster's options keep its owner's groups (limits after a restart).
 GROUPS_KEY = "jupyter_elastic_groups"
-#: Keys one entry of the limits table may have.
-ENTRY_KEYS = ("gpus", "workers", "gpu_types")
+#: Keys one entry of the limits table may have (``pool_gpus`` and ``priority``: groups only).
+ENTRY_KEYS = ("gpus", "workers", "gpu_types", "pool_gpus", "priority")
+#: Keys of the quota file.
+FILE_KEYS = ("user_gpus", "user_workers", "gpu_types", "groups", "contact", "pool_gpus")
 #: Largest quota file read, and largest /metrics answer read, in bytes.
 MAX_FILE_BYTES = 1 << 20
 MAX_METRICS_BYTES = 4 << 20
@@ -88,11 +95,13 @@ class Limits:
     workers: int | None
     gpu_types: tuple[str, ...] | None
     source: str
+    #: Queue priority (the highest of the user's groups'; 0 by default).
+    priority: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"gpus": self.gpus, "workers": self.workers,
                 "gpu_types": list(self.gpu_types) if self.gpu_types is not None else None,
-                "source": self.source}
+                "source": self.source, "priority": self.priority}
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,10 @@ def parse_entry(raw: Any, what: str) -> dict[str, Any]:
             raise ConfigError(f"{what}.gpu_types must be a list of at most 64 GPU type names, "
                               f"got {quote(types)}")
         entry["gpu_types"] = tuple(short_text(t, f"{what}.gpu_types", limit=64) for t in types)
+    if raw.get("pool_gpus") is not None:
+        entry["pool_gpus"] = non_negative(raw["pool_gpus"], f"{what}.pool_gpus")
+    if raw.get("priority") is not None:
+        entry["priority"] = whole(raw["priority"], f"{what}.priority", text=False)
     return entry
 
 
@@ -173,9 +186,19 @@ class ElasticQuota(LoggingConfigurable):
     groups = Dict(config=True,
                   help='Limits by group: {"students": {"gpus": 1, "workers": 2, '
                        '"gpu_types": ["t4"]}}; a member gets the most generous of their groups')
+    pool_gpus = Float(None, allow_none=True, config=True,
+                      help="GPUs all users together may hold (None: no pool limit); a group's "
+                           "pool_gpus bounds what its members hold together")
+    when_full = Enum(["refuse", "queue"], "refuse", config=True,
+                     help="What a request that does not fit now gets: 'refuse' (one line "
+                          "naming what holds the quota) or 'queue' (it waits its turn in a "
+                          "per-user round-robin queue and starts when it fits)")
+    queue_per_user = Integer(4, min=1, config=True,
+                             help="Requests one user may have waiting in the queue")
     quota_file = Unicode("", config=True,
                          help="A YAML file with user_gpus, user_workers, gpu_types, groups, "
-                              "contact; its keys win over these settings; re-read when it changes")
+                              "contact, pool_gpus; its keys win over these settings; re-read "
+                              "when it changes")
     contact = Unicode("the hub admin", config=True, help="Who users ask for more")
     idle_timeout = Float(1800.0, min=0, config=True,
                          help="Seconds before an idle cluster is stopped when the user set "
@@ -201,7 +224,8 @@ class ElasticQuota(LoggingConfigurable):
     # ------------------------------------------------------------------ the table
     def _settings(self) -> dict[str, Any]:
         return {"user_gpus": self.user_gpus, "user_workers": self.user_workers,
-                "gpu_types": self.gpu_types, "groups": dict(self.groups), "contact": self.contact}
+                "gpu_types": self.gpu_types, "groups": dict(self.groups), "contact": self.contact,
+                "pool_gpus": self.pool_gpus}
 
     def _parse(self, raw: dict[str, Any]) -> dict[str, Any]:
         groups = raw.get("groups") or {}
@@ -209,8 +233,10 @@ class ElasticQuota(LoggingConfigurable):
             raise ConfigError(f"ElasticQuota.groups must be a mapping, got {quote(groups)}")
         default = parse_entry({"gpus": raw.get("user_gpus"), "workers": raw.get("user_workers"),
                                "gpu_types": raw.get("gpu_types")}, "ElasticQuota (user_*)")
+        pool = raw.get("pool_gpus")
         return {
             "default": default,
+            "pool_gpus": None if pool is None else non_negative(pool, "ElasticQuota.pool_gpus"),
             "groups": {short_text(g, "a group name", limit=128): parse_entry(e, f"groups[{g!r}]")
                        for g, e in groups.items()},
             "contact": short_text(raw.get("contact") or "the hub admin", "ElasticQuota.contact"),
@@ -250,8 +276,7 @@ class ElasticQuota(LoggingConfigurable):
             raw = yaml.safe_load(f.read(MAX_FILE_BYTES)) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"it must be a mapping, got {quote(raw)}")
-        unknown = sorted(set(map(str, raw)) - {"user_gpus", "user_workers", "gpu_types",
-                                               "groups", "contact"})
+        unknown = sorted(set(map(str, raw)) - set(FILE_KEYS))
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(map(quote, unknown))}")
         return self._parse({**self._settings(), **raw})
@@ -268,7 +293,8 @@ class ElasticQuota(LoggingConfigurable):
         if not names:
             return Limits(default.get("gpus"), default.get("workers"), default.get("gpu_types"),
                           "the default for every user")
-        entries = [{**default, **table["groups"][g]} for g in names]
+        chosen = [table["groups"][g] for g in names]
+        entries = [{**default, **g} for g in chosen]
 
         def most(key: str) -> Any:
             values = [e.get(key) for e in entries]
@@ -279,7 +305,17 @@ class ElasticQuota(LoggingConfigurable):
         else:
             types = tuple(sorted({t for e in entries for t in e["gpu_types"]}))
         source = ("group " if len(names) == 1 else "groups ") + ", ".join(names)
-        return Limits(most("gpus"), most("workers"), types, source)
+        priority = max(int(g.get("priority", 0)) for g in chosen)
+        return Limits(most("gpus"), most("workers"), types, source, priority)
+
+    def pools_for(self, groups: Iterable[str]) -> dict[str, float]:
+        """The GPU pools a member of ``groups`` draws from: scope -> GPUs in it."""
+        table = self.table()
+        pools = {f"group:{g}": float(table["groups"][g]["pool_gpus"]) for g in set(groups)
+                 if "pool_gpus" in table["groups"].get(g, {})}
+        if table["pool_gpus"] is not None:
+            pools[POOL] = float(table["pool_gpus"])
+        return pools
 
     def idle_for(self, asked: float) -> float:
         """The idle timeout a cluster gets: the default when none was set, at most the max."""
@@ -346,10 +382,80 @@ class ElasticQuota(LoggingConfigurable):
             f"{self.who} for more")
 
 
+def _pool_name(scope: str) -> str:
+    return "the hub's GPU pool" if scope == POOL else f"group {scope.split(':', 1)[1]}'s GPU pool"
+
+
+class Usage:
+    """What every active cluster is granted now, summed per user and per GPU pool."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[str, tuple[str, float, int, tuple[str, ...]]] = {}
+        self.user_gpus: dict[str, float] = {}
+        self.user_workers: dict[str, int] = {}
+        self.pools: dict[str, float] = {}
+
+    def _apply(self, name: str, sign: int) -> None:
+        user, gpw, workers, scopes = self.clusters[name]
+        self.user_gpus[user] = self.user_gpus.get(user, 0.0) + sign * gpw * workers
+        self.user_workers[user] = self.user_workers.get(user, 0) + sign * workers
+        for scope in scopes:
+            self.pools[scope] = self.pools.get(scope, 0.0) + sign * gpw * workers
+
+    def set(self, name: str, user: str, gpus_per_worker: float, workers: int,
+            scopes: Iterable[str]) -> None:
+        if name in self.clusters:
+            self._apply(name, -1)
+        self.clusters[name] = (user, gpus_per_worker, workers, tuple(scopes))
+        self._apply(name, +1)
+
+    def allowed(self, name: str, user: str, limits: Limits, pools: dict[str, float],
+                gpus_per_worker: float) -> tuple[int | None, str, str]:
+        """Most workers cluster ``name`` may have now (None: any), the scope that bounds it
+        and that bound in words."""
+        _u, own_gpw, own_workers, _s = self.clusters.get(name, (user, 0.0, 0, ()))
+        own_gpus = own_gpw * own_workers
+        best: tuple[int | None, str, str] = (None, "", "")
+
+        def bound(n: float, scope: str, words: str) -> None:
+            nonlocal best
+            n = max(0, math.floor(n + 1e-9))
+            if best[0] is None or n < best[0]:
+                best = (int(n), scope, words)
+
+        if gpus_per_worker > 0:
+            if limits.gpus is not None:
+                held = self.user_gpus.get(user, 0.0) - own_gpus
+                bound((limits.gpus - held) / gpus_per_worker, f"user:{user}",
+                      f"{user} may hold {limits.gpus:g} GPUs ({limits.source}) and the other "
+                      f"clusters hold {held:g}")
+            for scope, cap in pools.items():
+                held = self.pools.get(scope, 0.0) - own_gpus
+                bound((cap - held) / gpus_per_worker, scope,
+                      f"{_pool_name(scope)} has {cap:g} GPUs and {held:g} are held")
+        if limits.workers is not None:
+            held_workers = self.user_workers.get(user, 0) - own_workers
+            bound(limits.workers - held_workers, f"user:{user}",
+                  f"{user} may run {limits.workers} workers ({limits.source}) and the other "
+                  f"clusters run {held_workers}")
+        return best
+
+
+def _ceiling(limits: Limits, pools: dict[str, float], gpus_per_worker: float) -> int | None:
+    """Most workers one cluster could ever have, with nothing else running (None: any)."""
+    bounds = [limits.workers] if limits.workers is not None else []
+    if gpus_per_worker > 0:
+        caps = [*pools.values()] + ([limits.gpus] if limits.gpus is not None else [])
+        bounds += [math.floor(c / gpus_per_worker + 1e-9) for c in caps]
+    return min(bounds) if bounds else None
+
+
 class QuotaBackendMixin:
     """The quota rules around a dask-gateway backend; see ``quota_backend``."""
 
     log: Any
+    #: The clock of the lease and the queue's waits (a simulation replaces it).
+    elastic_clock = staticmethod(time.monotonic)
 
     @property
     def elastic_quota(self) -> ElasticQuota:
@@ -376,11 +482,176 @@ class QuotaBackendMixin:
     def _limits_of(self, cluster: Any) -> Limits:
         return self.elastic_quota.limits_for((cluster.options or {}).get(GROUPS_KEY) or ())
 
-    async def _allowed(self, cluster: Any) -> tuple[int | None, Limits, float, list[Held]]:
-        others = await self._holdings(cluster.username, besides=cluster.name)
-        limits = self._limits_of(cluster)
-        gpw = self.elastic_quota.gpus_of(cluster.options)
-        return self.elastic_quota.allowed_workers(limits, gpw, others), limits, gpw, others
+    def _pools_of(self, cluster: Any) -> dict[str, float]:
+        return self.elastic_quota.pools_for((cluster.options or {}).get(GROUPS_KEY) or ())
+
+    @property
+    def _meta(self) -> dict[str, tuple[str, float, tuple[str, ...]]]:
+        """A granted cluster's user, GPUs per worker and pools (read at its last grant)."""
+        return self.__dict__.setdefault("_elastic_meta", {})
+
+    def _grant(self, name: str, count: int, user: str, gpus_per_worker: float,
+               pools: Iterable[str]) -> None:
+        self._granted[name] = count
+        self._meta[name] = (user, gpus_per_worker, tuple(pools))
+
+    def _forget(self, name: str) -> None:
+        self._granted.pop(name, None)
+        self._meta.pop(name, None)
+        self._explicit.pop(name, None)
+
+    async def _usage(self) -> Usage:
+        """Every active cluster's grant, summed per user and per pool: O(granted clusters),
+        not O(all clusters), so a decision stays cheap with many idle clusters."""
+        usage, meta = Usage(), self._meta
+        for name, workers in self._granted.items():
+            if workers and name in meta:
+                user, gpw, pools = meta[name]
+                usage.set(name, user, gpw, workers, pools)
+        return usage
+
+    # ------------------------------------------------------------------ the queue
+    @property
+    def elastic_queue(self) -> FairQueue:
+        queue = self.__dict__.get("_elastic_queue")
+        if queue is None:
+            queue = self.__dict__["_elastic_queue"] = FairQueue(clock=self.elastic_clock)
+            self.__dict__["_elastic_lock"] = asyncio.Lock()
+            self.__dict__["_elastic_waiting"] = {}
+        return queue
+
+    @property
+    def _lock(self) -> asyncio.Lock:
+        self.elastic_queue  # noqa: B018 - creates the lock with the queue
+        return self.__dict__["_elastic_lock"]
+
+    @property
+    def _explicit(self) -> dict[str, int]:
+        """Clusters sized by an explicit scale (until an adapt): their worker count."""
+        return self.__dict__.setdefault("_elastic_explicit", {})
+
+    @property
+    def _waiting(self) -> dict[str, tuple[Limits, dict[str, float]]]:
+        """A queued cluster's limits and pools (read when it was queued)."""
+        self.elastic_queue  # noqa: B018
+        return self.__dict__["_elastic_waiting"]
+
+    def _withdraw(self, cluster_name: str) -> Ticket | None:
+        self._waiting.pop(cluster_name, None)
+        return self.elastic_queue.withdraw(cluster_name)
+
+    async def _admit(self, usage: Usage | None = None) -> list[Ticket]:
+        """Grant every queued request that fits now, in the queue's order (under the lock)."""
+        queue = self.elastic_queue
+        if not len(queue):
+            return []
+        usage = usage or await self._usage()
+
+        def blocked_by(ticket: Ticket) -> str | None:
+            limits, pools = self._waiting[ticket.cluster]
+            allowed, scope, words = usage.allowed(ticket.cluster, ticket.user, limits, pools,
+                                                  ticket.gpus_per_worker)
+            if allowed is not None and ticket.count > allowed:
+                ticket.reason = words
+                return scope
+            usage.set(ticket.cluster, ticket.user, ticket.gpus_per_worker, ticket.count, pools)
+            return None
+
+        admitted = queue.admit(blocked_by)
+        for ticket in admitted:
+            _limits, pools = self._waiting.pop(ticket.cluster)
+            self._grant(ticket.cluster, ticket.count, ticket.user, ticket.gpus_per_worker, pools)
+            self.log.info("jupyter-elastic: queue admits cluster %s of %s (%d worker(s)) after "
+                          "%.1fs", ticket.cluster, ticket.user, ticket.count,
+                          self.elastic_clock() - ticket.since)
+        return admitted
+
+    async def _forward_admitted(self, admitted: list[Ticket], skip: str | None = None) -> None:
+        """Tell the schedulers of admitted explicit requests their new size."""
+        for ticket in admitted:
+            if ticket.kind != "scale" or ticket.cluster == skip:
+                continue
+            try:
+                cluster = await super().get_cluster(ticket.cluster)  # type: ignore[misc]
+                if cluster is not None:
+                    await super().forward_message_to_scheduler(  # type: ignore[misc]
+                        cluster, {"op": "scale", "count": ticket.count})
+            except Exception as exc:
+                self.log.warning("jupyter-elastic: cannot scale admitted cluster %s: %r",
+                                 ticket.cluster, exc)
+
+    async def _ask(self, cluster: Any, count: int, kind: str) -> tuple[int | None, list[Ticket]]:
+        """Grant ``count`` workers to ``cluster`` if the quota and the queue allow: the count
+        granted now (None: an explicit request waits in the queue) and the queued requests
+        this admitted. Refuses (QuotaRefusal) an explicit request that cannot be granted."""
+        quota, queue, name = self.elastic_quota, self.elastic_queue, cluster.name
+        current = self._granted.get(name, 0)
+        if kind == "adaptive" and count < current and name in self._explicit:
+            # a heartbeat sent before the scheduler heard of the scale (or a count lowered on
+            # the scheduler itself): the explicit request keeps its grant until rescaled
+            return count, []
+        waiting = queue.get(name)
+        if count <= current:  # less than it has: always granted, and frees room
+            if waiting is not None and (kind == "scale" or waiting.kind == "adaptive"):
+                self._withdraw(name)
+            self._granted[name] = count
+            return count, (await self._admit() if count < current else [])
+        if kind == "adaptive" and waiting is not None and waiting.kind == "scale":
+            return current, []  # an explicit request waits: the scheduler's own count does not
+        if waiting is not None and waiting.kind == kind and waiting.count == count:
+            # the same request again (every heartbeat of a waiting cluster): it keeps its
+            # place; admission runs when room frees, not once per heartbeat
+            return (None if kind == "scale" else current), []
+        usage = await self._usage()
+        limits, pools = self._limits_of(cluster), self._pools_of(cluster)
+        gpw = quota.gpus_of(cluster.options)
+        ceiling = _ceiling(limits, pools, gpw) if quota.when_full == "queue" else None
+        allowed, scope, words = usage.allowed(name, cluster.username, limits, pools, gpw)
+        if quota.when_full == "refuse" or (ceiling is not None and count > ceiling):
+            bound = allowed if quota.when_full == "refuse" else ceiling
+            if bound is not None and count > bound:
+                if kind == "scale" and quota.when_full == "queue":
+                    raise self._refusal(cluster, count, bound,
+                                        f"at most {bound} worker(s) with {gpw:g} GPU(s) each "
+                                        f"ever fit in {cluster.username}'s limits "
+                                        f"({limits.source}) and GPU pools, even with nothing "
+                                        f"else running")
+                if kind == "scale" and scope.startswith("user:"):
+                    others = await self._holdings(cluster.username, besides=name)
+                    raise quota.scale_refusal(cluster.username, name, count, bound, limits, gpw,
+                                              others)
+                if kind == "scale":
+                    raise self._refusal(cluster, count, bound, words)
+                self.log.info("jupyter-elastic: cluster %s of %s asked for %d workers; its "
+                              "quota leaves %d", name, cluster.username, count, bound)
+                count = max(bound, current)
+            if quota.when_full == "refuse" or count <= current:
+                self._grant(name, count, cluster.username, gpw, pools)
+                return count, []
+        if waiting is None and len(queue.of_user(cluster.username)) >= quota.queue_per_user:
+            if kind == "adaptive":
+                return current, []
+            raise QuotaRefusal(
+                f"{QUOTA_MARK} {cluster.username} already has {quota.queue_per_user} requests "
+                f"waiting in the queue; stop one of those clusters first, or ask {quota.who}")
+        queue.put(Ticket(name, cluster.username, count, gpw,
+                         frozenset({f"user:{cluster.username}", *pools}), limits.priority,
+                         kind, reason=words))
+        self._waiting[name] = (limits, pools)
+        admitted = await self._admit(usage)
+        if any(t.cluster == name for t in admitted):
+            return count, admitted
+        if waiting is None:
+            self.log.info("jupyter-elastic: cluster %s of %s waits in the queue for %d "
+                          "worker(s) (place %d of %d)", name, cluster.username, count,
+                          queue.positions().get(name, 0), len(queue))
+        return (None if kind == "scale" else current), admitted
+
+    def _refusal(self, cluster: Any, count: int, allowed: int, words: str) -> QuotaRefusal:
+        return QuotaRefusal(
+            f"{QUOTA_MARK} cannot scale cluster {cluster.name} to {count}: {words}. At most "
+            f"{allowed} worker(s) fit here: scale to {allowed} or fewer, stop another cluster, "
+            f"or ask {self.elastic_quota.who} for more")
 
     # ------------------------------------------------------------------ the gateway's hooks
     async def setup(self, app: web.Application) -> None:
@@ -411,9 +682,22 @@ class QuotaBackendMixin:
     async def process_cluster_options(self, user: Any, request: Any) -> tuple[dict[str, Any], Any]:
         options, config = await super().process_cluster_options(user, request)  # type: ignore[misc]
         quota = self.elastic_quota
+        limits, gpw = quota.limits_for(user.groups), quota.gpus_of(options)
+        queued = quota.when_full == "queue"
         try:
-            quota.check_new(user.name, quota.limits_for(user.groups), quota.gpus_of(options),
-                            options.get(quota.gpu_type_option), await self._holdings(user.name))
+            # queued: only what could never fit is refused; the rest waits for its workers
+            quota.check_new(user.name, limits, gpw, options.get(quota.gpu_type_option),
+                            [] if queued else await self._holdings(user.name))
+            pools = quota.pools_for(user.groups)
+            if gpw > 0 and pools:
+                usage = Usage() if queued else await self._usage()
+                allowed, _scope, words = usage.allowed("", user.name, limits, pools, gpw)
+                if allowed is not None and allowed < 1:
+                    if queued:
+                        words = f"{_pool_name(_scope)} has fewer than {gpw:g} GPUs"
+                    raise QuotaRefusal(
+                        f"{QUOTA_MARK} a cluster with {gpw:g} GPU(s) per worker does not fit: "
+                        f"{words}. Try again later, or ask {quota.who}")
         except QuotaRefusal as exc:
             raise PublicException(str(exc)) from None
         if hasattr(config, "idle_timeout"):
@@ -421,13 +705,18 @@ class QuotaBackendMixin:
         return {**options, GROUPS_KEY: sorted(user.groups)}, config
 
     async def forward_message_to_scheduler(self, cluster: Any, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "adapt":
+            self._explicit.pop(cluster.name, None)
         if msg.get("op") == "scale" and isinstance(msg.get("count"), int):
-            count = msg["count"]
-            allowed, limits, gpw, others = await self._allowed(cluster)
-            if allowed is not None and count > allowed:
-                raise PublicException(str(self.elastic_quota.scale_refusal(
-                    cluster.username, cluster.name, count, allowed, limits, gpw, others)))
-            self._granted[cluster.name] = count  # reserved now; heartbeats confirm it
+            try:
+                async with self._lock:  # reserved now; heartbeats confirm it
+                    granted, admitted = await self._ask(cluster, msg["count"], "scale")
+                    self._explicit[cluster.name] = msg["count"]
+            except QuotaRefusal as exc:
+                raise PublicException(str(exc)) from None
+            await self._forward_admitted(admitted, skip=cluster.name)
+            if granted is None:
+                return  # queued: the scheduler is told when the request is admitted
         await super().forward_message_to_scheduler(cluster, msg)  # type: ignore[misc]
 
     async def on_cluster_heartbeat(self, cluster_name: str, msg: dict[str, Any]) -> None:
@@ -435,19 +724,25 @@ class QuotaBackendMixin:
         if isinstance(count, int):
             cluster = await super().get_cluster(cluster_name)  # type: ignore[misc]
             if cluster is not None and cluster.status <= gw_models.ClusterStatus.RUNNING:
-                allowed, _limits, _gpw, _others = await self._allowed(cluster)
-                if allowed is not None and count > allowed:
-                    self.log.info("jupyter-elastic: cluster %s of %s asked for %d workers; "
-                                  "its quota leaves %d", cluster_name, cluster.username,
-                                  count, allowed)
-                    msg = {**msg, "count": allowed}
-                    count = allowed
-                self._granted[cluster_name] = count
+                async with self._lock:
+                    granted, admitted = await self._ask(cluster, count, "adaptive")
+                await self._forward_admitted(admitted)
+                if granted is not None and granted != count:
+                    msg = {**msg, "count": granted}
         await super().on_cluster_heartbeat(cluster_name, msg)  # type: ignore[misc]
 
     async def stop_cluster(self, cluster_name: str, failed: bool = False) -> None:
-        self._granted.pop(cluster_name, None)
+        async with self._lock:
+            if self._withdraw(cluster_name) is not None:
+                self.log.info("jupyter-elastic: cluster %s left the queue (stopped)",
+                              cluster_name)
+            freed = self._granted.get(cluster_name, 0)
+            self._forget(cluster_name)
         await super().stop_cluster(cluster_name, failed=failed)  # type: ignore[misc]
+        if freed:
+            async with self._lock:
+                admitted = await self._admit()
+            await self._forward_admitted(admitted)
 
     # ------------------------------------------------------------------ the lease
     async def _lease_loop(self) -> None:
@@ -463,8 +758,13 @@ class QuotaBackendMixin:
     async def _check_leases(self) -> None:
         clusters = await super().list_clusters()  # type: ignore[misc]
         active = {c.name for c in clusters}
-        for name in [n for n in self._granted if n not in active]:
-            del self._granted[name]
+        async with self._lock:  # clusters that ended on their own (idle, failed) free room
+            for name in {*self._granted, *self._meta, *self._explicit} - active:
+                self._forget(name)
+            for ticket in [t for t in self.elastic_queue.order() if t.cluster not in active]:
+                self._withdraw(ticket.cluster)
+            admitted = await self._admit()
+        await self._forward_admitted(admitted)
         seen: dict[str, float] = self.__dict__["_elastic_seen"]
         for name in [n for n in seen if n not in active]:
             del seen[name]
@@ -473,7 +773,7 @@ class QuotaBackendMixin:
             return
         running = [c for c in clusters if c.status == gw_models.ClusterStatus.RUNNING]
         counts = await asyncio.gather(*(self._clients(c) for c in running))
-        now = time.monotonic()
+        now = self.elastic_clock()
         for cluster, clients in zip(running, counts, strict=True):
             if clients is None:
                 continue
@@ -515,6 +815,9 @@ class QuotaBackendMixin:
         quota = self.elastic_quota
         limits = quota.limits_for(user.groups)
         held = await self._holdings(user.name)
+        queue = self.elastic_queue
+        usage = await self._usage()
+        pools = quota.pools_for(user.groups)
         return {
             "user": user.name, "groups": sorted(user.groups), "limits": limits.to_json(),
             "holding": {"gpus": sum(h.gpus for h in held),
@@ -522,6 +825,10 @@ class QuotaBackendMixin:
             "clusters": [h.to_json() for h in held],
             "idle_timeout": quota.idle_timeout, "max_idle_timeout": quota.max_idle_timeout,
             "lease_ttl": quota.lease_ttl, "contact": quota.who,
+            "when_full": quota.when_full, "queue": queue.report(queue.of_user(user.name)),
+            "queue_length": len(queue),
+            "pools": [{"name": _pool_name(scope), "gpus": cap,
+                       "holding": usage.pools.get(scope, 0.0)} for scope, cap in pools.items()],
         }
 
     async def _quota_route(self, request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import logging
 import os
 import queue
 import threading
@@ -21,6 +22,8 @@ from ..controlplane import ControlPlane, connect_control_plane
 from ..errors import CellCancelled
 from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL
 from .display import PhaseDisplay
+
+log = logging.getLogger("jupyter_elastic.kernel.session")
 
 
 class ElasticSession:
@@ -67,10 +70,12 @@ class ElasticSession:
             self.control_plane.acquire, self.id, backend=backend, name=name, gpu_type=gpu_type,
             progress=lambda phase, detail: progress.put((phase, detail)),
         )
+        last = ("", "")
         try:
             while True:
                 try:
                     phase, detail = progress.get(timeout=0.1)
+                    last = (phase, detail)
                     if phases is not None and phase != "ready":
                         phases.show(phase, detail)
                 except queue.Empty:
@@ -79,6 +84,10 @@ class ElasticSession:
                     if phases is not None and phases.shown:
                         phases.show(phases.phase)
         except KeyboardInterrupt:
+            if last[0] == "queued" and last[1] and self._leave_queue(backend, name):
+                raise CellCancelled(
+                    "stopped while waiting in the queue: the request left it (run the cell "
+                    "again to queue again)") from None
             # The start goes on in the background; the next cell picks the cluster up.
             raise CellCancelled(
                 "interrupted while the cluster was starting; it keeps starting, and the next "
@@ -89,6 +98,19 @@ class ElasticSession:
         lease = future.result()
         self._connect(lease)
         return lease
+
+    def _leave_queue(self, backend: str, name: str | None) -> bool:
+        """Stop this notebook's cluster that waits in a queue (the stop button): the
+        backend withdraws its request. False when it could not be found or stopped."""
+        try:
+            for cluster in self.control_plane.clusters():
+                if cluster["status"] == "starting" and cluster["phase"] == "queued" and \
+                        cluster["backend"] == backend and (name is None or cluster["name"] == name):
+                    self.control_plane.stop(cluster["id"])
+                    return True
+        except Exception:
+            log.debug("could not leave the queue", exc_info=True)
+        return False
 
     def _connect(self, lease: dict[str, Any]) -> None:
         from distributed import Client

@@ -63,6 +63,9 @@ class StandInOperator:
         self.bad_images: set[str] = set()
         self.pull_delay: dict[str, float] = {}
         self.gpu_quota: int | None = None
+        #: Kueue's pod webhook: pods labelled with a LocalQueue are created gated until
+        #: ``kueue_admit`` (Kueue admitting the workload) removes the gate.
+        self.kueue_gate = False
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.scheduler_addr: dict[str, tuple[str, int, int]] = {}
         self.scale_log: list[tuple[str, int, int]] = []
@@ -169,6 +172,8 @@ class StandInOperator:
     def _new_pod(self, owner: dict[str, Any], name: str, labels: dict[str, str],
                  pod_spec: dict[str, Any], env: dict[str, str] | None = None) -> None:
         spec = {**pod_spec, "containers": [dict(c) for c in pod_spec["containers"]]}
+        if self.kueue_gate and "kueue.x-k8s.io/queue-name" in labels:
+            spec["schedulingGates"] = [{"name": "kueue.x-k8s.io/admission"}]
         for c in spec["containers"]:
             c["env"] = list(c.get("env") or []) + [{"name": k, "value": v} for k, v in (env or {}).items()]
         self.server.put("v1", "pods", {
@@ -177,6 +182,17 @@ class StandInOperator:
             "spec": spec,
             "status": {"phase": "Pending", "conditions": []},
         })
+
+    def kueue_admit(self) -> list[str]:
+        """Kueue admits every gated pod: its gate is removed (call on the server's loop)."""
+        admitted = []
+        for pod in self.server.list("v1", "pods"):
+            if pod["spec"].pop("schedulingGates", None):
+                pod.setdefault("status", {})["conditions"] = []
+                self.server.put("v1", "pods", pod)
+                admitted.append(pod["metadata"]["name"])
+        self._wake.set()
+        return admitted
 
     # ------------------------------------------------------------------ kubelet + kube-scheduler
     def _fits(self, pod: dict[str, Any]) -> str | None:
@@ -214,6 +230,14 @@ class StandInOperator:
             return
         container = pod["spec"]["containers"][0]
         image = container["image"]
+        if pod["spec"].get("schedulingGates"):  # what the kube-scheduler reports for it
+            if not any(c.get("reason") == "SchedulingGated" for c in status.get("conditions", [])):
+                status["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                         "reason": "SchedulingGated",
+                                         "message": "Scheduling is blocked due to non-empty "
+                                                    "scheduling gates"}]
+                s.put("v1", "pods", pod)
+            return
         if not pod["spec"].get("nodeName"):
             message = self._fits(pod)
             if message is not None:

@@ -37,6 +37,7 @@ from ..base import ClusterHandle, ElasticBackend, gpu_metrics
 from .manifests import (
     API_VERSION,
     HELM_INSTALL,
+    KUEUE_QUEUE_LABEL,
     MANAGED_BY,
     OWNER_LABEL,
     autoscaler_manifest,
@@ -637,6 +638,15 @@ class _StartWatch:
                     f"the {component} container keeps crashing: {term.get('message') or waiting.get('message', '')}",
                     f"see `kubectl logs -n {self.namespace} {pod_name}`",
                 )
+        gates = [str(g.get("name", "")) for g in (pod.get("spec") or {}).get("schedulingGates") or []
+                 if isinstance(g, dict)]
+        if gates:  # Kueue holds the pod until its queue admits the workload
+            self.unschedulable_since.pop(pod_name, None)  # waiting its turn is not a fault
+            queue = (pod["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+            self.report("queued", f"queued (Kueue): {component} pod {pod_name} is gated by "
+                                  f"{', '.join(gates)[:200]}"
+                                  + (f" until LocalQueue {queue} admits it" if queue else ""))
+            return
         scheduled = _condition(pod, "PodScheduled")
         if scheduled.get("status") == "False":
             message = scheduled.get("message") or scheduled.get("reason") or "not scheduled yet"

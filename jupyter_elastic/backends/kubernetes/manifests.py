@@ -64,6 +64,8 @@ LABEL_PREFIX = "jupyter-elastic"
 OWNER_LABEL = f"{LABEL_PREFIX}/owner"
 SESSION_LABEL = f"{LABEL_PREFIX}/session"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jupyter-elastic"}
+#: Kueue's label naming the LocalQueue a pod waits in (``kubernetes.queue-name``).
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 SCHEDULER_PORT, DASHBOARD_PORT, WORKER_DASHBOARD_PORT = 8786, 8787, 8788
 #: The scheduler is a small CPU pod: no GPU, no GPU node selector.
@@ -279,7 +281,8 @@ def cluster_manifest(
             },
             "worker": {
                 "replicas": int(replicas),
-                "metadata": {"labels": dict(labels)},
+                "metadata": {"labels": {**labels, **({KUEUE_QUEUE_LABEL: options.queue_name}
+                                                     if options.queue_name else {})}},
                 "spec": worker_pod,
             },
         },
