@@ -44,6 +44,7 @@ Z2JH = _closed({
             "apiToken": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
             "display": {"type": "boolean"}, "admin": {"type": "boolean"},
             "command": {"type": "array", "items": {"type": "string"}},
+            "environment": STR_MAP,
         })},
         "loadRoles": {"type": "object", "additionalProperties": _closed({
             "description": {"type": "string"}, "scopes": {"type": "array"},
@@ -175,3 +176,8 @@ def test_the_gateway_loads_the_quota_module_and_the_hub_agrees_with_it():
     # the admin usage service and its role
     assert "jupyter-elastic-hub" in hub["hub"]["services"]
     assert hub["hub"]["loadRoles"]["jupyter-elastic-hub"]["services"] == ["jupyter-elastic-hub"]
+    # the service is given what its command refuses to start without (jupyter-elastic-hub's
+    # main names these), and the gateway's usage route has a token to check
+    env = hub["hub"]["services"]["jupyter-elastic-hub"]["environment"]
+    assert {"JUPYTER_ELASTIC_GATEWAY_URL", "JUPYTER_ELASTIC_USAGE_TOKEN"} <= set(env)
+    assert c.ElasticUsage.api_token and c.ElasticUsage.api_token != env["JUPYTER_ELASTIC_GATEWAY_URL"]
