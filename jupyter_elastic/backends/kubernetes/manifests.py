@@ -73,6 +73,28 @@ SCHEDULER_RESOURCES = {
 }
 #: Tolerations added to GPU workers so they may land on tainted GPU nodes.
 GPU_TOLERATION_EFFECTS = ("NoSchedule",)
+#: ``kubernetes.spot: true``: the node labels that mark spot capacity on each cloud (any one
+#: of them will do: node-affinity terms are ORed) and the taints those clouds put on it.
+#: GKE: https://cloud.google.com/kubernetes-engine/docs/concepts/spot-vms
+#: EKS managed node groups: https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html
+#: AKS: https://learn.microsoft.com/azure/aks/spot-node-pool
+SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
+    ("cloud.google.com/gke-spot", "true"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+)
+SPOT_TOLERATIONS: tuple[dict[str, str], ...] = (
+    {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
+    {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot",
+     "effect": "NoSchedule"},
+)
+
+
+def spot_affinity() -> dict[str, Any]:
+    """A node affinity that requires one of the spot labels of :data:`SPOT_NODE_LABELS`."""
+    terms = [{"matchExpressions": [{"key": k, "operator": "In", "values": [v]}]}
+             for k, v in SPOT_NODE_LABELS]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
 def kubernetes_options(settings: Settings, namespace: str | None = None) -> KubernetesSettings:
@@ -199,6 +221,10 @@ def cluster_manifest(
                 tolerations.append(
                     {"key": options.gpu_resource, "operator": "Exists", "effect": effect}
                 )
+    if options.spot:
+        known = {(t.get("key"), t.get("effect")) for t in tolerations}
+        tolerations += [dict(t) for t in SPOT_TOLERATIONS if (t["key"], t["effect"]) not in known]
+        worker_pod["affinity"] = spot_affinity()
     if node_selector:
         worker_pod["nodeSelector"] = node_selector
     if tolerations:
@@ -245,6 +271,11 @@ def cluster_manifest(
             }
         ],
     }
+    # the scheduler's own placement (a small CPU pod: not where the GPU workers go)
+    if options.scheduler_node_selector:
+        scheduler_pod["nodeSelector"] = dict(options.scheduler_node_selector)
+    if options.scheduler_tolerations:
+        scheduler_pod["tolerations"] = [dict(t) for t in options.scheduler_tolerations]
     if options.service_account:
         worker_pod["serviceAccountName"] = options.service_account
         scheduler_pod["serviceAccountName"] = options.service_account
