@@ -26,6 +26,11 @@ pytestmark = pytest.mark.k8s
 EXAMPLES = pathlib.Path(__file__).parents[2] / "examples" / "kubernetes"
 
 
+def _cluster_doc(out: str):
+    [cluster] = [d for d in yaml.safe_load_all(out) if d["kind"] == "DaskCluster"]
+    return cluster
+
+
 def _manifest(**k8s):
     s = load_settings({"kubernetes": {"image": "img:1", **k8s}})
     spec = ClusterSpec.from_settings(s, name="place", backend="kubernetes", owner="alice")
@@ -83,7 +88,7 @@ def test_render_shows_scheduler_placement_and_spot(capsys):
     with dask.config.set({"jupyter-elastic.kubernetes.spot": True,
                           "jupyter-elastic.kubernetes.scheduler.node-selector": {"pool": "system"}}):
         assert main(["render", "--image", "img:1", "--name", "r1"]) == 0
-    cluster = next(yaml.safe_load_all(capsys.readouterr().out))
+    cluster = _cluster_doc(capsys.readouterr().out)
     assert cluster["spec"]["scheduler"]["spec"]["nodeSelector"] == {"pool": "system"}
     assert "nodeAffinity" in cluster["spec"]["worker"]["spec"]["affinity"]
 
@@ -131,13 +136,13 @@ def test_half_a_gpu_on_kubernetes_says_pods_get_whole_gpus_or_uses_the_configure
     [line] = err.strip().splitlines()
     assert "Kubernetes gives a pod whole GPUs" in line and "nvidia.com/gpu: 1" in line
     assert "packing hint" in line and "nvidia.com/mig-1g.10gb" in line
-    worker = next(yaml.safe_load_all(out))["spec"]["worker"]["spec"]["containers"][0]
+    worker = _cluster_doc(out)["spec"]["worker"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
     with dask.config.set({"jupyter-elastic.kubernetes.gpu-resource": "nvidia.com/mig-1g.10gb"}):
         assert main(["render", "--image", "img:1", "--gpus", "0.5"]) == 0
     out, err = capsys.readouterr()
-    worker = next(yaml.safe_load_all(out))["spec"]["worker"]["spec"]
+    worker = _cluster_doc(out)["spec"]["worker"]["spec"]
     assert worker["containers"][0]["resources"]["limits"] == {
         "cpu": "4", "memory": "16Gi", "nvidia.com/mig-1g.10gb": "1"}
     assert "nvidia.com/gpu" not in yaml.safe_dump(worker)
