@@ -107,10 +107,13 @@ class WorkerLost(ElasticError):
     scheduler was lost mid-cell; the cell is not re-run unless ``--retries`` asks for it."""
 
     def __init__(self, message: str, *, hint: str | None = None, worker: str | None = None,
-                 compute_seconds: float = 0.0) -> None:
+                 compute_seconds: float = 0.0, pod: dict[str, str] | None = None) -> None:
         super().__init__(message, hint=hint)
         self.worker = worker
         self.compute_seconds = compute_seconds
+        #: On Kubernetes, the worker's pod as the API server told of its loss
+        #: (``pod``, ``node``, ``reason``); None when no pod loss was seen.
+        self.pod = pod
 
 
 class InputNotSerializable(ElasticError):

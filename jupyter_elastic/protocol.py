@@ -48,6 +48,12 @@ WORKER_PRELOAD = "jupyter_elastic.execution.worker"
 #: ``%gpu logs`` can show them after scale to zero; and how many lines each worker leaves.
 RETIRED_LOGS_TOPIC = "jupyter-elastic-retired-logs"
 RETIRED_LOG_LINES = 200
+#: The scheduler event topic where the Kubernetes backend says what happened to a cluster's
+#: worker pods, read by the kernel of a waiting or failed cell: ``{"kind": "pod-lost", "pod",
+#: "node", "ip", "reason"}`` (a worker pod deleted, evicted, preempted or OOM-killed, the
+#: reason as the API server gave it), ``{"kind": "scale-blocked", "reason"}`` (a worker pod
+#: that cannot be created, scheduled or pulled) and ``{"kind": "scale-ok"}`` when that clears.
+POD_EVENTS_TOPIC = "jupyter-elastic-pods"
 #: Dask preload of Kubernetes schedulers (the operator's autoscaler asks it).
 SCHEDULER_PRELOAD = "jupyter_elastic.backends.kubernetes.scheduler"
 

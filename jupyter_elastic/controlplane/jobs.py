@@ -4,10 +4,10 @@ A job is a cell that no longer depends on its kernel. The kernel writes the cell
 inputs to a private spec file, records the job here, and starts a **supervisor**
 (``python -m jupyter_elastic.controlplane.supervisor``, its own session, so neither the
 kernel's death nor its process group's signals reach it). The supervisor takes its own
-lease from the control plane the kernel used (the Jupyter server's when the extension is
-loaded: the lease and the cluster live in the server; otherwise an embedded control plane
-inside the supervisor, whose local cluster is the supervisor's children), runs the cell on a
-worker, and the *worker* writes the results to the result store (``execution/store.py``).
+lease from an embedded control plane inside it (with or without the server extension: its
+local cluster is the supervisor's children, a remote one is started and stopped by it),
+runs the cell on a worker, and the *worker* writes the results to the result store
+(``execution/store.py``).
 
 The registry is a small SQLite file, ``{jupyter_runtime_dir}/jupyter-elastic/jobs.sqlite``:
 one row per job (state, notebook, store URL, supervisor pid, lease and cluster, GPU-seconds,
@@ -17,9 +17,11 @@ own locking orders them. What survives what (``docs/jobs.md``):
 - the kernel dies or restarts: the job runs on; any kernel attaches to it;
 - the supervisor dies (``kill -9``): the job is ``lost`` unless its worker finished and wrote
   a complete manifest, in which case the store's state is adopted (:func:`reconcile`);
-- the Jupyter server restarts: a local-backend cluster ran in the server process and dies
-  with it (an in-process scheduler cannot be re-adopted), so its running jobs fail and are
-  reported as such; finished jobs' results stay in the store until their ``ttl``.
+- the Jupyter server stops or restarts (SIGTERM or SIGKILL): the job runs on, since
+  neither its supervisor nor its cluster lives in the server; the restarted server reads
+  this registry on start and re-adopts the jobs whose supervisor still runs (the same
+  process: pid and start time), lists them as they go on and finish, and reconciles those
+  whose supervisor died meanwhile (adopted from the store, or ``lost``).
 
 This module imports neither the worker side nor tornado: the server reads it.
 """
@@ -180,7 +182,7 @@ def reconcile(registry: JobRegistry, job: dict[str, Any]) -> dict[str, Any]:
     else:
         registry.finish(job["id"], "lost", error=(
             "the job's supervisor process ended before the job finished (killed, or its "
-            "machine or Jupyter server restarted); its results were not stored"))
+            "machine restarted); its results were not stored"))
     return registry.get(job["id"])
 
 

@@ -3,9 +3,10 @@
 Started by the kernel in its own session (``start_new_session=True``), so it outlives the
 kernel and ignores the signals sent to the kernel's process group. It reads the job's spec
 (the cell and its inputs, written by the kernel to the job's owner-only runtime folder),
-takes a lease from the control plane the kernel used (``connect_control_plane()``: the
-Jupyter server's when the kernel had one, else an embedded one in this process, whose local
-cluster is this process's scheduler and worker children), submits
+takes a lease from an embedded control plane in this process (in both modes, with or
+without the server extension: the job's cluster — for the local backend, this process's
+scheduler and worker children — does not depend on the kernel or on the Jupyter server, so
+the job outlives a restart of either), submits
 :func:`jupyter_elastic.execution.job.run_job`, appends the cell's output events to
 ``events.jsonl`` as they arrive (``%gpu attach`` follows it), records each state in the
 registry (``jobs.py``), and on the way out reports the cell's history row, releases the lease
@@ -54,6 +55,7 @@ class Supervisor:
         self.registry = registry or JobRegistry()
         self.folder = job_dir(job_id)
         self.cancel = threading.Event()
+        self.attempt = 0  # runs started (a triggered job starts one per trigger)
         self._log_lock = threading.Lock()
         self.events = os.path.join(self.folder, EVENTS)  # run-{n}.jsonl for triggered jobs
 
@@ -123,7 +125,7 @@ class Supervisor:
 
     def _one_run(self, spec: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
         """Lease, run the cell once, report and release; ``(state, error, summary)``."""
-        from . import connect_control_plane
+        from .embedded import EmbeddedControlPlane
 
         state, error, summary = "failed", None, {}  # type: str, str | None, dict[str, Any]
         cp = None
@@ -131,12 +133,18 @@ class Supervisor:
         stop_beat = threading.Event()
         try:
             self.registry.update(self.job_id, state="starting")
-            cp = connect_control_plane()
-            name = spec["cluster_name"] if cp.kind == "server" else None
-            lease = cp.acquire(f"job-{self.job_id}", backend=spec["backend"], name=name,
-                               gpu_type=spec.get("gpu_type"))
+            # The job's cluster lives in this process, also under a Jupyter server: a
+            # server's local scheduler runs inside the server and would die with it, so a
+            # job held there could not outlive a server restart (docs/jobs.md).
+            # Named after the job and the run: never the notebook's own cluster (a remote
+            # backend would reconnect to it by name), nor a previous run's that is still
+            # being deleted.
+            self.attempt += 1
+            cp = EmbeddedControlPlane()
+            lease = cp.acquire(f"job-{self.job_id}", backend=spec["backend"],
+                               name=f"job-{self.job_id}-{self.attempt}", gpu_type=spec.get("gpu_type"))
             self.registry.update(self.job_id, lease_id=lease["lease_id"], cluster_id=lease["cluster_id"],
-                                 backend=lease["backend"], control_plane=cp.kind)
+                                 backend=lease["backend"], control_plane="supervisor")
             threading.Thread(target=self._beat, args=(cp, lease, stop_beat), daemon=True).start()
             if self.cancel.is_set():
                 raise _Cancelled()

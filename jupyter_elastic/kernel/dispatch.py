@@ -36,7 +36,7 @@ from ..execution import worker as worker_side
 from ..execution.analysis import CellPlan
 from ..execution.payload import CACHE_MIN_BYTES, Cached, CacheIt, input_token, on_device
 from ..models import new_id, utcnow_iso
-from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
+from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE, POD_EVENTS_TOPIC
 from .display import PhaseDisplay, render_event
 from .local import run_local
 from .session import ElasticSession
@@ -44,6 +44,12 @@ from .session import ElasticSession
 _DONE = object()
 #: How long to wait for a worker's last output events after its result arrived (seconds).
 EVENT_GRACE = 2.0
+#: How long a cell whose Kubernetes worker was lost waits for the backend's word on the pod
+#: (its pod watch looks once a second; seconds).
+POD_LOSS_WAIT = 4.0
+#: Backends whose lost workers are pods the platform took away (preempted, evicted, drained):
+#: a cell that lost one is re-run once unless ``--retries`` says otherwise.
+POD_BACKENDS = ("kubernetes",)
 
 
 @dataclass
@@ -53,7 +59,7 @@ class CellOptions:
     gpus: float = 1.0
     backend: str | None = None
     timeout: float | None = None
-    retries: int = 0
+    retries: int | None = None  # None: not given (Kubernetes then re-runs a lost pod's cell once)
     keep_on_device: bool = False
     require_gpu: bool = False
     local: bool = False
@@ -198,8 +204,15 @@ class Dispatcher:
         check_memory(options.memory, lease)
         resources = self._resources(lease, options)
         inputs = self.prepare_inputs(plan, namespace)
-        attempts = 1 + max(0, options.retries)
-        for attempt in range(1, attempts + 1):
+        attempts = 1 + max(0, options.retries or 0)
+        # A pod the platform took away (spot reclaim, node drain, eviction) is not the
+        # cell's fault: on Kubernetes a cell that lost its worker pod is re-run once unless
+        # --retries was given (--retries 0: never). Cells' own errors are never re-run
+        # unless asked.
+        pod_reruns = 1 if options.retries is None and lease["backend"] in POD_BACKENDS else 0
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             # Each attempt is its own history row (docs: "Retries"); the control plane sees
             # every attempt start and end, so its running-cell count stays balanced.
             if attempt > 1:
@@ -215,9 +228,18 @@ class Dispatcher:
                     result = self._attempt(run, inputs, namespace, resources, phases)
                 except WorkerLost as lost:
                     worker, compute = lost.worker, lost.compute_seconds
-                    if attempt == attempts:
+                    rerun_pod = attempt == attempts and pod_reruns > 0 and lost.pod is not None
+                    if attempt == attempts and not rerun_pod:
                         raise
                     error, retry_note = lost, lost.message
+                    if rerun_pod:
+                        pod_reruns -= 1
+                        attempts += 1
+                        print(f"jupyter-elastic: attempt {attempt} of {attempts} lost its worker "
+                              f"({_one_line(retry_note, 300)}); re-running the cell on another "
+                              "worker (a cell whose Kubernetes pod is lost is re-run once; "
+                              "--retries 0 turns that off)", file=sys.stderr)
+                        continue
                 else:
                     worker = result.get("worker") or worker
                     compute = float(result.get("compute_seconds", 0.0))
@@ -246,6 +268,10 @@ class Dispatcher:
                     self.report(run.row(lease, worker, compute, status, error,
                                         attempt=(attempt, attempts)))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _pod_backend(self) -> bool:
+        lease = self.session.lease
+        return bool(lease and lease.get("backend") in POD_BACKENDS)
 
     def _resources(self, lease: dict[str, Any], options: CellOptions) -> dict[str, float] | None:
         """The worker resources the cell holds; refuses what no worker of the cluster has."""
@@ -343,8 +369,19 @@ class Dispatcher:
         ended = False
         inline: bytes | None = None
         submitted = time.monotonic()
+        # On Kubernetes, why no worker comes (quota, unschedulable, image pull) on any
+        # scale-up: one line per reason, read from the backend's pod watch.
+        pods = self._pod_backend()
+        next_look, blocked_said = submitted + 0.5, set()  # type: float, set[str]
         try:
             while True:
+                if pods and not where.worker and not ended and time.monotonic() >= next_look:
+                    next_look = time.monotonic() + 1.0
+                    blocked = _scale_blocked(client)
+                    if blocked and blocked not in blocked_said:
+                        blocked_said.add(blocked)
+                        print(f"jupyter-elastic: this cell waits for a worker that Kubernetes "
+                              f"cannot start: {blocked}", file=sys.stderr)
                 wait = 0.1
                 if deadline is not None:
                     wait = max(0.0, min(wait, deadline - time.monotonic()))
@@ -435,6 +472,14 @@ class Dispatcher:
 
         hint = ("the cell was not re-run (it may have had side effects); run it again, or use "
                 "--retries N to re-run it automatically")
+        if isinstance(exc, KilledWorker) and self._pod_backend():
+            address = getattr(exc.last_worker, "address", None) or where.worker or "?"
+            pod = _pod_loss(client, address)
+            if pod is not None:
+                return _stamped(WorkerLost(
+                    f"the worker running this cell ({address}) was lost: its pod {pod['pod']} "
+                    f"on node {pod.get('node') or '?'} went ({pod.get('reason') or 'unknown'})",
+                    hint=hint, worker=address, pod=pod), where)
         if isinstance(exc, KilledWorker):
             address = getattr(exc.last_worker, "address", None) or where.worker or "?"
             limit = int(getattr(exc.last_worker, "memory_limit", 0) or 0)
@@ -590,6 +635,38 @@ def _bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) ->
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         return None
+
+
+def _pod_events(client: Any) -> list[dict[str, Any]]:
+    """What the Kubernetes backend told the scheduler about the cluster's worker pods
+    (``POD_EVENTS_TOPIC``), oldest first; [] when the scheduler does not answer at once."""
+    found = _bounded(client, client.scheduler.events, topic=POD_EVENTS_TOPIC, timeout=0.5)
+    return [msg for _, msg in found or [] if isinstance(msg, dict)]
+
+
+def _pod_loss(client: Any, address: str) -> dict[str, Any] | None:
+    """The backend's ``pod-lost`` word on the pod of the worker at ``address`` (matched by
+    pod IP), waiting up to ``POD_LOSS_WAIT`` for it; None if none came."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    deadline = time.monotonic() + POD_LOSS_WAIT
+    while True:
+        for msg in reversed(_pod_events(client)):
+            if msg.get("kind") == "pod-lost" and msg.get("ip") == host:
+                return {k: str(msg.get(k) or "") for k in ("pod", "node", "reason")}
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+def _scale_blocked(client: Any) -> str | None:
+    """Why Kubernetes cannot start a worker right now (the backend's last ``scale-blocked``,
+    unless a ``scale-ok`` came after it)."""
+    for msg in reversed(_pod_events(client)):
+        if msg.get("kind") == "scale-ok":
+            return None
+        if msg.get("kind") == "scale-blocked":
+            return str(msg.get("reason") or "")
+    return None
 
 
 def _processing_on(dask_scheduler: Any, key: str) -> tuple[str | None, int | None]:

@@ -35,7 +35,7 @@ def run_local(run: CellRun, inputs: dict[str, Any],
 
     plan, options = run.plan, run.options
     filename = f"<%%gpu --local {run.name}>"
-    attempts = 1 + max(0, options.retries)
+    attempts = 1 + max(0, options.retries or 0)
     compute = 0.0
 
     def finish(status: str, error: BaseException | None) -> dict[str, Any]:

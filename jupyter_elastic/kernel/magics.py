@@ -59,7 +59,9 @@ def _cell_parser() -> _Parser:
     p.add_argument("--out", dest="outputs", default=None, help="names to bring back, comma-separated (default: all assigned)")
     p.add_argument("--keep-on-device", action="store_true", help="return CuPy arrays as CuPy, not NumPy")
     p.add_argument("--timeout", default=None, help="cancel the cell after this long, e.g. 30s or 5m")
-    p.add_argument("--retries", default="0", help="run the cell again up to N times if it fails")
+    p.add_argument("--retries", default=None,
+                   help="run the cell again up to N times if it fails (default 0; on Kubernetes "
+                        "a cell whose worker pod is lost is re-run once unless --retries is given)")
     p.add_argument("--backend", default=None, help="local, kubernetes or gateway")
     p.add_argument("--local", action="store_true", help="run here in the kernel with the same semantics")
     p.add_argument("--require-gpu", action="store_true", help="fail instead of running on CPU workers")
@@ -143,7 +145,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
                     f"--memory {args.memory} is more than a worker has ({worker_memory / 2**30:.1f} GiB); "
                     "raise jupyter-elastic.worker.memory with %gpu config worker.memory=..."
                 )
-        retries = cfg.whole(args.retries, "--retries")
+        retries = None if args.retries is None else cfg.whole(args.retries, "--retries")
         backend = None if args.backend is None else cfg.check_backend(args.backend)
     except ConfigError as exc:
         raise UsageError(exc.message) from None

@@ -160,15 +160,21 @@ class ElasticExtension(ExtensionApp):
         self._reconcile_jobs()
 
     def _reconcile_jobs(self) -> None:
-        """Jobs recorded as running whose supervisor is gone (a restart of this machine or
-        server): adopt the result their worker stored, or mark them lost. Jobs whose
-        supervisor still runs go on; see ``controlplane/jobs.py`` for what survives what."""
+        """Re-adopt the jobs of the registry (``{runtime}/jupyter-elastic/jobs.sqlite``): a
+        job whose supervisor still runs (the same process) goes on and is listed as it runs
+        and ends, also when an earlier server started it and stopped or was killed since;
+        one whose supervisor is gone gets the result its worker stored, or is marked lost
+        with why. See ``controlplane/jobs.py`` for what survives what."""
         try:
-            from ..controlplane.jobs import JobRegistry, reconcile
+            from ..controlplane.jobs import FINAL, JobRegistry, reconcile
 
             registry = JobRegistry()
-            for job in registry.rows():
-                reconcile(registry, job)
+            running = [job for job in registry.rows() if job["state"] not in FINAL]
+            states = [reconcile(registry, job)["state"] for job in running]
+            if running:
+                self.log.info("jupyter-elastic: %d detached job(s) still running, %d ended while "
+                              "no server ran", sum(s not in FINAL for s in states),
+                              sum(s in FINAL for s in states))
         except Exception:
             self.log.exception("jupyter-elastic: could not read the job registry")
 

@@ -39,6 +39,8 @@ export interface IPanelProps extends IPanelActions {
   state: IElasticState;
   /** Backend the "New cluster" button uses. */
   defaultBackend: string;
+  /** Shown between the clusters and the cell history (the detached jobs). */
+  jobs?: React.ReactNode;
 }
 
 /** The whole sidebar: usage, the last hour, errors, clusters and cell history. */
@@ -117,6 +119,7 @@ export function ElasticPanel(props: IPanelProps): JSX.Element {
           ))
         )}
       </section>
+      {props.jobs}
       <section className="elastic-Panel-section">
         <h3 className="elastic-Panel-sectionTitle">%%gpu cells</h3>
         <HistoryTable rows={state.history} currency={currency} />

@@ -17,6 +17,8 @@ export namespace CommandIDs {
   export const insertGpuCell = 'jupyter-elastic:insert-gpu-cell';
   /** Open the Elastic compute sidebar. */
   export const openSidebar = 'jupyter-elastic:open-sidebar';
+  /** Insert a `%gpu attach ID` cell (args: `{ id }`) below the active cell. */
+  export const insertAttachCell = 'jupyter-elastic:insert-attach-cell';
   /** Refresh the sidebar now. */
   export const refresh = 'jupyter-elastic:refresh';
 }

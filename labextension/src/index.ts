@@ -33,6 +33,8 @@ const DEFAULTS: IElasticSettings = {
 
 /** Source of the cell the command inserts. */
 export const GPU_CELL_SOURCE = '%%gpu\n';
+/** Start of the cell "Insert attach cell" adds (the job id follows). */
+export const ATTACH_CELL_SOURCE = '%gpu attach ';
 /** Source of the cell that loads the magics, inserted once when a notebook lacks it. */
 export const LOAD_EXT_SOURCE = '%load_ext jupyter_elastic';
 
@@ -70,7 +72,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const sidebar = new ElasticSidebar({
       model,
       defaultBackend: () => settings.defaultBackend,
-      jobs: new JobsModel({ request, visible: false })
+      jobs: new JobsModel({ request, visible: false }),
+      onAttachJob: job =>
+        void app.commands.execute(CommandIDs.insertAttachCell, { id: job.id })
     });
     app.shell.add(sidebar, 'left', { rank: 250 });
     restorer?.add(sidebar, sidebar.id);
@@ -104,37 +108,52 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'Refresh Elastic Compute',
       execute: () => model.refresh()
     });
+    /** Insert a cell with `source` below the active one (and `%load_ext` first if needed). */
+    const insertCell = (source: string): void => {
+      const panel = notebooks?.currentWidget;
+      if (!panel) {
+        return;
+      }
+      const notebook = panel.content;
+      const sources = (panel.model?.sharedModel.cells ?? []).map(c =>
+        c.getSource()
+      );
+      if (!sources.some(text => text.includes(LOAD_EXT_SOURCE))) {
+        // The magics need the extension loaded first (the "elastic" kernel does it itself).
+        const index = notebook.activeCellIndex;
+        notebook.activeCellIndex = 0;
+        NotebookActions.insertAbove(notebook);
+        notebook.activeCell?.model.sharedModel.setSource(LOAD_EXT_SOURCE);
+        notebook.activeCellIndex = index + 1;
+      }
+      NotebookActions.insertBelow(notebook);
+      notebook.activeCell?.model.sharedModel.setSource(source);
+      notebook.mode = 'edit';
+    };
     app.commands.addCommand(CommandIDs.insertGpuCell, {
       label: 'Insert %%gpu Cell',
       caption: 'Insert a cell that runs on an elastic GPU worker',
       icon: elasticIcon,
       isEnabled: () => !!notebooks?.currentWidget,
-      execute: () => {
-        const panel = notebooks?.currentWidget;
-        if (!panel) {
-          return;
+      execute: () => insertCell(GPU_CELL_SOURCE)
+    });
+    app.commands.addCommand(CommandIDs.insertAttachCell, {
+      label: args => `Insert %gpu attach ${String(args.id ?? '')} Cell`,
+      caption:
+        'Insert a cell that follows a detached job and binds its results',
+      isEnabled: () => !!notebooks?.currentWidget,
+      execute: args => {
+        const id = String(args.id ?? '');
+        if (/^[a-z0-9][a-z0-9-]{0,63}$/.test(id)) {
+          insertCell(`${ATTACH_CELL_SOURCE}${id}`);
         }
-        const notebook = panel.content;
-        const sources = (panel.model?.sharedModel.cells ?? []).map(c =>
-          c.getSource()
-        );
-        if (!sources.some(source => source.includes(LOAD_EXT_SOURCE))) {
-          // The magics need the extension loaded first (the "elastic" kernel does it itself).
-          const index = notebook.activeCellIndex;
-          notebook.activeCellIndex = 0;
-          NotebookActions.insertAbove(notebook);
-          notebook.activeCell?.model.sharedModel.setSource(LOAD_EXT_SOURCE);
-          notebook.activeCellIndex = index + 1;
-        }
-        NotebookActions.insertBelow(notebook);
-        notebook.activeCell?.model.sharedModel.setSource(GPU_CELL_SOURCE);
-        notebook.mode = 'edit';
       }
     });
     // The command is enabled only with a current notebook: let menus and the palette know.
-    notebooks?.currentChanged.connect(() =>
-      app.commands.notifyCommandChanged(CommandIDs.insertGpuCell)
-    );
+    notebooks?.currentChanged.connect(() => {
+      app.commands.notifyCommandChanged(CommandIDs.insertGpuCell);
+      app.commands.notifyCommandChanged(CommandIDs.insertAttachCell);
+    });
     palette?.addItem({
       command: CommandIDs.insertGpuCell,
       category: 'Elastic Compute'

@@ -12,7 +12,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { ElasticPanel } from './components';
-import { JobsModel } from './jobs';
+import { IJob, JobsModel } from './jobs';
 import { JobsSection } from './jobsSection';
 import { SIDEBAR_ID, SIDEBAR_TITLE } from './constants';
 import { ElasticModel, IElasticState } from './model';
@@ -39,6 +39,8 @@ export interface IElasticSidebarOptions {
   defaultBackend: () => string;
   /** Detached jobs shown below the clusters (disposed with the sidebar). */
   jobs?: JobsModel;
+  /** Insert a `%gpu attach` cell for a job into the current notebook. */
+  onAttachJob?: (job: IJob) => void;
 }
 
 /**
@@ -51,6 +53,7 @@ export class ElasticSidebar extends ReactWidget {
     this._model = options.model;
     this._defaultBackend = options.defaultBackend;
     this._jobs = options.jobs ?? null;
+    this._onAttachJob = options.onAttachJob;
     this.id = SIDEBAR_ID;
     this.addClass('elastic-Sidebar');
     this.title.icon = elasticIcon;
@@ -101,12 +104,7 @@ export class ElasticSidebar extends ReactWidget {
   }
 
   protected render(): JSX.Element {
-    return (
-      <>
-        {this._renderPanel()}
-        {this._jobs && <JobsSection model={this._jobs} />}
-      </>
-    );
+    return this._renderPanel();
   }
 
   private _renderPanel(): JSX.Element {
@@ -125,6 +123,11 @@ export class ElasticSidebar extends ReactWidget {
             }
             onStop={cluster => void this._confirmStop(cluster)}
             onDismissError={() => this._model.dismissError()}
+            jobs={
+              this._jobs && (
+                <JobsSection model={this._jobs} onAttach={this._onAttachJob} />
+              )
+            }
           />
         )}
       </UseSignal>
@@ -148,4 +151,5 @@ export class ElasticSidebar extends ReactWidget {
   private _model: ElasticModel;
   private _defaultBackend: () => string;
   private _jobs: JobsModel | null;
+  private _onAttachJob: ((job: IJob) => void) | undefined;
 }

@@ -30,6 +30,9 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
+#: This checkout's built extension (``jlpm build:prod``): the lab under test loads it in
+#: place of an installed copy, so the test checks the sidebar of the code it runs with.
+BUILT = REPO / "jupyter_elastic" / "labextension"
 PANEL_WIDTH = 250  # JupyterLab's default sidebar width
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -98,6 +101,11 @@ def lab(tmp_path: Path, no_leaked_processes) -> Lab:
     (dirs["config"] / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
     )
+    extensions = []  # extra_labextensions_path comes before the installed copies
+    if (BUILT / "package.json").is_file():
+        (dirs["data"] / "labextensions").mkdir()
+        (dirs["data"] / "labextensions" / "jupyter-elastic").symlink_to(BUILT)
+        extensions = [f"--LabApp.extra_labextensions_path={dirs['data'] / 'labextensions'}"]
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -127,7 +135,7 @@ def lab(tmp_path: Path, no_leaked_processes) -> Lab:
                 f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
                 "--LabApp.expose_app_in_browser=True",
                 "--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                "--LabApp.news_url=None",
+                "--LabApp.news_url=None", *extensions,
             ],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root,
         )
@@ -208,6 +216,7 @@ UNCUT = ", ".join(
         ".elastic-Timeline-caption > *", ".elastic-Timeline-key",
         ".elastic-Timeline-axisLabels > *",
         ".elastic-History-row span", ".elastic-Panel-title", ".elastic-Panel",
+        ".elastic-Jobs-main > *", ".elastic-Jobs-detail > *", ".elastic-Jobs-actions > *",
     )
 )
 
@@ -223,7 +232,9 @@ def _cut_off_text(page) -> tuple[int, list[str]]:
             const checked = [...text, ...document.querySelectorAll('.elastic-Panel *')];
             const cut = checked.filter(el => {
                 const box = el.getBoundingClientRect();
-                return (text.has(el) && (el.scrollWidth > el.clientWidth || el.clientWidth === 0))
+                const empty = el.textContent.trim() === '';  // e.g. no peak to label yet
+                return (text.has(el) && (el.scrollWidth > el.clientWidth
+                                         || (el.clientWidth === 0 && !empty)))
                     || box.right > panel.right + 0.5;
             }).map(el => `${el.getAttribute('class') || el.tagName}: "${el.textContent}" `
                        + `(${el.scrollWidth} > ${el.clientWidth})`);
@@ -383,3 +394,102 @@ def test_sidebar_follows_a_gpu_cell_scales_and_stops(lab: Lab, page, shot_on_fai
     assert lab.api("jupyter-elastic/api/clusters") == {"clusters": []}
     # The history survives the cluster.
     expect(history).to_have_count(3)
+
+
+def _notebook(path: Path, *sources: str) -> None:
+    path.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
+                   "execution_count": None} for source in sources],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }))
+
+
+def _job(lab: Lab, name: str) -> dict:
+    return next(j for j in lab.api("jupyter-elastic/api/jobs")["jobs"] if j["name"] == name)
+
+
+def test_jobs_section_shows_cancels_and_attaches_detached_jobs(lab: Lab, page,
+                                                               shot_on_failure) -> None:
+    """The sidebar's Detached jobs section with two detached cells of a real kernel: state,
+    elapsed and cost at 250 px in both themes, Cancel stops one, and "Insert attach cell"
+    adds a ``%gpu attach`` cell that binds the other's results."""
+    from playwright.sync_api import expect
+
+    gate = lab.root / "gate"
+    wait = f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)\n"
+    _notebook(lab.root / "jobs.ipynb", "%load_ext jupyter_elastic",
+              "%%gpu --detach --name nightly-fit\n" + wait + "score = 0.5 + 0.25",
+              "%%gpu --detach --name sweep\n" + wait + "best = 1")
+    page.goto(f"{lab.url}lab/tree/jobs.ipynb?reset&token={lab.token}")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jupyter-elastic-sidebar"]').click()
+    panel = page.locator("#jupyter-elastic-sidebar")
+    expect(panel).to_be_visible()
+    _set_panel_width(page, PANEL_WIDTH)
+    section = panel.locator(".elastic-JobsSection")
+    expect(section.locator(".elastic-Panel-empty")).to_contain_text("No detached jobs")
+
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle").first).to_be_visible(timeout=120_000)
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    rows = section.locator(".elastic-Jobs-row")
+    expect(rows).to_have_count(2, timeout=60_000)
+    fit, sweep = rows.filter(has_text="nightly-fit"), rows.filter(has_text="sweep")
+    for row in (fit, sweep):
+        expect(row).to_have_attribute("data-state", "running", timeout=180_000)
+        expect(row.locator(".elastic-Jobs-notebook")).to_have_text("jobs.ipynb")
+        expect(row.locator(".elastic-Jobs-state")).to_have_text("running")
+        expect(row.locator(".elastic-Jobs-elapsed")).to_have_text(re.compile(r"^\d"))
+        expect(row.locator(".elastic-Jobs-cost")).to_have_text("–")  # priced when it ends
+        expect(row.get_by_role("button", name="Cancel")).to_be_visible()
+        expect(row.get_by_role("button", name="Insert attach cell")).to_be_visible()
+
+    # At 250 px nothing of the section is cut off or reaches past the panel, in both themes.
+    assert abs(_panel_width(page) - PANEL_WIDTH) < 4
+    checked, cut = _cut_off_text(page)
+    assert checked >= 20 and not cut, cut
+    _shoot(page, "jobs-light.png", "#jupyter-elastic-sidebar .elastic-JobsSection")
+    page.evaluate(
+        "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
+    )
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")
+    _shoot(page, "jobs-dark.png", "#jupyter-elastic-sidebar .elastic-JobsSection")
+    checked, cut = _cut_off_text(page)
+    assert checked >= 20 and not cut, cut
+    page.evaluate(
+        "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})"
+    )
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "true")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")
+
+    # Cancel stops the sweep (its supervisor interrupts the cell); its button goes away.
+    sweep.get_by_role("button", name="Cancel").click()
+    expect(sweep).to_have_attribute("data-state", "cancelled", timeout=120_000)
+    expect(sweep.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(sweep.get_by_role("button", name="Insert attach cell")).to_have_count(0)
+    assert _job(lab, "sweep")["state"] == "cancelled"
+
+    # The fit finishes; "Insert attach cell" adds the cell that binds its results.
+    gate.write_text("go")
+    expect(fit).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(fit.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(fit.locator(".elastic-Jobs-cost")).to_have_text(re.compile(r"^<?\$\d"))
+    expect(fit.locator(".elastic-Jobs-state")).to_have_text("done")
+    fit_id = _job(lab, "nightly-fit")["id"]
+    cells = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor")
+    cells.nth(2).click()
+    page.keyboard.press("Escape")
+    fit.get_by_role("button", name="Insert attach cell").click()
+    expect(cells).to_have_count(4)
+    expect(cells.nth(3)).to_have_text(f"%gpu attach {fit_id}")
+    cells.nth(3).click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("\nprint('score is', score)")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell')")
+    expect(page.locator(".jp-OutputArea-output", has_text="score is 0.75")).to_be_visible(
+        timeout=120_000
+    )
+    _shoot(page, "jobs-done-light.png", "#jupyter-elastic-sidebar .elastic-JobsSection")

@@ -65,3 +65,48 @@ def test_gpu_cell_runs_on_the_gateway_and_a_restarted_kernel_reconnects(
                  what="the gateway cluster to stop after %gpu stop")
     finally:
         second.shutdown()
+
+
+def test_detached_cell_runs_on_the_gateway_and_its_cluster_stops(gateway_server, tmp_path,
+                                                                 no_leaked_processes):
+    """``%%gpu --detach --backend gateway``: the supervisor's own gateway cluster runs the
+    cell, the gateway worker writes the results to a network store (FTP, as object storage
+    would be), the kernel binds them from there, and the cluster is stopped once it ends."""
+    from ftp_store import ftp_store
+
+    from jupyter_elastic.controlplane.jobs import FINAL, JobRegistry
+
+    with ftp_store(tmp_path / "ftp") as store:
+        env = dict(kernel_env(gateway_server, tmp_path), DASK_JUPYTER_ELASTIC__JOBS__STORE=store)
+        kernel = Kernel(env=env)
+        try:
+            assert kernel.run("import numpy as np\nx = np.arange(3)").status == "ok"
+            run = kernel.run("%%gpu --detach --backend gateway --name gw-job\n"
+                             "import os\nprint('gateway job in', os.getpid())\ny = x * 10")
+            assert run.status == "ok" and run.stdout.startswith("job "), run.error_text()
+            job_id = run.stdout.split()[1]
+            job = wait_for(lambda: (j := JobRegistry().get(job_id))["state"] in FINAL and j,
+                           timeout=180, interval=0.2, what="the gateway job to end")
+            assert job["state"] == "done", job["error"]
+            assert job["backend"] == "gateway" and job["control_plane"] == "supervisor"
+            stored = tmp_path / "ftp" / "jobs" / job_id
+            assert (stored / "manifest.json").is_file() and (stored / "values" / "y.npy").is_file()
+            run = kernel.run("%gpu attach gw-job")
+            assert run.status == "ok", run.error_text()
+            assert "gateway job in" in run.stdout
+            assert kernel.value("y.tolist()") == [0, 10, 20]
+            wait_for(lambda: gateway_server.clusters() == [], timeout=60,
+                     what="the job's gateway cluster to stop")
+            wait_for(lambda: supervisor_gone(JobRegistry().get(job_id)["pid"]),
+                     what="the job's supervisor to exit")
+        finally:
+            kernel.shutdown()
+
+
+def supervisor_gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

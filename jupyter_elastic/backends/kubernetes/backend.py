@@ -32,7 +32,7 @@ from tornado.ioloop import IOLoop
 from ...config import KubernetesSettings
 from ...errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
 from ...models import ClusterSpec, WorkerDetail
-from ...protocol import GPU_RESOURCE, RESOURCE_ENV, Progress
+from ...protocol import GPU_RESOURCE, POD_EVENTS_TOPIC, RESOURCE_ENV, Progress
 from ..base import ClusterHandle, ElasticBackend, gpu_metrics
 from .manifests import (
     API_VERSION,
@@ -203,6 +203,8 @@ class KubernetesBackend(ElasticBackend):
     supports_reconnect = True
     #: Seconds between looks at pods and events while a cluster starts.
     poll_interval: float = 0.5
+    #: Seconds between looks at a running cluster's worker pods and warning events.
+    watch_interval: float = 1.0
 
     def configure(self, settings: Any) -> None:
         super().configure(settings)
@@ -240,7 +242,7 @@ class KubernetesBackend(ElasticBackend):
         cluster.status = Status.closed
 
     def _handle(self, cluster: Any, spec_info: dict[str, Any]) -> ClusterHandle:
-        return ClusterHandle(
+        handle = ClusterHandle(
             name=cluster.name,
             scheduler_address=cluster.scheduler_address,
             dashboard_link=cluster.dashboard_link,
@@ -248,6 +250,13 @@ class KubernetesBackend(ElasticBackend):
             cluster=cluster,
             extra=spec_info,
         )
+        # Worker pods lost or blocked while the cluster runs reach the cells through the
+        # scheduler (``POD_EVENTS_TOPIC``); the watch ends with ``close``.
+        watch = PodWatch(spec_info["namespace"], cluster.name, cluster.scheduler_address,
+                         self.watch_interval, connection_args=connection_args(spec_info.get("client")))
+        handle.extra["pod_watch"] = watch
+        watch.start()
+        return handle
 
     # ------------------------------------------------------------------ start
     async def start(self, spec: ClusterSpec, progress: Progress) -> ClusterHandle:
@@ -509,6 +518,9 @@ class KubernetesBackend(ElasticBackend):
             raise translate(exc, action=f"start a worker for {handle.name}", namespace=ns) from None
 
     async def close(self, handle: ClusterHandle) -> None:
+        watch = handle.extra.get("pod_watch")
+        if watch is not None:
+            await watch.stop()
         cluster = handle.cluster
         ns = handle.extra["namespace"]
         cluster.shutdown_on_close = True
@@ -682,3 +694,191 @@ class _StartWatch:
             self.report("starting", f"{component} pod {pod_name} running, not ready yet")
         else:
             self.report("starting", f"{component} pod {pod_name} ready, connecting")
+
+
+#: Pod conditions and events that say why a pod is going (Kubernetes 1.26+ sets the
+#: ``DisruptionTarget`` condition before a preemption, eviction or taint-manager deletion).
+_LOSS_EVENTS = ("Preempted", "Evicted", "Preempting", "TaintManagerEviction", "NodeNotReady",
+                "OOMKilling", "Killing")
+
+
+def loss_reason(pod: dict[str, Any], events: list[dict[str, Any]], gone: bool) -> str:
+    """Why a worker pod went, from what the API server says about it (most specific first):
+    its ``DisruptionTarget`` condition, its status reason (``Evicted``), a container that was
+    OOM-killed, the events about it, else that it was deleted or failed."""
+    status = pod.get("status") or {}
+    target = _condition(pod, "DisruptionTarget")
+    if target.get("status") == "True":
+        return _one(f"{target.get('reason', 'DisruptionTarget')}: {target.get('message', '')}")
+    if status.get("reason"):
+        return _one(f"{status['reason']}: {status.get('message', '')}")
+    for cs in status.get("containerStatuses") or []:
+        for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+            term = state.get("terminated") or {}
+            if term.get("reason") == "OOMKilled":
+                limit = (((pod.get("spec") or {}).get("containers") or [{}])[0]
+                         .get("resources", {}).get("limits", {}).get("memory"))
+                return "OOMKilled: the container ran out of memory" + (
+                    f" (its limit is {limit})" if limit else "")
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or {}
+        if term:
+            return _one(f"its container exited with code {term.get('exitCode', '?')} "
+                        f"({term.get('reason') or 'terminated'}) {term.get('message') or ''}")
+    for event in reversed(events):
+        if event.get("reason") in _LOSS_EVENTS:
+            return _one(f"{event['reason']}: {event.get('message', '')}")
+    if gone or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "deleted through the Kubernetes API (no eviction, preemption or OOM recorded)"
+    if status.get("phase") == "Failed":
+        return "the pod failed"
+    return "unknown"
+
+
+def _one(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split()).rstrip(": ")
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+class PodWatch:
+    """While a cluster runs: one look per ``interval`` at its worker pods and the namespace's
+    warning events, and what a cell needs to know sent to the scheduler's event log
+    (``POD_EVENTS_TOPIC``), where the kernel of a failed or waiting cell reads it:
+
+    * ``pod-lost``: a worker pod deleted, evicted, preempted, failed or OOM-killed, with its
+      node and the reason the API server gives (``loss_reason``);
+    * ``scale-blocked``: a worker pod that cannot be created (quota: the ``FailedCreate``
+      event), scheduled (the kube-scheduler's message) or pulled, on any scale-up, not only
+      the first worker's; ``scale-ok`` once no worker pod is blocked any more.
+
+    A look that fails (API server unreachable, RBAC) is skipped; the watch never raises.
+    """
+
+    def __init__(self, namespace: str, name: str, scheduler_address: str, interval: float,
+                 connection_args: dict[str, Any] | None = None) -> None:
+        self.namespace, self.name, self.address = namespace, name, scheduler_address
+        self.connection_args = connection_args or {}  # the cluster's TLS, when it has it
+        self.interval = interval
+        self.pods: dict[str, dict[str, Any]] | None = None  # last look's worker pods
+        self.reported: set[str] = set()
+        self.blocked: str | None = ""  # "": not told yet (the first look always tells)
+        self.newest = float("-inf")  # creation time of the newest worker pod seen
+        self.since_wall = time.time() - 5.0
+        self.sent: list[dict[str, Any]] = []  # what was told, for tests and logs
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with suppress(BaseException):
+                await task
+
+    async def _run(self) -> None:
+        api: Any = None
+        async with rpc(self.address, connection_args=self.connection_args) as scheduler:
+            while True:
+                try:
+                    if api is None:
+                        # its own client: the shared one serves KubeCluster's calls
+                        await kube_api()  # credentials, or the one-line error (logged below)
+                        api = await kr8s.asyncio.Api(bypass_factory=True)
+                        api.timeout = REQUEST_TIMEOUT
+                    for msg in await self.look(api):
+                        self.sent.append(msg)
+                        await asyncio.wait_for(
+                            scheduler.log_event(topic=POD_EVENTS_TOPIC, msg=msg), REQUEST_TIMEOUT)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("pod watch of %s: %s", self.name, exc)
+                await asyncio.sleep(self.interval)
+
+    async def look(self, api: Any) -> list[dict[str, Any]]:
+        """One look: the messages to send (none when nothing changed)."""
+        found = await get_json(
+            api, "pods", namespace=self.namespace,
+            params={"labelSelector": f"dask.org/cluster-name={self.name},dask.org/component=worker"},
+        )
+        pods = {p["metadata"]["name"]: p for p in (found or {}).get("items", [])}
+        warnings = await get_json(api, "events", namespace=self.namespace,
+                                  params={"fieldSelector": "type=Warning"})
+        warned = [e for e in (warnings or {}).get("items", []) if _event_time(e) >= self.since_wall]
+        out: list[dict[str, Any]] = []
+        previous, self.pods = self.pods, pods
+        if previous is not None:
+            for pod_name, last in previous.items():
+                pod = pods.get(pod_name)
+                # a container restarted in place (OOM-killed, crashed) lost its worker too
+                restarted = pod is not None and _restarts(pod) > _restarts(last)
+                if pod_name in self.reported or (pod is not None and not _leaving(pod)
+                                                 and not restarted):
+                    continue
+                if not restarted:
+                    self.reported.add(pod_name)
+                about = await get_json(api, "events", namespace=self.namespace,
+                                       params={"fieldSelector": f"involvedObject.name={pod_name}"})
+                events = sorted((about or {}).get("items", []), key=_event_time)
+                seen = pod or last
+                out.append({
+                    "kind": "pod-lost", "pod": pod_name,
+                    "node": (seen.get("spec") or {}).get("nodeName") or "",
+                    "ip": (seen.get("status") or {}).get("podIP") or "",
+                    "reason": loss_reason(seen, events, gone=pod is None),
+                })
+        blocked = self._blocked(pods, warned)
+        if blocked != self.blocked:
+            self.blocked = blocked
+            out.append({"kind": "scale-blocked", "reason": blocked} if blocked else {"kind": "scale-ok"})
+        return out
+
+    def _blocked(self, pods: dict[str, dict[str, Any]], warned: list[dict[str, Any]]) -> str | None:
+        """Why a worker pod cannot start, if one cannot: the kube-scheduler's message, the
+        image pull error, or a ``FailedCreate`` (quota) newer than the newest worker pod."""
+        for pod in pods.values():
+            status = pod.get("status") or {}
+            for cs in status.get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in _IMAGE_ERRORS:
+                    return _one(f"worker pod {pod['metadata']['name']}: the image "
+                                f"{cs.get('image')!r} cannot be pulled ({waiting['reason']}: "
+                                f"{waiting.get('message', '')})")
+            scheduled = _condition(pod, "PodScheduled")
+            if status.get("phase") == "Pending" and scheduled.get("status") == "False":
+                return _one(f"worker pod {pod['metadata']['name']} is unschedulable: "
+                            f"{scheduled.get('message') or scheduled.get('reason', '')}")
+        # a FailedCreate older than a worker pod created since is over (the create went through)
+        self.newest = newest = max([self.newest, *(_created(p) for p in pods.values())])
+        for event in sorted(warned, key=_event_time, reverse=True):
+            involved = str((event.get("involvedObject") or {}).get("name", ""))
+            if (event.get("reason") == "FailedCreate" and involved.startswith(self.name + "-")
+                    and _event_time(event) > newest):
+                message = str(event.get("message", ""))
+                what = "quota exceeded" if "exceeded quota" in message else "cannot create a worker pod"
+                return _one(f"{what}: {message}")
+        return None
+
+
+def _leaving(pod: dict[str, Any]) -> bool:
+    """Whether a worker pod is going or gone as a worker: being deleted, failed, evicted,
+    marked for disruption, or its container OOM-killed."""
+    status = pod.get("status") or {}
+    if (pod.get("metadata") or {}).get("deletionTimestamp") or status.get("phase") == "Failed":
+        return True
+    if _condition(pod, "DisruptionTarget").get("status") == "True":
+        return True
+    return any(((cs.get("state") or {}).get("terminated") or {}).get("reason") == "OOMKilled"
+               for cs in status.get("containerStatuses") or [])
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(int(cs.get("restartCount") or 0)
+               for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+def _created(pod: dict[str, Any]) -> float:
+    stamp = (pod.get("metadata") or {}).get("creationTimestamp")
+    return _event_time({"metadata": {"creationTimestamp": stamp}}) if stamp else float("-inf")

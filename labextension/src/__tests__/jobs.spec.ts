@@ -1,7 +1,14 @@
 /**
- * The sidebar's jobs model against a fake REST API.
+ * The sidebar's jobs model against a fake REST API, and the jobs section's markup.
  */
+import * as React from 'react';
+import { renderToStaticMarkup } from 'react-dom/server';
+
 import { IJob, JobsModel } from '../jobs';
+import { JobsTable } from '../jobsSection';
+
+// The section's UseSignal is not rendered here (apputils ships ES modules jest does not load).
+jest.mock('@jupyterlab/apputils', () => ({ UseSignal: () => null }));
 import { RequestFn } from '../types';
 
 function job(id: string, state: string): IJob {
@@ -56,5 +63,58 @@ describe('JobsModel', () => {
     expect(model.state.error).toBe("no job with id or name 'x'");
     expect(model.state.cancelling).toEqual([]);
     model.dispose();
+  });
+});
+
+describe('JobsTable', () => {
+  const base: IJob = {
+    id: 'j0123456789ab',
+    name: 'nightly-fit',
+    notebook: 'work/train.ipynb',
+    state: 'running',
+    started: 1,
+    ended: null,
+    elapsed: 75,
+    gpu_seconds: 0,
+    cost: 0,
+    currency: 'USD',
+    error: null
+  };
+  const render = (jobs: IJob[], onAttach?: (job: IJob) => void): string =>
+    renderToStaticMarkup(
+      React.createElement(JobsTable, {
+        state: { jobs, error: null, cancelling: [] },
+        onCancel: () => undefined,
+        onAttach
+      })
+    );
+
+  it('shows state, notebook, elapsed; cost once priced; buttons by state', () => {
+    const html = render(
+      [
+        { ...base, id: 'jdone', state: 'done', cost: 0.0123, ended: 80 },
+        { ...base, id: 'jgone', name: null, state: 'cancelled' },
+        base
+      ],
+      () => undefined
+    );
+    const [running, cancelled, done] = html.split('<li').slice(1);
+    expect(running).toContain('data-state="running"');
+    expect(running).toContain('train.ipynb');
+    expect(running).toContain('1m 15s');
+    expect(running).toContain('>–<'); // not priced before it ends
+    expect(running).toContain('Insert attach cell');
+    expect(running).toContain('Cancel');
+    expect(cancelled).toContain('jgone'); // no name: the id
+    expect(cancelled).not.toContain('Insert attach cell');
+    expect(cancelled).not.toContain('Cancel');
+    expect(done).toContain('$0.012');
+    expect(done).toContain('Insert attach cell');
+    expect(done).not.toContain('Cancel');
+  });
+
+  it('has no attach button without a notebook action, and says when empty', () => {
+    expect(render([base])).not.toContain('Insert attach cell');
+    expect(render([])).toContain('No detached jobs');
   });
 });
