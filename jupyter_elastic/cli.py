@@ -102,8 +102,48 @@ def cmd_render(args: argparse.Namespace) -> int:
     manifests = render(spec, options)
     for manifest in manifests:
         validate_manifest(manifest)
+    if args.gpus is not None and 0 < args.gpus and args.gpus != int(args.gpus):
+        print(_fractional_gpus_note(args.gpus, spec.gpus_per_worker, options.gpu_resource), file=sys.stderr)
+    if spec.gpu_type and spec.gpus_per_worker > 0:
+        note = asyncio.run(_gpu_type_note(spec.gpu_type, options.gpu_type_label))
+        if note:
+            print(note, file=sys.stderr)
     sys.stdout.write(to_yaml(manifests))
     return 0
+
+
+def _fractional_gpus_note(asked: float, per_pod: float, resource: str) -> str:
+    """One line: what ``--gpus 0.5`` means on Kubernetes (pods get whole device resources)."""
+    if resource == "nvidia.com/gpu":
+        return (f"note: --gpus {asked:g}: Kubernetes gives a pod whole GPUs, so each worker pod asks for "
+                f"{resource}: {per_pod:g} and {asked:g} is only a packing hint for cells sharing that worker; "
+                "for a real GPU share set jupyter-elastic.kubernetes.gpu-resource to a MIG or time-slicing "
+                "resource (e.g. nvidia.com/mig-1g.10gb)")
+    return (f"note: --gpus {asked:g}: each worker pod asks for {resource}: {per_pod:g} "
+            f"(jupyter-elastic.kubernetes.gpu-resource); {asked:g} is a packing hint for cells on that worker")
+
+
+def gpu_label_values(nodes: list[dict[str, Any]], label: str) -> list[str]:
+    """The distinct values of the node label ``label`` (the GPU type label) on ``nodes``."""
+    return sorted({str(v) for n in nodes if (v := ((n.get("metadata") or {}).get("labels") or {}).get(label))})
+
+
+async def _gpu_type_note(gpu_type: str, label: str) -> str | None:
+    """A warning when no node of the current cluster carries ``label: gpu_type``; ``None``
+    when one does, or when there is no cluster to ask (render works offline)."""
+    from .backends.kubernetes.backend import get_json, kube_api
+
+    try:
+        api = await asyncio.wait_for(kube_api(), 5)
+        nodes = (await asyncio.wait_for(get_json(api, "nodes"), 5) or {}).get("items", [])
+    except Exception:
+        return None
+    values = gpu_label_values(nodes, label)
+    if gpu_type in values:
+        return None
+    present = ", ".join(values) if values else "none"
+    return (f"warning: --gpu-type {gpu_type}: no node of this cluster has {label}={gpu_type} "
+            f"(values present: {present}); workers stay pending unless a node autoscaler adds such nodes")
 
 
 # --------------------------------------------------------------------------- doctor
@@ -212,6 +252,13 @@ async def _doctor_kubernetes(report: _Report) -> None:
             report.line("warn", f"no node offers {options.gpu_resource} right now",
                         "fine if a cluster autoscaler adds GPU nodes on demand; otherwise install the "
                         "NVIDIA device plugin / GPU operator, or check gpu-resource")
+        values = gpu_label_values((nodes or {}).get("items", []), options.gpu_type_label)
+        if values:
+            report.line("ok", f"--gpu-type values on this cluster's nodes ({options.gpu_type_label}): "
+                              f"{', '.join(values)}")
+        else:
+            report.line("info", f"no node carries the GPU type label {options.gpu_type_label}",
+                        "set jupyter-elastic.kubernetes.gpu-type-label to the label your GPU nodes have")
     except Exception as exc:
         report.line("info", f"cannot list nodes to check GPU capacity "
                             f"({translate(exc, action='list nodes').args[0]})")

@@ -295,6 +295,12 @@ class KubernetesSettings:
     connect_timeout: float = 30.0
     #: Kueue LocalQueue that worker pods join (label ``kueue.x-k8s.io/queue-name``).
     queue_name: str | None = None
+    #: ``kubernetes.scheduler.node-selector`` / ``.tolerations``: the scheduler pod's own
+    #: placement (the worker ones above do not apply to it).
+    scheduler_node_selector: dict[str, str] = field(default_factory=dict)
+    scheduler_tolerations: list[dict[str, Any]] = field(default_factory=list)
+    #: ``kubernetes.spot``: worker pods go to spot/preemptible nodes (GKE, EKS, AKS labels).
+    spot: bool = False
 
 
 GATEWAY_AUTH_TYPES = ("jupyterhub", "simple", "basic", "kerberos")
@@ -417,13 +423,25 @@ def _optional_text(value: Any, what: str) -> str | None:
     return _scalar_text(value, what)
 
 
-def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
-    key = f"{NAMESPACE}.kubernetes."
-    tolerations = raw.get("tolerations") or []
+def _tolerations(value: Any, what: str) -> list[dict[str, Any]]:
+    tolerations = value or []
     if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
         raise ConfigError(
-            f"{key}tolerations must be a list of tolerations such as "
+            f"{what} must be a list of tolerations such as "
             f"[{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}], got {quote(tolerations)}"
+        )
+    return [dict(t) for t in tolerations]
+
+
+def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
+    key = f"{NAMESPACE}.kubernetes."
+    tolerations = _tolerations(raw.get("tolerations"), key + "tolerations")
+    scheduler = _section(raw, "scheduler", key + "scheduler")
+    unknown = sorted(set(scheduler) - {"node-selector", "tolerations"})
+    if unknown:
+        raise ConfigError(
+            f"{key}scheduler has no setting {quote(unknown[0])}; its settings are node-selector "
+            "and tolerations"
         )
     service_type = _scalar_text(raw.get("scheduler-service-type") or "ClusterIP",
                                 key + "scheduler-service-type")
@@ -439,7 +457,7 @@ def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
         gpu_type_label=_scalar_text(raw.get("gpu-type-label") or "nvidia.com/gpu.product",
                                     key + "gpu-type-label"),
         node_selector=_mapping(raw.get("node-selector"), key + "node-selector"),
-        tolerations=[dict(t) for t in tolerations],
+        tolerations=tolerations,
         service_account=_optional_text(raw.get("service-account"), key + "service-account"),
         env=_mapping(raw.get("env"), key + "env"),
         labels=_mapping(raw.get("labels"), key + "labels"),
@@ -448,6 +466,9 @@ def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
         start_timeout=parse_duration(raw.get("start-timeout", "15m"), what=key + "start-timeout"),
         connect_timeout=parse_duration(raw.get("connect-timeout", "30s"), what=key + "connect-timeout"),
         queue_name=_queue_name(raw.get("queue-name"), key + "queue-name"),
+        scheduler_node_selector=_mapping(scheduler.get("node-selector"), key + "scheduler.node-selector"),
+        scheduler_tolerations=_tolerations(scheduler.get("tolerations"), key + "scheduler.tolerations"),
+        spot=flag(raw.get("spot", False), key + "spot"),
     )
 
 

@@ -23,6 +23,7 @@ no RBAC or Status-body faults.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime
 import itertools
@@ -46,6 +47,7 @@ CORE = {
     ("v1", "pods"): ("Pod", True),
     ("v1", "services"): ("Service", True),
     ("v1", "events"): ("Event", True),
+    ("v1", "secrets"): ("Secret", True),
     ("v1", "nodes"): ("Node", False),
     ("v1", "namespaces"): ("Namespace", False),
     ("apps/v1", "deployments"): ("Deployment", True),
@@ -510,6 +512,9 @@ class APIServer:
                 body.setdefault("spec", {}).setdefault("type", "ClusterIP")
             if kind in ("Deployment", "Pod", "Service", "Namespace") or gv == DASK:
                 meta.setdefault("generation", 1)
+            if kind == "Secret" and body.get("stringData"):  # merged into data, as the API server does
+                body["data"] = {**(body.get("data") or {}), **{
+                    k: base64.b64encode(str(v).encode()).decode() for k, v in body.pop("stringData").items()}}
             return self._json(self.put(gv, plural, body, ns), 201)
         current = self.get(gv, plural, name or "", ns)
         if current is None:

@@ -9,7 +9,9 @@ It plays three parts of a cluster, reading and writing only through the double's
 * the kubelet: each Pod's first container runs as a local process (``command`` + ``args``, or
   ``args`` alone, as the dask image's entrypoint runs them) with the container's env,
   ``$(VAR)`` expanded as Kubernetes does, in its own process group, killed when the Pod is
-  deleted. Each Pod gets its own loopback address (127.0.x.y) as its Pod IP; the network
+  deleted. Secret volumes are written to a private per-Pod directory and the mount paths
+  in the container's args and env are rewritten to it (a Pod whose Secret does not exist
+  yet waits, as in ContainerCreating). Each Pod gets its own loopback address (127.0.x.y) as its Pod IP; the network
   shim in ``netshim/`` makes the process bind and connect from it, so two clusters can both
   listen on 8786. The Pod is Running once started and Ready when its readiness probe
   (``tcpSocket`` or ``httpGet``, against the Pod IP) passes. A process that exits leaves the
@@ -28,10 +30,12 @@ It plays three parts of a cluster, reading and writing only through the double's
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -64,6 +68,52 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(sub, text)
 
 
+def mount_secrets(server: APIServer, pod: dict[str, Any], container: dict[str, Any],
+                  root: str) -> dict[str, str] | None:
+    """Secret volumes of ``container``, written under ``root`` (one directory per volume,
+    one file per key, private to this user): ``{mountPath: directory}``. ``None`` while a
+    Secret does not exist yet (a kubelet keeps such a Pod in ContainerCreating)."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    mounts: dict[str, str] = {}
+    for mount in container.get("volumeMounts") or []:
+        source = (volumes.get(mount["name"]) or {}).get("secret")
+        if not source:
+            continue
+        secret = server.get("v1", "secrets", source["secretName"], pod["metadata"]["namespace"])
+        if secret is None:
+            return None
+        folder = os.path.join(root, mount["name"])
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        for key, value in (secret.get("data") or {}).items():
+            path = os.path.join(folder, key)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64decode(value))
+        mounts[mount["mountPath"]] = folder
+    return mounts
+
+
+def at_mounts(text: str, mounts: dict[str, str]) -> str:
+    """``text`` (an argument, an env value) with mount paths turned into where the
+    volumes really are in this process kubelet."""
+    for path, folder in mounts.items():
+        if text == path:
+            return folder
+        text = text.replace(path.rstrip("/") + "/", folder + "/")
+    return text
+
+
+def _ports_free(ip: str, ports: tuple[int, ...]) -> bool:
+    """Whether nothing listens on ``ip`` at any of ``ports`` (another process kubelet's Pod)."""
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind((ip, port))
+            except OSError:
+                return False
+    return True
+
+
 def _owner(obj: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
@@ -85,7 +135,10 @@ class ProcessKubelet:
         self.ips: dict[tuple[str, str], str] = {}
         self.ready: dict[tuple[str, str], bool] = {}
         self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._next_ip = int(ipaddress.IPv4Address("127.0.1.1"))
+        # a random 127.0.N.0/24 per kubelet, and addresses whose Dask ports are taken are
+        # skipped: test sessions running side by side on one machine must not share Pod IPs
+        # (a worker would join, or a client reach, the other session's scheduler on 8786)
+        self._next_ip = int(ipaddress.IPv4Address(f"127.0.{random.randint(1, 250)}.1"))
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._write_hosts()
@@ -132,6 +185,9 @@ class ProcessKubelet:
                 return f.read()
         except OSError:
             return None
+
+    def _volumes(self, key: tuple[str, str]) -> str:
+        return os.path.join(self.workdir, "volumes", f"{key[0]}_{key[1]}")
 
     def _log_path(self, key: tuple[str, str]) -> str:
         return os.path.join(self.workdir, f"{key[0]}_{key[1]}.log")
@@ -214,11 +270,13 @@ class ProcessKubelet:
 
     # ------------------------------------------------------------------ kubelet
     def _ip(self, key: tuple[str, str]) -> str:
-        if key not in self.ips:
-            self.ips[key] = str(ipaddress.IPv4Address(self._next_ip))
+        while key not in self.ips:
+            ip = str(ipaddress.IPv4Address(self._next_ip))
             self._next_ip += 1
             if self._next_ip % 256 in (0, 255):
                 self._next_ip += 2
+            if _ports_free(ip, (8786, 8787, 8788)):
+                self.ips[key] = ip
         return self.ips[key]
 
     def _container_env(self, pod: dict[str, Any], container: dict[str, Any], ip: str) -> dict[str, str]:
@@ -235,9 +293,13 @@ class ProcessKubelet:
     def _start_pod(self, key: tuple[str, str], pod: dict[str, Any]) -> None:
         ns, name = key
         container = pod["spec"]["containers"][0]
+        mounts = mount_secrets(self.server, pod, container, self._volumes(key))
+        if mounts is None:
+            return  # its Secret is not there yet; the next change (its creation) retries
         ip = self._ip(key)
-        env = self._container_env(pod, container, ip)
-        argv = [expand(a, env) for a in (container.get("command") or []) + (container.get("args") or [])]
+        env = {k: at_mounts(v, mounts) for k, v in self._container_env(pod, container, ip).items()}
+        argv = [at_mounts(expand(a, env), mounts)
+                for a in (container.get("command") or []) + (container.get("args") or [])]
         base = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG",)}
         path = os.pathsep.join([self.bin, os.path.dirname(sys.executable), base.get("PATH", "")])
         proc_env = {**base, **env, **self.env(), "PATH": path, "HOSTNAME": name,
@@ -327,6 +389,7 @@ class ProcessKubelet:
     def _kill(self, key: tuple[str, str]) -> None:
         proc = self.processes.pop(key, None)
         self.ready.pop(key, None)
+        shutil.rmtree(self._volumes(key), ignore_errors=True)
         task = self._probes.pop(key, None)
         if task is not None:
             self.server.loop.call_soon_threadsafe(task.cancel)

@@ -32,8 +32,10 @@ import uuid
 from typing import Any
 
 from distributed.core import rpc
+from distributed.security import Security
 
 from .apiserver import DASK, APIServer
+from .kubelet import at_mounts, mount_secrets
 
 GPU = "nvidia.com/gpu"
 
@@ -68,6 +70,8 @@ class StandInOperator:
         self.kueue_gate = False
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.scheduler_addr: dict[str, tuple[str, int, int]] = {}
+        # cluster -> (scheme, rpc connection args): TLS with the pod's mounted Secret
+        self.scheduler_comm: dict[str, tuple[str, dict[str, Any]]] = {}
         self.scale_log: list[tuple[str, int, int]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -238,6 +242,8 @@ class StandInOperator:
                                                     "scheduling gates"}]
                 s.put("v1", "pods", pod)
             return
+        if mount_secrets(self.server, pod, container, os.path.join(self._tmp, "volumes", name)) is None:
+            return  # its Secret is not there yet (ContainerCreating); retried on the next change
         if not pod["spec"].get("nodeName"):
             message = self._fits(pod)
             if message is not None:
@@ -278,9 +284,27 @@ class StandInOperator:
 
     def _args(self, pod: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         container = pod["spec"]["containers"][0]
-        env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
-        args = [a.replace("$(DASK_WORKER_NAME)", env.get("DASK_WORKER_NAME", "")) for a in container["args"]]
+        mounts = mount_secrets(self.server, pod, container,
+                               os.path.join(self._tmp, "volumes", pod["metadata"]["name"])) or {}
+        env = {e["name"]: at_mounts(e.get("value", ""), mounts) for e in container.get("env") or []}
+        args = [at_mounts(a.replace("$(DASK_WORKER_NAME)", env.get("DASK_WORKER_NAME", "")), mounts)
+                for a in container["args"]]
         return args, env
+
+    def _address(self, cluster: str) -> tuple[str, dict[str, Any]]:
+        host, port, _ = self.scheduler_addr[cluster]
+        scheme, args = self.scheduler_comm.get(cluster, ("tcp", {}))
+        return f"{scheme}://{host}:{port}", args
+
+    @staticmethod
+    def _comm_security(args: list[str]) -> tuple[str, dict[str, Any]]:
+        """The scheduler's scheme and what a client needs to reach it (its TLS files)."""
+        opts = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--tls-")}
+        if "--tls-ca-file" not in opts:
+            return "tcp", {}
+        security = Security(tls_ca_file=opts["--tls-ca-file"], tls_client_cert=opts["--tls-cert"],
+                            tls_client_key=opts["--tls-key"], require_encryption=True)
+        return "tls", security.get_connection_args("client")
 
     def _running(self, pod: dict[str, Any], ready: bool) -> None:
         if self.server.get("v1", "pods", pod["metadata"]["name"], pod["metadata"]["namespace"]) is None:
@@ -331,6 +355,7 @@ class StandInOperator:
             except OSError:
                 await asyncio.sleep(0.05)
         self.scheduler_addr[cluster] = ("127.0.0.1", port, dash)
+        self.scheduler_comm[cluster] = self._comm_security(args)
         self._running(pod, ready=True)
         s, ns = self.server, pod["metadata"]["namespace"]
         svc = s.get("v1", "services", f"{cluster}-scheduler", ns)
@@ -347,7 +372,7 @@ class StandInOperator:
         args, env = self._args(pod)
         assert args[:2] == ["dask", "worker"], args
         cluster = pod["metadata"]["labels"]["dask.org/cluster-name"]
-        host, port, _ = self.scheduler_addr[cluster]
+        address, _ = self._address(cluster)
         rest, i = [], 2
         while i < len(args):
             if args[i] == "--dashboard-address":
@@ -362,7 +387,7 @@ class StandInOperator:
                 continue
             rest.append(args[i])
             i += 1
-        env = {**env, "DASK_SCHEDULER_ADDRESS": f"tcp://{host}:{port}"}
+        env = {**env, "DASK_SCHEDULER_ADDRESS": address}
         argv = [sys.executable, "-m", "distributed.cli.dask_worker", "--no-dashboard",
                 "--host", "127.0.0.1", "--no-nanny", *rest]
         self._spawn(pod["metadata"]["name"], argv, env)
@@ -378,8 +403,8 @@ class StandInOperator:
             for _ in range(want - len(deps)):
                 self._add_worker(wg, cluster)
         elif want < len(deps) and cluster in self.scheduler_addr:
-            host, port, _ = self.scheduler_addr[cluster]
-            async with rpc(f"tcp://{host}:{port}") as scheduler:
+            address, args = self._address(cluster)
+            async with rpc(address, connection_args=args) as scheduler:
                 names = await scheduler.workers_to_close(n=len(deps) - want, attribute="name")
                 if names:
                     await scheduler.retire_workers(names=list(names))
@@ -419,9 +444,9 @@ class StandInOperator:
         if wg is None:
             return
         current = int(wg["spec"]["worker"].get("replicas") or 0)
-        host, port, _ = self.scheduler_addr[cluster]
+        address, args = self._address(cluster)
         try:
-            async with rpc(f"tcp://{host}:{port}") as scheduler:
+            async with rpc(address, connection_args=args) as scheduler:
                 desired = int(await asyncio.wait_for(scheduler.adaptive_target(), 5))
         except Exception:
             return

@@ -8,7 +8,7 @@ import operator
 import time
 
 import pytest
-from distributed import Client
+from distributed import Client, Event
 from elastic_testing import wait_for
 
 from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
@@ -17,6 +17,7 @@ from jupyter_elastic.backends.kubernetes.manifests import (
     kubernetes_options,
     validate_manifest,
 )
+from jupyter_elastic.backends.kubernetes.tls import client_security
 from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.errors import ClusterStartError, ConfigError
 from jupyter_elastic.models import ClusterSpec
@@ -40,6 +41,9 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
     phases: list[tuple[str, str]] = []
     timings: dict[str, float] = {}
 
+    # a pull that takes a moment: the "pulling" phase lasts more than one reconcile pass
+    k8s.operator.pull_delay[s.kubernetes.image] = 0.5
+
     async def scenario() -> None:
         manager = ElasticClusterManager(s, owner="alice", tick=0.2)
         await manager.start()
@@ -58,12 +62,12 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
 
         # the exact custom resources the backend created
         posted = {o["kind"]: o for o in k8s.server.posted}
-        assert set(posted) == {"DaskCluster", "DaskAutoscaler"}
+        assert set(posted) == {"Secret", "DaskCluster", "DaskAutoscaler"}  # Secret: test_tls.py
         expected = cluster_manifest(record.spec, kubernetes_options(s, namespace="jhub"),
                                     replicas=1)
         assert posted["DaskCluster"] == expected
-        for obj in posted.values():
-            validate_manifest(obj)
+        for kind in ("DaskCluster", "DaskAutoscaler"):
+            validate_manifest(posted[kind])
         assert posted["DaskAutoscaler"]["spec"] == {"cluster": record.name, "minimum": 0, "maximum": 2}
         worker = expected["spec"]["worker"]["spec"]
         container = worker["containers"][0]
@@ -79,7 +83,8 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
         assert labels["jupyter-elastic/session"] == "kernel-1"
         assert labels["team"] == "vision"
 
-        async with Client(lease["scheduler_address"], asynchronous=True) as client:
+        async with Client(lease["scheduler_address"], asynchronous=True,
+                          security=client_security(lease["client"])) as client:
             fut = client.submit(operator.mul, 2, 21, key="gpu-cell-1", resources={"GPU": 1})
             assert await fut == 42
             del fut
@@ -126,7 +131,8 @@ def test_reconnect_by_name_after_restart(k8s, no_leaked_processes):
         handle = await again.connect("keep-me")
         assert handle is not None and handle.scheduler_address == first.scheduler_address
         assert handle.has_gpu
-        async with Client(handle.scheduler_address, asynchronous=True) as client:
+        async with Client(handle.scheduler_address, asynchronous=True,
+                          security=client_security(handle.extra["client"])) as client:
             assert await client.submit(operator.mul, 2, 1, key="gpu-cell-r", resources={"GPU": 1}) == 2
         # start() with the same name and owner reconnects instead of failing
         handle2 = await KubernetesBackend(s).start(spec, lambda p, d: None)
@@ -195,8 +201,16 @@ def test_busy_and_starting_workers_are_not_scaled_down(k8s, no_leaked_processes)
 
     async def body(backend: KubernetesBackend, handle) -> None:
         srv, op = k8s.server, k8s.operator
-        async with Client(handle.scheduler_address, asynchronous=True) as client:
-            fut = client.submit(time.sleep, 2.0, key="gpu-cell-long", resources={"GPU": 1})
+        async with Client(handle.scheduler_address, asynchronous=True,
+                          security=client_security(handle.extra["client"])) as client:
+            def _wait_for_event(name: str) -> bool:  # a cell that runs until the test says
+                from distributed import Event
+
+                return bool(Event(name).wait(120))
+
+            release = Event("release-long-cell", client=client)
+            fut = client.submit(_wait_for_event, "release-long-cell", key="gpu-cell-long",
+                                resources={"GPU": 1})
             await _until(lambda: _processing(client), what="the cell to run")
             first = await _worker_names(client)
             op.pull_delay[image] = 3600.0  # the next worker stays in "pulling"
@@ -205,10 +219,11 @@ def test_busy_and_starting_workers_are_not_scaled_down(k8s, no_leaked_processes)
             await backend.scale(handle, 0)  # nothing may go: one busy, one starting
             await asyncio.sleep(1.0)
             assert await _worker_names(client) == first
-            assert await fut is None  # the cell finished on its worker
-            del fut
             pods = srv.sync(lambda: srv.list("v1", "pods", "jhub", "dask.org/component=worker"))
             assert len(pods) == 2
+            await release.set()
+            assert await fut is True  # the cell finished on its worker
+            del fut
             # now idle: the operator retires the connected worker, never the pulling pod
             await backend.scale(handle, 1)
             await _until(lambda: _pod_count(srv, 1), what="the idle worker to go")

@@ -37,9 +37,9 @@ def test_gpu_cluster_requests_gpus_on_workers_only_and_validates():
                      "service-account": "jupyter-user", "node-selector": {"pool": "gpu"},
                      "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml",
                                       "effect": "NoSchedule"}]})
-    cluster, autoscaler = render(_spec(s, gpus_per_worker=2.0, gpu_type="MI300X"),
-                                 kubernetes_options(s, namespace="ns"))
-    for m in (cluster, autoscaler):
+    secret, cluster, autoscaler = render(_spec(s, gpus_per_worker=2.0, gpu_type="MI300X"),
+                                         kubernetes_options(s, namespace="ns"))
+    for m in (secret, cluster, autoscaler):
         validate_manifest(m)
     worker = cluster["spec"]["worker"]["spec"]
     res = worker["containers"][0]["resources"]
@@ -143,3 +143,35 @@ def test_label_and_node_selector_values_follow_kubernetes_rules():
     good = ClusterSpec.from_settings(s, name="gputype", backend="kubernetes", owner="alice",
                                      gpu_type="NVIDIA-A100-SXM4-80GB")
     validate_manifest(cluster_manifest(good, kubernetes_options(s), replicas=1))
+
+
+def test_scheduler_and_workers_speak_tls_with_the_clusters_secret():
+    import base64
+
+    from jupyter_elastic.backends.kubernetes.manifests import TLS_MOUNT, tls_secret_manifest
+    from jupyter_elastic.backends.kubernetes.tls import make_credentials
+
+    s = _settings()
+    cluster = cluster_manifest(_spec(s), kubernetes_options(s, namespace="ns"), replicas=1)
+    validate_manifest(cluster)
+    for component in ("scheduler", "worker"):
+        pod = cluster["spec"][component]["spec"]
+        container = pod["containers"][0]
+        args = container["args"]
+        assert args[args.index("--protocol") + 1] == "tls"
+        assert [args[args.index(f"--tls-{k}") + 1] for k in ("ca-file", "cert", "key")] == [
+            f"{TLS_MOUNT}/ca.pem", f"{TLS_MOUNT}/cert.pem", f"{TLS_MOUNT}/key.pem"]
+        assert pod["volumes"] == [{"name": "jupyter-elastic-tls", "secret": {"secretName": "m-tls"}}]
+        assert container["volumeMounts"] == [
+            {"name": "jupyter-elastic-tls", "mountPath": TLS_MOUNT, "readOnly": True}]
+    env = {e["name"]: e["value"] for e in cluster["spec"]["worker"]["spec"]["containers"][0]["env"]}
+    # the operator would set tcp:// here; an address already in the pod is left as it is
+    assert env["DASK_SCHEDULER_ADDRESS"] == "tls://m-scheduler.ns.svc.cluster.local:8786"
+
+    creds = make_credentials()
+    secret = tls_secret_manifest("m", "ns", cluster["metadata"]["labels"], creds)
+    validate_manifest(secret)
+    assert secret["metadata"]["name"] == "m-tls" and secret["type"] == "Opaque"
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "ca.pem": creds["tls_ca"], "cert.pem": creds["tls_cert"], "key.pem": creds["tls_key"]}
+    assert creds["tls_key"] not in yaml.safe_dump(cluster)  # only the Secret holds it

@@ -119,6 +119,7 @@ def test_backend_lease_on_the_real_operator_scales_to_and_from_zero(real_k8s: An
     import asyncio
     import operator
 
+    from jupyter_elastic.backends.kubernetes.tls import client_security
     from jupyter_elastic.controlplane.manager import ElasticClusterManager
 
     from .conftest import settings
@@ -133,7 +134,8 @@ def test_backend_lease_on_the_real_operator_scales_to_and_from_zero(real_k8s: An
             lease = await manager.acquire("kernel-real", backend="kubernetes", progress=lambda p, d: None)
             record = manager.find(lease["cluster_id"])
             seen["name"] = record.name
-            async with Client(lease["scheduler_address"], asynchronous=True) as client:
+            async with Client(lease["scheduler_address"], asynchronous=True,
+                              security=client_security(lease["client"])) as client:
                 assert await client.submit(operator.mul, 2, 21, key="cell-1", resources={"GPU": 1}) == 42
 
                 async def workers() -> int:

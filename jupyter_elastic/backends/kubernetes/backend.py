@@ -44,8 +44,20 @@ from .manifests import (
     cluster_manifest,
     kubernetes_options,
     label_value,
+    tls_secret_manifest,
+    tls_secret_name,
     validate_manifest,
     worker_resource,
+)
+from .tls import (
+    SecureKubeCluster,
+    connection_args,
+    create_secret,
+    delete_secret,
+    make_credentials,
+    own_secret,
+    read_credentials,
+    uses_tls,
 )
 
 log = logging.getLogger("jupyter_elastic.backends.kubernetes")
@@ -216,6 +228,9 @@ class KubernetesBackend(ElasticBackend):
             except kr8s.ServerError as exc:
                 if exc.response is None or exc.response.status_code != 404:
                     raise
+        # owned by the DaskCluster, so it goes with it; deleted here too for a start that
+        # failed before the DaskCluster existed
+        await delete_secret(api, namespace, tls_secret_name(name))
 
     @staticmethod
     async def _discard(cluster: Any) -> None:
@@ -239,7 +254,7 @@ class KubernetesBackend(ElasticBackend):
         # Worker pods lost or blocked while the cluster runs reach the cells through the
         # scheduler (``POD_EVENTS_TOPIC``); the watch ends with ``close``.
         watch = PodWatch(spec_info["namespace"], cluster.name, cluster.scheduler_address,
-                         self.watch_interval)
+                         self.watch_interval, connection_args=connection_args(spec_info.get("client")))
         handle.extra["pod_watch"] = watch
         watch.start()
         return handle
@@ -276,7 +291,18 @@ class KubernetesBackend(ElasticBackend):
         info = {"namespace": namespace, "resource": resource, "slots": slots,
                 "max_workers": spec.max_workers, "labels": manifest["metadata"]["labels"]}
         progress("scheduler", f"creating DaskCluster {spec.name} in namespace {namespace}")
-        cluster = KubeCluster(
+        # per-cluster TLS credentials, in a Secret the pods mount (tls.py); the kernel gets
+        # them in its lease only
+        credentials = await asyncio.to_thread(make_credentials)
+        secret = tls_secret_manifest(spec.name, namespace, manifest["metadata"]["labels"], credentials)
+        try:
+            await create_secret(api, secret, label_value(spec.owner))
+        except Exception as exc:
+            raise translate(exc, action=f"create the TLS Secret of {spec.name!r}", namespace=namespace) from None
+        info["client"] = credentials
+        cluster = SecureKubeCluster(
+            credentials=credentials,
+            after_create=lambda: own_secret(api, namespace, spec.name),
             custom_cluster_spec=manifest,
             namespace=namespace,
             create_mode=CreateMode.CREATE_ONLY,
@@ -379,6 +405,7 @@ class KubernetesBackend(ElasticBackend):
                 api, "pods", namespace=namespace,
                 params={"labelSelector": f"dask.org/cluster-name={name},dask.org/component=scheduler"},
             )
+            credentials = await read_credentials(api, namespace, name) if uses_tls(obj) else None
         except Exception as exc:
             raise translate(exc, action=f"look up DaskCluster {name!r}", namespace=namespace) from None
         stale_hint = (
@@ -392,7 +419,8 @@ class KubernetesBackend(ElasticBackend):
                 f"DaskCluster {name!r} in namespace {namespace} is stale: its scheduler pod is gone",
                 hint=stale_hint,
             )
-        cluster = KubeCluster(
+        cluster = SecureKubeCluster(
+            credentials=credentials,
             name=name, namespace=namespace, create_mode=CreateMode.CONNECT_ONLY,
             shutdown_on_close=True, asynchronous=True, quiet=True, loop=IOLoop.current(),
             resource_timeout=max(1, int(options.connect_timeout)),
@@ -422,6 +450,8 @@ class KubernetesBackend(ElasticBackend):
                 "slots": float(env.get("JUPYTER_ELASTIC_SLOTS", "1")),
                 "max_workers": self.settings.max_workers,
                 "labels": obj.get("metadata", {}).get("labels") or {}}
+        if credentials:
+            info["client"] = credentials
         return self._handle(cluster, info)
 
     # ------------------------------------------------------------------ scaling
@@ -446,7 +476,8 @@ class KubernetesBackend(ElasticBackend):
         ns = handle.extra["namespace"]
         maximum = min(maximum, handle.extra["max_workers"])
         with suppress(Exception):
-            async with rpc(handle.scheduler_address) as scheduler:
+            async with rpc(handle.scheduler_address,
+                           connection_args=connection_args(handle.extra.get("client"))) as scheduler:
                 await scheduler.elastic_set_idle_timeout(seconds=idle_timeout)
         body = autoscaler_manifest(handle.name, ns, minimum, maximum, handle.extra.get("labels"))
         api = await kube_api()
@@ -733,8 +764,10 @@ class PodWatch:
     A look that fails (API server unreachable, RBAC) is skipped; the watch never raises.
     """
 
-    def __init__(self, namespace: str, name: str, scheduler_address: str, interval: float) -> None:
+    def __init__(self, namespace: str, name: str, scheduler_address: str, interval: float,
+                 connection_args: dict[str, Any] | None = None) -> None:
         self.namespace, self.name, self.address = namespace, name, scheduler_address
+        self.connection_args = connection_args or {}  # the cluster's TLS, when it has it
         self.interval = interval
         self.pods: dict[str, dict[str, Any]] | None = None  # last look's worker pods
         self.reported: set[str] = set()
@@ -756,7 +789,7 @@ class PodWatch:
 
     async def _run(self) -> None:
         api: Any = None
-        async with rpc(self.address) as scheduler:
+        async with rpc(self.address, connection_args=self.connection_args) as scheduler:
             while True:
                 try:
                     if api is None:

@@ -15,6 +15,7 @@ them, side by side, so a reviewer sees the whole manifest set in one file.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import os
@@ -58,6 +59,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "pods/log", ("get",)),
     ("", "services", ("get", "list")),
     ("", "events", ("list",)),
+    ("", "secrets", ("get", "create", "patch", "delete")),
 )
 
 LABEL_PREFIX = "jupyter-elastic"
@@ -73,8 +75,98 @@ SCHEDULER_RESOURCES = {
     "requests": {"cpu": "250m", "memory": "512Mi"},
     "limits": {"cpu": "1", "memory": "2Gi"},
 }
+#: Each cluster's TLS credentials: a Secret ``<name>-tls`` (owned by the DaskCluster, so it
+#: goes with it) mounted read-only here in the scheduler and worker pods.
+TLS_MOUNT = "/etc/jupyter-elastic/tls"
+TLS_VOLUME = "jupyter-elastic-tls"
+#: Secret key -> what it holds (PEM). One self-signed certificate is CA, scheduler, worker
+#: and client certificate at once (``distributed.security.Security.temporary()``).
+TLS_KEYS = {"ca.pem": "tls_ca", "cert.pem": "tls_cert", "key.pem": "tls_key"}
+TLS_PLACEHOLDER = "(made at cluster start: PEM, never rendered)"
+
+
+#: The scheduler's HTTP routes: Dask's defaults plus its HTTP API, which the operator calls
+#: (``/api/v1/adaptive_target``, ``retire_workers``, ``check_idle`` on the dashboard port).
+#: Without it the operator falls back to the Dask RPC on ``tcp://``, which a TLS scheduler
+#: refuses, and the autoscaler would stop working.
+SCHEDULER_HTTP_ROUTES = (
+    "distributed.http.scheduler.api",
+    "distributed.http.scheduler.prometheus",
+    "distributed.http.scheduler.info",
+    "distributed.http.scheduler.json",
+    "distributed.http.health",
+    "distributed.http.proxy",
+    "distributed.http.statics",
+)
+
+
+def tls_secret_name(name: str) -> str:
+    """The Secret holding cluster ``name``'s TLS credentials."""
+    return f"{name}-tls"
+
+
+def tls_args() -> list[str]:
+    """``dask scheduler`` / ``dask worker`` options: TLS with the mounted credentials (both
+    then require encryption and a certificate signed by the cluster's CA from every peer)."""
+    return ["--protocol", "tls", "--tls-ca-file", f"{TLS_MOUNT}/ca.pem",
+            "--tls-cert", f"{TLS_MOUNT}/cert.pem", "--tls-key", f"{TLS_MOUNT}/key.pem"]
+
+
+def scheduler_service_address(name: str, namespace: str) -> str:
+    """The scheduler's in-cluster address as the workers dial it (the operator would set
+    ``tcp://`` here; with the variable already in the pod it leaves ours)."""
+    return f"tls://{name}-scheduler.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
+
+
+def tls_secret_manifest(name: str, namespace: str, labels: dict[str, str],
+                        credentials: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Secret with cluster ``name``'s credentials (``credentials`` as a lease's
+    ``client`` field has them; ``None`` renders placeholders, for ``render``)."""
+    secret: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": tls_secret_name(name), "namespace": namespace,
+                     "labels": {**labels, "dask.org/cluster-name": name}},
+        "type": "Opaque",
+    }
+    if credentials is None:
+        secret["stringData"] = dict.fromkeys(TLS_KEYS, TLS_PLACEHOLDER)
+    else:
+        secret["data"] = {key: base64.b64encode(credentials[field].encode()).decode()
+                          for key, field in TLS_KEYS.items()}
+    return secret
+
+
+def _mount_tls(pod: dict[str, Any], name: str) -> None:
+    pod["volumes"] = [{"name": TLS_VOLUME, "secret": {"secretName": tls_secret_name(name)}}]
+    pod["containers"][0]["volumeMounts"] = [
+        {"name": TLS_VOLUME, "mountPath": TLS_MOUNT, "readOnly": True}]
+
+
 #: Tolerations added to GPU workers so they may land on tainted GPU nodes.
 GPU_TOLERATION_EFFECTS = ("NoSchedule",)
+#: ``kubernetes.spot: true``: the node labels that mark spot capacity on each cloud (any one
+#: of them will do: node-affinity terms are ORed) and the taints those clouds put on it.
+#: GKE: https://cloud.google.com/kubernetes-engine/docs/concepts/spot-vms
+#: EKS managed node groups: https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html
+#: AKS: https://learn.microsoft.com/azure/aks/spot-node-pool
+SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
+    ("cloud.google.com/gke-spot", "true"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+)
+SPOT_TOLERATIONS: tuple[dict[str, str], ...] = (
+    {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
+    {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot",
+     "effect": "NoSchedule"},
+)
+
+
+def spot_affinity() -> dict[str, Any]:
+    """A node affinity that requires one of the spot labels of :data:`SPOT_NODE_LABELS`."""
+    terms = [{"matchExpressions": [{"key": k, "operator": "In", "values": [v]}]}
+             for k, v in SPOT_NODE_LABELS]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
 def kubernetes_options(settings: Settings, namespace: str | None = None) -> KubernetesSettings:
@@ -179,9 +271,12 @@ def cluster_manifest(
                     "--resources", f"{resource}={slots:g}",
                     "--preload", WORKER_PRELOAD,
                     "--dashboard-address", str(WORKER_DASHBOARD_PORT),
+                    *tls_args(),
                 ],
                 "env": _env_list(
-                    {**env, WORKER_ENV: "1", "MPLBACKEND": "agg"}
+                    {**env, WORKER_ENV: "1", "MPLBACKEND": "agg",
+                     "DASK_SCHEDULER_ADDRESS": scheduler_service_address(
+                         spec.name, options.namespace or "default")}
                 ),
                 "resources": {"requests": dict(worker_limits), "limits": dict(worker_limits)},
                 "ports": [
@@ -201,6 +296,10 @@ def cluster_manifest(
                 tolerations.append(
                     {"key": options.gpu_resource, "operator": "Exists", "effect": effect}
                 )
+    if options.spot:
+        known = {(t.get("key"), t.get("effect")) for t in tolerations}
+        tolerations += [dict(t) for t in SPOT_TOLERATIONS if (t["key"], t["effect"]) not in known]
+        worker_pod["affinity"] = spot_affinity()
     if node_selector:
         worker_pod["nodeSelector"] = node_selector
     if tolerations:
@@ -217,12 +316,14 @@ def cluster_manifest(
                     "--port", str(SCHEDULER_PORT),
                     "--dashboard-address", f":{DASHBOARD_PORT}",
                     "--preload", SCHEDULER_PRELOAD,
+                    *tls_args(),
                 ],
                 "env": _env_list(
                     {
                         **env,
                         # a cell whose worker dies fails; only --retries re-runs it
                         "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+                        "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": repr(list(SCHEDULER_HTTP_ROUTES)),
                         IDLE_TIMEOUT_ENV: f"{spec.idle_timeout:g}",
                         RESOURCE_ENV: resource,
                         SLOTS_ENV: f"{slots:g}",
@@ -247,6 +348,13 @@ def cluster_manifest(
             }
         ],
     }
+    _mount_tls(worker_pod, spec.name)
+    _mount_tls(scheduler_pod, spec.name)
+    # the scheduler's own placement (a small CPU pod: not where the GPU workers go)
+    if options.scheduler_node_selector:
+        scheduler_pod["nodeSelector"] = dict(options.scheduler_node_selector)
+    if options.scheduler_tolerations:
+        scheduler_pod["tolerations"] = [dict(t) for t in options.scheduler_tolerations]
     if options.service_account:
         worker_pod["serviceAccountName"] = options.service_account
         scheduler_pod["serviceAccountName"] = options.service_account
@@ -307,13 +415,15 @@ def autoscaler_manifest(
 
 
 def render(spec: ClusterSpec, options: KubernetesSettings) -> list[dict[str, Any]]:
-    """Every object the backend creates for ``spec``, in creation order."""
+    """Every object the backend creates for ``spec``, in creation order (the TLS Secret
+    with placeholders: its credentials are made when the cluster starts)."""
     cluster = cluster_manifest(spec, options, replicas=min(1, spec.max_workers))
+    namespace = options.namespace or "default"
     autoscaler = autoscaler_manifest(
-        spec.name, options.namespace or "default", spec.min_workers, spec.max_workers,
+        spec.name, namespace, spec.min_workers, spec.max_workers,
         labels=cluster["metadata"]["labels"],
     )
-    return [cluster, autoscaler]
+    return [tls_secret_manifest(spec.name, namespace, cluster["metadata"]["labels"]), cluster, autoscaler]
 
 
 def to_yaml(manifests: list[dict[str, Any]]) -> str:
@@ -417,6 +527,16 @@ def _all_label_maps(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
 def validate_manifest(manifest: dict[str, Any]) -> None:
     """Raise ConfigError naming the field if ``manifest`` breaks the CRD or core schemas."""
     kind = manifest.get("kind")
+    if kind == "Secret":
+        for where, labels in _all_label_maps(manifest):
+            _check_labels(labels, f"invalid Secret: {where}")
+        import kubernetes_validate
+
+        try:
+            kubernetes_validate.validate(manifest, _K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise ConfigError(f"invalid Secret: {'.'.join(str(p) for p in exc.path)}: {exc.message}") from None
+        return
     if kind not in _CRD_FILES:
         raise ConfigError(f"not a Dask operator resource: kind={kind!r}")
     for where, labels in _all_label_maps(manifest):

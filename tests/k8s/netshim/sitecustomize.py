@@ -72,6 +72,45 @@ def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
 
 socket.getaddrinfo = getaddrinfo
 
+
+class _ThreadedAiohttpResolver:
+    """With aiodns installed, aiohttp resolves through c-ares, which never calls
+    ``socket.getaddrinfo`` and so would not see cluster DNS (the operator's HTTP calls to
+    ``svc.ns:8787``). When ``aiohttp.resolver`` is first imported, its default becomes the
+    ``getaddrinfo`` one, as it is without aiodns."""
+
+    def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+        if name != "aiohttp.resolver":
+            return None
+        import importlib.util
+        import sys
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):  # type: ignore[no-untyped-def]
+            run(module)
+            module.DefaultResolver = module.ThreadedResolver
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _use_getaddrinfo_in_aiohttp() -> None:
+    import sys
+
+    if "aiohttp.resolver" in sys.modules:
+        module = sys.modules["aiohttp.resolver"]
+        module.DefaultResolver = module.ThreadedResolver  # type: ignore[attr-defined]
+    else:
+        sys.meta_path.insert(0, _ThreadedAiohttpResolver())  # type: ignore[arg-type]
+
+
+_use_getaddrinfo_in_aiohttp()
+
 if _POD_IP:
     _bind = socket.socket.bind
     _connect = socket.socket.connect
