@@ -139,6 +139,7 @@ class Dispatcher:
     def __init__(self, session: ElasticSession) -> None:
         self.session = session
         self._no_gpu_said = False
+        self._fraction_said = False
         self._cell_counter = 0
 
     def report(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +290,14 @@ class Dispatcher:
                 hint="ask for fewer GPUs, or set jupyter-elastic.worker.gpus and start a new "
                      "cluster (%gpu stop, then run the cell again)",
             )
+        if (lease["has_gpu"] and 0 < options.gpus < 1 and lease.get("backend") in POD_BACKENDS
+                and not self._fraction_said):
+            self._fraction_said = True
+            print(f"jupyter-elastic: --gpus {options.gpus:g}: Kubernetes gives each worker pod "
+                  f"whole devices ({float(lease['gpus_per_worker']):g} per pod); {options.gpus:g} "
+                  "only packs cells onto one worker's GPU (for a real share, an admin sets "
+                  "jupyter-elastic.kubernetes.gpu-resource to a MIG or time-sliced resource)",
+                  file=sys.stderr)
         resource = GPU_RESOURCE if lease["has_gpu"] else CPU_RESOURCE
         amount = options.gpus if lease["has_gpu"] else min(1.0, options.gpus or 1.0)
         return {resource: amount} if amount > 0 else None
