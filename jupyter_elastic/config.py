@@ -344,6 +344,9 @@ class Settings:
     #: local backend: serve the Dask dashboard on 127.0.0.1 (no authentication: every
     #: user of this machine can read it; docs/security.md). Off by default.
     dashboard: bool = False
+    #: server extension: start a notebook's scheduler (never a worker, unless min-workers)
+    #: when it opens with ``%%gpu`` cells or its first ``%%gpu`` cell is typed.
+    prewarm: bool = True
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     pricing: Pricing = field(default_factory=Pricing)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -519,6 +522,7 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
         max_workers=whole(cfg.get("max-workers", 4), key + "max-workers", minimum=1),
         interrupt_grace=parse_duration(cfg.get("interrupt-grace", "2s"), what=key + "interrupt-grace"),
         dashboard=flag(cfg.get("dashboard", False), key + "dashboard"),
+        prewarm=flag(cfg.get("prewarm", True), key + "prewarm"),
         worker=WorkerSettings(
             gpus=parse_gpus(worker.get("gpus", 1), what=key + "worker.gpus"),
             cpus=whole(worker.get("cpus", 4), key + "worker.cpus", minimum=1),
