@@ -335,7 +335,7 @@ class Settings:
     """The ``jupyter-elastic`` configuration, parsed and checked."""
 
     backend: str = "local"
-    idle_timeout: float = 90.0
+    idle_timeout: float = 60.0
     shutdown_after: float = 1200.0
     lease_ttl: float = 120.0
     min_workers: int = 0
@@ -515,7 +515,7 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
     pricing = _section(cfg, "pricing", key + "pricing")
     settings = Settings(
         backend=check_backend(cfg.get("backend", "local")),
-        idle_timeout=parse_duration(cfg.get("idle-timeout", "90s"), what=key + "idle-timeout"),
+        idle_timeout=parse_duration(cfg.get("idle-timeout", "60s"), what=key + "idle-timeout"),
         shutdown_after=parse_duration(cfg.get("shutdown-after", "20m"), what=key + "shutdown-after"),
         lease_ttl=parse_duration(cfg.get("lease-ttl", "2m"), what=key + "lease-ttl"),
         min_workers=whole(cfg.get("min-workers", 0), key + "min-workers"),
