@@ -217,8 +217,8 @@ class JupyterServer:
             data = response.read()
         return json.loads(data) if data else None
 
-    def kernel(self) -> ServerKernel:
-        return ServerKernel(self)
+    def kernel(self, notebook: str | None = None) -> ServerKernel:
+        return ServerKernel(self, notebook)
 
     def __exit__(self, *exc: Any) -> None:
         self.proc.terminate()
@@ -235,13 +235,21 @@ class ServerKernel:
 
     label = "server-hosted"
 
-    def __init__(self, server: JupyterServer) -> None:
+    def __init__(self, server: JupyterServer, notebook: str | None = None) -> None:
         self.server = server
+        self.notebook = notebook  # opened as JupyterLab opens a notebook: a session
+        self.session: str | None = None
 
     def __enter__(self) -> FrontEnd:
         from jupyter_client import BlockingKernelClient
 
-        self.id = self.server.api("POST", "api/kernels", {"name": "python3"})["id"]
+        if self.notebook is None:
+            self.id = self.server.api("POST", "api/kernels", {"name": "python3"})["id"]
+        else:
+            session = self.server.api("POST", "api/sessions", {
+                "path": self.notebook, "name": self.notebook, "type": "notebook",
+                "kernel": {"name": "python3"}})
+            self.session, self.id = session["id"], session["kernel"]["id"]
         path = os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], f"kernel-{self.id}.json")
         deadline = time.monotonic() + 60
         while True:  # the server writes the file while the kernel starts
@@ -275,7 +283,10 @@ class ServerKernel:
 
     def __exit__(self, *exc: Any) -> None:
         self.kc.stop_channels()
-        self.server.api("DELETE", f"api/kernels/{self.id}")
+        if self.session is not None:
+            self.server.api("DELETE", f"api/sessions/{self.session}")
+        else:
+            self.server.api("DELETE", f"api/kernels/{self.id}")
 
 
 # ---------------------------------------------------------------------------------- phases
@@ -307,6 +318,45 @@ def cold_start(fe: FrontEnd) -> tuple[float, float]:
     fe.execute(TO_ZERO)
     again = fe.execute("%%gpu\n_again = 1")[0]
     return first, again
+
+
+def write_notebook(path: str, *sources: str) -> None:
+    cells = [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+              "source": source} for source in sources]
+    with open(path, "w") as f:
+        json.dump({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, f)
+
+
+def prewarm_cold_start(server: JupyterServer, run: int, quick: bool = False) -> dict[str, float]:
+    """Open a notebook as JupyterLab does (``POST /api/sessions``) and run its first
+    ``%%gpu`` cell as soon as the kernel answers: a notebook saved without ``%%gpu`` cells
+    (nothing pre-warmed: the cell starts the scheduler) against one saved with them (the
+    server pre-warms its scheduler when the kernel starts). Seconds from opening the notebook
+    to the first result, and for the cell alone; then, for the pre-warmed notebook, the cell
+    after the pre-warm finished (a user who reads for a moment before running it)."""
+    out: dict[str, float] = {}
+    cases = [("cold", False, False), ("prewarmed", True, False), ("prewarmed_ready", True, True)]
+    if quick:
+        cases = cases[1:2]
+    for key, has_gpu, settle in cases:
+        name = f"{key}-{run}.ipynb"
+        sources = ["%load_ext jupyter_elastic"] + (["%%gpu\n_first = 1"] if has_gpu else [])
+        write_notebook(os.path.join(server.root, name), *sources)
+        t = time.perf_counter()
+        with server.kernel(name) as fe:
+            if settle:  # wait (untimed) until the pre-warmed cluster runs
+                deadline = time.monotonic() + 60
+                while not any(c["status"] == "running" for c in
+                              server.api("GET", "jupyter-elastic/api/clusters")["clusters"]):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the pre-warmed cluster did not start")
+                    time.sleep(0.05)
+            fe.execute("%load_ext jupyter_elastic")
+            cell = fe.execute("%%gpu\n_first = 1")[0]
+            out[f"{key}_open_to_result_s"] = time.perf_counter() - t
+            out[f"{key}_cell_s"] = cell
+            fe.execute("%gpu stop --all")
+    return out
 
 
 def data_path(fe: FrontEnd, sizes_mib: list[int], rounds: int) -> list[dict[str, Any]]:
@@ -385,6 +435,8 @@ def run_mode(mode: str, args: argparse.Namespace, server: JupyterServer | None) 
         out["kernel_start_s"] = time.perf_counter() - t
         out["cold_first_s"], out["cold_zero_s"] = cold_start(fe)
         fe.execute(TEARDOWN)
+    if server is not None and not args.no_prewarm:
+        out["prewarm"] = prewarm_cold_start(server, 0, args.quick)
     # Warm: a fresh kernel with every contender set up in it.
     with make() as fe:
         fe.execute("%load_ext jupyter_elastic")
@@ -429,6 +481,21 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace,
     for r in results:
         print(f"| {r['mode']:13} | {r['kernel_start_s']:14.2f} | {r['cold_first_s']:25.2f} | "
               f"{r['cold_zero_s']:24.2f} |")
+    warmed = [r["prewarm"] for r in results if "prewarm" in r]
+    if warmed:
+        print()
+        print("# pre-warm (server-hosted): open a notebook (POST /api/sessions), run its first "
+              "%%gpu cell as soon as the kernel answers")
+        print(f"| {'notebook':44} | {'open -> first result s':>22} | {'first cell s':>12} |")
+        print(f"|{'-' * 46}|{'-' * 24}|{'-' * 14}|")
+        for w in warmed:
+            for key, label in (("cold", "saved without %%gpu cells (no pre-warm)"),
+                               ("prewarmed", "saved with %%gpu cells (pre-warmed)"),
+                               ("prewarmed_ready", "pre-warmed, cell run once it is up")):
+                if key + "_cell_s" not in w:
+                    continue
+                print(f"| {label:44} | {w[key + '_open_to_result_s']:22.2f} | "
+                      f"{w[key + '_cell_s']:12.2f} |")
     data = [(r["mode"], row) for r in results for row in r.get("data", [])]
     if data:
         print()
@@ -459,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="modes that run the data path")
     parser.add_argument("--no-px", action="store_true", help="leave ipyparallel out")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process row")
+    parser.add_argument("--no-prewarm", action="store_true",
+                        help="skip the server-hosted cold start with and without pre-warm")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true",
                         help="a few rounds, 8 MiB, one data round: checks that it runs")

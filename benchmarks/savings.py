@@ -14,7 +14,7 @@ Compared per trace, one GPU per worker, one cluster per notebook:
 * fixed idle cullers: the whole cluster is stopped after 20 minutes (Coiled's default) or
   60 minutes (zero-to-jupyterhub's ``cull.timeout`` default) without a cell, and the next
   cell waits for a cluster and a worker (computed from the same trace, not simulated);
-* jupyter-elastic at ``--idle-timeouts`` (its default is 90 s).
+* jupyter-elastic at ``--idle-timeouts`` (the summary lines: its default idle-timeout).
 
 Trace families (seeded; parameters in :data:`FAMILIES`): ``bursty`` exploration, long
 ``training`` cells, a ``class`` of 30 users hitting run-all together, ``overnight`` idle.
@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shutdown-after", type=float, default=1200.0)
     parser.add_argument("--idle-timeouts", default="30,60,90,300,600",
                         help="jupyter-elastic idle-timeouts to compare (seconds)")
-    parser.add_argument("--headline", type=float, default=90.0,
-                        help="the idle-timeout the summary lines report")
+    parser.add_argument("--headline", type=float, default=Settings().idle_timeout,
+                        help="the idle-timeout the summary lines report (default: the default)")
     parser.add_argument("--plot", default=None, help="write the PNG here (e.g. docs/savings.png)")
     parser.add_argument("--quick", action="store_true", help="short traces: checks that it runs")
     args = parser.parse_args(argv)

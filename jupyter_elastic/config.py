@@ -343,7 +343,7 @@ class Settings:
     """The ``jupyter-elastic`` configuration, parsed and checked."""
 
     backend: str = "local"
-    idle_timeout: float = 90.0
+    idle_timeout: float = 60.0
     shutdown_after: float = 1200.0
     lease_ttl: float = 120.0
     min_workers: int = 0
@@ -352,6 +352,9 @@ class Settings:
     #: local backend: serve the Dask dashboard on 127.0.0.1 (no authentication: every
     #: user of this machine can read it; docs/security.md). Off by default.
     dashboard: bool = False
+    #: server extension: start a notebook's scheduler (never a worker, unless min-workers)
+    #: when it opens with ``%%gpu`` cells or its first ``%%gpu`` cell is typed.
+    prewarm: bool = True
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     pricing: Pricing = field(default_factory=Pricing)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -549,13 +552,14 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
     pricing = _section(cfg, "pricing", key + "pricing")
     settings = Settings(
         backend=check_backend(cfg.get("backend", "local")),
-        idle_timeout=parse_duration(cfg.get("idle-timeout", "90s"), what=key + "idle-timeout"),
+        idle_timeout=parse_duration(cfg.get("idle-timeout", "60s"), what=key + "idle-timeout"),
         shutdown_after=parse_duration(cfg.get("shutdown-after", "20m"), what=key + "shutdown-after"),
         lease_ttl=parse_duration(cfg.get("lease-ttl", "2m"), what=key + "lease-ttl"),
         min_workers=whole(cfg.get("min-workers", 0), key + "min-workers"),
         max_workers=whole(cfg.get("max-workers", 4), key + "max-workers", minimum=1),
         interrupt_grace=parse_duration(cfg.get("interrupt-grace", "2s"), what=key + "interrupt-grace"),
         dashboard=flag(cfg.get("dashboard", False), key + "dashboard"),
+        prewarm=flag(cfg.get("prewarm", True), key + "prewarm"),
         worker=WorkerSettings(
             gpus=parse_gpus(worker.get("gpus", 1), what=key + "worker.gpus"),
             cpus=whole(worker.get("cpus", 4), key + "worker.cpus", minimum=1),

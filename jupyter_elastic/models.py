@@ -54,7 +54,7 @@ class ClusterSpec:
     gpu_type: str | None = None
     min_workers: int = 0
     max_workers: int = 4
-    idle_timeout: float = 90.0
+    idle_timeout: float = 60.0
     image: str | None = None
     namespace: str | None = None
     env: dict[str, str] = field(default_factory=dict)

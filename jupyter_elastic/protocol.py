@@ -7,6 +7,9 @@ one here and every side follows; a value written out anywhere else is a bug.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from collections.abc import Callable
 
 #: Key prefix of every ``%%gpu`` cell task (scaling policies count these).
@@ -74,3 +77,16 @@ PHASES = ("queued", "scheduler", "workers", "ready")
 
 #: ``progress(phase, detail)``: a start-up phase and a short human sentence (may be "").
 Progress = Callable[[str, str], None]
+
+
+def notebook_cluster_name(path: str | None, backend: str = "local") -> str | None:
+    """The stable cluster name of the notebook at ``path`` on ``backend`` (None without a
+    path): a kernel leases its cluster by this name (``JPY_SESSION_NAME``), and the server
+    pre-warms the cluster under the same name when the notebook opens."""
+    if not path:
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0].lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:24].strip("-") or "notebook"
+    digest = hashlib.sha1(path.encode()).hexdigest()[:8]
+    suffix = "" if backend == "local" else f"-{backend[:4]}"
+    return f"nb-{slug}-{digest}{suffix}"

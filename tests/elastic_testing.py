@@ -16,8 +16,13 @@ _PYTHON_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserv
 
 
 def _is_helper(process: psutil.Process) -> bool:
+    """Python's fork server or resource tracker itself; not a process the fork server forked
+    (a local cluster's worker: it has the fork server's command line, and it is counted)."""
     try:
-        return any(h in " ".join(process.cmdline()) for h in _PYTHON_HELPERS)
+        if not any(h in " ".join(process.cmdline()) for h in _PYTHON_HELPERS):
+            return False
+        parent = process.parent()
+        return parent is None or not any(h in " ".join(parent.cmdline()) for h in _PYTHON_HELPERS)
     except psutil.Error:
         return True
 

@@ -31,6 +31,7 @@ def test_dispatch_quick(no_leaked_processes):
         assert out.count(what) == 2, f"{what!r}: one row per mode (embedded, server)\n{out}"
     assert "| embedded      |" in out and "| server        |" in out
     assert "zero workers -> result" in out
+    assert "| saved with %%gpu cells (pre-warmed)" in out
     data = [line for line in out.splitlines() if "|     8 |" in line]
     assert {line.split("|")[3].strip() for line in data} == {"in", "out", "in+out", "memcpy"}
 

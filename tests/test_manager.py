@@ -548,3 +548,55 @@ def test_stopping_a_cluster_waiting_in_a_queue_cancels_its_start():
         assert manager.list_clusters() == []
 
     run(scenario())
+
+
+def test_prewarm_starts_only_the_scheduler_and_the_notebooks_kernel_leases_it():
+    async def scenario():
+        manager, _ = make_manager(**{"shutdown-after": "1h"})
+        backend = SlowBackend(manager.settings)
+        backend.delay = 0.2
+        manager._backends["local"] = backend
+        assert await manager.prewarm("nb-demo-1234") is True
+        assert await manager.prewarm("nb-demo-1234") is False  # one start per name
+        # The kernel's first %%gpu cell asks while the pre-warm start is under way: it waits
+        # for that same start rather than starting a second cluster.
+        lease = await manager.acquire("kernel-a", name="nb-demo-1234")
+        assert [c[0] for c in backend.calls].count("start") == 1
+        assert ("adapt", "nb-demo-1234", 0, 4, 1.0) in backend.calls  # from zero workers
+        assert not any(c[0] == "scale" for c in backend.calls)
+        assert await manager.prewarm("nb-demo-1234") is False  # running: nothing to do
+        # Leased: the idle-timeout rule for unclaimed pre-warmed clusters no longer applies.
+        manager.clock = lambda: time.monotonic() + 10
+        assert manager.heartbeat(lease["lease_id"], lease["lease_secret"])
+        await manager.reap_once()
+        assert [c["id"] for c in manager.list_clusters()] == [lease["cluster_id"]]
+        await manager.close_all()
+
+    run(scenario())
+
+
+def test_unclaimed_prewarmed_cluster_stops_after_idle_timeout_and_min_workers_are_kept():
+    async def scenario():
+        now = [1000.0]
+        manager, backend = make_manager(**{"shutdown-after": "1h", "idle-timeout": "90s",
+                                           "min-workers": 1})
+        manager.clock = lambda: now[0]
+        assert await manager.prewarm("nb-nobody-claims")
+        while not manager.list_clusters() or manager.list_clusters()[0]["status"] != "running":
+            await asyncio.sleep(0.01)
+        # min-workers set by the admin: the pre-warmed cluster holds that many.
+        assert ("adapt", "nb-nobody-claims", 1, 4, 90.0) in backend.calls
+        now[0] += 89
+        await manager.reap_once()
+        assert len(manager.list_clusters()) == 1
+        now[0] += 2
+        await manager.reap_once()
+        assert manager.list_clusters() == [] and backend.closed == ["nb-nobody-claims"]
+        # An ordinary cluster nobody leased (POST /clusters) is not stopped by that rule.
+        plain = await manager.create_cluster(name="by-hand")
+        now[0] += 600
+        await manager.reap_once()
+        assert [c["id"] for c in manager.list_clusters()] == [plain["id"]]
+        await manager.close_all()
+
+    run(scenario())

@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -22,6 +23,9 @@ from .manager import ElasticClusterManager
 
 T = TypeVar("T")
 log = logging.getLogger("jupyter_elastic.controlplane.embedded")
+
+#: Seconds between the control-plane loop's passes over the cell reports kernels queue.
+REPORT_INTERVAL = 0.1
 
 
 class EmbeddedControlPlane(ControlPlane):
@@ -39,11 +43,17 @@ class EmbeddedControlPlane(ControlPlane):
         self._leases = LeaseBook()
         self._stopped = False
         self._follow_config = settings is None  # explicit settings stay as given
+        #: Cell reports (start, finish) waiting for the loop: appending wakes no thread, so
+        #: a cell's dispatch pays no hand-off to this loop; the loop takes them every
+        #: REPORT_INTERVAL, and before any other call (history then includes every cell).
+        self._reports: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._drainer: asyncio.Future[None] | None = None
 
         async def build() -> ElasticClusterManager:
             manager_kwargs.setdefault("leases_expire", False)  # the kernel's exit ends its clusters
             manager = ElasticClusterManager(settings or load_settings(), **manager_kwargs)
             await manager.start()
+            self._drainer = asyncio.ensure_future(self._drain_forever())
             return manager
 
         self.manager = self._call(build())
@@ -53,11 +63,26 @@ class EmbeddedControlPlane(ControlPlane):
         if self._stopped:  # its loop is stopping or gone (closed, e.g. atexit): never wait forever
             coro.close()
             raise ElasticError("the embedded control plane is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        async def after_reports() -> T:
+            self._drain()
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(after_reports(), self._loop).result(timeout)
 
     def _soon(self, fn: Callable[..., Any], *args: Any) -> None:
         if not self._closed:
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._reports.append((fn, args))
+
+    def _drain(self) -> None:
+        """Run the queued cell reports, oldest first (on the loop)."""
+        while self._reports:
+            fn, args = self._reports.popleft()
+            _quiet(fn, *args)
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            self._drain()
 
     def _sync(self, fn: Callable[..., T], *args: Any) -> T:
         async def run() -> T:
@@ -84,11 +109,11 @@ class EmbeddedControlPlane(ControlPlane):
     def cell_started(self, cluster_id: str, timeout: float | None = None) -> None:
         held = self._leases.on(cluster_id)
         if held is not None:  # no lease on it: nothing of ours to count
-            self._soon(_quiet, self.manager.cell_started, *held, timeout)
+            self._soon(self.manager.cell_started, *held, timeout)
 
     def cell_finished(self, cluster_id: str | None, row: dict[str, Any]) -> None:
         lease_id, secret = self._leases.on(cluster_id) or (None, None)
-        self._soon(_quiet, self._finished, lease_id, secret, row)
+        self._soon(self._finished, lease_id, secret, row)
 
     def _finished(self, lease_id: str | None, secret: str | None, row: dict[str, Any]) -> None:
         try:
@@ -136,6 +161,8 @@ class EmbeddedControlPlane(ControlPlane):
         except Exception:
             pass
         self._stopped = True
+        if self._drainer is not None:
+            self._loop.call_soon_threadsafe(self._drainer.cancel)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

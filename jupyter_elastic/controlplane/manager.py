@@ -301,14 +301,17 @@ class ElasticClusterManager:
         session: str = "",
         idle_timeout: float | None = None,
         progress: Progress | None = None,
+        prewarmed: bool = False,
     ) -> dict[str, Any]:
         """Start a cluster and return its JSON (status ``running``) once the scheduler answers.
 
         ``workers`` given: a fixed-size cluster; otherwise adaptive in
-        [min-workers, max-workers] starting from zero.
+        [min-workers, max-workers] starting from zero. ``prewarmed``: started ahead of any
+        kernel (:meth:`prewarm`); stopped after ``idle-timeout`` if no kernel leases it.
         """
         record = self._new_record(backend=backend, name=name, workers=workers, gpus=gpus,
                                   gpu_type=gpu_type, session=session, idle_timeout=idle_timeout)
+        record.prewarmed = prewarmed
         self._clusters[record.id] = record
         on_progress = self._progress(record, progress)
         on_progress("queued", "")
@@ -411,6 +414,31 @@ class ElasticClusterManager:
             for lease_id in [k for k, v in self._leases.items() if v.cluster_id == cluster_id]:
                 del self._leases[lease_id]
             log.info("jupyter-elastic: closed cluster %s (%s): %s", record.name, record.id, reason)
+
+    async def prewarm(self, name: str, *, session: str = "") -> bool:
+        """Start the cluster ``name`` (a notebook's, ``protocol.notebook_cluster_name``)
+        before its kernel asks for it, so the first ``%%gpu`` cell finds its scheduler up.
+
+        Adaptive from ``min-workers`` (0 by default: no worker without a cell). The start
+        runs in the background; a kernel that acquires ``name`` meanwhile waits for this
+        same start. A pre-warmed cluster no kernel leases is stopped after ``idle-timeout``
+        (the reaper). False when nothing was started: the name already has a cluster, or a
+        start is under way, or the control plane is closing. A failed start is logged, and
+        the kernel's own acquire starts the cluster again (showing that error if it recurs).
+        """
+        key = ("name", name)
+        async with self._lock:
+            if (self._closed or key in self._starting
+                    or any(r.name == name for r in self._clusters.values())):
+                return False
+            starting = asyncio.ensure_future(self.create_cluster(
+                name=name, session=session, prewarmed=True,
+            ))
+            self._starting[key] = starting
+            starting.add_done_callback(lambda _done: self._starting.pop(key, None))
+            starting.add_done_callback(_log_prewarm_failure)
+        log.info("jupyter-elastic: pre-warming cluster %s", name)
+        return True
 
     # ----------------------------------------------------------------- leases
     async def acquire(
@@ -639,6 +667,14 @@ class ElasticClusterManager:
             record.workers = await self.backend(record.backend).workers(record.handle)
         except Exception:
             log.debug("could not list workers of %s", record.id, exc_info=True)
+
+
+def _log_prewarm_failure(done: asyncio.Future[dict[str, Any]]) -> None:
+    if done.cancelled():
+        return
+    exc = done.exception()
+    if exc is not None:
+        log.warning("jupyter-elastic: pre-warming a cluster failed: %s", exc)
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -8,7 +8,8 @@ cell lapses only ``lease-ttl`` plus that cell's ``--timeout`` (``shutdown-after`
 without one) after its last heartbeat or the cell's start, so a live but stalled kernel's
 cell is not cut off; return a fixed-size cluster
 to adaptive scaling after ``idle-timeout`` without a cell; stop a cluster that has been
-empty and idle for ``shutdown-after``. After each pass the clusters are sampled into the
+empty and idle for ``shutdown-after``, and a pre-warmed one no kernel leased within
+``idle-timeout``. After each pass the clusters are sampled into the
 manager's :class:`~jupyter_elastic.controlplane.timeline.Timeline`.
 """
 
@@ -100,8 +101,13 @@ class Reaper:
         return False
 
     async def _idle(self, record: ClusterRecord, now: float) -> None:
-        """Fixed size back to adaptive after ``idle-timeout``; stop after ``shutdown-after``."""
+        """Fixed size back to adaptive after ``idle-timeout``; stop after ``shutdown-after``;
+        stop a pre-warmed cluster that no kernel leased within ``idle-timeout``."""
         idle = record.idle_seconds(now)
+        if record.prewarmed and not record.leased and idle >= record.idle_timeout:
+            await self.manager.close_cluster(
+                record.id, reason="pre-warmed, and no kernel leased it within idle-timeout")
+            return
         if record.workers:
             record.empty_since = None
         elif record.empty_since is None:

@@ -100,6 +100,8 @@ class ClusterRecord:
     last_activity: float = 0.0
     empty_since: float | None = None
     leased: bool = False
+    #: started ahead of its notebook's first ``%%gpu`` cell (``ElasticClusterManager.prewarm``)
+    prewarmed: bool = False
     orphaned_since: float | None = None
     workers: list[WorkerDetail] = field(default_factory=list)
     #: The task starting it (cancelled when it is stopped before it runs: leaves a queue).

@@ -20,7 +20,7 @@ from typing import Any
 from ..config import Settings, load_settings
 from ..controlplane import ControlPlane, connect_control_plane
 from ..errors import CellCancelled
-from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL
+from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL, notebook_cluster_name
 from .display import PhaseDisplay
 
 log = logging.getLogger("jupyter_elastic.kernel.session")
@@ -288,16 +288,7 @@ def _cluster_name(path: str | None, backend: str) -> str | None:
     Jupyter servers set ``JPY_SESSION_NAME`` (the notebook's path) for the kernels they
     start; elsewhere there is no notebook identity and each kernel gets a fresh cluster.
     """
-    import hashlib
-    import re
-
-    if not path:
-        return None
-    stem = os.path.splitext(os.path.basename(path))[0].lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:24].strip("-") or "notebook"
-    digest = hashlib.sha1(path.encode()).hexdigest()[:8]
-    suffix = "" if backend == "local" else f"-{backend[:4]}"
-    return f"nb-{slug}-{digest}{suffix}"
+    return notebook_cluster_name(path, backend)
 
 
 def kernel_restarting() -> bool:

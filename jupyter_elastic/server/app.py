@@ -20,6 +20,7 @@ Admin policy (idle-timeout bounds, GPUs per user, prices) is traitlets configura
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -33,6 +34,13 @@ from ..controlplane.manager import ElasticClusterManager
 from ..protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
 from .handlers import default_handlers
 from .jobs import job_handlers
+from .prewarm import (
+    KERNEL_ACTIONS,
+    kernel_notebook,
+    notebook_has_gpu_cells,
+    os_path,
+    prewarm_notebook,
+)
 
 _LOCAL_IPS = {"", "localhost", "0.0.0.0", "::", "127.0.0.1", "*"}
 
@@ -141,6 +149,9 @@ class ElasticExtension(ExtensionApp):
             }
         )
         self._export_env()
+        logger = getattr(self.serverapp, "event_logger", None)
+        if logger is not None and settings.prewarm:
+            logger.add_listener(schema_id=KERNEL_ACTIONS, listener=self._on_kernel_action)
 
     def _proxy_enabled(self) -> bool:
         """Whether jupyter-server-proxy serves ``{base_url}proxy/{port}/`` on this server."""
@@ -167,6 +178,24 @@ class ElasticExtension(ExtensionApp):
     def _on_server_stopping(self, change: Any) -> None:
         if change.get("new") and self.manager is not None:
             self.manager.leases_expire = False
+    async def _on_kernel_action(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        """A kernel started for a notebook whose saved file has ``%%gpu`` cells: pre-warm
+        its cluster (``server/prewarm.py``). Never raises: a listener's error is only logged."""
+        if data.get("action") != "start" or data.get("status") != "success":
+            return
+        kernel_id = data.get("kernel_id")
+        app, manager = self.serverapp, self.manager
+        if not isinstance(kernel_id, str) or app is None or manager is None:
+            return
+        try:
+            path = kernel_notebook(app.kernel_manager, kernel_id)
+            if path is None:
+                return
+            has_gpu = await asyncio.to_thread(notebook_has_gpu_cells, os_path(path, app.root_dir))
+            if has_gpu:
+                await prewarm_notebook(manager, path)
+        except Exception:
+            self.log.exception("jupyter-elastic: pre-warm on kernel start failed")
 
     def _reconcile_jobs(self) -> None:
         """Re-adopt the jobs of the registry (``{runtime}/jupyter-elastic/jobs.sqlite``): a

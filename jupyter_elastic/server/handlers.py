@@ -19,6 +19,8 @@ Public endpoints (the sidebar, scripts)::
     GET    /usage                            -> 200 usage totals
     GET    /openapi.json                     -> 200 this API as an OpenAPI 3 document
     GET    /timeline                         -> 200 {now, interval, window, samples}  (last hour)
+    POST   /prewarm {path}                   -> 200 {cluster, started}  (the lab extension,
+           when a %%gpu cell is typed: start that notebook's scheduler ahead of the cell)
 
 Kernel-internal endpoints (``RemoteControlPlane``; also open to the server's own auth)::
 
@@ -69,6 +71,7 @@ from ..controlplane.manager import ElasticClusterManager
 from ..errors import ConfigError, ElasticError
 from ..models import HistoryRow, check_cluster_name
 from ..protocol import API_PATH, LEASE_SECRET_HEADER
+from .prewarm import kernel_notebook, prewarm_notebook
 
 API_PREFIX = "/" + API_PATH
 KERNEL_USER = "jupyter-elastic-kernel"
@@ -348,6 +351,32 @@ class TimelineHandler(ElasticHandler):
         self.write_json(self.manager.timeline.to_json(time.time()))
 
 
+class PrewarmHandler(ElasticHandler):
+    """``POST /prewarm {"path"}``: the notebook open at ``path`` (its API path, as in
+    ``/api/sessions``) is about to run a ``%%gpu`` cell: start its cluster's scheduler now
+    (``server/prewarm.py``). ``{"cluster": name, "started": bool}``; ``cluster`` is null
+    when ``prewarm`` is off; 404 when no kernel is open for that notebook."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.read_json()
+        _only(body, ("path",))
+        path = _text(body, "path", required=True, limit=1024)
+        assert path is not None
+        try:
+            session = await self.session_manager.get_session(path=path)
+        except web.HTTPError:
+            session = None
+        kernel = (session or {}).get("kernel") or {}
+        notebook = kernel_notebook(self.kernel_manager, kernel["id"]) if kernel.get("id") else None
+        if notebook is None:
+            raise web.HTTPError(404, f"no kernel is open for the notebook {quote(path)}; open "
+                                     "it (POST /api/sessions) before pre-warming its cluster")
+        with http_errors():
+            name, started = await prewarm_notebook(self.manager, notebook)
+        self.write_json({"cluster": name, "started": started})
+
+
 class LeaseListHandler(ElasticHandler):
     """``POST /leases``: a kernel's cluster and lease, streaming start-up phases (NDJSON)."""
 
@@ -525,6 +554,7 @@ default_handlers: list[tuple[str, type[ElasticHandler]]] = [
     (API_PREFIX + "/usage", UsageHandler),
     (API_PREFIX + "/timeline", TimelineHandler),
     (API_PREFIX + "/quota", QuotaHandler),
+    (API_PREFIX + "/prewarm", PrewarmHandler),
     (API_PREFIX + "/leases", LeaseListHandler),
     (_LEASE + "/heartbeat", LeaseHeartbeatHandler),
     (_LEASE, LeaseHandler),

@@ -14,6 +14,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { CommandIDs, PLUGIN_ID } from './constants';
 import { JobsModel } from './jobs';
 import { ElasticModel } from './model';
+import { PrewarmWatcher } from './prewarm';
 import { requestAPI } from './request';
 import { Backend, RequestFn } from './types';
 import { elasticIcon, ElasticSidebar } from './widget';
@@ -148,6 +149,28 @@ const plugin: JupyterFrontEndPlugin<void> = {
           insertCell(`${ATTACH_CELL_SOURCE}${id}`);
         }
       }
+    });
+    // The first %%gpu cell typed into a notebook starts its scheduler on the server.
+    notebooks?.widgetAdded.connect((_, panel) => {
+      void panel.context.ready.then(() => {
+        const model = panel.model;
+        if (!model || panel.isDisposed) {
+          return;
+        }
+        const watcher = new PrewarmWatcher(request, {
+          path: () => panel.context.path,
+          sources: () => model.sharedModel.cells.map(cell => cell.getSource())
+        });
+        if (watcher.done) {
+          return;
+        }
+        const changed = () => watcher.changed();
+        model.contentChanged.connect(changed);
+        panel.disposed.connect(() => {
+          model.contentChanged.disconnect(changed);
+          watcher.dispose();
+        });
+      });
     });
     // The command is enabled only with a current notebook: let menus and the palette know.
     notebooks?.currentChanged.connect(() => {
