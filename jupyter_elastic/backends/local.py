@@ -121,7 +121,7 @@ def start_fork_server() -> bool:
     # only to list them for the fork server to preload; ours lists what a worker needs.
     distributed.utils._forkserver_preload_set = True
     multiprocessing.get_context("forkserver").set_forkserver_preload(
-        ["distributed", "numpy", WORKER_PRELOAD])
+        ["jupyter_elastic.execution._no_sigint", "distributed", "numpy", WORKER_PRELOAD])
     # What a nanny puts into the environment before it starts a process (thread caps for
     # the maths libraries, a fixed hash seed): the fork server's children inherit the fork
     # server's environment, so it must hold them from its start.

@@ -1,0 +1,20 @@
+"""Local workers fork from a fork server (backends/local.py): what they inherit from it."""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+
+from jupyter_elastic.backends.local import start_fork_server
+
+
+def test_processes_forked_for_workers_ignore_sigint_from_their_first_instruction():
+    # Jupyter's stop button sends SIGINT to the kernel's whole process group, which holds the
+    # local workers; one still starting (before its preload) used to die of it with a
+    # traceback in the cell. A child of the fork server has the handlers the fork server had
+    # after its preload: SIGINT must be ignored there already, not only after dask_setup.
+    assert start_fork_server()
+    with multiprocessing.get_context("forkserver").Pool(1) as pool:
+        handler = pool.apply(signal.getsignal, (signal.SIGINT,))
+    assert handler == signal.SIG_IGN
+    # ... and only there: this process keeps Python's KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
