@@ -230,11 +230,21 @@ def _cut_off_text(page) -> tuple[int, list[str]]:
                 .getBoundingClientRect();
             const text = new Set(document.querySelectorAll(selector));
             const checked = [...text, ...document.querySelectorAll('.elastic-Panel *')];
+            // the nearest box between the element and the panel that clips what overflows it
+            const clipper = el => {
+                for (let p = el.parentElement; p && p.id !== 'jupyter-elastic-sidebar';
+                     p = p.parentElement) {
+                    if (getComputedStyle(p).overflowX !== 'visible') return p;
+                }
+                return null;
+            };
             const cut = checked.filter(el => {
                 const box = el.getBoundingClientRect();
                 const empty = el.textContent.trim() === '';  // e.g. no peak to label yet
+                const clip = text.has(el) && !empty ? clipper(el) : null;
                 return (text.has(el) && (el.scrollWidth > el.clientWidth
                                          || (el.clientWidth === 0 && !empty)))
+                    || (clip !== null && box.right > clip.getBoundingClientRect().right + 0.5)
                     || box.right > panel.right + 0.5;
             }).map(el => `${el.getAttribute('class') || el.tagName}: "${el.textContent}" `
                        + `(${el.scrollWidth} > ${el.clientWidth})`);
