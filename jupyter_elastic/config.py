@@ -344,6 +344,9 @@ class Settings:
     #: local backend: serve the Dask dashboard on 127.0.0.1 (no authentication: every
     #: user of this machine can read it; docs/security.md). Off by default.
     dashboard: bool = False
+    #: ``%%gpu --sync`` for every cell: install what a cell imports that the workers lack
+    #: (the notebook's pip packages, its folder's local modules) with Dask worker plugins.
+    sync_packages: bool = False
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     pricing: Pricing = field(default_factory=Pricing)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -519,6 +522,7 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
         max_workers=whole(cfg.get("max-workers", 4), key + "max-workers", minimum=1),
         interrupt_grace=parse_duration(cfg.get("interrupt-grace", "2s"), what=key + "interrupt-grace"),
         dashboard=flag(cfg.get("dashboard", False), key + "dashboard"),
+        sync_packages=flag(cfg.get("sync-packages", False), key + "sync-packages"),
         worker=WorkerSettings(
             gpus=parse_gpus(worker.get("gpus", 1), what=key + "worker.gpus"),
             cpus=whole(worker.get("cpus", 4), key + "worker.cpus", minimum=1),
@@ -553,6 +557,7 @@ SETTABLE_KEYS: dict[str, Callable[[Any], Any]] = {
     "min-workers": lambda v: whole(v, "min-workers"),
     "max-workers": lambda v: whole(v, "max-workers", minimum=1),
     "interrupt-grace": lambda v: parse_duration(v, what="interrupt-grace"),
+    "sync-packages": lambda v: flag(v, "sync-packages"),
     "worker.gpus": lambda v: parse_gpus(v, what="worker.gpus"),
     "worker.cpus": lambda v: whole(v, "worker.cpus", minimum=1),
     "worker.memory": lambda v: parse_size(v, what="worker.memory"),

@@ -62,6 +62,8 @@ def _cell_parser() -> _Parser:
     p.add_argument("--retries", default="0", help="run the cell again up to N times if it fails")
     p.add_argument("--backend", default=None, help="local, kubernetes or gateway")
     p.add_argument("--local", action="store_true", help="run here in the kernel with the same semantics")
+    p.add_argument("--sync", action="store_true",
+                   help="install what the cell imports that the workers lack (pip packages, local modules)")
     p.add_argument("--require-gpu", action="store_true", help="fail instead of running on CPU workers")
     p.add_argument("--detach", action="store_true", help="run as a job that outlives this kernel (%gpu attach ID)")
     p.add_argument("--name", default=None, help="with --detach: a name for %gpu attach/cancel/results")
@@ -152,7 +154,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
     options = CellOptions(
         gpus=gpus, backend=backend, timeout=timeout, retries=retries, keep_on_device=args.keep_on_device,
         require_gpu=args.require_gpu, local=args.local, gpu_type=args.gpu_type, cpus=cpus,
-        memory=memory,
+        memory=memory, sync=args.sync,
     )
     return options, _names(args.inputs, "--in"), _names(args.outputs, "--out")
 
@@ -161,7 +163,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
 #: cells ask for, its cluster's idle timeout (the server checks its bounds), and how long an
 #: interrupted cell gets before its worker restarts. Every other setting describes clusters
 #: the server starts, so only the server's configuration sets it.
-KERNEL_KEYS = frozenset({"backend", "idle-timeout", "interrupt-grace"})
+KERNEL_KEYS = frozenset({"backend", "idle-timeout", "interrupt-grace", "sync-packages"})
 
 
 @magics_class
@@ -197,7 +199,7 @@ class ElasticMagics(Magics):
 
         Flags: --gpus N|FRACTION, --gpu-type NAME, --cpus N, --memory SIZE, --in a,b,
         --out x,y, --keep-on-device, --timeout DURATION, --retries N,
-        --backend local|kubernetes|gateway, --local, --require-gpu.
+        --backend local|kubernetes|gateway, --local, --require-gpu, --sync.
         """
         try:
             options, inputs, outputs = _parse_options(line)

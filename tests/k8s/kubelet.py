@@ -21,8 +21,10 @@ It plays three parts of a cluster, reading and writing only through the double's
   test process. Service ports are taken to equal their target ports (no proxy).
 
 "Images" are not pulled: every container runs from this Python environment, with
-``dask-scheduler``/``dask-worker`` commands provided (the dask image has them; recent
-``distributed`` no longer installs them).
+``dask``, ``dask-scheduler`` and ``dask-worker`` commands provided (the dask image has them;
+recent ``distributed`` no longer installs the last two). A container whose env sets
+``K8S_DOUBLE_PYTHON`` runs them with that interpreter instead: another image, say one
+whose environment lacks what the notebook installed.
 """
 
 from __future__ import annotations
@@ -138,11 +140,11 @@ class ProcessKubelet:
 
     def _write_image_bin(self) -> None:
         os.makedirs(self.bin, exist_ok=True)
-        for name, module in {"dask-scheduler": "distributed.cli.dask_scheduler",
+        for name, module in {"dask": "dask", "dask-scheduler": "distributed.cli.dask_scheduler",
                              "dask-worker": "distributed.cli.dask_worker"}.items():
             path = os.path.join(self.bin, name)
             with open(path, "w") as f:
-                f.write(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
+                f.write(f'#!/bin/sh\nexec "${{K8S_DOUBLE_PYTHON:-{sys.executable}}}" -m {module} "$@"\n')
             os.chmod(path, 0o755)
 
     def _write_hosts(self) -> None:
