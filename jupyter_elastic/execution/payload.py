@@ -145,12 +145,18 @@ def _distributions() -> dict[str, list[str]]:
     return dict(packages_distributions())
 
 
-def _distribution_of(name: str) -> tuple[str, str] | None:
-    """``(distribution, version)`` that provides top-level module ``name`` here, if any."""
+_REREAD: set[str] = set()
+
+
+def distribution_of(name: str) -> tuple[str, str] | None:
+    """``(distribution, version)`` that provides top-level module ``name`` here, if any.
+    The first call reads every installed distribution's file list (a few tenths of a
+    second), so the kernel asks only about modules a worker said it lacks."""
     from importlib.metadata import PackageNotFoundError, version
 
     dists = _distributions().get(name)
-    if dists is None:  # installed after the map was read (%pip install in the notebook)
+    if dists is None and name not in _REREAD:  # installed after the map was read (%pip install)
+        _REREAD.add(name)
         _distributions.cache_clear()
         dists = _distributions().get(name)
     for dist in dists or []:
@@ -164,9 +170,9 @@ def _distribution_of(name: str) -> tuple[str, str] | None:
 def cell_imports(source: str, folder: str) -> dict[str, dict[str, Any]]:
     """What a cell imports that a worker must also have, as the kernel sees it.
 
-    ``{module: {"dist": name, "version": v}}`` for a module from an installed
-    distribution, ``{module: {"path": p}}`` for a local module (a ``.py`` file or package
-    folder) inside ``folder`` (the notebook's folder), ``{module: {}}`` for anything else.
+    ``{module: {"path": p}}`` for a local module (a ``.py`` file or package folder) inside
+    ``folder`` (the notebook's folder), ``{module: {}}`` for anything else
+    (:func:`describe_imports` adds the distributions of the ones a worker lacks).
     The standard library, the packages :data:`PARITY` checks (CuPy may be on one side
     only) and modules this kernel cannot find (a worker-only package) are left out.
     """
@@ -191,9 +197,19 @@ def cell_imports(source: str, folder: str) -> dict[str, dict[str, Any]]:
         if where and os.path.realpath(where).startswith(root):
             found[name] = {"path": os.path.realpath(where)}
             continue
-        dist = _distribution_of(name)
-        found[name] = {"dist": dist[0], "version": dist[1]} if dist else {}
+        found[name] = {}
     return found
+
+
+def describe_imports(imports: dict[str, dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
+    """``imports`` with ``{"dist": name, "version": v}`` added for those of ``names`` that
+    an installed distribution provides."""
+    described = dict(imports)
+    for name in names:
+        if name in described and "path" not in described[name]:
+            dist = distribution_of(name)
+            described[name] = {"dist": dist[0], "version": dist[1]} if dist else {}
+    return described
 
 
 def missing_modules(names: list[str]) -> list[str]:
@@ -201,14 +217,14 @@ def missing_modules(names: list[str]) -> list[str]:
     import importlib
     import importlib.util
 
-    importlib.invalidate_caches()  # a plugin may have installed or uploaded one just now
-    missing = []
-    for name in names:
-        if name in sys.modules:
-            continue
+    def lacks(name: str) -> bool:
         try:
-            if importlib.util.find_spec(name) is None:
-                missing.append(name)
+            return name not in sys.modules and importlib.util.find_spec(name) is None
         except (ImportError, ValueError):
-            missing.append(name)
+            return True
+
+    missing = [name for name in names if lacks(name)]
+    if missing:  # a plugin may have installed or uploaded one since the finders' caches were read
+        importlib.invalidate_caches()
+        missing = [name for name in missing if lacks(name)]
     return missing

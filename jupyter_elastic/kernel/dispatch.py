@@ -289,6 +289,7 @@ class Dispatcher:
             payload = dict(payload, inputs=inputs, cell_id=new_id("c"))
             result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall)
         if result["status"] == "mismatch" and result.get("missing"):
+            imports = cell_payload.describe_imports(imports, result["missing"])
             if not (run.options.sync or self.session.settings.sync_packages):
                 raise EnvironmentMismatch(
                     _missing_line(result["missing"], imports),

@@ -23,7 +23,7 @@ from sync_support import build_wheel, pip_install_target
 pytest.importorskip("kopf", reason="kopf is not installed: the real Dask operator cannot run")
 
 DASK = "kubernetes.dask.org/v1"
-pytestmark = [pytest.mark.k8s, pytest.mark.kernel, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.k8s, pytest.mark.kernel, pytest.mark.timeout(600)]
 
 
 def slim_venv(where: Any) -> str:
@@ -36,6 +36,20 @@ def slim_venv(where: Any) -> str:
     with open(os.path.join(purelib, "_parent_env.pth"), "w") as f:
         f.write(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
     return python
+
+
+def logs(op: Any) -> str:
+    """The live pods' and the operator's last log lines, for a failure message."""
+    pods = [f"== {name}\n{(op.kubelet.logs('jhub', name) or '')[-2000:]}" for name in op.kubelet.live()]
+    return "\n".join(pods) + "\n== kopf\n" + op.log()[-2000:]
+
+
+def cell(k: Kernel, op: Any, code: str) -> Any:
+    """Run ``code``; a cell that does not finish fails with the pods' and operator's logs."""
+    try:
+        return k.run(code, timeout=240)
+    except TimeoutError:
+        raise AssertionError("cell did not finish:\n" + logs(op)) from None
 
 
 def test_sync_installs_the_notebooks_package_and_local_module_on_worker_pods(
@@ -55,7 +69,7 @@ def test_sync_installs_the_notebooks_package_and_local_module_on_worker_pods(
         "worker": {"gpus": 1, "cpus": 1, "memory": "2GiB"},
         "kubernetes": {
             "namespace": "jhub", "image": "registry.example/elastic-worker:1.0",
-            "scheduler-service-type": "LoadBalancer", "start-timeout": "90s", "connect-timeout": "10s",
+            "scheduler-service-type": "LoadBalancer", "start-timeout": "200s", "connect-timeout": "10s",
             # the workers' image: its own Python, and pip pointed at the team's package
             # index (here a folder of wheels)
             "env": {"K8S_DOUBLE_PYTHON": image_python, "PIP_NO_INDEX": "1",
@@ -67,19 +81,19 @@ def test_sync_installs_the_notebooks_package_and_local_module_on_worker_pods(
            "JPY_SESSION_NAME": f"/home/alice/sync-{uuid.uuid4().hex[:4]}.ipynb",
            "K8S_DOUBLE_HOSTS": shim["K8S_DOUBLE_HOSTS"],
            "PYTHONPATH": os.pathsep.join([shim["PYTHONPATH"], str(tmp_path / "notebook-site")])}
-    cell = "import tinyextra\nimport helpers\nanswer = (tinyextra.VALUE, helpers.double(21))\nanswer"
+    source = "import tinyextra\nimport helpers\nanswer = (tinyextra.VALUE, helpers.double(21))\nanswer"
     k = Kernel(env=env, cwd=str(notebook))
     name = None
     try:
-        run = k.run("%%gpu\n" + cell, timeout=180)
-        assert run.status == "error"
+        run = cell(k, op, "%%gpu\n" + source)
         text = run.error_text()
+        assert run.status == "error" and "the cell imports" in text, text + logs(op)
         assert ("the cell imports `tinyextra` (tiny-extra 0.3 in the notebook), `helpers` (a local "
                 "module: helpers.py in the notebook's folder), which the workers do not have") in text, text
         assert "Traceback" not in text and k.value("'answer' in globals()") is False
         name = k.value("get_ipython().run_line_magic('gpu', 'status --json')['clusters'][0]['name']")
 
-        run = k.run("%%gpu --sync\n" + cell, timeout=180)
+        run = cell(k, op, "%%gpu --sync\n" + source)
         assert run.status == "ok", run.error_text()
         assert run.result["text/plain"] == "('tiny', 42)"
         assert ("jupyter-elastic: --sync uploaded helpers.py; pip installed tiny-extra==0.3 "
@@ -90,7 +104,7 @@ def test_sync_installs_the_notebooks_package_and_local_module_on_worker_pods(
         assert image_site.startswith(str(tmp_path / "worker-image"))
         assert importlib.util.find_spec("tinyextra") is None
         # the plugins stay registered with the scheduler: the next cell just runs
-        again = k.run("%%gpu\nimport helpers\nhelpers.double(4)", timeout=120)
+        again = cell(k, op, "%%gpu\nimport helpers\nhelpers.double(4)")
         assert again.status == "ok" and again.result["text/plain"] == "8", again.error_text()
     finally:
         k.shutdown()
