@@ -33,8 +33,12 @@ def test_cell_imports_names_packages_local_modules_and_leaves_out_the_rest(tmp_p
     assert found == {
         "helpers": {"path": str((notebook / "helpers.py").resolve())},
         "shapes": {"path": str((notebook / "shapes").resolve())},
-        "tinyextra": {"dist": "tiny-extra", "version": "0.3"},
+        "tinyextra": {},
     }
+    # the distribution is looked up only for what a worker said it lacks
+    described = cell_payload.describe_imports(found, ["tinyextra", "helpers"])
+    assert described["tinyextra"] == {"dist": "tiny-extra", "version": "0.3"}
+    assert described["helpers"] == found["helpers"]
     assert cell_payload.cell_imports("x = 1", str(notebook)) == {}
 
 
