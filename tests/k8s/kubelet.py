@@ -283,12 +283,19 @@ class ProcessKubelet:
         probe = container.get("readinessProbe")
         ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
         period = min(float((probe or {}).get("periodSeconds", 10)), PROBE_PERIOD_CAP)
+        # as a kubelet does: a ready pod turns unready only after failureThreshold (3)
+        # failures in a row; one slow answer on a loaded machine must not pull the pod out
+        # of its Service (the operator's autoscaler then backs off for 60 s)
+        threshold, failures = max(1, int((probe or {}).get("failureThreshold", 3))), 0
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while True:
                 proc = self.processes.get(key)
                 if proc is None or proc.poll() is not None:
                     return
                 ok = await self._check(session, probe, ports, ip)
+                failures = 0 if ok else failures + 1
+                if not ok and self.ready.get(key) and failures < threshold:
+                    ok = True
                 if ok != self.ready.get(key):
                     self.ready[key] = ok
                     pod = self.server.get("v1", "pods", key[1], key[0])
