@@ -66,3 +66,11 @@ def test_compute_quick(no_leaked_processes):
 def test_gpu_check_quick_dry_run():
     out = run("gpu_check.py", "--quick", "--dry-run")
     assert "0 failing function(s)" in out
+
+
+@pytest.mark.k8s
+def test_k8s_scaling_quick(no_leaked_processes):
+    pytest.importorskip("kopf", reason="kopf is not installed: the real Dask operator cannot run")
+    out = run("k8s_scaling.py", "--quick", timeout=400)
+    for what in ("start -> first worker", "first cell", "idle -> zero", "zero -> cell (wake)"):
+        assert f"| {what} |" in out, out
