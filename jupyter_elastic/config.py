@@ -236,6 +236,46 @@ def short_text(value: Any, what: str, *, limit: int = 200, allow_empty: bool = F
     return value
 
 
+#: Most GPU types one ``--gpu-type A,B,...`` list may name, and the longest name (a
+#: Kubernetes label value).
+MAX_GPU_TYPES = 8
+GPU_TYPE_CHARS = 63
+_GPU_TYPE_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def parse_gpu_types(value: Any, *, what: str = "--gpu-type") -> tuple[str, ...]:
+    """GPU types to try in order: ``"A,B"`` (or a YAML list), each a label value.
+
+    Examples
+    --------
+    >>> parse_gpu_types("NVIDIA-H100-80GB-HBM3, NVIDIA-A100-SXM4-80GB")
+    ('NVIDIA-H100-80GB-HBM3', 'NVIDIA-A100-SXM4-80GB')
+    """
+    form = (f"a GPU type such as NVIDIA-A100-SXM4-80GB, or up to {MAX_GPU_TYPES} of them "
+            "separated by commas, tried in order")
+    if value is None or value == "" or value == []:
+        return ()
+    if isinstance(value, (list, tuple)):
+        if len(value) > MAX_GPU_TYPES:
+            raise ConfigError(f"{what} names {len(value)} GPU types; at most {MAX_GPU_TYPES}")
+        items = [_scalar_text(v, what, GPU_TYPE_CHARS + 1) for v in value]
+    elif isinstance(value, str):
+        if len(value) > MAX_GPU_TYPES * (GPU_TYPE_CHARS + 2):
+            raise ConfigError(f"{what} must be {form}; got {len(value)} characters, which is far too long")
+        items = value.split(",")
+    else:
+        raise ConfigError(f"{what} must be {form}, got {quote(value)}")
+    types = tuple(t.strip() for t in items)
+    if len(types) > MAX_GPU_TYPES:
+        raise ConfigError(f"{what} names {len(types)} GPU types; at most {MAX_GPU_TYPES}")
+    for t in types:
+        if len(t) > GPU_TYPE_CHARS or not _GPU_TYPE_RE.fullmatch(t):
+            raise ConfigError(f"{what} must be {form}, got {quote(t)} in {quote(value)}")
+    if len(set(types)) != len(types):
+        raise ConfigError(f"{what} names a GPU type twice: {quote(value)}")
+    return types
+
+
 def check_backend(value: Any) -> str:
     """Return ``value`` if it names a backend, else raise a ConfigError listing the choices."""
     if value not in BACKENDS:
@@ -260,6 +300,9 @@ class Pricing:
     gpu_hour: float = 2.50
     cpu_hour: float = 0.05
     currency: str = "USD"
+    #: ``(gpu type, price per GPU-hour)`` pairs: ``pricing.gpu-hour`` given as a table keyed
+    #: by type (its ``default`` key, or 2.50, is ``gpu_hour``: the price of any other type).
+    gpu_hour_types: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         # Prices also come from traitlets (c.ElasticExtension.gpu_hour_price), not only
@@ -267,10 +310,21 @@ class Pricing:
         for name in ("gpu_hour", "cpu_hour"):
             non_negative(getattr(self, name), f"{NAMESPACE}.pricing.{name.replace('_', '-')}",
                          maximum=MAX_PRICE)
+        for gpu_type, price in self.gpu_hour_types:
+            non_negative(price, f"{NAMESPACE}.pricing.gpu-hour[{quote(gpu_type)}]", maximum=MAX_PRICE)
 
-    def cost(self, gpu_seconds: float, cpu_seconds: float) -> float:
-        """Money for ``gpu_seconds`` of GPU time and ``cpu_seconds`` of CPU-core time."""
-        return gpu_seconds / 3600.0 * self.gpu_hour + cpu_seconds / 3600.0 * self.cpu_hour
+    def gpu_price(self, gpu_type: str | None = None) -> float:
+        """The price of one GPU-hour of ``gpu_type`` (the default price for any other)."""
+        if gpu_type is not None:
+            for known, price in self.gpu_hour_types:
+                if known == gpu_type:
+                    return price
+        return self.gpu_hour
+
+    def cost(self, gpu_seconds: float, cpu_seconds: float, gpu_type: str | None = None) -> float:
+        """Money for ``gpu_seconds`` of GPU time (of ``gpu_type``) and ``cpu_seconds`` of
+        CPU-core time."""
+        return gpu_seconds / 3600.0 * self.gpu_price(gpu_type) + cpu_seconds / 3600.0 * self.cpu_hour
 
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -301,6 +355,8 @@ class KubernetesSettings:
     scheduler_tolerations: list[dict[str, Any]] = field(default_factory=list)
     #: ``kubernetes.spot``: worker pods go to spot/preemptible nodes (GKE, EKS, AKS labels).
     spot: bool = False
+    #: GPU types to try in order when a cell gives no --gpu-type (``kubernetes.gpu-type``)
+    gpu_types: tuple[str, ...] = ()
 
 
 GATEWAY_AUTH_TYPES = ("jupyterhub", "simple", "basic", "kerberos")
@@ -355,6 +411,9 @@ class Settings:
     #: server extension: start a notebook's scheduler (never a worker, unless min-workers)
     #: when it opens with ``%%gpu`` cells or its first ``%%gpu`` cell is typed.
     prewarm: bool = True
+    #: ``%%gpu --sync`` for every cell: install what a cell imports that the workers lack
+    #: (the notebook's pip packages, its folder's local modules) with Dask worker plugins.
+    sync_packages: bool = False
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     pricing: Pricing = field(default_factory=Pricing)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -368,7 +427,7 @@ class Settings:
 
 # --------------------------------------------------------------------------- parsing
 #: Mappings whose keys are the user's own (environment variables, labels): kept as written.
-_USER_MAPPINGS = ("env", "labels", "node-selector", "cluster-options", "tolerations")
+_USER_MAPPINGS = ("env", "labels", "node-selector", "cluster-options", "tolerations", "gpu-hour")
 
 
 def _dashed(value: Any) -> Any:
@@ -472,6 +531,7 @@ def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
         scheduler_node_selector=_mapping(scheduler.get("node-selector"), key + "scheduler.node-selector"),
         scheduler_tolerations=_tolerations(scheduler.get("tolerations"), key + "scheduler.tolerations"),
         spot=flag(raw.get("spot", False), key + "spot"),
+        gpu_types=parse_gpu_types(raw.get("gpu-type"), what=key + "gpu-type"),
     )
 
 
@@ -486,6 +546,23 @@ def _queue_name(value: Any, what: str) -> str | None:
                           f"'-', '_', '.', starting and ending with a letter or digit), got "
                           f"{quote(name)}")
     return name
+
+
+def _gpu_hour(value: Any, what: str) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """``pricing.gpu-hour``: a price, or a table ``{<gpu type>: price, default: price}``."""
+    if not isinstance(value, dict):
+        return non_negative(value, what, maximum=MAX_PRICE), ()
+    if len(value) > 64:
+        raise ConfigError(f"{what} may price at most 64 GPU types, got {len(value)}")
+    default, table = 2.5, []
+    for gpu_type, price in value.items():
+        if gpu_type == "default":
+            default = non_negative(price, f"{what}.default", maximum=MAX_PRICE)
+            continue
+        (name,) = parse_gpu_types(_scalar_text(gpu_type, f"a key of {what}", GPU_TYPE_CHARS + 1),
+                                  what=f"a key of {what}")
+        table.append((name, non_negative(price, f"{what}[{quote(name)}]", maximum=MAX_PRICE)))
+    return default, tuple(table)
 
 
 def _gateway(raw: dict[str, Any]) -> GatewaySettings:
@@ -550,6 +627,7 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
         raise ConfigError(f"{NAMESPACE} must be a mapping of settings, got {quote(cfg)}")
     worker = _section(cfg, "worker", key + "worker")
     pricing = _section(cfg, "pricing", key + "pricing")
+    gpu_hour, gpu_hour_types = _gpu_hour(pricing.get("gpu-hour", 2.5), key + "pricing.gpu-hour")
     settings = Settings(
         backend=check_backend(cfg.get("backend", "local")),
         idle_timeout=parse_duration(cfg.get("idle-timeout", "60s"), what=key + "idle-timeout"),
@@ -560,14 +638,14 @@ def load_settings(raw: dict[str, Any] | None = None) -> Settings:
         interrupt_grace=parse_duration(cfg.get("interrupt-grace", "2s"), what=key + "interrupt-grace"),
         dashboard=flag(cfg.get("dashboard", False), key + "dashboard"),
         prewarm=flag(cfg.get("prewarm", True), key + "prewarm"),
+        sync_packages=flag(cfg.get("sync-packages", False), key + "sync-packages"),
         worker=WorkerSettings(
             gpus=parse_gpus(worker.get("gpus", 1), what=key + "worker.gpus"),
             cpus=whole(worker.get("cpus", 4), key + "worker.cpus", minimum=1),
             memory=parse_size(worker.get("memory", "16GiB"), what=key + "worker.memory"),
         ),
         pricing=Pricing(
-            gpu_hour=non_negative(pricing.get("gpu-hour", 2.5), key + "pricing.gpu-hour",
-                                  maximum=MAX_PRICE),
+            gpu_hour=gpu_hour, gpu_hour_types=gpu_hour_types,
             cpu_hour=non_negative(pricing.get("cpu-hour", 0.05), key + "pricing.cpu-hour",
                                   maximum=MAX_PRICE),
             currency=short_text(_scalar_text(pricing.get("currency", "USD"), key + "pricing.currency"),
@@ -594,6 +672,7 @@ SETTABLE_KEYS: dict[str, Callable[[Any], Any]] = {
     "min-workers": lambda v: whole(v, "min-workers"),
     "max-workers": lambda v: whole(v, "max-workers", minimum=1),
     "interrupt-grace": lambda v: parse_duration(v, what="interrupt-grace"),
+    "sync-packages": lambda v: flag(v, "sync-packages"),
     "worker.gpus": lambda v: parse_gpus(v, what="worker.gpus"),
     "worker.cpus": lambda v: whole(v, "worker.cpus", minimum=1),
     "worker.memory": lambda v: parse_size(v, what="worker.memory"),

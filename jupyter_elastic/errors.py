@@ -73,6 +73,8 @@ class ClusterStartError(ElasticError):
     """A cluster could not be started; nothing was left half-created."""
 
     status_code = 503
+    #: no node could take a GPU worker within the pending timeout: another GPU type may
+    unschedulable = False
 
 
 class NoGPUError(ElasticError):

@@ -232,6 +232,7 @@ class HistoryRow:
     owner: str = ""
     notebook: str | None = None
     cached_inputs: list[str] = field(default_factory=list)
+    gpu_type: str | None = None  # the GPU type of the cluster the cell ran on (filled by the control plane)
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> HistoryRow:
@@ -281,7 +282,7 @@ class HistoryRow:
             raise ConfigError(f"history row: started must be an ISO-8601 time, "
                               f"got {quote(values['started'])}") from None
         text_limits: tuple[tuple[str, int | None], ...] = (
-            ("cluster_id", 64), ("worker", 256), ("error", None), ("notebook", 1024))
+            ("cluster_id", 64), ("worker", 256), ("error", None), ("notebook", 1024), ("gpu_type", 64))
         for key, cap in text_limits:
             v = values.get(key)
             if v is None:

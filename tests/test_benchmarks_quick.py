@@ -78,3 +78,11 @@ def test_hub_scale_quick():
         assert what in out, out
     assert "quota decisions: " in out and "per 1,000 cells" in out
     assert "requests served: 150;" in out  # 50 users x 3 rounds: nobody is left waiting
+
+
+@pytest.mark.k8s
+def test_k8s_scaling_quick(no_leaked_processes):
+    pytest.importorskip("kopf", reason="kopf is not installed: the real Dask operator cannot run")
+    out = run("k8s_scaling.py", "--quick", timeout=400)
+    for what in ("start -> first worker", "first cell", "idle -> zero", "zero -> cell (wake)"):
+        assert f"| {what} |" in out, out

@@ -21,10 +21,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..backends import ElasticBackend, backend_class
-from ..config import Settings, check_backend, load_settings, parse_duration, parse_gpus, whole
+from ..config import (
+    Settings,
+    check_backend,
+    load_settings,
+    parse_duration,
+    parse_gpu_types,
+    parse_gpus,
+    whole,
+)
 from ..errors import ClusterNotFound, ClusterStartError, ConfigError, ElasticError
 from ..models import ClusterSpec, HistoryRow, Usage, new_id, utcnow_iso
 from ..protocol import Progress
@@ -309,8 +318,10 @@ class ElasticClusterManager:
         [min-workers, max-workers] starting from zero. ``prewarmed``: started ahead of any
         kernel (:meth:`prewarm`); stopped after ``idle-timeout`` if no kernel leases it.
         """
+        types = self._gpu_types(backend, gpu_type)
         record = self._new_record(backend=backend, name=name, workers=workers, gpus=gpus,
-                                  gpu_type=gpu_type, session=session, idle_timeout=idle_timeout)
+                                  gpu_type=types[0] if types else None, session=session,
+                                  idle_timeout=idle_timeout)
         record.prewarmed = prewarmed
         self._clusters[record.id] = record
         on_progress = self._progress(record, progress)
@@ -318,7 +329,8 @@ class ElasticClusterManager:
         impl = self.backend(record.backend)
         record.start_task = asyncio.current_task()
         try:
-            record.handle = await impl.start(record.spec, on_progress)
+            record.handle = await self._start_trying_types(impl, record, types, on_progress)
+            record.meter.gpu_type = record.spec.gpu_type
             await self._size(record, workers)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and record.status == "stopped":
@@ -334,10 +346,51 @@ class ElasticClusterManager:
             await impl.close(record.handle)
             raise ClusterStartError(f"the cluster {record.name!r} was stopped while it started")
         record.status = "running"
-        on_progress("ready", "")
+        on_progress("ready", f"got GPU type {record.spec.gpu_type}" if len(types) > 1 else "")
         record.last_activity = self.clock()
         log.info("jupyter-elastic: started %s cluster %s (%s)", record.backend, record.name, record.id)
         return record.to_json(self.clock())
+
+    def _gpu_types(self, backend: str | None, gpu_type: str | None) -> tuple[str, ...]:
+        """The GPU types to try in order: ``--gpu-type A,B``, else (Kubernetes) the
+        configured ``kubernetes.gpu-type`` list."""
+        if gpu_type is not None:
+            return parse_gpu_types(gpu_type)
+        if (backend or self.settings.backend) == "kubernetes":
+            return self.settings.kubernetes.gpu_types
+        return ()
+
+    @staticmethod
+    async def _start_trying_types(impl: ElasticBackend, record: ClusterRecord, types: tuple[str, ...],
+                                  progress: Progress) -> Any:
+        """Start the cluster on the first GPU type of ``types`` whose worker a node takes:
+        a type whose worker stays unschedulable for ``kubernetes.pending-timeout`` gives way
+        to the next (each try a fresh cluster of the same name); the start-up line says
+        which type it waits for. Any other fault ends the start as it is."""
+        if len(types) <= 1:
+            return await impl.start(record.spec, progress)
+        for i, gpu_type in enumerate(types):
+            record.spec = replace(record.spec, gpu_type=gpu_type)
+
+            def typed(phase: str, detail: str, gpu_type: str = gpu_type, i: int = i) -> None:
+                note = f"waiting for GPU type {gpu_type}, {i + 1} of {len(types)}"
+                progress(phase, f"{detail}; {note}" if detail else note)
+
+            typed("queued", "")
+            try:
+                return await impl.start(record.spec, typed)
+            except ClusterStartError as exc:
+                if not exc.unschedulable:
+                    raise
+                if i == len(types) - 1:
+                    raise ClusterStartError(
+                        f"{exc.args[0]}; tried GPU types {', '.join(types)} in order, each for "
+                        "kubernetes.pending-timeout", hint=exc.hint) from exc
+                log.info("jupyter-elastic: %s: no node for GPU type %s; trying %s",
+                         record.name, gpu_type, types[i + 1])
+                progress("queued", f"no node took a worker with GPU type {gpu_type} within "
+                                   f"kubernetes.pending-timeout; trying {types[i + 1]}")
+        raise AssertionError("unreachable: the last type returns or raises")
 
     async def scale(self, cluster_id: str, n: Any) -> dict[str, Any]:
         """Fixed size ``n`` (0 frees every worker); adaptive scaling stops until idle."""
@@ -601,6 +654,8 @@ class ElasticClusterManager:
         record = self._clusters.get(lease.cluster_id) if lease is not None else None
         checked = dict(row)
         checked.setdefault("owner", self.owner)
+        if record is not None and record.spec.gpu_type and checked.get("device") == "gpu":
+            checked["gpu_type"] = record.spec.gpu_type  # what it ran on, priced per type
         parsed = price_row(self.settings.pricing, HistoryRow.from_json(checked))
         if lease is not None and lease.cells:
             lease.cells.pop(0)

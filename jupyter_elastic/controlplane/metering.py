@@ -32,6 +32,7 @@ class ClusterMeter:
         self.cpus_per_worker = cpus_per_worker
         self.usage = Usage()
         self._last = None
+        self.gpu_type: str | None = None  # priced per type (pricing.gpu-hour as a table)
 
     def tick(self, now: float, workers: int, busy: bool) -> None:
         """Account for the time since the last tick, with ``workers`` alive throughout."""
@@ -49,11 +50,12 @@ class ClusterMeter:
             self.usage.busy_seconds += worker_seconds
         else:
             self.usage.idle_seconds += worker_seconds
-        self.usage.cost = self.pricing.cost(self.usage.gpu_seconds, self.usage.cpu_seconds)
+        self.usage.cost = self.pricing.cost(self.usage.gpu_seconds, self.usage.cpu_seconds, self.gpu_type)
 
 
 def cell_charge(
-    pricing: Pricing, compute_seconds: float, gpus: float, cpus: float, on_gpu: bool
+    pricing: Pricing, compute_seconds: float, gpus: float, cpus: float, on_gpu: bool,
+    gpu_type: str | None = None,
 ) -> tuple[float, float, float]:
     """GPU-seconds, CPU-seconds and cost of one cell that computed ``compute_seconds``.
 
@@ -67,7 +69,7 @@ def cell_charge(
     """
     gpu_seconds = compute_seconds * gpus if on_gpu else 0.0
     cpu_seconds = 0.0 if on_gpu else compute_seconds * cpus
-    return gpu_seconds, cpu_seconds, pricing.cost(gpu_seconds, cpu_seconds)
+    return gpu_seconds, cpu_seconds, pricing.cost(gpu_seconds, cpu_seconds, gpu_type)
 
 
 def price_row(pricing: Pricing, row: HistoryRow) -> HistoryRow:
@@ -78,7 +80,8 @@ def price_row(pricing: Pricing, row: HistoryRow) -> HistoryRow:
     if row.device == "local":
         row.gpu_seconds = row.cpu_seconds = row.cost = 0.0
         return row
-    charge = cell_charge(pricing, row.compute_seconds, row.gpus, row.cpus, row.device == "gpu")
+    charge = cell_charge(pricing, row.compute_seconds, row.gpus, row.cpus, row.device == "gpu",
+                         row.gpu_type)
     # Each factor is bounded (HistoryRow.from_json, MAX_PRICE), so the product is finite;
     # capping it at MAX_NUMBER keeps the priced row readable by HistoryRow.from_json and
     # the sum over HISTORY_LIMIT rows far from overflow.

@@ -107,3 +107,124 @@ def parity_problems(kernel: dict[str, str | None], worker: dict[str, str | None]
         if a.split(".")[:depth] != b.split(".")[:depth]:
             problems.append(f"{package} {a} in the kernel but {b} on the worker")
     return problems
+
+
+# --------------------------------------------------------------------------- imports
+#: Most top-level imports of one cell that are looked into (a cell rarely has ten).
+MAX_CELL_IMPORTS = 64
+
+
+def _top_level_imports(source: str) -> list[str]:
+    """Top-level module names a cell imports in its own body (not inside ``try``, a
+    function or a class: a guarded import is the cell's own fallback), absolute only."""
+    import ast
+
+    if "import" not in source:
+        return []
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        found: list[str] = []
+        if isinstance(node, ast.Import):
+            found = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found = [node.module.split(".")[0]]
+        for name in found:
+            if name not in names:
+                names.append(name)
+    return names[:MAX_CELL_IMPORTS]
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return dict(packages_distributions())
+
+
+_REREAD: set[str] = set()
+
+
+def distribution_of(name: str) -> tuple[str, str] | None:
+    """``(distribution, version)`` that provides top-level module ``name`` here, if any.
+    The first call reads every installed distribution's file list (a few tenths of a
+    second), so the kernel asks only about modules a worker said it lacks."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    dists = _distributions().get(name)
+    if dists is None and name not in _REREAD:  # installed after the map was read (%pip install)
+        _REREAD.add(name)
+        _distributions.cache_clear()
+        dists = _distributions().get(name)
+    for dist in dists or []:
+        try:
+            return dist, version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def cell_imports(source: str, folder: str) -> dict[str, dict[str, Any]]:
+    """What a cell imports that a worker must also have, as the kernel sees it.
+
+    ``{module: {"path": p}}`` for a local module (a ``.py`` file or package folder) inside
+    ``folder`` (the notebook's folder), ``{module: {}}`` for anything else
+    (:func:`describe_imports` adds the distributions of the ones a worker lacks).
+    The standard library, the packages :data:`PARITY` checks (CuPy may be on one side
+    only) and modules this kernel cannot find (a worker-only package) are left out.
+    """
+    import importlib.util
+    import os
+
+    found: dict[str, dict[str, Any]] = {}
+    root = os.path.realpath(folder) + os.sep
+    for name in _top_level_imports(source):
+        if name in sys.stdlib_module_names or name in sys.builtin_module_names or name in PARITY:
+            continue
+        module = sys.modules.get(name)
+        try:
+            spec = module.__spec__ if module is not None else importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            continue
+        origin = spec.origin if spec.origin not in (None, "built-in", "frozen") else None
+        locations = list(spec.submodule_search_locations or [])
+        where = locations[0] if locations else origin
+        if where and os.path.realpath(where).startswith(root):
+            found[name] = {"path": os.path.realpath(where)}
+            continue
+        found[name] = {}
+    return found
+
+
+def describe_imports(imports: dict[str, dict[str, Any]], names: list[str]) -> dict[str, dict[str, Any]]:
+    """``imports`` with ``{"dist": name, "version": v}`` added for those of ``names`` that
+    an installed distribution provides."""
+    described = dict(imports)
+    for name in names:
+        if name in described and "path" not in described[name]:
+            dist = distribution_of(name)
+            described[name] = {"dist": dist[0], "version": dist[1]} if dist else {}
+    return described
+
+
+def missing_modules(names: list[str]) -> list[str]:
+    """The modules in ``names`` that cannot be imported here (run on a worker)."""
+    import importlib
+    import importlib.util
+
+    def lacks(name: str) -> bool:
+        try:
+            return name not in sys.modules and importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [name for name in names if lacks(name)]
+    if missing:  # a plugin may have installed or uploaded one since the finders' caches were read
+        importlib.invalidate_caches()
+        missing = [name for name in missing if lacks(name)]
+    return missing

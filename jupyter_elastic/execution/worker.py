@@ -37,7 +37,15 @@ from .output import (
     remote_display,
     thread_state,
 )
-from .payload import INLINE_MAX_BYTES, Cached, CacheIt, changed, parity_problems, versions
+from .payload import (
+    INLINE_MAX_BYTES,
+    Cached,
+    CacheIt,
+    changed,
+    missing_modules,
+    parity_problems,
+    versions,
+)
 
 
 class _InputCache:
@@ -222,7 +230,8 @@ def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None
 
     Statuses: ``ok`` (``outputs``, ``deleted``, ``value``), ``error`` (``ename``,
     ``evalue``, ``traceback``), ``cache-miss`` (``missing`` tokens: re-send them),
-    ``mismatch`` (``problems``: package versions differ). ``record`` (a list) also keeps
+    ``mismatch`` (``problems``: package versions differ; ``missing``: modules the cell
+    imports that this worker cannot import). ``record`` (a list) also keeps
     every output event sent (detached cells store them with their results).
     """
     try:
@@ -236,6 +245,9 @@ def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None
     problems = parity_problems(payload.get("versions") or {}, versions())
     if problems:
         return {"status": "mismatch", "problems": problems, "versions": versions()}
+    missing = missing_modules(list(payload.get("modules") or ()))
+    if missing:  # before the cell runs: it would fail on its import, far from the cause
+        return {"status": "mismatch", "problems": [], "missing": missing, "versions": versions()}
 
     # Inputs: cached ones from the worker's cache, new large ones into it.
     namespace: dict[str, Any] = {}

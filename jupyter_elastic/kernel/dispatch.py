@@ -66,6 +66,7 @@ class CellOptions:
     gpu_type: str | None = None
     cpus: int | None = None
     memory: int | None = None  # bytes the cell needs: checked against the cluster's workers
+    sync: bool = False  # install what the cell imports that the workers lack (--sync)
 
 
 @dataclass
@@ -312,6 +313,9 @@ class Dispatcher:
             "topic": self.session.topic, "keep_on_device": run.options.keep_on_device,
             "versions": cell_payload.versions(),
         }
+        imports = cell_payload.cell_imports(plan.source, os.getcwd())
+        if imports:
+            payload["modules"] = list(imports)
         result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall)
         if result["status"] == "cache-miss":  # another worker, or a restarted one
             self.session.sent_tokens -= set(result["missing"])
@@ -319,6 +323,20 @@ class Dispatcher:
                       for n, v in inputs.items()}
             payload = dict(payload, inputs=inputs, cell_id=new_id("c"))
             result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall)
+        if result["status"] == "mismatch" and result.get("missing"):
+            imports = cell_payload.describe_imports(imports, result["missing"])
+            if not (run.options.sync or self.session.settings.sync_packages):
+                raise EnvironmentMismatch(
+                    _missing_line(result["missing"], imports),
+                    hint="run the cell with %%gpu --sync to install it on the workers (or set "
+                         "jupyter-elastic.sync-packages: true), or add it to the workers' image")
+            self._sync(result["missing"], imports)
+            payload = dict(payload, cell_id=new_id("c"))
+            result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall)
+            if result["status"] == "mismatch" and result.get("missing"):
+                raise EnvironmentMismatch(
+                    _missing_line(result["missing"], imports) + " (still, after --sync installed it)",
+                    hint="the workers' environment cannot import it; add it to the workers' image")
         if result["status"] == "mismatch":
             raise EnvironmentMismatch(
                 "the worker's packages differ from the kernel's: " + "; ".join(result["problems"]),
@@ -328,6 +346,45 @@ class Dispatcher:
         # The worker cached every large input before running the cell.
         self.session.sent_tokens.update(v.token for v in inputs.values() if isinstance(v, CacheIt))
         return result
+
+    def _sync(self, missing: list[str], imports: dict[str, dict[str, Any]]) -> None:
+        """Install what the workers lack with Dask's own plugins, registered with the
+        scheduler so that workers started later (from zero) get them too: ``PipInstall``
+        for the notebook's packages at the notebook's versions, ``UploadFile`` /
+        ``UploadDirectory`` for local modules from the notebook's folder. Says what it did."""
+        from distributed.diagnostics.plugin import PipInstall, UploadDirectory, UploadFile
+
+        unknown = [n for n in missing if not imports.get(n)]
+        if unknown:
+            raise EnvironmentMismatch(
+                _missing_line(missing, imports) + f"; --sync cannot install {', '.join(unknown)}: it "
+                "is neither a pip package nor a module in the notebook's folder",
+                hint="add it to the workers' image (or move it into the notebook's folder)")
+        client = self.session.client
+        pip = [f"{imports[n]['dist']}=={imports[n]['version']}" for n in missing if "dist" in imports[n]]
+        done: list[str] = []
+        try:
+            for name in missing:
+                path = imports[name].get("path")
+                if path is None:
+                    continue
+                if os.path.isdir(path):
+                    plugin: Any = UploadDirectory(path, update_path=True, restart_workers=True)
+                else:
+                    plugin = UploadFile(path)
+                client.register_plugin(plugin, name=f"jupyter-elastic-upload-{name}")
+                done.append(f"uploaded {os.path.basename(path)}")
+            if pip:
+                client.register_plugin(PipInstall(pip))
+                done.append(f"pip installed {' '.join(pip)}")
+        except Exception as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise EnvironmentMismatch(
+                f"--sync could not install {', '.join(missing)} on the workers: "
+                f"{_one_line(lines[-1] if lines else type(exc).__name__)}",
+                hint="check that the workers can reach your package index (PIP_INDEX_URL in "
+                     "jupyter-elastic.kubernetes.env), or add it to the workers' image") from None
+        print(f"jupyter-elastic: --sync {'; '.join(done)} on the workers", file=sys.stderr)
 
     def _direct(self) -> bool:
         """Whether this kernel reaches the workers themselves (a local cluster's are on this
@@ -795,3 +852,19 @@ def _one_line(text: str | None, limit: int = 200) -> str:
     """An exception message as one bounded line (for retry notes)."""
     line = " ".join((text or "").split())
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _missing_line(missing: list[str], imports: dict[str, dict[str, Any]]) -> str:
+    """One line naming the modules a cell imports that the workers lack, with what the
+    notebook has of each."""
+    described = []
+    for name in missing:
+        info = imports.get(name) or {}
+        if "dist" in info:
+            described.append(f"`{name}` ({info['dist']} {info['version']} in the notebook)")
+        elif "path" in info:
+            described.append(f"`{name}` (a local module: {os.path.basename(info['path'])} "
+                             "in the notebook's folder)")
+        else:
+            described.append(f"`{name}`")
+    return f"the cell imports {', '.join(described)}, which the workers do not have"

@@ -25,10 +25,15 @@ class PhaseDisplay:
         self._handle: Any = None
         self.phase = ""
         self.shown = False
+        self.got = ""  # "got GPU type B" once a --gpu-type list found its type: kept on the line
 
     def show(self, phase: str, detail: str = "") -> None:
         from IPython.display import display
 
+        if detail.startswith("got GPU type "):
+            self.got = detail
+        elif self.got and phase == "ready":
+            detail = f"{detail}; {self.got}" if detail else self.got
         self.phase = phase
         elapsed = time.monotonic() - self.start
         steps = PHASES

@@ -52,7 +52,8 @@ class _HelpShown(Exception):
 def _cell_parser() -> _Parser:
     p = _Parser(prog="%%gpu", add_help=True, description="Run this cell on an elastic GPU worker.")
     p.add_argument("--gpus", default=None, help="GPUs for this cell: 1, 2, ... or a fraction such as 0.5 to share one")
-    p.add_argument("--gpu-type", default=None, help="GPU model, e.g. NVIDIA-H100-80GB-HBM3 (Kubernetes)")
+    p.add_argument("--gpu-type", default=None,
+                   help="GPU model, e.g. NVIDIA-H100-80GB-HBM3, or a list A,B tried in order (Kubernetes)")
     p.add_argument("--cpus", default=None, help="CPU cores the cell uses (what its CPU-seconds count)")
     p.add_argument("--memory", default=None, help="memory the cell needs, e.g. 8GiB (checked against the worker size)")
     p.add_argument("--in", dest="inputs", default=None, help="names to send, comma-separated (default: found)")
@@ -64,6 +65,8 @@ def _cell_parser() -> _Parser:
                         "a cell whose worker pod is lost is re-run once unless --retries is given)")
     p.add_argument("--backend", default=None, help="local, kubernetes or gateway")
     p.add_argument("--local", action="store_true", help="run here in the kernel with the same semantics")
+    p.add_argument("--sync", action="store_true",
+                   help="install what the cell imports that the workers lack (pip packages, local modules)")
     p.add_argument("--require-gpu", action="store_true", help="fail instead of running on CPU workers")
     p.add_argument("--detach", action="store_true", help="run as a job that outlives this kernel (%gpu attach ID)")
     p.add_argument("--name", default=None, help="with --detach: a name for %gpu attach/cancel/results")
@@ -147,14 +150,17 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
                 )
         retries = None if args.retries is None else cfg.whole(args.retries, "--retries")
         backend = None if args.backend is None else cfg.check_backend(args.backend)
+        gpu_type = None
+        if args.gpu_type is not None:
+            gpu_type = ",".join(cfg.parse_gpu_types(args.gpu_type)) or None
     except ConfigError as exc:
         raise UsageError(exc.message) from None
     if gpus == 0 and args.require_gpu:
         raise UsageError("--gpus 0 and --require-gpu contradict each other; drop one")
     options = CellOptions(
         gpus=gpus, backend=backend, timeout=timeout, retries=retries, keep_on_device=args.keep_on_device,
-        require_gpu=args.require_gpu, local=args.local, gpu_type=args.gpu_type, cpus=cpus,
-        memory=memory,
+        require_gpu=args.require_gpu, local=args.local, gpu_type=gpu_type, cpus=cpus,
+        memory=memory, sync=args.sync,
     )
     return options, _names(args.inputs, "--in"), _names(args.outputs, "--out")
 
@@ -163,7 +169,7 @@ def _parse_options(line: str) -> tuple[CellOptions, list[str] | None, list[str] 
 #: cells ask for, its cluster's idle timeout (the server checks its bounds), and how long an
 #: interrupted cell gets before its worker restarts. Every other setting describes clusters
 #: the server starts, so only the server's configuration sets it.
-KERNEL_KEYS = frozenset({"backend", "idle-timeout", "interrupt-grace"})
+KERNEL_KEYS = frozenset({"backend", "idle-timeout", "interrupt-grace", "sync-packages"})
 
 
 @magics_class
@@ -197,9 +203,9 @@ class ElasticMagics(Magics):
                ...: feats = extract(images)
                ...: feats.shape
 
-        Flags: --gpus N|FRACTION, --gpu-type NAME, --cpus N, --memory SIZE, --in a,b,
+        Flags: --gpus N|FRACTION, --gpu-type NAME[,NAME...], --cpus N, --memory SIZE, --in a,b,
         --out x,y, --keep-on-device, --timeout DURATION, --retries N,
-        --backend local|kubernetes|gateway, --local, --require-gpu.
+        --backend local|kubernetes|gateway, --local, --require-gpu, --sync.
         """
         try:
             options, inputs, outputs = _parse_options(line)

@@ -133,6 +133,7 @@ class ElasticExtension(ExtensionApp):
                     gpu_hour=base.gpu_hour if self.gpu_hour_price is None else self.gpu_hour_price,
                     cpu_hour=base.cpu_hour if self.cpu_hour_price is None else self.cpu_hour_price,
                     currency=base.currency if self.currency is None else self.currency,
+                    gpu_hour_types=base.gpu_hour_types,
                 )
             )
         self.manager = ElasticClusterManager(

@@ -23,8 +23,10 @@ It plays three parts of a cluster, reading and writing only through the double's
   test process. Service ports are taken to equal their target ports (no proxy).
 
 "Images" are not pulled: every container runs from this Python environment, with
-``dask-scheduler``/``dask-worker`` commands provided (the dask image has them; recent
-``distributed`` no longer installs them).
+``dask``, ``dask-scheduler`` and ``dask-worker`` commands provided (the dask image has them;
+recent ``distributed`` no longer installs the last two). A container whose env sets
+``K8S_DOUBLE_PYTHON`` runs them with that interpreter instead: another image, say one
+whose environment lacks what the notebook installed.
 """
 
 from __future__ import annotations
@@ -194,11 +196,11 @@ class ProcessKubelet:
 
     def _write_image_bin(self) -> None:
         os.makedirs(self.bin, exist_ok=True)
-        for name, module in {"dask-scheduler": "distributed.cli.dask_scheduler",
+        for name, module in {"dask": "dask", "dask-scheduler": "distributed.cli.dask_scheduler",
                              "dask-worker": "distributed.cli.dask_worker"}.items():
             path = os.path.join(self.bin, name)
             with open(path, "w") as f:
-                f.write(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
+                f.write(f'#!/bin/sh\nexec "${{K8S_DOUBLE_PYTHON:-{sys.executable}}}" -m {module} "$@"\n')
             os.chmod(path, 0o755)
 
     def _write_hosts(self) -> None:
@@ -343,12 +345,19 @@ class ProcessKubelet:
         probe = container.get("readinessProbe")
         ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
         period = min(float((probe or {}).get("periodSeconds", 10)), PROBE_PERIOD_CAP)
+        # as a kubelet does: a ready pod turns unready only after failureThreshold (3)
+        # failures in a row; one slow answer on a loaded machine must not pull the pod out
+        # of its Service (the operator's autoscaler then backs off for 60 s)
+        threshold, failures = max(1, int((probe or {}).get("failureThreshold", 3))), 0
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while True:
                 proc = self.processes.get(key)
                 if proc is None or proc.poll() is not None:
                     return
                 ok = await self._check(session, probe, ports, ip)
+                failures = 0 if ok else failures + 1
+                if not ok and self.ready.get(key) and failures < threshold:
+                    ok = True
                 if ok != self.ready.get(key):
                     self.ready[key] = ok
                     pod = self.server.get("v1", "pods", key[1], key[0])

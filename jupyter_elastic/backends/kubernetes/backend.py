@@ -70,9 +70,10 @@ _FORBIDDEN_RE = re.compile(r'cannot (\w+) resource "([^"]+)"(?: in API group "([
 class _Fault(Exception):
     """A start-up fault seen in pod status or events (becomes a ClusterStartError)."""
 
-    def __init__(self, message: str, hint: str) -> None:
+    def __init__(self, message: str, hint: str, *, unschedulable: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.unschedulable = unschedulable
 
 
 def translate(exc: BaseException, *, action: str, namespace: str | None = None) -> ElasticError:
@@ -273,6 +274,15 @@ class KubernetesBackend(ElasticBackend):
                                       namespace=namespace)
         except Exception as exc:
             raise translate(exc, action="look up DaskClusters", namespace=namespace) from None
+        if existing is not None and existing.get("metadata", {}).get("deletionTimestamp"):
+            # a cluster of this name being deleted (the last try of a --gpu-type list, a
+            # stop): wait for it to go rather than reconnect to it
+            progress("queued", f"waiting for the DaskCluster {spec.name} being deleted to go")
+            deadline = time.monotonic() + options.start_timeout
+            while existing is not None and time.monotonic() < deadline:
+                await asyncio.sleep(self.poll_interval)
+                existing = await get_json(api, f"daskclusters/{spec.name}", version=API_VERSION,
+                                          namespace=namespace)
         if existing is not None:
             labels = existing.get("metadata", {}).get("labels") or {}
             if labels.get(OWNER_LABEL) != label_value(spec.owner) or not all(
@@ -348,6 +358,7 @@ class KubernetesBackend(ElasticBackend):
             if isinstance(exc, _Fault):
                 error = ClusterStartError(f"the Kubernetes cluster {spec.name!r} did not start: {exc}",
                                           hint=exc.hint)
+                error.unschedulable = exc.unschedulable
             elif isinstance(exc, Exception):
                 error = translate(exc, action=f"start the Kubernetes cluster {spec.name!r}",
                                   namespace=namespace)
@@ -687,6 +698,7 @@ class _StartWatch:
                     f"no node can run the {component} pod: {message}",
                     "request fewer GPUs (--gpus), another --gpu-type, or ask for GPU nodes; "
                     "the wait is jupyter-elastic.kubernetes.pending-timeout",
+                    unschedulable=component == "worker",
                 )
             self.report("pending", f"{component} pod unschedulable: {message}")
             return

@@ -21,7 +21,7 @@ import socket
 _HOSTS = os.environ.get("K8S_DOUBLE_HOSTS")
 _POD_IP = os.environ.get("K8S_DOUBLE_POD_IP")
 _POD_NAME = os.environ.get("K8S_DOUBLE_POD_NAME")
-_cache: tuple[float, dict[str, str]] = (-1.0, {})
+_cache: tuple[tuple[int, int, int], dict[str, str]] = ((-1, -1, -1), {})
 
 
 def _hosts() -> dict[str, str]:
@@ -29,13 +29,16 @@ def _hosts() -> dict[str, str]:
     if not _HOSTS:
         return {}
     try:
-        mtime = os.stat(_HOSTS).st_mtime
+        st = os.stat(_HOSTS)
     except OSError:
         return {}
-    if mtime != _cache[0]:
+    # the kubelet replaces the file (a new inode each time): two writes within one mtime
+    # tick must not leave a name unresolved for good
+    version = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if version != _cache[0]:
         try:
             with open(_HOSTS) as f:
-                _cache = (mtime, json.load(f))
+                _cache = (version, json.load(f))
         except (OSError, ValueError):
             return _cache[1]
     return _cache[1]
@@ -142,3 +145,20 @@ if _POD_IP:
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     if _POD_NAME:
         socket.gethostname = lambda: _POD_NAME  # type: ignore[assignment,return-value]
+
+
+if _HOSTS:
+    import importlib.abc
+    import sys
+
+    class _NoAiodns(importlib.abc.MetaPathFinder):
+        """aiohttp resolves with c-ares (``aiodns``) when that is installed, which never asks
+        ``socket.getaddrinfo``: hide it, so the operator's HTTP calls to the scheduler
+        (``svc.ns:8787``) use cluster DNS here, as they do in a cluster."""
+
+        def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+            if name == "aiodns" or name.startswith("aiodns."):
+                raise ImportError("aiodns is hidden by the process kubelet's cluster DNS shim")
+            return None
+
+    sys.meta_path.insert(0, _NoAiodns())
