@@ -639,9 +639,11 @@ class Dispatcher:
         their outcome was already reported as unknown. One line each that was stopped."""
         import threading
 
-        lost, self._lost = self._lost, []
+        # a cell of another cluster is gone with that cluster's workers
+        lost = [item for item in self._lost if item[0] == lease["cluster_id"]]
+        self._lost = []
         client = self.session.client
-        if client is None:
+        if client is None or not lost:
             return
         # Dask reconnects in the background: give it a bounded moment.
         deadline = time.monotonic() + 10.0
@@ -650,9 +652,7 @@ class Dispatcher:
         if getattr(client, "status", "") != "running":  # still cut off: the next cell tries
             self._lost = (lost + self._lost)[-8:]
             return
-        for cluster_id, cell_id, where, name in lost:
-            if cluster_id != lease["cluster_id"]:
-                continue  # that cluster is gone (its workers with it)
+        for _, cell_id, where, name in lost:
             if where.worker is None:
                 found = self._find_running(client, cell_id, time.monotonic() + 1.0)
                 if found is None:
