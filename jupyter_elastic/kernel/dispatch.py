@@ -142,6 +142,10 @@ class Dispatcher:
         self._no_gpu_said = False
         self._fraction_said = False
         self._cell_counter = 0
+        #: Cells whose connection to the scheduler was lost while they ran: (cluster id,
+        #: cell id, where it ran, its name). Their outcome is unknown and they may still
+        #: hold their worker; the next cell on that cluster stops them first.
+        self._lost: list[tuple[str, str, _Where, str]] = []
 
     def report(self, row: dict[str, Any]) -> dict[str, Any]:
         """Send a finished cell's row to the control plane (never raises)."""
@@ -203,6 +207,12 @@ class Dispatcher:
         settings = session.settings  # read once per cell: the dispatch path is latency-bound
         phases = PhaseDisplay(run.started_wall)
         lease = session.ensure_cluster(options.backend or settings.backend, options.gpu_type, phases)
+        if self._lost:
+            try:
+                self._stop_lost(lease)
+            except KeyboardInterrupt:
+                raise CellCancelled("interrupted while an earlier cell that lost its scheduler "
+                                    "connection was being stopped; this cell did not run") from None
         check_memory(options.memory, lease)
         resources = self._resources(lease, options)
         inputs = self.prepare_inputs(plan, namespace)
@@ -316,13 +326,15 @@ class Dispatcher:
         imports = cell_payload.cell_imports(plan.source, os.getcwd())
         if imports:
             payload["modules"] = list(imports)
-        result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall)
+        result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall,
+                                       run.name)
         if result["status"] == "cache-miss":  # another worker, or a restarted one
             self.session.sent_tokens -= set(result["missing"])
             inputs = {n: (CacheIt(v.token, namespace[n]) if isinstance(v, Cached) else v)
                       for n, v in inputs.items()}
             payload = dict(payload, inputs=inputs, cell_id=new_id("c"))
-            result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall)
+            result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall,
+                                           run.name)
         if result["status"] == "mismatch" and result.get("missing"):
             imports = cell_payload.describe_imports(imports, result["missing"])
             if not (run.options.sync or self.session.settings.sync_packages):
@@ -332,7 +344,8 @@ class Dispatcher:
                          "jupyter-elastic.sync-packages: true), or add it to the workers' image")
             self._sync(result["missing"], imports)
             payload = dict(payload, cell_id=new_id("c"))
-            result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall)
+            result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall,
+                                           run.name)
             if result["status"] == "mismatch" and result.get("missing"):
                 raise EnvironmentMismatch(
                     _missing_line(result["missing"], imports) + " (still, after --sync installed it)",
@@ -415,8 +428,10 @@ class Dispatcher:
         return dict(payload, inputs=inputs, scattered={n: v.token for n, v in big.items()}), futures
 
     def _submit_and_wait(self, payload: dict[str, Any], resources: dict[str, float] | None,
-                         options: CellOptions, phases: PhaseDisplay, t0: float) -> dict[str, Any]:
+                         options: CellOptions, phases: PhaseDisplay, t0: float,
+                         name: str = "the cell") -> dict[str, Any]:
         client = self.session.client
+        cluster_id = (self.session.lease or {}).get("cluster_id")
         events = self.session.events
         cell_id = payload["cell_id"]
         payload, uploaded = self._upload(client, payload, phases)
@@ -507,6 +522,8 @@ class Dispatcher:
             where.held_until = time.monotonic()
             try:
                 failure = self._failed(client, exc, where)
+                if cluster_id and str(failure).startswith(_LOST_LINE):
+                    self._lost.append((cluster_id, cell_id, where, name))
             except KeyboardInterrupt:  # the stop button while the failure is looked into
                 failure = _stamped(WorkerLost(
                     f"the worker running this cell failed: {_one_line(str(exc))}",
@@ -565,10 +582,11 @@ class Dispatcher:
             return _stamped(WorkerLost(f"the worker running this cell ({address}) died: {why}",
                                        hint=hint, worker=address), where)
         text = _one_line(f"{type(exc).__name__}: {exc}")
-        if "scheduler-connection-lost" in str(exc) or "connection" in text.lower():
+        if _connection_lost(exc):
             return _stamped(WorkerLost(
-                f"lost the connection to the cluster's scheduler while the cell ran ({text}); "
-                "its outcome is unknown", hint=hint, worker=where.worker), where)
+                f"{_LOST_LINE} while the cell ran ({text}); "
+                "its outcome is unknown", hint=hint + "; if it still runs on its worker, the "
+                "next %%gpu cell on this cluster stops it first", worker=where.worker), where)
         return _stamped(WorkerLost(f"the worker running this cell failed: {text}", hint=hint,
                                    worker=where.worker), where)
 
@@ -615,6 +633,41 @@ class Dispatcher:
                 return str(address)
         return None
 
+    def _stop_lost(self, lease: dict[str, Any]) -> None:
+        """Stop the cells that lost their scheduler connection and still run on this
+        cluster (the connection is back): they hold a worker the next cell may need, and
+        their outcome was already reported as unknown. One line each that was stopped."""
+        import threading
+
+        # a cell of another cluster is gone with that cluster's workers
+        lost = [item for item in self._lost if item[0] == lease["cluster_id"]]
+        self._lost = []
+        client = self.session.client
+        if client is None or not lost:
+            return
+        # Dask reconnects in the background: give it a bounded moment.
+        deadline = time.monotonic() + 10.0
+        while getattr(client, "status", "") == "connecting" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if getattr(client, "status", "") != "running":  # still cut off: the next cell tries
+            self._lost = (lost + self._lost)[-8:]
+            return
+        for _, cell_id, where, name in lost:
+            if where.worker is None:
+                found = self._find_running(client, cell_id, time.monotonic() + 1.0)
+                if found is None:
+                    continue
+                where.announced(found, None)
+            state = _bounded(client, client._run, worker_side.cell_running, cell_id,
+                             workers=[where.worker], on_error="return", timeout=1.0)
+            if isinstance(state, dict) and state.get(where.worker) is False:
+                continue  # it ended on its own
+            hard = time.monotonic() + self.session.settings.interrupt_grace
+            how = self._stop_running(client, cell_id, where, threading.Event(), hard)
+            print(f"jupyter-elastic: {name}, whose connection to the scheduler was lost, was "
+                  f"still running on worker {where.worker}: it was {_STOPPED[how]}",
+                  file=sys.stderr)
+
     def _stop(self, client: Any, future: Any, cell_id: str, where: _Where, ended: bool,
               again: Any) -> str:
         grace = self.session.settings.interrupt_grace
@@ -636,6 +689,14 @@ class Dispatcher:
             if found is None:
                 return "cancelled"
             where.announced(found, None)
+        return self._stop_running(client, cell_id, where, again, hard)
+
+    def _stop_running(self, client: Any, cell_id: str, where: _Where, again: Any,
+                      hard: float) -> str:
+        """Interrupt a cell running on ``where.worker``; kill that worker if the cell still
+        runs at ``hard`` (the end of ``interrupt-grace``). Returns ``interrupted`` or
+        ``restarted``."""
+        grace = self.session.settings.interrupt_grace
         state = _bounded(client, client._run, worker_side.interrupt_cell, cell_id,
                          workers=[where.worker], on_error="return", timeout=_left(hard, grace))
         if isinstance(state, dict) and state.get(where.worker) is False:
@@ -688,6 +749,14 @@ class _Where:
         if self.started_at is None:
             return 0.0
         return max(0.0, (self.held_until or time.monotonic()) - self.started_at)
+
+
+_LOST_LINE = "lost the connection to the cluster's scheduler"
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a cell's task failed because the client lost its scheduler connection."""
+    return "scheduler-connection-lost" in str(exc) or "connection" in f"{type(exc).__name__}: {exc}".lower()
 
 
 def _stamped(error: ElasticError, where: _Where) -> ElasticError:

@@ -1,0 +1,113 @@
+"""The network between the kernel and its cluster's scheduler cut while a ``%%gpu`` cell runs.
+
+Real processes: a kernel (control plane embedded, local backend), its scheduler and a
+worker process, and a TCP proxy (``tcp_proxy.py``) in the test process between the
+kernel's Dask client and the scheduler. The kernel is pointed at the proxy where it reads
+the scheduler's address, the lease: a plain cell wraps its control plane's ``acquire`` so
+the lease names the proxy (the real address goes to a file the proxy reads). Nothing else
+in the kernel is changed; TLS and the client's own connection handling are the product's.
+
+The fault is a *cut*, not a silent partition: the proxy closes both sides of every
+connection and refuses new ones (as a dropped VPN or a restarted router with resets does).
+A partition that silently drops packets is not made here: a proxy in user space cannot make
+one (its own socket acknowledges what the kernel sends), and a real one needs root.
+"""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+from elastic_testing import wait_for
+from kernel_harness import Kernel
+
+from .tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.kernel
+
+ENV = {
+    "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "60s",
+    "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1",
+    "DASK_JUPYTER_ELASTIC__WORKER__MEMORY": "400MiB",
+    "DASK_JUPYTER_ELASTIC__INTERRUPT_GRACE": "1s",
+}
+
+VIA_PROXY = """\
+import pathlib as _pathlib
+_session = get_ipython().magics_manager.registry['ElasticMagics'].session
+_acquire = _session.control_plane.acquire
+def _via_proxy(*args, **kwargs):
+    lease = dict(_acquire(*args, **kwargs))
+    _pathlib.Path({path!r}).write_text(lease['scheduler_address'])
+    lease['scheduler_address'] = 'tls://127.0.0.1:{port}'
+    return lease
+_session.control_plane.acquire = _via_proxy
+del _session
+"""
+
+
+def history(kernel):
+    return kernel.value("get_ipython().run_line_magic('gpu', 'history --json')")
+
+
+def test_network_to_the_scheduler_cut_mid_cell(tmp_path, no_leaked_processes):
+    address_file = tmp_path / "scheduler-address"
+
+    def target():
+        host_port = address_file.read_text().split("://", 1)[1]
+        host, port = host_port.rsplit(":", 1)
+        return host, int(port)
+
+    proxy = TcpProxy(target)
+    kernel = Kernel(env=ENV)
+    try:
+        setup = kernel.run(VIA_PROXY.format(path=str(address_file), port=proxy.port))
+        assert setup.status == "ok", setup.error_text()
+        warm = kernel.run("%%gpu\nwarm = 1", timeout=120)
+        assert warm.status == "ok", warm.error_text()
+        assert proxy.accepted >= 1, "the kernel's client reaches the scheduler through the proxy"
+        rows_before = len(history(kernel))
+
+        cut = []
+
+        def on_message(msg):
+            if not cut and msg["msg_type"] == "stream" and "pid=" in msg["content"]["text"]:
+                cut.append(1)
+                proxy.cut()
+
+        # Nothing but the cut ends this cell: its own bound is far past the harness's.
+        run = kernel.collect(kernel.submit(
+            "%%gpu\nimport os, time\nprint(f'pid={os.getpid()}', flush=True)\n"
+            "time.sleep(600)\nnever = 1"), timeout=120, on_message=on_message)
+        assert cut, run.stdout
+        text = run.error_text()
+        assert run.status == "error", text
+        assert len(run.error["traceback"]) == 1 and "WorkerLost" in text, text
+        assert "lost the connection to the cluster's scheduler while the cell ran" in text, text
+        assert "outcome is unknown" in text and "not re-run" in text, text
+        for noise in ("Traceback", "distributed.", "CommClosedError", "KeyboardInterrupt"):
+            assert noise not in text and noise not in run.stderr, (noise, text, run.stderr)
+        assert kernel.value("'never' in globals()") is False
+        rows = history(kernel)[rows_before:]
+        assert [r["status"] for r in rows] == ["error"], rows
+        assert "lost the connection" in rows[0]["error"], rows
+
+        # The cell still runs on its worker (Dask cannot stop a thread, and the kernel could
+        # not reach the worker to stop it) and holds the only worker's slot.
+        orphan = psutil.Process(int(run.stdout.split("pid=")[1].split()[0]))
+        assert orphan.is_running()
+
+        # The network comes back: the next cell on the same cluster first stops the lost
+        # cell (it sleeps in C: its worker is restarted after interrupt-grace), then runs.
+        proxy.restore()
+        after = kernel.run("%%gpu\nafter = 41 + 1", timeout=120)
+        assert after.status == "ok", after.error_text()
+        assert "whose connection to the scheduler was lost, was still running" in after.stderr
+        assert "worker was restarted" in after.stderr, after.stderr
+        wait_for(lambda: not orphan.is_running(), timeout=10, what="the lost cell's worker to exit")
+        for noise in ("Traceback", "distributed.", "CommClosedError"):
+            assert noise not in after.stderr + after.stdout, (noise, after.stderr)
+        assert kernel.value("after") == 42
+        assert [r["status"] for r in history(kernel)[rows_before:]] == ["error", "ok"]
+    finally:
+        kernel.shutdown()
+        proxy.close()
