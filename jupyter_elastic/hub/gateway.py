@@ -915,7 +915,7 @@ class UsageBackendMixin:
         return usage
 
     @property
-    def _usage(self) -> dict[str, UserUsage]:
+    def _metered(self) -> dict[str, UserUsage]:
         return self.__dict__.setdefault("_elastic_usage", {})
 
     async def setup(self, app: web.Application) -> None:
@@ -943,11 +943,11 @@ class UsageBackendMixin:
         elapsed = min(max(0.0, now - last), 10 * self.elastic_quota.lease_check_period + 60)
         for cluster in clusters:
             gpus = self.elastic_quota.gpus_of(cluster.options) * self._granted.get(cluster.name, 0)
-            record = self._usage.get(cluster.username)
+            record = self._metered.get(cluster.username)
             if record is None:
-                if len(self._usage) >= MAX_METERED_USERS:
-                    self._usage.pop(next(iter(self._usage)))
-                record = self._usage[cluster.username] = UserUsage()
+                if len(self._metered) >= MAX_METERED_USERS:
+                    self._metered.pop(next(iter(self._metered)))
+                record = self._metered[cluster.username] = UserUsage()
             record.groups = tuple((cluster.options or {}).get(GROUPS_KEY) or record.groups)
             idle = gpus if _processing(metrics.get(cluster.name)) == 0 else 0.0
             record.add(now, gpus * elapsed, idle * elapsed)
@@ -969,8 +969,8 @@ class UsageBackendMixin:
             groups[cluster.username] = tuple((cluster.options or {}).get(GROUPS_KEY) or ())
         today = time.strftime("%Y-%m-%d", time.gmtime())
         users = []
-        for name in sorted(set(held) | set(self._usage)):
-            record = self._usage.get(name) or UserUsage()
+        for name in sorted(set(held) | set(self._metered)):
+            record = self._metered.get(name) or UserUsage()
             user_groups = groups.get(name) or record.groups
             limits = quota.limits_for(user_groups)
             gpus_now = sum(h.gpus for h in held.get(name, []))
