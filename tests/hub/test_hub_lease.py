@@ -2,7 +2,7 @@
 
 alice's server, spawned by the real hub, runs a ``%%gpu`` cell on a dask-gateway-server that
 authenticates her with the hub (the same quota module and hub auth as the package's gateway,
-but a 3 s lease checked every 0.5 s: the package's gateway keeps clusters without a client
+but an 8 s lease checked every 0.5 s: the package's gateway keeps clusters without a client
 for the other tests). Her kernel's Dask client holds the lease while her server lives; once
 the server and its kernel are SIGKILLed (nothing of theirs stops the cluster), the quota
 module sees no client on the scheduler and stops the cluster: the gateway lists none for her,
@@ -32,7 +32,9 @@ from .kernel_ws import RemoteKernel  # noqa: E402
 
 pytestmark = pytest.mark.hub
 
-LEASE_S = 3
+#: Long enough for a kernel to connect once its cluster's first worker is up on a loaded
+#: machine (the lease counts from then), short enough to wait out.
+LEASE_S = 8
 
 
 def clusters(hub: Any, gateway: GatewayServer, user: str) -> list[str]:
@@ -105,7 +107,7 @@ def test_a_killed_servers_cluster_is_stopped_after_the_lease(hub, tmp_path,
 
         # her kernel's Dask client holds the lease: the cluster outlives several lease checks
         marks = gateway.log.read_text().count("heartbeat [count")
-        wait_for(lambda: gateway.log.read_text().count("heartbeat [count") > marks + 2 * LEASE_S,
+        wait_for(lambda: gateway.log.read_text().count("heartbeat [count") > marks + LEASE_S + 3,
                  timeout=60, interval=0.2, what="more scheduler heartbeats than the lease lasts")
         assert clusters(hub, gateway, "alice") == [name]
         assert "lease lapsed" not in gateway.log.read_text()
