@@ -104,6 +104,7 @@ def test_a_killed_servers_cluster_is_stopped_after_the_lease(hub, tmp_path,
         run = kernel.execute("%%gpu\nimport os\nos.getpid()")
         assert run.status == "ok", (run.error, run.stderr)
         [name] = clusters(hub, gateway, "alice")
+        assert len(cluster_processes(gateway)) == 2  # its scheduler and one worker
 
         # her kernel's Dask client holds the lease: the cluster outlives several lease checks
         marks = gateway.log.read_text().count("heartbeat [count")
