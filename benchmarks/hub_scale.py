@@ -9,8 +9,8 @@ scheduler heartbeat (``on_cluster_heartbeat``, every ``--heartbeat`` seconds per
 the lease pass (``_check_leases``, reading each scheduler's client count from the
 simulation). A real dask-gateway-server with 1,000 users' clusters would need 1,000 scheduler
 processes, which this benchmark's machines cannot run; the HTTP and authentication layers in
-front of the hooks (dask-gateway's own, about a millisecond per request on 127.0.0.1 in
-``tests/gateway``) are therefore not in the figures.
+front of the hooks are therefore not in the in-process figures; ``--http N`` (below)
+measures them on a real dask-gateway-server whose backend keeps clusters in memory.
 
 Time is simulated (nothing sleeps); latencies and CPU are measured on the real clock
 around each hook call. Users run cells from ``benchmarks/savings.py``'s trace families
@@ -27,7 +27,12 @@ Reported:
   ``--fair-hold`` s, releases it and asks again, ``--fair-rounds`` times) over a pool of
   ``--fair-pool`` GPUs: the max/min ratio of the users' mean waits (1.0 is perfectly fair).
 
-Usage: ``python benchmarks/hub_scale.py [--quick]``
+* with ``--http N``: N quota decisions (cluster creations and scales, accepted and refused)
+  sent through a **real dask-gateway-server**'s HTTP API on 127.0.0.1, the quota module
+  around ``HttpSimBackend`` (``SimBackend`` in the server: clusters in memory), password
+  auth with groups; their client-side p50/p99 beside the in-process figure.
+
+Usage: ``python benchmarks/hub_scale.py [--quick] [--http N]``
 """
 
 from __future__ import annotations
@@ -94,6 +99,22 @@ class SimBackend(Backend):
     async def forward_message_to_scheduler(self, cluster: Any, msg: dict[str, Any]) -> None:
         if msg.get("op") == "scale":
             self.sim.acts_on(cluster.name, msg["count"])
+
+
+class _Nothing:
+    """What a simulation hears from a backend no simulation drives (``--http``)."""
+
+    def acts_on(self, cluster: str, count: int) -> None:
+        pass
+
+    def stopped(self, cluster: str) -> None:
+        pass
+
+
+class HttpSimBackend(SimBackend):
+    """``SimBackend`` inside a real dask-gateway-server (``--http``): clusters in memory."""
+
+    sim = _Nothing()
 
 
 class SimQuota(quota_backend(SimBackend)):  # type: ignore[misc]
@@ -365,6 +386,137 @@ async def fairness(args: argparse.Namespace) -> Sim:
     return sim
 
 
+_HTTP_CONFIG = '''
+import sys
+sys.path.insert(0, {bench!r})
+from dask_gateway_server.auth import SimpleAuthenticator
+from dask_gateway_server.models import User
+from dask_gateway_server.options import Integer, Options, Select
+from hub_scale import HttpSimBackend
+from jupyter_elastic.hub.gateway import quota_backend
+
+
+class GroupAuthenticator(SimpleAuthenticator):
+    async def authenticate(self, request):
+        user = await super().authenticate(request)
+        return User(user.name, groups=["students"] if user.name.startswith("s") else ["staff"])
+
+
+c.DaskGateway.address = "127.0.0.1:{port}"
+c.Proxy.address = "127.0.0.1:{proxy}"
+c.DaskGateway.log_level = "WARN"
+c.DaskGateway.authenticator_class = GroupAuthenticator
+c.SimpleAuthenticator.password = {password!r}
+c.DaskGateway.backend_class = quota_backend(HttpSimBackend)
+c.ElasticQuota.user_gpus = 1
+c.ElasticQuota.groups = {{"students": {{"gpus": 2, "gpu_types": ["t4"]}}, "staff": {{"gpus": 4}}}}
+c.ElasticQuota.lease_ttl = 0  # no scheduler to ask for its clients
+c.Backend.cluster_options = Options(Integer("worker_gpus", 1, min=0, max=8),
+                                    Select("gpu_type", ["t4", "a100"], default="t4"))
+'''
+
+#: One user's quota decisions over HTTP: (what, method, path, body, expected status); a
+#: student (``s...``) holds at most 2 GPUs of type t4, a staff member (``t...``) 4 of any.
+_HTTP_STEPS = (
+    ("create: accepted", "POST", "", {"worker_gpus": 1, "gpu_type": "t4"}, 201),
+    ("scale: accepted", "POST", "scale", {"count": 2}, 200),
+    ("create: refused (GPUs)", "POST", "", {"worker_gpus": 2, "gpu_type": "t4"}, 422),
+    ("scale: refused (GPUs)", "POST", "scale", {"count": 5}, 409),
+)
+
+
+def http_decisions(n: int) -> tuple[dict[str, Meter], float]:
+    """``n`` quota decisions through a real dask-gateway-server on 127.0.0.1 (the quota
+    module around ``HttpSimBackend``, password auth with groups), four per user, each user
+    keeping their cluster (the gateway holds n/4 at the end); per kind of decision the
+    client-side latency, and the gateway process's CPU seconds. Every answer is checked."""
+    import base64
+    import http.client
+    import json
+    import secrets
+    import socket
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    import psutil
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    password = secrets.token_hex(8)
+    port = free_port()
+    meters: dict[str, Meter] = {}
+    with tempfile.TemporaryDirectory(prefix="hub-scale-http-") as tmp:
+        config = os.path.join(tmp, "dask_gateway_config.py")
+        with open(config, "w") as f:
+            f.write(_HTTP_CONFIG.format(bench=os.path.dirname(os.path.abspath(__file__)),
+                                        port=port, proxy=free_port(), password=password))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+             os.environ.get("PYTHONPATH", "")])}
+        with open(os.path.join(tmp, "gateway.log"), "wb") as log:
+            server = subprocess.Popen([sys.executable, "-m", "dask_gateway_server", "-f", config],
+                                      cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version",
+                                                timeout=2):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        with open(os.path.join(tmp, "gateway.log"), errors="replace") as f:
+                            raise SystemExit("dask-gateway-server did not start:\n"
+                                             + f.read()[-3000:]) from None
+                    time.sleep(0.1)
+            cpu0 = sum(psutil.Process(server.pid).cpu_times()[:2])
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            sent, users = 0, itertools.count()
+            while sent < n:
+                i = next(users)
+                name = f"{'s' if i % 2 == 0 else 't'}{i:05d}"
+                auth = base64.b64encode(f"{name}:{password}".encode()).decode()
+                headers = {"Authorization": "Basic " + auth,
+                           "Content-Type": "application/json"}
+                cluster = ""
+                for what, method, path, body, expected in _HTTP_STEPS:
+                    if sent >= n:
+                        break
+                    if name.startswith("t") and "refused" in what:
+                        # staff's limit is 4 GPUs: the same asks fit, so ask past it
+                        body = {"count": 5} if path else {"worker_gpus": 3, "gpu_type": "a100"}
+                    url = (f"/api/v1/clusters/{cluster}/scale" if path
+                           else "/api/v1/clusters/")
+                    payload = body if path else {"cluster_options": body}
+                    t0 = time.perf_counter()
+                    conn.request(method, url, json.dumps(payload), headers)
+                    resp = conn.getresponse()
+                    answer = resp.read()
+                    meter = meters.setdefault(what, Meter())
+                    meter.latencies.append(time.perf_counter() - t0)
+                    meter.calls += 1
+                    sent += 1
+                    if resp.status != expected:
+                        raise SystemExit(f"{what} for {name}: HTTP {resp.status}, expected "
+                                         f"{expected}: {answer[:300]!r}")
+                    if resp.status == 201:
+                        cluster = json.loads(answer)["name"]
+            conn.close()
+            cpu = sum(psutil.Process(server.pid).cpu_times()[:2]) - cpu0
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
+    return meters, cpu
+
+
 def report_meters(sim: Sim) -> None:
     print("| hook call | calls | p50 ms | p99 ms | max ms | CPU p50 ms | CPU p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -389,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fair-rounds", type=int, default=5)
     parser.add_argument("--fair-hold", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--http", type=int, default=0, metavar="N",
+                        help="also send N quota decisions through a real dask-gateway-server's "
+                             "HTTP API on 127.0.0.1 (0: not)")
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.hours, args.pool_gpus = 100, 0.5, 15
@@ -416,6 +571,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"control-plane CPU: {cpu:.2f} s for {sim.cells} cells = "
           f"{cpu / max(sim.cells, 1) * 1000:.2f} s per 1,000 cells "
           f"({sum(m.calls for m in sim.meters.values())} hook calls)")
+
+    if args.http > 0:
+        meters, gateway_cpu = http_decisions(args.http)
+        latencies = [x for m in meters.values() for x in m.latencies]
+        print(f"\n## {len(latencies)} quota decisions through a real dask-gateway-server's "
+              f"HTTP API on 127.0.0.1 (password auth with groups, one keep-alive connection, "
+              f"one request at a time; every user keeps their cluster, clusters kept in memory)\n")
+        print("| decision | calls | p50 ms | p99 ms | max ms |")
+        print("|---|---:|---:|---:|---:|")
+        for kind, m in meters.items():
+            print(f"| {kind} | {m.calls} | {m.pct(0.5):.3f} | {m.pct(0.99):.3f} | "
+                  f"{max(m.latencies) * 1000:.3f} |")
+        http_p50, http_p99 = _pct(latencies, 0.5), _pct(latencies, 0.99)
+        print(f"\nquota decisions over HTTP: p50 {http_p50:.3f} ms, p99 {http_p99:.3f} ms "
+              f"(goal p99 <= 50 ms: {'met' if http_p99 <= 50 else 'NOT met'}); in-process "
+              f"above: p50 {p50:.3f} ms, p99 {p99:.3f} ms; the gateway process's CPU "
+              f"{gateway_cpu / len(latencies) * 1000:.2f} ms per decision")
 
     fair = asyncio.run(fairness(args))
     served = sum(len(u.waits) for u in fair.users.values())

@@ -69,15 +69,21 @@ def test_gpu_check_quick_dry_run():
     assert "0 failing function(s)" in out
 
 
-def test_hub_scale_quick():
+def test_hub_scale_quick(no_leaked_processes):
     pytest.importorskip("dask_gateway_server", reason="the quota module runs in dask-gateway-server")
-    out = run("hub_scale.py", "--quick")
+    out = run("hub_scale.py", "--quick", "--http", "40")
     assert "## hub: 100 users" in out and "## fairness: 50 users" in out
     for what in ("| create (quota check) |", "| ask for a worker (quota + queue) |",
                  "| heartbeat (periodic) |", "| lease pass (all clusters) |"):
         assert what in out, out
     assert "quota decisions: " in out and "per 1,000 cells" in out
     assert "requests served: 150;" in out  # 50 users x 3 rounds: nobody is left waiting
+    # --http: a real dask-gateway-server answered every decision as expected (else exit 1)
+    assert "## 40 quota decisions through a real dask-gateway-server's HTTP API" in out
+    for what in ("create: accepted", "scale: accepted", "create: refused (GPUs)",
+                 "scale: refused (GPUs)"):
+        assert f"| {what} | 10 |" in out, out
+    assert "quota decisions over HTTP: p50 " in out
 
 
 @pytest.mark.k8s

@@ -26,7 +26,8 @@ and the wrapped backend enforces, where a notebook cannot reach:
   clamped to what the quota leaves before the gateway acts on it, the way dask-gateway
   clamps ``cluster_max_workers``;
 * **the lease**: a running cluster with no Dask client connected (read from the scheduler's
-  ``/metrics``: ``dask_scheduler_clients``) for ``lease_ttl`` seconds is stopped;
+  ``/metrics``: ``dask_scheduler_clients``) for ``lease_ttl`` seconds is stopped, counted
+  from when a granted worker is up (``dask_scheduler_workers``);
 * **pools and the queue**: ``pool_gpus`` (hub-wide) and a group's ``pool_gpus`` bound what
   everybody, or a group's members, hold together; with ``when_full = "queue"`` a request
   that does not fit now waits in a fair queue (``hub.queue``: per-user round robin, group
@@ -81,6 +82,7 @@ MAX_METRICS_BYTES = 4 << 20
 MAX_NAMED = 4
 
 _CLIENTS_RE = re.compile(rb"^dask_scheduler_clients(?:\{[^}\n]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
+_WORKERS_RE = re.compile(rb"^dask_scheduler_workers(?:\{[^}\n]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
 
 
 class QuotaRefusal(Exception):
@@ -773,11 +775,16 @@ class QuotaBackendMixin:
             return
         running = [c for c in clusters if c.status == gw_models.ClusterStatus.RUNNING]
         counts = await asyncio.gather(*(self._clients(c) for c in running))
+        metrics: dict[str, bytes] = self.__dict__.get("_elastic_metrics", {})
         now = self.elastic_clock()
         for cluster, clients in zip(running, counts, strict=True):
             if clients is None:
                 continue
-            if clients > 0 or cluster.name not in seen:
+            # workers granted and none up yet: nobody could connect to use them, the lease
+            # counts from when the first one is there (a GPU node may take minutes to come)
+            starting = (self._granted.get(cluster.name, 0) > 0
+                        and _workers(metrics.get(cluster.name)) == 0)
+            if clients > 0 or starting or cluster.name not in seen:
                 seen[cluster.name] = now
             elif now - seen[cluster.name] > ttl:
                 self.log.warning("jupyter-elastic: lease lapsed: stopping cluster %s of %s, "
@@ -1017,6 +1024,14 @@ class UsageBackendMixin:
                     {"message": "the usage report is for hub admins and the "
                                 "jupyter-elastic-hub service only"}, status=403)
         return web.json_response(await self.usage_report())
+
+
+def _workers(body: bytes | None) -> float | None:
+    """Workers the scheduler knows, in any state, from its /metrics (None: unknown)."""
+    if not body:
+        return None
+    counts = _WORKERS_RE.findall(body)
+    return sum(float(c) for c in counts) if counts else None
 
 
 def _processing(body: bytes | None) -> float | None:

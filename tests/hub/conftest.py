@@ -150,6 +150,7 @@ class Hub:
     homes: Path
     gateway: GatewayServer
     usage_token: str
+    gateway_token: str = ""  # the dask-gateway service's token with the hub
     tokens: dict[str, str] = field(default_factory=dict)
 
     def admin_api(self, path: str, method: str = "GET", body: Any = None) -> Any:
@@ -228,6 +229,16 @@ def user_settings(gateway: GatewayServer) -> dict[str, Any]:
     }}
 
 
+def start_hub_gateway(tmp: Path, api: str, gateway_token: str, usage_token: str, *,
+                      lease: float = 600) -> GatewayServer:
+    """A dask-gateway-server with the quota module, authenticating users with the hub at
+    ``api`` as its service ``dask-gateway``."""
+    return start_gateway(tmp, quota_config(idle=600, lease=lease)
+                         + _GATEWAY_HUB_AUTH.format(token=gateway_token, api_url=api,
+                                                    service=GATEWAY_SERVICE,
+                                                    usage_token=usage_token))
+
+
 def start_hub(tmp: Path) -> Hub:
     if not CHP.exists():
         pytest.skip(f"{CHP} is missing: run `jlpm install` (package.json's devDependencies)")
@@ -236,10 +247,7 @@ def start_hub(tmp: Path) -> Hub:
     usage_token = secrets.token_hex(16)
     port, hub_port, proxy_api, usage_port = free_port(), free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{hub_port}/hub/api"
-    gateway = start_gateway(tmp / "gateway", quota_config(idle=600, lease=600)
-                            + _GATEWAY_HUB_AUTH.format(token=gateway_token, api_url=api,
-                                                       service=GATEWAY_SERVICE,
-                                                       usage_token=usage_token))
+    gateway = start_hub_gateway(tmp / "gateway", api, gateway_token, usage_token)
     homes = tmp / "homes"
     for user in USERS:
         home = homes / user
@@ -281,7 +289,7 @@ def start_hub(tmp: Path) -> Hub:
                                    cwd=str(hub_dir), stdout=out, stderr=subprocess.STDOUT,
                                    env=env)
     hub = Hub(f"http://127.0.0.1:{port}/", api, driver_token, process, log, homes, gateway,
-              usage_token)
+              usage_token, gateway_token)
     try:
         _wait_up(api + "/", process, "JupyterHub", log)
         _wait_up(hub.url + "hub/login", process, "JupyterHub's proxy", log)
