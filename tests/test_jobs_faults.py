@@ -101,16 +101,17 @@ def test_a_job_whose_worker_dies_without_retries_fails_in_one_line(kernel, tmp_p
     assert results.status == "error" and "lost its worker" in results.error_text()
 
 
-def test_a_job_past_its_timeout_stops_frees_its_worker_and_is_billed(kernel, no_leaked_processes):
+@pytest.mark.parametrize("sleep", ["time.sleep(60)", "ctypes.CDLL(None).sleep(60)"])
+def test_a_job_past_its_timeout_stops_frees_its_worker_and_is_billed(kernel, sleep, no_leaked_processes):
     job_id = job_id_of(ok(kernel.run(
-        "%%gpu --detach --timeout 2s\nimport os, time\nprint(f'pid={os.getpid()}', flush=True)\n"
-        "time.sleep(60)\nlate = 1")))
+        "%%gpu --detach --timeout 2s\nimport ctypes, os, time\nprint(f'pid={os.getpid()}', flush=True)\n"
+        f"{sleep}\nlate = 1")))
     pid = worker_pid(job_id)
     job = ended(job_id)
     assert job["state"] == "failed"
     assert job["error"] == ("the job ran past --timeout 2s and was interrupted, and as it did not stop "
                             "within interrupt-grace its worker was killed to free the GPU")
-    assert gone(pid), "the worker stuck in time.sleep was killed"
+    assert gone(pid), f"the worker stuck in {sleep} was killed"
     # held for at least the 2 s of --timeout: billed as CPU-seconds on a CPU worker
     assert job["gpu_seconds"] == 0.0 and job["cost"] >= Pricing().cost(0.0, 2.0)
     assert job["timeout"] == 2.0
