@@ -101,7 +101,10 @@ def test_a_job_whose_worker_dies_without_retries_fails_in_one_line(kernel, tmp_p
     assert results.status == "error" and "lost its worker" in results.error_text()
 
 
-@pytest.mark.parametrize("sleep", ["time.sleep(60)", "ctypes.CDLL(None).sleep(60)"])
+@pytest.mark.parametrize("sleep", [
+    "time.sleep(60)", "ctypes.CDLL(None).sleep(60)",
+    "time.sleep(0.5)\nsum(range(10**13))",  # holds the GIL: its worker answers nobody
+])
 def test_a_job_past_its_timeout_stops_frees_its_worker_and_is_billed(kernel, sleep, no_leaked_processes):
     job_id = job_id_of(ok(kernel.run(
         "%%gpu --detach --timeout 2s\nimport ctypes, os, time\nprint(f'pid={os.getpid()}', flush=True)\n"

@@ -225,11 +225,20 @@ class Supervisor:
                 self.registry.update(self.job_id, **fields)
                 future = client.submit(_on_worker, "job", "run_job", payload, key=f"{CELL_PREFIX}-{cell_id}",
                                        resources=resources, pure=False)
+                look = time.monotonic()
                 while not future.done():
                     if self.cancel.wait(0.2):
                         self._stop(client, future, cell_id)
                         return "cancelled", "cancelled with %gpu cancel", self._held(held, device)
                     began = self._where.get("at")
+                    if timeout is not None and began is None and time.monotonic() >= look:
+                        # no ``started`` event (a cell holding the GIL from its first line
+                        # may not get it out): the scheduler says where it runs
+                        look = time.monotonic() + 1.0
+                        found = _bounded(client, client._run_on_scheduler, _processing_on, future.key,
+                                         timeout=0.5)
+                        if isinstance(found, (list, tuple)) and found[0] and not self._where:
+                            self._where = {"worker": found[0], "pid": found[1], "at": time.monotonic()}
                     if timeout is not None and began is not None and time.monotonic() - began >= timeout:
                         how = self._stop(client, future, cell_id)
                         summary = self._held(held, device, row_status="timeout")
@@ -286,30 +295,42 @@ class Supervisor:
 
     def _stop(self, client: Any, future: Any, cell_id: str) -> str:
         """Stop the running attempt within ``interrupt-grace``: interrupt its thread, and if
-        it is still running then (stuck in C code), kill its worker process to free the GPU
-        (a local worker by pid, else through the scheduler). ``cancelled`` (it had not
-        started), ``interrupted`` or ``restarted``."""
+        it is still running then (stuck in C code, or holding the GIL so that its worker does
+        not even answer), kill its worker process to free the GPU (a local worker by pid,
+        else through the scheduler). Every call to the cluster is bounded. ``cancelled`` (it
+        had not started), ``interrupted`` or ``restarted``."""
         grace = load_settings().interrupt_grace
-        how = "cancelled"
-        try:
-            future.cancel()
-            running = [a for a, r in client.run(_on_worker, "worker", "cell_running", cell_id).items() if r]
-            if running:
-                how = "interrupted"
-                client.run(_on_worker, "worker", "interrupt_cell", cell_id, workers=running)
-                deadline = time.monotonic() + grace
-                while running and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    state = client.run(_on_worker, "worker", "cell_running", cell_id, workers=running)
-                    running = [a for a, r in state.items() if r]
-                if running:  # stuck in C code: free the GPU
-                    how = "restarted"
-                    pid = self._where.get("pid")
-                    if not (self._where.get("worker") in running and _kill_local(running[0], pid)):
-                        client.restart_workers(running, timeout=60, raise_for_error=False)
-        except Exception:
-            pass
-        return how
+        hard = time.monotonic() + grace
+        _bounded(client, client._cancel, [future], timeout=0.5)
+        worker, pid = self._where.get("worker"), self._where.get("pid")
+        if not worker:
+            found = _bounded(client, client._run_on_scheduler, _processing_on, future.key, timeout=0.5)
+            if isinstance(found, (list, tuple)) and found[0]:
+                worker, pid = found
+        if not worker:
+            state = _bounded(client, client._run, _on_worker, "worker", "cell_running", cell_id,
+                             on_error="return", timeout=0.5)
+            running = [a for a, r in (state or {}).items() if r is True]
+            if not running:
+                return "cancelled"
+            worker = running[0]
+        state = _bounded(client, client._run, _on_worker, "worker", "interrupt_cell", cell_id,
+                         workers=[worker], on_error="return", timeout=max(0.05, hard - time.monotonic()))
+        if isinstance(state, dict) and state.get(worker) is False:
+            return "interrupted"  # it ended meanwhile
+        while time.monotonic() < hard:
+            state = _bounded(client, client._run, _on_worker, "worker", "cell_running", cell_id,
+                             workers=[worker], on_error="return",
+                             timeout=max(0.05, min(0.5, hard - time.monotonic())))
+            if isinstance(state, dict) and state.get(worker) is not True:
+                return "interrupted"
+            time.sleep(0.05)
+        if not _kill_local(worker, pid):  # stuck: free the GPU
+            try:
+                client.restart_workers([worker], timeout=60, raise_for_error=False)
+            except Exception:
+                pass
+        return "restarted"
 
     def _held(self, before: float, device: str, **extra: Any) -> dict[str, Any]:
         """The summary of an attempt that returned nothing: the seconds it held its worker
@@ -410,6 +431,24 @@ def _lost(exc: BaseException, worker: str | None) -> str:
         return f"the worker running it ({address}) died: its process was killed or crashed"
     text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     return f"the worker running it ({worker or '?'}) failed: {text}"
+
+
+def _bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
+    """``client.sync(fn, ...)`` given at most ``timeout`` seconds; None if it failed or took
+    longer (a worker busy in C holding the GIL answers nobody)."""
+    try:
+        return client.sync(fn, *args, callback_timeout=max(0.05, timeout), **kwargs)
+    except Exception:
+        return None
+
+
+def _processing_on(key: str, dask_scheduler: Any = None) -> tuple[str | None, int | None]:
+    """Run on the scheduler: the worker (address, pid) processing ``key``, if any."""
+    ts = dask_scheduler.tasks.get(key)
+    ws = getattr(ts, "processing_on", None)
+    if ws is None:
+        return None, None
+    return ws.address, ws.pid
 
 
 def _kill_local(address: str, pid: Any) -> bool:
