@@ -145,7 +145,7 @@ def test_unwritable_store_fails_the_job_clearly(tmp_path, no_leaked_processes):
     ("%%gpu --name fit\ny = 1", "--name and --ttl name and bound a detached job; add --detach"),
     ("%%gpu --detach --ttl soon\ny = 1", "--ttl must be a duration such as 90s"),
     ("%%gpu --detach --ttl 0\ny = 1", "--ttl must be above 0"),
-    ("%%gpu --detach --local\ny = 1", "drop --local, --retries and --timeout"),
+    ("%%gpu --detach --local\ny = 1", "--detach runs on the cluster: drop --local"),
     ("%%gpu --detach --name 'a b'\ny = 1", "--name takes letters, digits"),
     ("%gpu attach no-such-job", "no job with id or name 'no-such-job'. List jobs with %gpu jobs"),
     ("%gpu cancel no-such-job", "no job with id or name 'no-such-job'. List jobs with %gpu jobs"),

@@ -50,6 +50,7 @@ _COLUMNS = {
     "currency": "TEXT", "error": "TEXT", "ttl": "REAL", "source": "TEXT", "owner": "TEXT",
     "cell_id": "TEXT", "worker": "TEXT", "names": "TEXT", "control_plane": "TEXT",
     "trigger": "TEXT", "runs": "INTEGER DEFAULT 0", "last_state": "TEXT",
+    "retries": "INTEGER DEFAULT 0", "timeout": "REAL", "attempts": "TEXT",
 }
 
 
@@ -237,6 +238,8 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
         "control_plane": job.get("control_plane"),
         "trigger": json.loads(job["trigger"]) if job.get("trigger") else None,
         "runs": int(job.get("runs") or 0), "last_state": job.get("last_state"),
+        "retries": int(job.get("retries") or 0), "timeout": job.get("timeout"),
+        "attempts": json.loads(job["attempts"]) if job.get("attempts") else [],
     }
 
 

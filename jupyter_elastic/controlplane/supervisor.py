@@ -12,7 +12,10 @@ the job outlives a restart of either), submits
 registry (``jobs.py``), and on the way out reports the cell's history row, releases the lease
 and closes its control plane (an embedded one stops its cluster: the workers are kept only
 while the job runs). SIGTERM (``%gpu cancel``) interrupts the cell on its worker, and
-restarts that worker if the cell does not stop within ``interrupt-grace``.
+restarts that worker if the cell does not stop within ``interrupt-grace``; ``--timeout``
+does the same once the cell has run that long on its worker. An attempt whose worker dies
+(or whose cell fails) is run again up to ``--retries`` times, with a note in the job's output
+and every attempt in its ``attempts``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 from ..config import load_settings
 from ..errors import ElasticError
 from ..models import new_id
-from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
+from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE, WORKER_ENV
 from .jobs import JobRegistry, job_dir
 from .metering import cell_charge
 
@@ -58,6 +61,19 @@ class Supervisor:
         self.attempt = 0  # runs started (a triggered job starts one per trigger)
         self._log_lock = threading.Lock()
         self.events = os.path.join(self.folder, EVENTS)  # run-{n}.jsonl for triggered jobs
+        #: The running attempt's cell id, and where it runs once its worker says so
+        #: (``started`` event: worker address, pid, monotonic time).
+        self._cell: str | None = None
+        self._where: dict[str, Any] = {}
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "started" and event.get("cell") == self._cell and not self._where:
+            self._where = {"worker": event.get("worker"), "pid": event.get("pid"), "at": time.monotonic()}
+        self._log(event)
+
+    def _note(self, text: str) -> None:
+        """A line of the job's own (not the cell's) in its output log, as stderr."""
+        self._log({"kind": "stream", "name": "stderr", "text": f"jupyter-elastic: {text}\n"})
 
     def _log(self, event: dict[str, Any]) -> None:
         if event.get("kind") not in ("stream", "display", "clear", "job-end"):
@@ -180,7 +196,7 @@ class Supervisor:
         client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
         try:
             topic = f"jupyter-elastic-job-{self.job_id}"
-            client.subscribe_topic(topic, lambda event: self._log(event[1]))
+            client.subscribe_topic(topic, lambda event: self._on_event(event[1]))
             gpus = float(spec["gpus"])
             if not lease["has_gpu"] and spec.get("require_gpu"):
                 return "failed", f"the {lease['backend']} cluster has no GPU worker (--require-gpu)", {}
@@ -191,43 +207,148 @@ class Supervisor:
                 resources = {GPU_RESOURCE: gpus} if gpus > 0 else None
             else:
                 resources = {CPU_RESOURCE: min(1.0, gpus or 1.0)}
-            cell_id = new_id("j")
-            payload = dict(spec["payload"], cell_id=cell_id, topic=topic, job={
-                "id": self.job_id, "store": spec["store"], "row": spec["row"]})
-            self.registry.update(self.job_id, state="running", started=time.time(), cell_id=cell_id)
-            cp.cell_started(lease["cluster_id"])
-            future = client.submit(_on_worker, "job", "run_job", payload, key=f"{CELL_PREFIX}-{cell_id}",
-                                   resources=resources, pure=False)
-            while not future.done():
-                if self.cancel.wait(0.2):
-                    self._stop(client, future, cell_id)
-                    return "cancelled", "cancelled with %gpu cancel", {}
-            try:
-                summary: dict[str, Any] = future.result()
-            except Exception as exc:
-                return "failed", f"the worker running the job failed: {type(exc).__name__}: {exc}", {}
-            status = summary.get("status")
-            if status == "mismatch":
-                return "failed", "the worker's packages differ from the kernel's: " + "; ".join(
-                    summary.get("problems") or []), {}
-            return str(status), summary.get("error"), summary
+            device = "gpu" if lease["has_gpu"] and gpus > 0 else "cpu"
+            attempts = 1 + int(spec.get("retries") or 0)
+            timeout = spec.get("timeout")
+            held = 0.0  # seconds the earlier attempts held their worker (billed)
+            summary: dict[str, Any]
+            records: list[dict[str, Any]] = []
+            for attempt in range(1, attempts + 1):
+                cell_id = new_id("j")
+                self._cell, self._where = cell_id, {}
+                payload = dict(spec["payload"], cell_id=cell_id, topic=topic, job={
+                    "id": self.job_id, "store": spec["store"], "row": spec["row"]})
+                fields: dict[str, Any] = {"state": "running", "cell_id": cell_id}
+                if attempt == 1:
+                    fields["started"] = time.time()
+                    cp.cell_started(lease["cluster_id"])
+                self.registry.update(self.job_id, **fields)
+                future = client.submit(_on_worker, "job", "run_job", payload, key=f"{CELL_PREFIX}-{cell_id}",
+                                       resources=resources, pure=False)
+                look = time.monotonic()
+                while not future.done():
+                    if self.cancel.wait(0.2):
+                        self._stop(client, future, cell_id)
+                        return "cancelled", "cancelled with %gpu cancel", self._held(held, device)
+                    began = self._where.get("at")
+                    if timeout is not None and began is None and time.monotonic() >= look:
+                        # no ``started`` event (a cell holding the GIL from its first line
+                        # may not get it out): the scheduler says where it runs
+                        look = time.monotonic() + 1.0
+                        found = _bounded(client, client._run_on_scheduler, _processing_on, future.key,
+                                         timeout=0.5)
+                        if isinstance(found, (list, tuple)) and found[0] and not self._where:
+                            self._where = {"worker": found[0], "pid": found[1], "at": time.monotonic()}
+                    if timeout is not None and began is not None and time.monotonic() - began >= timeout:
+                        how = self._stop(client, future, cell_id)
+                        summary = self._held(held, device, row_status="timeout")
+                        return "failed", (f"the job ran past --timeout {float(timeout):g}s and was "
+                                          + _STOPPED[how]), summary
+                try:
+                    summary = future.result()
+                except Exception as exc:
+                    lost = _lost(exc, self._where.get("worker"))
+                    this = self._held(0.0, device)["compute_seconds"]
+                    held += this
+                    note = f"attempt {attempt} of {attempts} lost its worker: {lost}"
+                    records.append({"attempt": attempt, "state": "lost-worker", "error": lost,
+                                    "worker": self._where.get("worker"), "compute_seconds": this})
+                    self.registry.update(self.job_id, attempts=json.dumps(records))
+                    if attempt == attempts:
+                        hint = ("; it was not re-run (--retries N re-runs it)" if attempts == 1
+                                else "; no retries left")
+                        return "failed", note + hint, {"compute_seconds": held, "row_compute": this, "device": device,
+                                                       "worker": self._where.get("worker"), "row_status": "error"}
+                    self._note(note + "; re-running the job (--retries)")
+                    self._attempt_row(spec, lease, cp, self._where.get("worker"), device, this,
+                                      f"attempt {attempt} of {attempts}: {lost}")
+                    cp.cell_started(lease["cluster_id"])
+                    continue
+                status = summary.get("status")
+                if status == "mismatch":
+                    return "failed", "the worker's packages differ from the kernel's: " + "; ".join(
+                        summary.get("problems") or []), {}
+                if status == "failed" and not summary.get("store_error") and attempt < attempts:
+                    # the cell's own error, as --retries re-runs it in an attached cell
+                    this = float(summary.get("compute_seconds") or 0.0)
+                    held += this
+                    records.append({"attempt": attempt, "state": "failed", "error": summary.get("error"),
+                                    "worker": summary.get("worker"), "compute_seconds": this})
+                    self.registry.update(self.job_id, attempts=json.dumps(records))
+                    self._note(f"attempt {attempt} of {attempts} failed ({summary.get('error')}); "
+                               "re-running the job (--retries)")
+                    self._attempt_row(spec, lease, cp, summary.get("worker"), device, this,
+                                      f"attempt {attempt} of {attempts}: {summary.get('error')}")
+                    cp.cell_started(lease["cluster_id"])
+                    continue
+                this = float(summary.get("compute_seconds") or 0.0)
+                summary = dict(summary, compute_seconds=this + held, row_compute=this)
+                if records:
+                    records.append({"attempt": attempt, "state": str(status), "error": summary.get("error"),
+                                    "worker": summary.get("worker"),
+                                    "compute_seconds": float(summary["compute_seconds"]) - held})
+                    self.registry.update(self.job_id, attempts=json.dumps(records))
+                return str(status), summary.get("error"), summary
+            raise AssertionError("unreachable: the last attempt returns")
         finally:
             client.close(timeout=10)
 
-    def _stop(self, client: Any, future: Any, cell_id: str) -> None:
+    def _stop(self, client: Any, future: Any, cell_id: str) -> str:
+        """Stop the running attempt within ``interrupt-grace``: interrupt its thread, and if
+        it is still running then (stuck in C code, or holding the GIL so that its worker does
+        not even answer), kill its worker process to free the GPU (a local worker by pid,
+        else through the scheduler). Every call to the cluster is bounded. ``cancelled`` (it
+        had not started), ``interrupted`` or ``restarted``."""
         grace = load_settings().interrupt_grace
+        hard = time.monotonic() + grace
+        _bounded(client, client._cancel, [future], timeout=0.5)
+        worker, pid = self._where.get("worker"), self._where.get("pid")
+        if not worker:
+            found = _bounded(client, client._run_on_scheduler, _processing_on, future.key, timeout=0.5)
+            if isinstance(found, (list, tuple)) and found[0]:
+                worker, pid = found
+        if not worker:
+            state = _bounded(client, client._run, _on_worker, "worker", "cell_running", cell_id,
+                             on_error="return", timeout=0.5)
+            running = [a for a, r in (state or {}).items() if r is True]
+            if not running:
+                return "cancelled"
+            worker = running[0]
+        state = _bounded(client, client._run, _on_worker, "worker", "interrupt_cell", cell_id,
+                         workers=[worker], on_error="return", timeout=max(0.05, hard - time.monotonic()))
+        if isinstance(state, dict) and state.get(worker) is False:
+            return "interrupted"  # it ended meanwhile
+        while time.monotonic() < hard:
+            state = _bounded(client, client._run, _on_worker, "worker", "cell_running", cell_id,
+                             workers=[worker], on_error="return",
+                             timeout=max(0.05, min(0.5, hard - time.monotonic())))
+            if isinstance(state, dict) and state.get(worker) is not True:
+                return "interrupted"
+            time.sleep(0.05)
+        if not _kill_local(worker, pid):  # stuck: free the GPU
+            try:
+                client.restart_workers([worker], timeout=60, raise_for_error=False)
+            except Exception:
+                pass
+        return "restarted"
+
+    def _held(self, before: float, device: str, **extra: Any) -> dict[str, Any]:
+        """The summary of an attempt that returned nothing: the seconds it held its worker
+        (from its ``started`` event; none if it never started) plus ``before``."""
+        began = self._where.get("at")
+        this = 0.0 if began is None else max(0.0, time.monotonic() - began)
+        return dict(extra, compute_seconds=before + this, row_compute=this,
+                    worker=self._where.get("worker"), device=device)
+
+    def _attempt_row(self, spec: dict[str, Any], lease: dict[str, Any], cp: Any, worker: str | None,
+                     device: str, compute: float, error: str) -> None:
+        """The history row of an attempt that lost its worker (the last one is reported by
+        :meth:`_report`)."""
+        row = dict(spec["row"], id=new_id("c"), cluster_id=lease["cluster_id"], worker=worker,
+                   device=device, compute_seconds=compute, seconds=compute,
+                   gpus=float(spec["gpus"]) if device == "gpu" else 0.0, status="error", error=error)
         try:
-            running = [a for a, r in client.run(_on_worker, "worker", "cell_running", cell_id).items() if r]
-            if running:
-                client.run(_on_worker, "worker", "interrupt_cell", cell_id, workers=running)
-                deadline = time.monotonic() + grace
-                while running and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    state = client.run(_on_worker, "worker", "cell_running", cell_id, workers=running)
-                    running = [a for a, r in state.items() if r]
-                if running:  # stuck in C code: free the GPU
-                    client.restart_workers(running, timeout=60, raise_for_error=False)
-            future.cancel()
+            cp.cell_finished(lease["cluster_id"], row)
         except Exception:
             pass
 
@@ -253,13 +374,16 @@ class Supervisor:
         if cp is None:
             return
         if lease is not None:
-            compute = float(summary.get("compute_seconds") or 0.0)
+            # this attempt's seconds (each earlier attempt has its own row; the job's charge
+            # counts them all)
+            compute = float(summary.get("row_compute", summary.get("compute_seconds")) or 0.0)
             on_gpu = summary.get("device") == "gpu"
             row = dict(spec["row"], cluster_id=lease["cluster_id"], worker=summary.get("worker"),
                        device=summary.get("device") or "cpu", compute_seconds=compute,
                        seconds=time.time() - float(spec["created"]),
                        gpus=float(spec["gpus"]) if on_gpu else 0.0,
-                       status={"done": "ok", "failed": "error"}.get(state, state), error=error)
+                       status=summary.get("row_status") or {"done": "ok", "failed": "error"}.get(state, state),
+                       error=error)
             try:
                 cp.cell_finished(lease["cluster_id"], row)
                 cp.release(lease["lease_id"])
@@ -287,6 +411,61 @@ def _on_worker(module: str, function: str, *args: Any) -> Any:
 
 class _Cancelled(Exception):
     pass
+
+
+#: How a stopped attempt ended, as the job's error line says it.
+_STOPPED = {
+    "cancelled": "cancelled before it started",
+    "interrupted": "interrupted",
+    "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker was "
+                  "killed to free the GPU"),
+}
+
+
+def _lost(exc: BaseException, worker: str | None) -> str:
+    """Why the attempt's task failed outside the cell (its worker died, or the scheduler went)."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        address = getattr(getattr(exc, "last_worker", None), "address", None) or worker or "?"
+        return f"the worker running it ({address}) died: its process was killed or crashed"
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return f"the worker running it ({worker or '?'}) failed: {text}"
+
+
+def _bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
+    """``client.sync(fn, ...)`` given at most ``timeout`` seconds; None if it failed or took
+    longer (a worker busy in C holding the GIL answers nobody)."""
+    try:
+        return client.sync(fn, *args, callback_timeout=max(0.05, timeout), **kwargs)
+    except Exception:
+        return None
+
+
+def _processing_on(key: str, dask_scheduler: Any = None) -> tuple[str | None, int | None]:
+    """Run on the scheduler: the worker (address, pid) processing ``key``, if any."""
+    ts = dask_scheduler.tasks.get(key)
+    ws = getattr(ts, "processing_on", None)
+    if ws is None:
+        return None, None
+    return ws.address, ws.pid
+
+
+def _kill_local(address: str, pid: Any) -> bool:
+    """SIGKILL ``pid`` if it is a jupyter-elastic worker process on this machine."""
+    import psutil
+
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if not isinstance(pid, int) or host not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.environ().get(WORKER_ENV) != "1":
+            return False
+        process.kill()
+    except (psutil.Error, OSError):
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

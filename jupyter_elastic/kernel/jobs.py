@@ -79,6 +79,7 @@ def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], op
         "row": row, "store": store, "backend": backend, "gpu_type": options.gpu_type,
         "cluster_name": session_cluster_name(backend), "gpus": options.gpus,
         "require_gpu": options.require_gpu, "trigger": trigger,
+        "retries": options.retries or 0, "timeout": options.timeout,
         "config": dask.config.get(cfg.NAMESPACE), "created": time.time(),
     }
     folder = job_dir(job_id)
@@ -92,7 +93,8 @@ def submit(dispatcher: Dispatcher, plan: CellPlan, namespace: dict[str, Any], op
                      "gpus": options.gpus, "ttl": ttl if ttl is not None else settings.jobs.ttl,
                      "source": first_line[:120], "owner": _user(),
                      "currency": settings.pricing.currency,
-                     "trigger": json.dumps(trigger) if trigger else None})
+                     "trigger": json.dumps(trigger) if trigger else None,
+                     "retries": options.retries or 0, "timeout": options.timeout})
     with open(os.path.join(folder, "supervisor.log"), "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", SUPERVISOR, job_id], start_new_session=True,

@@ -87,9 +87,8 @@ def _detach_flags(line: str, options: CellOptions) -> tuple[str | None, float | 
         if args.every is not None or args.on_change is not None:
             raise UsageError("--every and --on-change trigger a detached job; add --detach")
         return None
-    if options.local or options.retries or options.timeout is not None:
-        raise UsageError("--detach runs on the cluster once: drop --local, --retries and --timeout "
-                         "(stop a detached job with %gpu cancel ID)")
+    if options.local:
+        raise UsageError("--detach runs on the cluster: drop --local")
     try:
         name = None if args.name is None else cfg.short_text(args.name, "--name", limit=64)
         if name is not None and not all(c.isalnum() or c in "-_." for c in name):
