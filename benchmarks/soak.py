@@ -64,8 +64,11 @@ def workers(kernel: Kernel) -> list[psutil.Process]:
     for p in psutil.Process(kernel.pid).children(recursive=True):
         try:
             line = " ".join(p.cmdline())
+            # the fork server local workers are forked from is the kernel's own child and
+            # no worker; the workers are its children (with its command line)
+            fork_server = "forkserver import main" in line and p.ppid() == kernel.pid
             if (p.status() != psutil.STATUS_ZOMBIE and "multiprocessing" in line
-                    and "resource_tracker" not in line):
+                    and "resource_tracker" not in line and not fork_server):
                 out.append(p)
         except psutil.Error:
             pass
