@@ -60,6 +60,7 @@ async def one_run(run: int, idle_timeout: float, compare: bool) -> dict[str, flo
     from distributed import Client
 
     from jupyter_elastic.controlplane.manager import ElasticClusterManager
+    from jupyter_elastic.kernel.session import client_security
     from jupyter_elastic.protocol import CELL_PREFIX
 
     manager = ElasticClusterManager(settings(idle_timeout), owner="bench", tick=0.2)
@@ -70,7 +71,8 @@ async def one_run(run: int, idle_timeout: float, compare: bool) -> dict[str, flo
         lease = await manager.acquire(f"bench-{run}", backend="kubernetes")
         found["start -> first worker"] = time.monotonic() - t0
         lid, secret = lease["lease_id"], lease["lease_secret"]
-        async with Client(lease["scheduler_address"], asynchronous=True) as client:
+        async with Client(lease["scheduler_address"], asynchronous=True,
+                          security=client_security(lease["client"])) as client:
 
             async def workers() -> int:
                 return len((await client.scheduler.identity())["workers"])

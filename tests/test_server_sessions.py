@@ -127,7 +127,7 @@ async def test_config_refuses_what_only_the_server_sets_and_applies_the_rest(jp_
         assert len(text.strip().splitlines()) == 1
         listed = ok(await in_thread(kernel.run, "%gpu config")).stdout
         assert listed == before, "refused as a whole: nothing was set"
-        assert "only backend, idle-timeout, interrupt-grace apply" in listed
+        assert "only backend, idle-timeout, interrupt-grace, sync-packages apply" in listed
         ok(await in_thread(kernel.run, "%gpu config idle-timeout=40s interrupt-grace=3s"))
         (cluster,) = await clusters(jp_fetch)
         assert cluster["idle_timeout"] == 40.0, "idle-timeout reaches this notebook's cluster"
