@@ -30,6 +30,30 @@ def new_id(prefix: str = "") -> str:
     return prefix + uuid.uuid4().hex[:12]
 
 
+
+def client_credentials(security: Any) -> dict[str, Any]:
+    """The lease's ``client`` field for a cluster secured by Dask's ``security``: what a
+    client needs to reach it (PEM text), read back by :func:`client_security`."""
+    tls = security.get_tls_config_for_role("client")  # the attributes are set dynamically
+    return {"kind": "tls", "tls_ca": tls["ca_file"], "tls_cert": tls["cert"], "tls_key": tls["key"]}
+
+
+def client_security(info: dict[str, Any]) -> Any:
+    """The ``security=`` of a Dask client from a lease's ``client`` credentials.
+
+    ``kind: gateway``: dask-gateway's TLS through its proxy (importing dask-gateway
+    registers its ``gateway://`` comm); otherwise Dask's own TLS, with the cluster's CA.
+    """
+    if info.get("kind") == "gateway":
+        from dask_gateway.client import GatewaySecurity
+
+        return GatewaySecurity(tls_key=info["tls_key"], tls_cert=info["tls_cert"])
+    from distributed.security import Security
+
+    return Security(tls_ca_file=info["tls_ca"], tls_client_cert=info["tls_cert"],
+                    tls_client_key=info["tls_key"], require_encryption=True)
+
+
 def check_cluster_name(name: str) -> str:
     """Return ``name`` if it can name a cluster on every backend (a DNS-1123 label)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):

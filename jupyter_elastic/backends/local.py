@@ -31,7 +31,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.security import Security
 
 from ..errors import ConfigError
-from ..models import ClusterSpec, WorkerDetail
+from ..models import ClusterSpec, WorkerDetail, client_credentials
 from ..protocol import (
     CELL_PREFIX,
     CLOSING_TOPIC,
@@ -53,12 +53,6 @@ log = logging.getLogger("jupyter_elastic.backends.local")
 #: routes answer anyone who can reach the port (worker logs, call stacks, task names).
 _HEALTH_ONLY = ["distributed.http.health"]
 
-
-def tls_credentials(security: Security) -> dict[str, Any]:
-    """What a kernel's Dask client needs to reach a cluster secured by ``security``: the
-    lease's ``client`` field (PEM text; ``kernel/session.py client_security`` reads it)."""
-    tls = security.get_tls_config_for_role("client")  # the attributes are set dynamically
-    return {"kind": "tls", "tls_ca": tls["ca_file"], "tls_cert": tls["cert"], "tls_key": tls["key"]}
 
 
 #: Dask's setting for how a nanny starts its worker process (``spawn`` by default).
@@ -344,7 +338,7 @@ class LocalBackend(ElasticBackend):
             cpus_per_worker=threads,  # the cores a worker can really use, as billed
             memory_per_worker=int(memory),
             extra={
-                "client": tls_credentials(security),
+                "client": client_credentials(security),
                 "resource": resource,
                 "slots": slots,
                 "max_workers": max_workers,

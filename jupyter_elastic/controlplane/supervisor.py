@@ -30,26 +30,17 @@ from typing import Any
 
 from ..config import load_settings
 from ..errors import ElasticError
-from ..models import new_id
-from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE, WORKER_ENV
+from ..models import client_security, new_id
+from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
+from .cells import bounded as _bounded
+from .cells import kill_local as _kill_local
+from .cells import processing_on as _processing_on
 from .jobs import JobRegistry, job_dir
 from .metering import cell_charge
 
 EVENTS = "events.jsonl"
 SPEC = "spec.pkl"
 
-
-def _security(info: dict[str, Any]) -> Any:
-    """A Dask client's ``security=`` from a lease's ``client`` credentials (as the kernel's
-    session builds it)."""
-    if info.get("kind") == "gateway":
-        from dask_gateway.client import GatewaySecurity
-
-        return GatewaySecurity(tls_key=info["tls_key"], tls_cert=info["tls_cert"])
-    from distributed.security import Security
-
-    return Security(tls_ca_file=info["tls_ca"], tls_client_cert=info["tls_cert"],
-                    tls_client_key=info["tls_key"], require_encryption=True)
 
 
 class Supervisor:
@@ -192,7 +183,7 @@ class Supervisor:
 
         kwargs: dict[str, Any] = {}
         if lease.get("client"):
-            kwargs["security"] = _security(lease["client"])
+            kwargs["security"] = client_security(lease["client"])
         client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
         try:
             topic = f"jupyter-elastic-job-{self.job_id}"
@@ -433,39 +424,10 @@ def _lost(exc: BaseException, worker: str | None) -> str:
     return f"the worker running it ({worker or '?'}) failed: {text}"
 
 
-def _bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
-    """``client.sync(fn, ...)`` given at most ``timeout`` seconds; None if it failed or took
-    longer (a worker busy in C holding the GIL answers nobody)."""
-    try:
-        return client.sync(fn, *args, callback_timeout=max(0.05, timeout), **kwargs)
-    except Exception:
-        return None
 
 
-def _processing_on(key: str, dask_scheduler: Any = None) -> tuple[str | None, int | None]:
-    """Run on the scheduler: the worker (address, pid) processing ``key``, if any."""
-    ts = dask_scheduler.tasks.get(key)
-    ws = getattr(ts, "processing_on", None)
-    if ws is None:
-        return None, None
-    return ws.address, ws.pid
 
 
-def _kill_local(address: str, pid: Any) -> bool:
-    """SIGKILL ``pid`` if it is a jupyter-elastic worker process on this machine."""
-    import psutil
-
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if not isinstance(pid, int) or host not in ("127.0.0.1", "localhost", "::1"):
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.environ().get(WORKER_ENV) != "1":
-            return False
-        process.kill()
-    except (psutil.Error, OSError):
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..controlplane.cells import bounded as _bounded
+from ..controlplane.cells import kill_local as _kill_local
+from ..controlplane.cells import processing_on as _processing_on
 from ..errors import (
     CellCancelled,
     CellTimeout,
@@ -771,15 +774,6 @@ def _left(deadline: float, cap: float) -> float:
     return max(0.05, min(cap, deadline - time.monotonic()))
 
 
-def _bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
-    """``client.sync(fn, ...)`` given at most ``timeout`` seconds; None if it failed or took
-    longer (an unresponsive worker or scheduler must not hold the notebook)."""
-    try:
-        return client.sync(fn, *args, callback_timeout=max(0.05, timeout), **kwargs)
-    except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        return None
 
 
 def _pod_events(client: Any) -> list[dict[str, Any]]:
@@ -814,15 +808,6 @@ def _scale_blocked(client: Any) -> str | None:
     return None
 
 
-# Functions run on the scheduler get it as the keyword ``dask_scheduler`` after the
-# positional arguments given to ``run_on_scheduler``: it must come last.
-def _processing_on(key: str, dask_scheduler: Any = None) -> tuple[str | None, int | None]:
-    """Run on the scheduler: the worker (address, pid) processing ``key``, if any."""
-    ts = dask_scheduler.tasks.get(key)
-    ws = getattr(ts, "processing_on", None)
-    if ws is None:
-        return None, None
-    return ws.address, ws.pid
 
 
 def _worker_addresses(dask_scheduler: Any = None) -> list[str]:
@@ -854,23 +839,6 @@ def _kill_worker(client: Any, address: str, pid: int | None) -> bool:
     return False
 
 
-def _kill_local(address: str, pid: int) -> bool:
-    """SIGKILL ``pid`` if it is a jupyter-elastic worker process on this machine."""
-    import psutil
-
-    from ..protocol import WORKER_ENV
-
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.environ().get(WORKER_ENV) != "1":
-            return False
-        process.kill()
-    except (psutil.Error, OSError):
-        return False
-    return True
 
 
 def _memory_kill(client: Any, address: str) -> int | None:

@@ -20,6 +20,7 @@ from typing import Any
 from ..config import Settings, load_settings
 from ..controlplane import ControlPlane, connect_control_plane
 from ..errors import CellCancelled
+from ..models import client_security
 from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL, notebook_cluster_name
 from .display import PhaseDisplay
 
@@ -258,21 +259,6 @@ def _kernel_log_stream(stream: Any) -> Any:
     except OSError:
         return sys.__stderr__
 
-
-def client_security(info: dict[str, Any]) -> Any:
-    """The ``security=`` of a Dask client from a lease's ``client`` credentials.
-
-    ``kind: gateway``: dask-gateway's TLS through its proxy (importing dask-gateway
-    registers its ``gateway://`` comm); otherwise Dask's own TLS, with the cluster's CA.
-    """
-    if info.get("kind") == "gateway":
-        from dask_gateway.client import GatewaySecurity
-
-        return GatewaySecurity(tls_key=info["tls_key"], tls_cert=info["tls_cert"])
-    from distributed.security import Security
-
-    return Security(tls_ca_file=info["tls_ca"], tls_client_cert=info["tls_cert"],
-                    tls_client_key=info["tls_key"], require_encryption=True)
 
 
 def session_cluster_name(backend: str = "local") -> str | None:

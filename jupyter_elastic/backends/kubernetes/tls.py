@@ -35,6 +35,7 @@ from distributed.core import rpc
 from distributed.security import Security
 
 from ...errors import ClusterStartError
+from ...models import client_credentials, client_security
 from .manifests import API_VERSION, MANAGED_BY, OWNER_LABEL, TLS_KEYS, tls_secret_name
 
 _CONNECTION_ARGS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -45,15 +46,7 @@ _WAIT_FOR_SCHEDULER_COMM = _kubecluster.wait_for_scheduler_comm
 
 def make_credentials() -> dict[str, str]:
     """New credentials for one cluster, as a lease's ``client`` field carries them."""
-    security = Security.temporary()
-    tls = security.get_tls_config_for_role("client")  # attributes are set dynamically
-    return {"kind": "tls", "tls_ca": tls["ca_file"], "tls_cert": tls["cert"], "tls_key": tls["key"]}
-
-
-def client_security(credentials: dict[str, str]) -> Security:
-    """A Dask ``Security`` for a client of the cluster with ``credentials``."""
-    return Security(tls_ca_file=credentials["tls_ca"], tls_client_cert=credentials["tls_cert"],
-                    tls_client_key=credentials["tls_key"], require_encryption=True)
+    return client_credentials(Security.temporary())
 
 
 def connection_args(credentials: dict[str, str] | None) -> dict[str, Any]:
