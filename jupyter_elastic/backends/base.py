@@ -8,12 +8,13 @@ bookkeeping: that is the manager's job. Capability flags replace ``isinstance`` 
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..config import Settings
 from ..models import ClusterSpec, WorkerDetail
-from ..protocol import Progress
+from ..protocol import GPU_RESOURCE, Progress
 
 
 @dataclass
@@ -91,6 +92,36 @@ class ElasticBackend(abc.ABC):
     async def connect(self, name: str) -> ClusterHandle | None:
         """Find a running cluster by name (after a restart); ``None`` when there is none."""
         return None
+
+
+async def remote_workers(cluster: Any, timeout: float, *, gpus: bool = True) -> list[WorkerDetail]:
+    """The workers of a cluster whose scheduler runs elsewhere, as the scheduler sees them now.
+
+    Asks the scheduler (``identity``) rather than reading ``cluster.scheduler_info``: that
+    copy is fed by add/remove messages, so a worker's status stays what it was when it
+    joined ("init") and a removed worker lingers until the message arrives. Falls back to the
+    copy when the scheduler does not answer within ``timeout`` seconds. ``gpus=False``: the
+    cluster's slots are another resource (a MIG or shared-GPU resource), so no whole GPUs.
+    """
+    try:
+        info = await asyncio.wait_for(cluster.scheduler_comm.identity(), timeout)
+    except Exception:
+        info = cluster.scheduler_info or {}
+    details = []
+    for address, w in sorted((info.get("workers") or {}).items()):
+        gpu_utilization, gpu_memory = gpu_metrics(w.get("metrics"))
+        details.append(
+            WorkerDetail(
+                name=str(w.get("name", address)),
+                gpus=float((w.get("resources") or {}).get(GPU_RESOURCE, 0.0)) if gpus else 0.0,
+                memory=int(w.get("memory_limit") or 0),
+                gpu_utilization=gpu_utilization,
+                gpu_memory=gpu_memory,
+                address=address,
+                status=str(w.get("status", "running")),
+            )
+        )
+    return details
 
 
 def gpu_metrics(metrics: dict[str, Any] | None) -> tuple[Any, Any]:

@@ -52,7 +52,7 @@ from ..errors import (
 )
 from ..models import ClusterSpec, WorkerDetail
 from ..protocol import CPU_RESOURCE, GPU_RESOURCE, QUOTA_MARK, QUOTA_ROUTE, Progress
-from .base import ClusterHandle, ElasticBackend, gpu_metrics
+from .base import ClusterHandle, ElasticBackend, remote_workers
 
 log = logging.getLogger("jupyter_elastic.backends.gateway")
 
@@ -597,27 +597,7 @@ class GatewayBackend(ElasticBackend):
             await gateway.close()
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
-        cluster = handle.cluster
-        try:
-            info = await asyncio.wait_for(cluster.scheduler_comm.identity(),
-                                          self.options.connect_timeout)
-        except Exception:
-            info = cluster.scheduler_info or {}
-        details = []
-        for address, w in sorted((info.get("workers") or {}).items()):
-            gpu_utilization, gpu_memory = gpu_metrics(w.get("metrics"))
-            details.append(
-                WorkerDetail(
-                    name=str(w.get("name", address)),
-                    gpus=float((w.get("resources") or {}).get(GPU_RESOURCE, 0.0)),
-                    memory=int(w.get("memory_limit") or 0),
-                    gpu_utilization=gpu_utilization,
-                    gpu_memory=gpu_memory,
-                    address=address,
-                    status=str(w.get("status", "running")),
-                )
-            )
-        return details
+        return await remote_workers(handle.cluster, self.options.connect_timeout)
 
 
 def _dask_get(key: str) -> Any:

@@ -88,6 +88,9 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
             fut = client.submit(operator.mul, 2, 21, key="gpu-cell-1", resources={"GPU": 1})
             assert await fut == 42
             del fut
+            # the scheduler's own view: the worker runs (not the "init" it joined with)
+            await manager.refresh_workers(record)
+            assert [w.status for w in record.workers] == ["running"]
             # idle-timeout is 1 s: the operator's autoscaler takes the worker away
             t1 = time.monotonic()
             await _until(lambda: _no_workers(client), what="scale to zero")

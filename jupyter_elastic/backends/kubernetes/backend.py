@@ -33,7 +33,7 @@ from ...config import KubernetesSettings
 from ...errors import BackendUnavailable, ClusterStartError, ConfigError, ElasticError
 from ...models import ClusterSpec, WorkerDetail
 from ...protocol import GPU_RESOURCE, POD_EVENTS_TOPIC, RESOURCE_ENV, Progress
-from ..base import ClusterHandle, ElasticBackend, gpu_metrics
+from ..base import ClusterHandle, ElasticBackend, remote_workers
 from .manifests import (
     API_VERSION,
     HELM_INSTALL,
@@ -160,6 +160,14 @@ async def kube_api() -> Any:
         ) from None
     except Exception as exc:
         raise translate(exc, action="reach the Kubernetes API server") from None
+
+
+async def own_api() -> Any:
+    """A kr8s client of its own, not shared through kr8s' cache: its connections survive
+    another caller's re-authentication (kr8s closes a client's connections on a 403)."""
+    api = await kr8s.asyncio.Api(bypass_factory=True)
+    api.timeout = REQUEST_TIMEOUT
+    return api
 
 
 async def get_json(api: Any, path: str, *, version: str = "v1", namespace: str | None = None,
@@ -327,7 +335,10 @@ class KubernetesBackend(ElasticBackend):
             await cluster
 
         starter = asyncio.ensure_future(run())
-        watch = _StartWatch(api, namespace, spec.name, progress, t0, options, self.poll_interval)
+        # the watch has its own client: on a 403 kr8s re-authenticates the shared one by
+        # closing its connections, which would cut the watch's request in flight (ReadError)
+        watch_api = await own_api()
+        watch = _StartWatch(watch_api, namespace, spec.name, progress, t0, options, self.poll_interval)
         try:
             while not starter.done():
                 await watch.look("scheduler")
@@ -374,8 +385,7 @@ class KubernetesBackend(ElasticBackend):
             try:
                 # a fresh client: kr8s re-authenticates after a 403 and concurrent calls can
                 # leave the shared one without a server address (UnsupportedProtocol)
-                fresh = await kr8s.asyncio.Api(bypass_factory=True)
-                fresh.timeout = REQUEST_TIMEOUT
+                fresh = await own_api()
                 if watch.forbidden is None and isinstance(exc, httpx.UnsupportedProtocol):
                     watch.forbidden = watch.forbidden or await _probe_forbidden(fresh, namespace)
                 if watch.forbidden is not None and isinstance(exc, Exception):
@@ -549,22 +559,8 @@ class KubernetesBackend(ElasticBackend):
             ) from None
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
-        details = []
-        resource = handle.extra.get("resource", GPU_RESOURCE)
-        for address, info in list((handle.cluster.scheduler_info.get("workers") or {}).items()):
-            gpu_utilization, gpu_memory = gpu_metrics(info.get("metrics"))
-            details.append(
-                WorkerDetail(
-                    name=str(info.get("name", address)),
-                    gpus=float((info.get("resources") or {}).get(GPU_RESOURCE, 0.0)) if resource == GPU_RESOURCE else 0.0,
-                    memory=int(info.get("memory_limit") or 0),
-                    gpu_utilization=gpu_utilization,
-                    gpu_memory=gpu_memory,
-                    address=address,
-                    status=str(info.get("status", "running")),
-                )
-            )
-        return details
+        return await remote_workers(handle.cluster, self.options.connect_timeout,
+                                    gpus=handle.extra.get("resource", GPU_RESOURCE) == GPU_RESOURCE)
 
 
 async def _probe_forbidden(api: Any, namespace: str) -> kr8s.ServerError | None:
