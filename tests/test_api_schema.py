@@ -27,6 +27,7 @@ from test_handlers import call
 
 from jupyter_elastic.server import handlers
 from jupyter_elastic.server.handlers import OPENAPI_PATH, default_handlers
+from jupyter_elastic.server.jobs import job_handlers
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -56,7 +57,7 @@ def test_the_document_is_valid_openapi():
 
 def _route_paths():
     """Each route of ``default_handlers`` as an OpenAPI path with its methods."""
-    for pattern, handler in default_handlers:
+    for pattern, handler in default_handlers + job_handlers:
         path = re.sub(r"\(\?P<(\w+)>\[\^/\]\+\)", r"{\1}", pattern).removeprefix(handlers.API_PREFIX)
         methods = {m for m in ("get", "post", "put", "delete") if m in vars(handler)}
         yield path, methods
@@ -142,6 +143,42 @@ async def test_replies_match_the_schemas(jp_fetch, memory_backend):  # noqa: F81
     assert code == 200
     schema_of("Heartbeat").validate(heartbeat)
     code, error = await call(jp_fetch, "clusters", "nope")
+    assert code == 404
+    schema_of("Error").validate(error)
+
+
+async def test_job_replies_match_the_schemas(jp_fetch, tmp_path):
+    """A job as the registry and the result store really hold it (the store's own writer)."""
+    import time
+
+    import numpy as np
+
+    from jupyter_elastic.controlplane.jobs import JobRegistry
+    from jupyter_elastic.execution.store import ResultStore
+
+    store = ResultStore(str(tmp_path / "store"))
+    row = {"id": "j1", "cell": 1, "status": "ok", "seconds": 1.0}
+    store.write_results("j1", state="done", outputs={"x": np.arange(3.0), "note": {"a": 1}},
+                        deleted=[], value=np.float64(2.0), events=[], row=row)
+    now = time.time()
+    JobRegistry().insert({"id": "j1", "name": "nightly", "notebook": "long.ipynb", "state": "done",
+                          "created": now - 5, "started": now - 4, "ended": now, "store": store.url,
+                          "ttl": 3600.0, "names": json.dumps(["note", "x"]), "source": "x = 1",
+                          "attempts": json.dumps([{"attempt": 1, "state": "done"}])})
+    code, jobs = await call(jp_fetch, "jobs")
+    assert code == 200 and [j["id"] for j in jobs["jobs"]] == ["j1"]
+    schema_of("JobList").validate(jobs)
+    code, job = await call(jp_fetch, "jobs", "nightly")
+    assert code == 200 and job["state"] == "done" and job["names"] == ["note", "x"]
+    schema_of("Job").validate(job)
+    code, results = await call(jp_fetch, "jobs", "j1", "results")
+    assert code == 200 and results["names"]["x"]["format"] == "npy"
+    assert results["names"]["note"]["format"] == "pickle"
+    schema_of("JobResults").validate(results)
+    code, cancelled = await call(jp_fetch, "jobs", "j1", method="DELETE")
+    assert code == 200 and cancelled["state"] == "done"  # already ended: returned as it is
+    schema_of("Job").validate(cancelled)
+    code, error = await call(jp_fetch, "jobs", "nope")
     assert code == 404
     schema_of("Error").validate(error)
 
