@@ -19,6 +19,20 @@ def bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> 
         return None
 
 
+def no_silent_reruns(client: Any) -> bool:
+    """Set the cluster's scheduler to fail a task whose worker dies rather than re-run it
+    (Dask's ``allowed-failures``, 3 by default): a cell is re-run only when the user asked
+    (``--retries``). The local and Kubernetes schedulers start so configured; a Gateway's
+    scheduler runs with whatever its admin set, so every client says it again on connect.
+    False when the scheduler did not take it (it refuses to run functions, or no answer)."""
+    return bounded(client, client._run_on_scheduler, _no_reruns, timeout=5.0) == 0
+
+
+def _no_reruns(dask_scheduler: Any = None) -> int:
+    dask_scheduler.allowed_failures = 0
+    return int(dask_scheduler.allowed_failures)
+
+
 # Functions run on the scheduler get it as the keyword ``dask_scheduler`` after the
 # positional arguments given to ``run_on_scheduler``: it must come last.
 def processing_on(key: str, dask_scheduler: Any = None) -> tuple[str | None, int | None]:

@@ -34,6 +34,7 @@ from ..models import client_security, new_id
 from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
 from .cells import bounded as _bounded
 from .cells import kill_local as _kill_local
+from .cells import no_silent_reruns
 from .cells import processing_on as _processing_on
 from .jobs import JobRegistry, job_dir
 from .metering import cell_charge
@@ -185,6 +186,8 @@ class Supervisor:
         if lease.get("client"):
             kwargs["security"] = client_security(lease["client"])
         client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
+        if lease.get("backend") != "local":
+            no_silent_reruns(client)  # a job is re-run only under --retries, by this supervisor
         try:
             topic = f"jupyter-elastic-job-{self.job_id}"
             client.subscribe_topic(topic, lambda event: self._on_event(event[1]))

@@ -39,6 +39,9 @@ def test_gpu_cell_runs_on_the_gateway_and_a_restarted_kernel_reconnects(
         assert run.result["text/plain"] == "42" and "gateway worker says hi" in run.stdout
         assert "no GPU found" in run.stderr  # these gateway workers offer CELL, not GPU
         assert first.value("answer") == 42
+        # this gateway's admin did not set allowed-failures 0: the kernel's client did
+        assert first.value("__import__('jupyter_elastic.kernel.magics', fromlist=['_'])._magics.session"
+                           ".client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)") == 0
         status = first.value("get_ipython().run_line_magic('gpu', 'status --json')")
         [cluster] = status["clusters"]
         assert cluster["backend"] == "gateway" and cluster["name"].startswith("nb-analysis-")
