@@ -235,10 +235,25 @@ def test_worker_details_read_the_gpu_metrics_distributed_publishes() -> None:
     assert (detail.gpu_utilization, detail.gpu_memory) == (87, 5 * 2**30)
 
     info = {"name": "w0", "resources": {"GPU": 1}, "memory_limit": 1, "metrics": metrics}
-    k8s = SimpleNamespace(extra={"resource": "GPU"},
-                          cluster=SimpleNamespace(scheduler_info={"workers": {"tcp://w0:1": info}}))
-    (detail,) = asyncio.run(KubernetesBackend.workers(None, k8s))  # type: ignore[arg-type]
+    backend = SimpleNamespace(options=SimpleNamespace(connect_timeout=1.0))
+
+    async def identity() -> dict:
+        return {"workers": {"tcp://w0:1": {**info, "status": "running"}}}
+
+    # the cluster's own copy says what the worker was when it joined: the scheduler is asked
+    k8s = SimpleNamespace(extra={"resource": "GPU"}, cluster=SimpleNamespace(
+        scheduler_comm=SimpleNamespace(identity=identity),
+        scheduler_info={"workers": {"tcp://w0:1": {**info, "status": "init"}}}))
+    (detail,) = asyncio.run(KubernetesBackend.workers(backend, k8s))  # type: ignore[arg-type]
     assert (detail.gpu_utilization, detail.gpu_memory) == (87, 5 * 2**30)
+    assert detail.status == "running" and detail.gpus == 1.0
+
+    async def no_answer() -> dict:
+        raise OSError("scheduler gone")
+
+    k8s.cluster.scheduler_comm = SimpleNamespace(identity=no_answer)
+    (detail,) = asyncio.run(KubernetesBackend.workers(backend, k8s))  # type: ignore[arg-type]
+    assert detail.status == "init" and detail.gpu_utilization == 87  # the copy, as a fallback
 
 
 # --------------------------------------------------------- item 7: device discovery ---
