@@ -75,6 +75,40 @@ def workers(kernel: Kernel) -> list[psutil.Process]:
     return out
 
 
+#: Installed in the kernel (a plain cell) with ``--diagnose``: a thread that, when the
+#: trigger file appears, writes what the kernel's schedulers hold and every thread's stack.
+DIAGNOSE = r"""
+import sys as _s, threading as _t, time as _tm, traceback as _tb, os as _os
+def _elastic_dump(trigger, out):
+    while not _os.path.exists(trigger):
+        _tm.sleep(0.2)
+    from distributed import Scheduler
+    lines = []
+    for sched in list(Scheduler._instances):
+        lines.append(f"scheduler {sched.address} status={sched.status}")
+        for ws in sched.workers.values():
+            lines.append(f"  worker {ws.address} name={ws.name} status={ws.status} nanny={ws.nanny} "
+                         f"resources={ws.resources} used={ws.used_resources} "
+                         f"processing={[t.key for t in ws.processing]} executing={[t.key for t in ws.executing]}")
+        for key, ts in list(sched.tasks.items()):
+            lines.append(f"  task {key} state={ts.state} on={getattr(ts.processing_on, 'address', None)} "
+                         f"who_wants={len(ts.who_wants or ())} restrictions={ts.resource_restrictions} "
+                         f"suspicious={ts.suspicious}")
+        lines.append(f"  unrunnable={[t.key for t in sched.unrunnable]} queued={[t.key for t in sched.queued]}")
+        lines.append(f"  idle={list(sched.idle)} running={[w.address for w in sched.running]}")
+        try:
+            for topic, events in sched.get_events().items():
+                lines.append(f"  events {topic}: {list(events)[-8:]}")
+        except Exception as exc:
+            lines.append(f"  events: {exc!r}")
+    frames = _s._current_frames()
+    for th in _t.enumerate():
+        lines.append(f"thread {th.name}")
+        lines.extend("    " + l.rstrip() for l in _tb.format_stack(frames.get(th.ident)) if th.ident in frames)
+    open(out, "w").write("\n".join(str(l) for l in lines))
+_t.Thread(target=_elastic_dump, args=(TRIGGER, OUT), daemon=True, name="soak-diagnose").start()
+"""
+
 #: The first line each wrong or failed-clearly cell showed (for the report).
 DETAILS: dict[int, str] = {}
 
@@ -146,11 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="15 cells, every kind at least twice")
+    parser.add_argument("--faults", action="store_true",
+                        help="faulty cells only (error, timeout, interrupt, kill) between ok ones")
+    parser.add_argument("--diagnose", metavar="DIR",
+                        help="on a cell that does not finish, write the kernel's scheduler state "
+                             "and thread stacks to DIR/hang.txt, then stop")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     if args.quick:
         kinds = ["ok", "error", "timeout", "interrupt", "kill"] * 2 + ["ok"] * 5
         rng.shuffle(kinds)
+    elif args.faults:
+        kinds = [k for _ in range(args.n // 2) for k in ("ok", rng.choice(KINDS[3:]))]
     else:
         kinds = [rng.choice(KINDS) for _ in range(args.n)]
     kernel = Kernel(env=ENV)
@@ -161,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     left_running: list[str] = []
     t0 = time.monotonic()
     try:
+        if args.diagnose:
+            os.makedirs(args.diagnose, exist_ok=True)
+            trigger = os.path.join(args.diagnose, "trigger")
+            out = os.path.join(args.diagnose, "hang.txt")
+            code = f"TRIGGER, OUT = {trigger!r}, {out!r}\n" + DIAGNOSE
+            assert kernel.run(code, timeout=60).status == "ok"
         assert kernel.run("%%gpu\nwarm = 1", timeout=120).status == "ok"
         threads0, fds0 = kernel_state(kernel)
         for i, kind in enumerate(kinds):
@@ -168,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = run_one(kernel, i, kind, stop_latency, timeout_latency)
             except TimeoutError:
                 verdict = "wrong"
+                DETAILS[i] = "did not finish within the harness limit"
+                if args.diagnose:
+                    Path(args.diagnose, "trigger").touch()
+                    time.sleep(5)
+                    counts[verdict] += 1
+                    wrong.append(f"cell {i} ({kind}, {verdict}): hang; see {args.diagnose}/hang.txt")
+                    break
             counts[verdict] += 1
             if verdict != "correct":
                 wrong.append(f"cell {i} ({kind}, {verdict}): {DETAILS.get(i, '')}")
