@@ -51,6 +51,24 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
+async def async_wait_for(predicate, what: str = "condition", timeout: float = 60.0,
+                         interval: float = 0.05):
+    """``wait_for`` on an event loop: ``predicate`` may return a value or an awaitable."""
+    import asyncio
+    import inspect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
 def cell_text(cell: dict) -> str:
     """A notebook cell's outputs as text: streams, text/plain, the other MIME types' names,
     and errors as ``ename: evalue``."""

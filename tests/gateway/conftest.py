@@ -219,6 +219,13 @@ def no_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(dask.config.config.setdefault("gateway", {}), "address", None)
 
 
+def user_gateway(server: GatewayServer, user: str) -> Any:
+    """An asynchronous dask-gateway client of ``server`` logged in as ``user``."""
+    from dask_gateway import BasicAuth, Gateway
+
+    return Gateway(address=server.address, auth=BasicAuth(user, PASSWORD), asynchronous=True)
+
+
 def run(coro: Any) -> Any:
     """Run a coroutine on a fresh event loop (the backend's loop in these tests)."""
     return asyncio.run(coro)

@@ -9,17 +9,16 @@ without GPUs: workers advertise ``--resources GPU=<worker_gpus>``.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from elastic_testing import async_wait_for
 
 pytest.importorskip("dask_gateway_server", reason="the quota module runs in dask-gateway-server")
 pytest.importorskip("dask_gateway", reason="the tests talk to the gateway with dask-gateway")
 
-from dask_gateway import BasicAuth, Gateway  # noqa: E402
+from dask_gateway import Gateway  # noqa: E402
 from dask_gateway.client import GatewayClusterError  # noqa: E402
 from traitlets.config import Config  # noqa: E402
 
@@ -29,7 +28,7 @@ from jupyter_elastic.hub.gateway import ElasticQuota, Held, QuotaRefusal  # noqa
 from jupyter_elastic.models import ClusterSpec  # noqa: E402
 from jupyter_elastic.protocol import QUOTA_MARK, QUOTA_ROUTE  # noqa: E402
 
-from .conftest import PASSWORD, quota_config, run, start_gateway, stop_gateway  # noqa: E402
+from .conftest import PASSWORD, quota_config, run, start_gateway, stop_gateway, user_gateway  # noqa: E402
 
 pytestmark = pytest.mark.gateway
 
@@ -120,28 +119,11 @@ def quota_gateway(tmp_path_factory: pytest.TempPathFactory):
         stop_gateway(server)
 
 
-def _gateway(server: Any, user: str) -> Gateway:
-    return Gateway(address=server.address, auth=BasicAuth(user, PASSWORD), asynchronous=True)
-
-
 async def _options(gateway: Gateway, **values: Any) -> Any:
     options = await gateway.cluster_options()
     for key, value in values.items():
         options[key] = value
     return options
-
-
-async def _until(predicate: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def _gpu_workers(cluster: Any) -> int:
@@ -154,7 +136,7 @@ def test_gpu_quota_counts_across_clusters_refuses_with_one_line_and_spares_bob(
     server = quota_gateway
 
     async def scenario() -> None:
-        alice, bob = _gateway(server, "alice"), _gateway(server, "bob")
+        alice, bob = user_gateway(server, "alice"), user_gateway(server, "bob")
         clusters: list[Any] = []
         try:
             one_gpu = await _options(alice, worker_gpus=1)
@@ -162,7 +144,7 @@ def test_gpu_quota_counts_across_clusters_refuses_with_one_line_and_spares_bob(
             clusters.append(first)
             await first.scale(2)
             # the two workers advertise GPU=1 each: alice now holds her 2 GPUs
-            await _until(lambda: _gpu_workers(first) == 2, "two GPU=1 workers")
+            await async_wait_for(lambda: _gpu_workers(first) == 2, "two GPU=1 workers")
             quota = server.clusters("alice", QUOTA_ROUTE)
             assert quota["limits"]["gpus"] == 2 and quota["limits"]["source"] == "group students"
             assert quota["holding"] == {"gpus": 2.0, "workers": 2}
@@ -192,7 +174,7 @@ def test_gpu_quota_counts_across_clusters_refuses_with_one_line_and_spares_bob(
             # scale-ups past the quota are refused (not clamped) and change nothing
             await first.scale(1)
             # a worker being retired still holds its GPU until it has stopped: wait for that
-            await _until(lambda: server.clusters("alice", QUOTA_ROUTE)["holding"]
+            await async_wait_for(lambda: server.clusters("alice", QUOTA_ROUTE)["holding"]
                          == {"gpus": 1.0, "workers": 1}, "the retired worker to free its GPU")
             second = await alice.new_cluster(one_gpu, shutdown_on_close=True)
             clusters.append(second)
@@ -225,7 +207,7 @@ def test_a_count_set_on_the_scheduler_itself_is_clamped_by_the_gateway(
         await dask_scheduler.services["gateway"]._scale(5)
 
     async def scenario() -> None:
-        alice = _gateway(server, "alice")
+        alice = user_gateway(server, "alice")
         cluster = await alice.new_cluster(await _options(alice, worker_gpus=1),
                                           shutdown_on_close=True)
         try:
@@ -234,9 +216,9 @@ def test_a_count_set_on_the_scheduler_itself_is_clamped_by_the_gateway(
                 await client.run_on_scheduler(bypass)
             finally:
                 await client.close()
-            await _until(lambda: "asked for 5 workers; its quota leaves 2" in server.log.read_text(),
+            await async_wait_for(lambda: "asked for 5 workers; its quota leaves 2" in server.log.read_text(),
                          "the gateway to clamp the heartbeat")
-            await _until(lambda: _gpu_workers(cluster) == 2, "the two workers the quota allows")
+            await async_wait_for(lambda: _gpu_workers(cluster) == 2, "the two workers the quota allows")
             assert server.clusters("alice", QUOTA_ROUTE)["holding"] == {"gpus": 2.0, "workers": 2}
         finally:
             await cluster.shutdown()

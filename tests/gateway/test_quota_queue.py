@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from elastic_testing import async_wait_for
 
 pytest.importorskip("dask_gateway_server", reason="the quota module runs in dask-gateway-server")
 pytest.importorskip("dask_gateway", reason="the tests talk to the gateway with dask-gateway")
@@ -26,7 +27,7 @@ from jupyter_elastic.hub.queue import POOL, FairQueue, Ticket  # noqa: E402
 from jupyter_elastic.models import ClusterSpec  # noqa: E402
 from jupyter_elastic.protocol import QUOTA_ROUTE  # noqa: E402
 
-from .conftest import PASSWORD, quota_config, run, start_gateway, stop_gateway  # noqa: E402
+from .conftest import PASSWORD, quota_config, run, start_gateway, stop_gateway, user_gateway  # noqa: E402
 
 pytestmark = pytest.mark.gateway
 
@@ -110,26 +111,10 @@ def queue_gateway(tmp_path_factory: pytest.TempPathFactory):
         stop_gateway(server)
 
 
-def _gateway(server: Any, user: str) -> Gateway:
-    return Gateway(address=server.address, auth=BasicAuth(user, PASSWORD), asynchronous=True)
-
-
 async def _cluster(gateway: Gateway, gpus: int = 1) -> Any:
     options = await gateway.cluster_options()
     options["worker_gpus"] = gpus
     return await gateway.new_cluster(options, shutdown_on_close=True)
-
-
-async def _until(predicate: Any, what: str, timeout: float = 60) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def _granted(server: Any, user: str) -> dict[str, int]:
@@ -151,16 +136,16 @@ def test_a_queued_cell_shows_its_place_leaves_on_stop_and_starts_when_room_frees
                    gpus_per_worker=1.0)
 
     async def scenario() -> None:
-        alice = _gateway(server, "alice")
+        alice = user_gateway(server, "alice")
         first = await _cluster(alice)
         backend = GatewayBackend(settings)
         phases: list[tuple[str, str]] = []
         try:
             await first.scale(2)
-            await _until(lambda: _granted(server, "alice").get(first.name) == 2, "2 GPUs held")
+            await async_wait_for(lambda: _granted(server, "alice").get(first.name) == 2, "2 GPUs held")
 
             start = asyncio.ensure_future(backend.start(spec, lambda p, d: phases.append((p, d))))
-            await _until(lambda: any(p == "queued" for p, _ in phases), "the queued phase")
+            await async_wait_for(lambda: any(p == "queued" for p, _ in phases), "the queued phase")
             detail = next(d for p, d in phases if p == "queued")
             assert detail.startswith("place 1 of 1 in the hub's GPU queue, waiting ")
             assert "stop the cell to leave the queue" in detail
@@ -169,13 +154,13 @@ def test_a_queued_cell_shows_its_place_leaves_on_stop_and_starts_when_room_frees
             start.cancel()  # what stopping the cell does to a start
             with pytest.raises(asyncio.CancelledError):
                 await start
-            await _until(lambda: not _places(server, "alice"), "the request to leave the queue")
-            await _until(lambda: queued not in server.clusters("alice"), "the cluster to stop")
+            await async_wait_for(lambda: not _places(server, "alice"), "the request to leave the queue")
+            await async_wait_for(lambda: queued not in server.clusters("alice"), "the cluster to stop")
             assert "left the queue (stopped)" in server.log.read_text()
 
             phases.clear()
             start = asyncio.ensure_future(backend.start(spec, lambda p, d: phases.append((p, d))))
-            await _until(lambda: any(p == "queued" for p, _ in phases), "the queued phase")
+            await async_wait_for(lambda: any(p == "queued" for p, _ in phases), "the queued phase")
             await first.shutdown()
             handle = await asyncio.wait_for(start, 60)
             try:
@@ -199,13 +184,13 @@ def test_two_users_over_a_full_pool_are_served_round_robin(queue_gateway, no_lea
     server = queue_gateway
 
     async def scenario() -> None:
-        alice, bob = _gateway(server, "alice"), _gateway(server, "bob")
+        alice, bob = user_gateway(server, "alice"), user_gateway(server, "bob")
         clusters: list[Any] = []
         try:
             full = await _cluster(bob)
             clusters.append(full)
             await full.scale(2)
-            await _until(lambda: _granted(server, "bob").get(full.name) == 2, "the pool full")
+            await async_wait_for(lambda: _granted(server, "bob").get(full.name) == 2, "the pool full")
             a1, a2 = await _cluster(alice), await _cluster(alice)
             b1, b2 = await _cluster(bob), await _cluster(bob)
             clusters += [a1, a2, b1, b2]
@@ -220,18 +205,18 @@ def test_two_users_over_a_full_pool_are_served_round_robin(queue_gateway, no_lea
             assert "the hub's GPU pool has 2 GPUs and 2 are held" in quota["queue"][0]["reason"]
 
             await full.scale(1)  # one GPU frees: alice's first request
-            await _until(lambda: _granted(server, "alice").get(a1.name) == 1, "a1 admitted")
+            await async_wait_for(lambda: _granted(server, "alice").get(a1.name) == 1, "a1 admitted")
             await full.scale(0)  # the next: bob's first, not alice's second
-            await _until(lambda: _granted(server, "bob").get(b1.name) == 1, "b1 admitted")
+            await async_wait_for(lambda: _granted(server, "bob").get(b1.name) == 1, "b1 admitted")
             assert _places(server, "alice") == {a2.name: 1}
             assert _places(server, "bob") == {b2.name: 2}
             await a1.shutdown()  # then alice's second
-            await _until(lambda: _granted(server, "alice").get(a2.name) == 1, "a2 admitted")
+            await async_wait_for(lambda: _granted(server, "alice").get(a2.name) == 1, "a2 admitted")
             assert _places(server, "bob") == {b2.name: 1}
             await b1.shutdown()
-            await _until(lambda: _granted(server, "bob").get(b2.name) == 1, "b2 admitted")
+            await async_wait_for(lambda: _granted(server, "bob").get(b2.name) == 1, "b2 admitted")
             # the admitted requests really run their workers
-            await _until(lambda: len((b2.scheduler_info or {}).get("workers") or {}) == 1,
+            await async_wait_for(lambda: len((b2.scheduler_info or {}).get("workers") or {}) == 1,
                          "b2's worker")
         finally:
             for cluster in clusters:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from distributed import Client, Event
-from elastic_testing import wait_for
+from elastic_testing import async_wait_for, wait_for
 
 from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
 from jupyter_elastic.backends.kubernetes.manifests import (
@@ -26,14 +26,6 @@ from .apiserver import DASK
 from .conftest import run, settings
 
 pytestmark = pytest.mark.k8s
-
-
-async def _until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no_leaked_processes):
@@ -93,7 +85,7 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
             assert [w.status for w in record.workers] == ["running"]
             # idle-timeout is 1 s: the operator's autoscaler takes the worker away
             t1 = time.monotonic()
-            await _until(lambda: _no_workers(client), what="scale to zero")
+            await async_wait_for(lambda: _no_workers(client), what="scale to zero")
             timings["scale_to_zero"] = time.monotonic() - t1
             await manager.refresh_workers(record)
             assert record.workers == []
@@ -214,11 +206,11 @@ def test_busy_and_starting_workers_are_not_scaled_down(k8s, no_leaked_processes)
             release = Event("release-long-cell", client=client)
             fut = client.submit(_wait_for_event, "release-long-cell", key="gpu-cell-long",
                                 resources={"GPU": 1})
-            await _until(lambda: _processing(client), what="the cell to run")
+            await async_wait_for(lambda: _processing(client), what="the cell to run")
             first = await _worker_names(client)
             op.pull_delay[image] = 3600.0  # the next worker stays in "pulling"
             await backend.scale(handle, 2)
-            await _until(lambda: _pod_count(srv, 2), what="a second pod")
+            await async_wait_for(lambda: _pod_count(srv, 2), what="a second pod")
             await backend.scale(handle, 0)  # nothing may go: one busy, one starting
             await asyncio.sleep(1.0)
             assert await _worker_names(client) == first
@@ -229,7 +221,7 @@ def test_busy_and_starting_workers_are_not_scaled_down(k8s, no_leaked_processes)
             del fut
             # now idle: the operator retires the connected worker, never the pulling pod
             await backend.scale(handle, 1)
-            await _until(lambda: _pod_count(srv, 1), what="the idle worker to go")
+            await async_wait_for(lambda: _pod_count(srv, 1), what="the idle worker to go")
             left = srv.sync(lambda: srv.list("v1", "pods", "jhub", "dask.org/component=worker"))
             assert left[0]["status"]["phase"] == "Pending"
 
