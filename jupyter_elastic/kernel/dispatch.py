@@ -718,9 +718,19 @@ class Dispatcher:
             # which would then fail as if it had died running it. The process is gone (killed
             # just now), so the scheduler is told at once rather than waited for: it would
             # only notice when the worker's connection closes, later on a loaded machine.
-            _bounded(client, client._run_on_scheduler, _drop_worker, where.worker, timeout=0.5)
+            # The stop returns once the scheduler has dropped it (or after DROP_WAIT: the stop
+            # stays within interrupt-grace + 2 s): a cell run right after the stop button
+            # was otherwise handed to the dead worker when the scheduler answered late.
+            dropped_by = time.monotonic() + DROP_WAIT
+            while not _bounded(client, client._run_on_scheduler, _drop_worker, where.worker,
+                               timeout=_left(dropped_by, 1.0)):
+                if time.monotonic() >= dropped_by:
+                    break
         return "restarted"
 
+
+#: Seconds a stop waits for the scheduler to drop a worker it killed.
+DROP_WAIT = 1.5
 
 #: How a stop ended, as the error line says it.
 _STOPPED = {
