@@ -114,17 +114,19 @@ def parity_problems(kernel: dict[str, str | None], worker: dict[str, str | None]
 MAX_CELL_IMPORTS = 64
 
 
-def _top_level_imports(source: str) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _top_level_imports(source: str) -> tuple[str, ...]:
     """Top-level module names a cell imports in its own body (not inside ``try``, a
-    function or a class: a guarded import is the cell's own fallback), absolute only."""
+    function or a class: a guarded import is the cell's own fallback), absolute only.
+    Cached by source: a cell run again is not parsed again."""
     import ast
 
     if "import" not in source:
-        return []
+        return ()
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return []
+        return ()
     names: list[str] = []
     for node in tree.body:
         found: list[str] = []
@@ -135,7 +137,7 @@ def _top_level_imports(source: str) -> list[str]:
         for name in found:
             if name not in names:
                 names.append(name)
-    return names[:MAX_CELL_IMPORTS]
+    return tuple(names[:MAX_CELL_IMPORTS])
 
 
 @functools.lru_cache(maxsize=1)
