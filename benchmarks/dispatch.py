@@ -15,7 +15,8 @@ machine hits every row alike. Both ways the control plane can run: embedded in t
 and in a running ``jupyter server`` with the extension (the kernel started through the
 server's REST API, then driven over ZMQ from its connection file). Also: cold start
 (nothing running -> first result; zero workers -> result) and the data path (an input,
-an output, both) against bare Dask's scatter/submit/result and a ``np.copyto`` floor.
+an output, both) against bare Dask's scatter/submit/result (with its defaults, and over TLS
+as ``%%gpu``'s local clusters run) and a ``np.copyto`` floor.
 The in-process breakdown (``%%gpu`` in this process's IPython shell) is kept as one row.
 
 Usage: ``python benchmarks/dispatch.py [--rounds 100] [--sizes 64,256] [--mode both] [--quick]``
@@ -63,6 +64,16 @@ _client = Client(_bare)
 def _inc(x):
     return x + 1
 """
+#: The data path's second baseline: bare Dask with the security %%gpu's local clusters use
+#: (TLS with per-cluster credentials), so that the cost of encryption is not counted
+#: against %%gpu alone.
+SETUP_DASK_TLS = """
+from distributed.security import Security as _Security
+_tls = _Security.temporary()
+_bare_tls = LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+                         host="127.0.0.1", protocol="tls", security=_tls)
+_client_tls = Client(_bare_tls, security=_tls)
+"""
 SETUP_PX = """
 import ipyparallel as _ipp
 _px_cluster = _ipp.Cluster(n=1, log_level=40)
@@ -77,6 +88,10 @@ except NameError:
     pass
 try:
     _client.close(); _bare.close()
+except NameError:
+    pass
+try:
+    _client_tls.close(); _bare_tls.close()
 except NameError:
     pass
 get_ipython().run_line_magic("gpu", "stop --all")
@@ -363,6 +378,7 @@ def data_path(fe: FrontEnd, sizes_mib: list[int], rounds: int) -> list[dict[str,
     """Seconds per cell moving ``size`` MiB in, out, and in+out; bare Dask's scatter/submit/
     gather the same bytes; ``np.copyto`` of the same bytes as the floor."""
     rows = []
+    fe.execute(SETUP_DASK_TLS, timeout=120)
     for mib in sizes_mib:
         n = mib * 2**20 // 8
         fe.execute(f"import numpy as np\n_A = np.ones({n})\n_dst = np.empty_like(_A)\n"
@@ -383,23 +399,29 @@ def data_path(fe: FrontEnd, sizes_mib: list[int], rounds: int) -> list[dict[str,
                 bump, gpu = gpu.split("\n", 1)
             else:
                 bump = None
-            t_gpu, t_dask = [], []
+            t_gpu, t_dask, t_tls = [], [], []
+            dask_tls = dask.replace("_client.", "_client_tls.")
             for i in range(rounds + 1):
                 if bump:
                     fe.execute(bump)
                 g = fe.execute(gpu)[0]
                 d = fe.execute(dask)[0]
-                if i:  # the first round warms both up
+                if bump:
+                    fe.execute(bump)
+                d_tls = fe.execute(dask_tls)[0]
+                if i:  # the first round warms them up
                     t_gpu.append(g)
                     t_dask.append(d)
+                    t_tls.append(d_tls)
             fe.execute("del _B" if case != "in" else "_n = None")
             moved = (2 if case == "in+out" else 1) * n * 8
             rows.append({"size_mib": mib, "case": case, "gpu_s": statistics.median(t_gpu),
-                         "dask_s": statistics.median(t_dask), "bytes": moved})
+                         "dask_s": statistics.median(t_dask), "dask_tls_s": statistics.median(t_tls),
+                         "bytes": moved})
         copy = fe.value("min(__import__('timeit').repeat('np.copyto(_dst, _A)', "
                         "globals=globals(), number=1, repeat=5))")
         rows.append({"size_mib": mib, "case": "memcpy", "gpu_s": copy, "dask_s": copy,
-                     "bytes": n * 8})
+                     "dask_tls_s": copy, "bytes": n * 8})
         fe.execute("del _A, _dst")
     return rows
 
@@ -500,18 +522,22 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace,
     if data:
         print()
         print(f"# data path (median of {args.data_rounds} rounds; GB/s = bytes moved / cell time)")
+        print("# Dask: bare Dask with its defaults (plain TCP); Dask TLS: the same over TLS with "
+              "per-cluster credentials, as %%gpu's local clusters run")
         print(f"| {'mode':13} | {'MiB':>5} | {'case':7} | {'%%gpu s':>8} | {'GB/s':>6} | "
-              f"{'Dask s':>8} | {'GB/s':>6} | {'%%gpu/Dask':>10} |")
-        print(f"|{'-' * 15}|{'-' * 7}|{'-' * 9}|{'-' * 10}|{'-' * 8}|{'-' * 10}|{'-' * 8}|{'-' * 12}|")
+              f"{'Dask s':>8} | {'GB/s':>6} | {'%%gpu/Dask':>10} | {'Dask TLS s':>10} | "
+              f"{'%%gpu/TLS':>9} |")
+        print(f"|{'-' * 15}|{'-' * 7}|{'-' * 9}|{'-' * 10}|{'-' * 8}|{'-' * 10}|{'-' * 8}|{'-' * 12}|"
+              f"{'-' * 12}|{'-' * 11}|")
         for mode, row in data:
-            g, d = row["gpu_s"], row["dask_s"]
+            g, d, dt = row["gpu_s"], row["dask_s"], row["dask_tls_s"]
             if row["case"] == "memcpy":
                 print(f"| {mode:13} | {row['size_mib']:5} | {'memcpy':7} | {g:8.3f} | "
-                      f"{row['bytes'] / g / 1e9:6.2f} | {'':8} | {'':6} | {'':10} |")
+                      f"{row['bytes'] / g / 1e9:6.2f} | {'':8} | {'':6} | {'':10} | {'':10} | {'':9} |")
                 continue
             print(f"| {mode:13} | {row['size_mib']:5} | {row['case']:7} | {g:8.3f} | "
                   f"{row['bytes'] / g / 1e9:6.2f} | {d:8.3f} | {row['bytes'] / d / 1e9:6.2f} | "
-                  f"{g / d:10.2f} |")
+                  f"{g / d:10.2f} | {dt:10.3f} | {g / dt:9.2f} |")
     sys.stdout.flush()
 
 
