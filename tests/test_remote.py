@@ -90,6 +90,46 @@ def test_runner_refuses_a_version_mismatch_before_running_anything():
     assert any(p.startswith("dask 1.0.0 in the kernel but") for p in result["problems"])
 
 
+def test_a_stop_before_the_body_began_means_the_body_never_runs(tmp_path, monkeypatch):
+    """The stop's interrupt can reach the worker while the task loads its inputs, or before
+    the worker starts the task at all (the cancel travels separately): the worker must count
+    the cell as running meanwhile, and its body must never run after the stop."""
+    import threading
+
+    marker = tmp_path / "ran"
+    source = f"open({str(marker)!r}, 'w').close()"
+    # 1. the stop arrives before the task starts on this worker
+    early = payload(source, cell_id="stopped-early")
+    assert worker.interrupt_cell(early["cell_id"]) is False  # nothing runs here yet
+    assert run_cell(early) == {"status": "cancelled"}
+    assert not marker.exists()
+
+    # 2. the stop arrives while the task is starting (here: its parity check is slow)
+    entered, release = threading.Event(), threading.Event()
+    real = worker.missing_modules
+
+    def slow_check(names):
+        entered.set()
+        release.wait(10)
+        return real(names)
+
+    monkeypatch.setattr(worker, "missing_modules", slow_check)
+    starting = payload(source, cell_id="stopped-starting")
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run_cell(starting)))
+    thread.start()
+    assert entered.wait(10)
+    assert worker.cell_running(starting["cell_id"]) is True  # was False: the stop took it as ended
+    assert worker.interrupt_cell(starting["cell_id"]) is True
+    release.set()
+    thread.join(10)
+    assert results == [{"status": "cancelled"}] and not marker.exists()
+    assert worker.cell_running(starting["cell_id"]) is False
+
+    # 3. a cell nobody stopped still runs
+    assert run_cell(payload(source, cell_id="not-stopped"))["status"] == "ok" and marker.exists()
+
+
 def test_parity_rules():
     kernel = {"python": "3.11.7", "dask": "2026.8.0", "numpy": "2.4.6", "cupy": None, "cloudpickle": "3.1.3"}
     assert parity_problems(kernel, dict(kernel, python="3.11.9")) == []

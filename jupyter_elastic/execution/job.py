@@ -32,6 +32,8 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
                worker=result.get("worker"), device=result.get("device"), finished=time.time())
     if result["status"] == "ok":
         state, error = "done", None
+    elif result["status"] == "cancelled":  # stopped before its body began
+        state, error = "cancelled", "stopped before the cell began on its worker"
     else:
         state = "cancelled" if result.get("ename") == "KeyboardInterrupt" else "failed"
         error = f"{result.get('ename')}: {result.get('evalue')}"[:2000]

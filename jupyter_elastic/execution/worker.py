@@ -186,15 +186,29 @@ def _interrupt_thread(thread_id: int) -> bool:
 
 
 _active_lock = threading.Lock()
+#: Cells whose task runs here but whose body has not begun (inputs, parity checks): cell id
+#: -> thread id. A stop must see them as running, or their body would run on after the stop.
+_starting: dict[str, int] = {}
+#: Cells a stop reached before their body began here: their body never runs (bounded).
+_stopped: OrderedDict[str, None] = OrderedDict()
+_STOPPED_KEPT = 1024
 
 
 def interrupt_cell(cell_id: str) -> bool:
-    """Run on a worker (``client.run``): interrupt the cell if it is still running there."""
+    """Run on a worker (``client.run``): interrupt the cell if it is still running there.
+
+    A cell whose body has not begun yet (its task was handed to this worker, or is loading
+    its inputs) is marked so that its body never runs; that also covers a task the worker
+    starts only after the stop (the cancel and this call travel separately). Returns
+    whether the cell was running or starting here."""
     with _active_lock:  # the cell cannot end between the check and the interrupt
         item = active_cells.get(cell_id)
-        if item is None:
-            return False
-        return _interrupt_thread(item[1])
+        if item is not None:
+            return _interrupt_thread(item[1])
+        _stopped[cell_id] = None
+        while len(_stopped) > _STOPPED_KEPT:
+            _stopped.popitem(last=False)
+        return cell_id in _starting
 
 
 def _clear_interrupt(thread_id: int) -> None:
@@ -221,8 +235,8 @@ def kill_worker_process(dask_worker: Any) -> int | None:
 
 
 def cell_running(cell_id: str) -> bool:
-    """Run on a worker (``client.run``): whether the cell still runs there."""
-    return cell_id in active_cells
+    """Run on a worker (``client.run``): whether the cell still runs (or starts) there."""
+    return cell_id in active_cells or cell_id in _starting
 
 
 def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -231,9 +245,21 @@ def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None
     Statuses: ``ok`` (``outputs``, ``deleted``, ``value``), ``error`` (``ename``,
     ``evalue``, ``traceback``), ``cache-miss`` (``missing`` tokens: re-send them),
     ``mismatch`` (``problems``: package versions differ; ``missing``: modules the cell
-    imports that this worker cannot import). ``record`` (a list) also keeps
-    every output event sent (detached cells store them with their results).
+    imports that this worker cannot import), ``cancelled`` (a stop reached the cell before
+    its body began: the body did not run). ``record`` (a list) also keeps every output
+    event sent (detached cells store them with their results).
     """
+    cell_id = str(payload.get("cell_id"))
+    with _active_lock:
+        _starting[cell_id] = threading.get_ident()
+    try:
+        return _run_cell(payload, record)
+    finally:
+        with _active_lock:
+            _starting.pop(cell_id, None)
+
+
+def _run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None) -> dict[str, Any]:
     try:
         from distributed import get_worker
 
@@ -284,8 +310,12 @@ def run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None = None
     output = CellOutput(emit, cell_id, address)
     convert = (lambda value: value) if payload.get("keep_on_device", False) else _to_host
     globals_ = runner.fresh_globals(namespace, remote_display)
+    with _active_lock:  # from starting to running, or not at all if a stop came first
+        _starting.pop(cell_id, None)
+        if cell_id in _stopped:
+            return {"status": "cancelled"}
+        active_cells[cell_id] = (output, threading.get_ident())
     thread_state.output = output
-    active_cells[cell_id] = (output, threading.get_ident())
     started = time.perf_counter()
     result: dict[str, Any]
     with runner.cell_source(filename, payload["source"], payload["line_offset"]):

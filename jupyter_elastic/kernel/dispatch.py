@@ -331,6 +331,8 @@ class Dispatcher:
             payload["modules"] = list(imports)
         result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall,
                                        run.name)
+        if result["status"] == "cancelled":  # a stop reached the worker before the body began
+            raise CellCancelled("the cell was stopped before it began on its worker")
         if result["status"] == "cache-miss":  # another worker, or a restarted one
             self.session.sent_tokens -= set(result["missing"])
             inputs = {n: (CacheIt(v.token, namespace[n]) if isinstance(v, Cached) else v)
@@ -703,7 +705,9 @@ class Dispatcher:
         state = _bounded(client, client._run, worker_side.interrupt_cell, cell_id,
                          workers=[where.worker], on_error="return", timeout=_left(hard, grace))
         if isinstance(state, dict) and state.get(where.worker) is False:
-            return "interrupted"  # it ended between the cancel and the interrupt
+            # it ended between the cancel and the interrupt, or its task had not begun on
+            # that worker: the worker now refuses to run its body (worker.interrupt_cell)
+            return "interrupted"
         # Wait out the grace period for the thread to stop.
         while not again.is_set() and time.monotonic() < hard:
             state = _bounded(client, client._run, worker_side.cell_running, cell_id,
