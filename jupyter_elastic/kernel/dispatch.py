@@ -730,6 +730,7 @@ class Dispatcher:
                                timeout=_left(dropped_by, 1.0)):
                 if time.monotonic() >= dropped_by:
                     break
+                time.sleep(0.05)
         return "restarted"
 
 
