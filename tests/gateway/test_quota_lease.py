@@ -9,14 +9,15 @@ for a long idle timeout.
 from __future__ import annotations
 
 import pytest
+from elastic_testing import async_wait_for
 
 pytest.importorskip("dask_gateway_server", reason="the quota module runs in dask-gateway-server")
 pytest.importorskip("dask_gateway", reason="the tests talk to the gateway with dask-gateway")
 
 from dask_gateway.client import ClusterStatus  # noqa: E402
 
-from .conftest import quota_config, run, start_gateway, stop_gateway  # noqa: E402
-from .test_quota import _gateway, _options, _until  # noqa: E402
+from .conftest import quota_config, run, start_gateway, stop_gateway, user_gateway  # noqa: E402
+from .test_quota import _options  # noqa: E402
 
 pytestmark = pytest.mark.gateway
 
@@ -40,11 +41,11 @@ def test_the_default_idle_timeout_stops_an_idle_cluster(timed_gateway, no_leaked
     server = timed_gateway
 
     async def scenario() -> None:
-        alice = _gateway(server, "alice")
+        alice = user_gateway(server, "alice")
         cluster = await alice.new_cluster(await _options(alice), shutdown_on_close=True)
         client = await cluster.get_client(set_as_default=False)  # its lease holds
         try:
-            await _until(lambda: _stopped(alice, cluster.name), "the idle cluster to stop")
+            await async_wait_for(lambda: _stopped(alice, cluster.name), "the idle cluster to stop")
         finally:
             await client.close()
             await cluster.shutdown()
@@ -60,7 +61,7 @@ def test_a_cluster_whose_client_went_away_is_stopped_after_the_lease(
     server = timed_gateway
 
     async def scenario() -> None:
-        alice = _gateway(server, "alice")
+        alice = user_gateway(server, "alice")
         cluster = await alice.new_cluster(await _options(alice, idle_timeout=100),
                                           shutdown_on_close=True)
         try:
@@ -68,12 +69,12 @@ def test_a_cluster_whose_client_went_away_is_stopped_after_the_lease(
             try:
                 # a connected client holds the lease: wait out several lease checks
                 marks = server.log.read_text().count("heartbeat [count")
-                await _until(lambda: server.log.read_text().count("heartbeat [count") > marks + 6,
+                await async_wait_for(lambda: server.log.read_text().count("heartbeat [count") > marks + 6,
                              "six more scheduler heartbeats")
                 assert not await _stopped(alice, cluster.name)
             finally:
                 await client.close()
-            await _until(lambda: _stopped(alice, cluster.name), "the lease to lapse")
+            await async_wait_for(lambda: _stopped(alice, cluster.name), "the lease to lapse")
             assert (f"lease lapsed: stopping cluster {cluster.name} of alice, no Dask client "
                     "for 3s") in server.log.read_text()
         finally:
