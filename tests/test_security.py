@@ -27,10 +27,10 @@ def _write_marker(path: str) -> str:
 
 def _refused(address: str, marker: str, **client_kwargs) -> BaseException:
     """Try to run code on the scheduler at ``address``; the error that refused it."""
-    from distributed import Client
+    from jupyter_elastic.controlplane.cells import new_client
 
     try:
-        with Client(address, set_as_default=False, timeout="3s", **client_kwargs) as client:
+        with new_client(address, timeout="3s", **client_kwargs) as client:
             client.run_on_scheduler(_write_marker, marker)
     except Exception as exc:  # what refused it differs: no TLS context, bad certificate, ...
         return exc
@@ -226,3 +226,29 @@ def test_an_idle_lease_still_lapses_after_lease_ttl():
         assert manager.list_clusters() == [] and backend.closed == ["nb-idle"]
 
     run(scenario())
+
+
+def test_a_client_that_fails_to_connect_is_collected_before_the_error_goes_up():
+    """A failed Client left in a reference cycle deadlocked the next Client's start when
+    the garbage collector finalized it there (Dask's loop-runner lock): new_client collects
+    it at once."""
+    import gc
+    import socket
+
+    from distributed import Client
+
+    from jupyter_elastic.controlplane.cells import new_client
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gc.collect()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, Client)}
+    gc.disable()  # only new_client's own collection may run
+    try:
+        with pytest.raises(OSError):
+            new_client(f"tcp://127.0.0.1:{port}", timeout="1s")
+        left = [o for o in gc.get_objects() if isinstance(o, Client) and id(o) not in before]
+        assert left == [], "the failed Client is still alive, waiting for a later collection"
+    finally:
+        gc.enable()

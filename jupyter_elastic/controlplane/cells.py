@@ -19,6 +19,30 @@ def bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> 
         return None
 
 
+def new_client(address: str, *, security: Any = None, timeout: str = "30s") -> Any:
+    """A ``distributed.Client`` of the cluster at ``address`` (``security``: its TLS
+    settings, or None).
+
+    A Client that fails to connect stays behind in a reference cycle. If the garbage
+    collector finalizes it later, it may do so inside another Client's start, on a thread
+    that holds Dask's loop-runner lock. Its ``close`` then waits on that lock, and the thread
+    deadlocks (seen in the test suite: the next client hung forever). So a failed Client is
+    collected here and now, with its traceback dropped, before the error goes up.
+    """
+    import gc
+
+    from distributed import Client
+
+    kwargs: dict[str, Any] = {"security": security} if security is not None else {}
+    try:
+        return Client(address, set_as_default=False, timeout=timeout, **kwargs)
+    except Exception as exc:
+        failure = exc
+    failure.__traceback__ = None  # its frames hold the half-made Client
+    gc.collect()
+    raise failure
+
+
 def no_silent_reruns(client: Any) -> bool:
     """Set the cluster's scheduler to fail a task whose worker dies rather than re-run it
     (Dask's ``allowed-failures``, 3 by default): a cell is re-run only when the user asked

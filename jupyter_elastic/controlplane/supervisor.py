@@ -34,7 +34,7 @@ from ..models import client_security, new_id
 from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
 from .cells import bounded as _bounded
 from .cells import kill_local as _kill_local
-from .cells import no_silent_reruns
+from .cells import new_client, no_silent_reruns
 from .cells import processing_on as _processing_on
 from .jobs import JobRegistry, job_dir
 from .metering import cell_charge
@@ -180,12 +180,8 @@ class Supervisor:
 
     def _run_cell(self, spec: dict[str, Any], lease: dict[str, Any],
                   cp: Any) -> tuple[str, str | None, dict[str, Any]]:
-        from distributed import Client
-
-        kwargs: dict[str, Any] = {}
-        if lease.get("client"):
-            kwargs["security"] = client_security(lease["client"])
-        client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
+        security = client_security(lease["client"]) if lease.get("client") else None
+        client = new_client(lease["scheduler_address"], security=security)
         if lease.get("backend") != "local":
             no_silent_reruns(client)  # a job is re-run only under --retries, by this supervisor
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import Settings, load_settings
 from ..controlplane import ControlPlane, connect_control_plane
-from ..controlplane.cells import no_silent_reruns
+from ..controlplane.cells import new_client, no_silent_reruns
 from ..errors import CellCancelled
 from ..models import client_security
 from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL, notebook_cluster_name
@@ -115,13 +115,10 @@ class ElasticSession:
         return False
 
     def _connect(self, lease: dict[str, Any]) -> None:
-        from distributed import Client
-
         self._disconnect()
-        kwargs: dict[str, Any] = {}
-        if lease.get("client"):  # the cluster's TLS credentials, handed to this kernel only
-            kwargs["security"] = client_security(lease["client"])
-        client = Client(lease["scheduler_address"], set_as_default=False, timeout="30s", **kwargs)
+        # the cluster's TLS credentials, handed to this kernel only
+        security = client_security(lease["client"]) if lease.get("client") else None
+        client = new_client(lease["scheduler_address"], security=security)
         if lease.get("backend") != "local" and not no_silent_reruns(client):
             log.warning("the %s scheduler at %s did not take allowed-failures 0: Dask may re-run "
                         "a cell whose worker dies", lease.get("backend"), lease["scheduler_address"])

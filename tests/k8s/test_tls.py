@@ -21,6 +21,7 @@ from distributed.security import Security  # noqa: E402
 
 from jupyter_elastic.backends.kubernetes.manifests import TLS_MOUNT  # noqa: E402
 from jupyter_elastic.backends.kubernetes.tls import client_security  # noqa: E402
+from jupyter_elastic.controlplane.cells import new_client  # noqa: E402
 
 from .conftest import settings  # noqa: E402
 
@@ -42,7 +43,7 @@ def _marker_writer() -> Any:
 def _refused(address: str, marker: str, **client_kwargs: Any) -> BaseException:
     """Try to run code on the scheduler at ``address``; the error that refused it."""
     try:
-        with Client(address, set_as_default=False, timeout="3s", **client_kwargs) as client:
+        with new_client(address, timeout="3s", **client_kwargs) as client:
             client.run_on_scheduler(_marker_writer(), marker)
     except Exception as exc:  # no TLS context, a plain-TCP handshake, a foreign certificate
         return exc
