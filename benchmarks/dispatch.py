@@ -522,7 +522,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace,
     if data:
         print()
         print(f"# data path (median of {args.data_rounds} rounds; GB/s = bytes moved / cell time)")
-        print("# Dask: bare Dask with its defaults (plain TCP); Dask TLS: the same over TLS with "
+        print("# Dask: a LocalCluster with its defaults (plain TCP); Dask TLS: the same over TLS with "
               "per-cluster credentials, as %%gpu's local clusters run")
         print(f"| {'mode':13} | {'MiB':>5} | {'case':7} | {'%%gpu s':>8} | {'GB/s':>6} | "
               f"{'Dask s':>8} | {'GB/s':>6} | {'%%gpu/Dask':>10} | {'Dask TLS s':>10} | "
