@@ -100,11 +100,11 @@ async def remote_workers(cluster: Any, timeout: float, *, gpus: bool = True) -> 
     Asks the scheduler (``identity``) rather than reading ``cluster.scheduler_info``: that
     copy is fed by add/remove messages, so a worker's status stays what it was when it
     joined ("init") and a removed worker lingers until the message arrives. Falls back to the
-    copy when the scheduler does not answer within ``timeout`` seconds. ``gpus=False``: the
+    copy when the scheduler does not answer within ``timeout`` seconds (2 s at most). ``gpus=False``: the
     cluster's slots are another resource (a MIG or shared-GPU resource), so no whole GPUs.
     """
-    try:
-        info = await asyncio.wait_for(cluster.scheduler_comm.identity(), timeout)
+    try:  # at most a couple of seconds: the reaper refreshes clusters one after another
+        info = await asyncio.wait_for(cluster.scheduler_comm.identity(), min(timeout, 2.0))
     except Exception:
         info = cluster.scheduler_info or {}
     details = []

@@ -182,8 +182,11 @@ class Supervisor:
                   cp: Any) -> tuple[str, str | None, dict[str, Any]]:
         security = client_security(lease["client"]) if lease.get("client") else None
         client = new_client(lease["scheduler_address"], security=security)
-        if lease.get("backend") != "local":
-            no_silent_reruns(client)  # a job is re-run only under --retries, by this supervisor
+        # a job is re-run only under --retries, by this supervisor
+        if lease.get("backend") != "local" and not no_silent_reruns(client):
+            print(f"jupyter-elastic: the {lease.get('backend')} scheduler did not take "
+                  "allowed-failures 0: Dask may re-run this job's cell if its worker dies",
+                  file=sys.stderr)
         try:
             topic = f"jupyter-elastic-job-{self.job_id}"
             client.subscribe_topic(topic, lambda event: self._on_event(event[1]))

@@ -331,8 +331,6 @@ class Dispatcher:
             payload["modules"] = list(imports)
         result = self._submit_and_wait(payload, resources, run.options, phases, run.started_wall,
                                        run.name)
-        if result["status"] == "cancelled":  # a stop reached the worker before the body began
-            raise CellCancelled("the cell was stopped before it began on its worker")
         if result["status"] == "cache-miss":  # another worker, or a restarted one
             self.session.sent_tokens -= set(result["missing"])
             inputs = {n: (CacheIt(v.token, namespace[n]) if isinstance(v, Cached) else v)
@@ -551,6 +549,8 @@ class Dispatcher:
             seen += 1
             if event["kind"] not in ("started", "end"):
                 render_event(event)
+        if result.get("status") == "cancelled":  # a stop reached the worker before the body began
+            raise CellCancelled("the cell was stopped before it began on its worker")
         return result
 
     def _failed(self, client: Any, exc: BaseException, where: _Where) -> ElasticError:
@@ -725,16 +725,17 @@ class Dispatcher:
             # The stop returns once the scheduler has dropped it (or after DROP_WAIT: the stop
             # stays within interrupt-grace + 2 s): a cell run right after the stop button
             # was otherwise handed to the dead worker when the scheduler answered late.
-            dropped_by = time.monotonic() + DROP_WAIT
+            dropped_by = min(time.monotonic() + DROP_WAIT, hard + DROP_WAIT)
             while not _bounded(client, client._run_on_scheduler, _drop_worker, where.worker,
                                timeout=_left(dropped_by, 1.0)):
-                if time.monotonic() >= dropped_by:
+                if time.monotonic() >= dropped_by or again.is_set():
                     break
                 time.sleep(0.05)
         return "restarted"
 
 
-#: Seconds a stop waits for the scheduler to drop a worker it killed.
+#: Seconds past interrupt-grace (at most) a stop waits for the scheduler to drop a worker
+#: it killed; with the kill itself the stop stays within interrupt-grace + 2 s.
 DROP_WAIT = 1.5
 
 #: How a stop ended, as the error line says it.

@@ -119,7 +119,12 @@ class ElasticSession:
         # the cluster's TLS credentials, handed to this kernel only
         security = client_security(lease["client"]) if lease.get("client") else None
         client = new_client(lease["scheduler_address"], security=security)
-        if lease.get("backend") != "local" and not no_silent_reruns(client):
+        try:
+            reruns_off = lease.get("backend") == "local" or no_silent_reruns(client)
+        except BaseException:  # the stop button meanwhile: no client left behind
+            client.close()
+            raise
+        if not reruns_off:
             log.warning("the %s scheduler at %s did not take allowed-failures 0: Dask may re-run "
                         "a cell whose worker dies", lease.get("backend"), lease["scheduler_address"])
         try:

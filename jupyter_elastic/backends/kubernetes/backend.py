@@ -170,6 +170,14 @@ async def own_api() -> Any:
     return api
 
 
+async def close_api(api: Any) -> None:
+    """Close the connections of a client from :func:`own_api`."""
+    session = getattr(api, "_session", None)
+    if session is not None:
+        with suppress(Exception):
+            await session.aclose()
+
+
 async def get_json(api: Any, path: str, *, version: str = "v1", namespace: str | None = None,
                    params: dict[str, Any] | None = None, base: str = "") -> dict[str, Any] | None:
     """GET one API path as JSON; ``None`` for 404."""
@@ -309,6 +317,10 @@ class KubernetesBackend(ElasticBackend):
         info = {"namespace": namespace, "resource": resource, "slots": slots,
                 "max_workers": spec.max_workers, "labels": manifest["metadata"]["labels"]}
         progress("scheduler", f"creating DaskCluster {spec.name} in namespace {namespace}")
+        # the start watch has its own client, made before anything exists: on a 403 kr8s
+        # re-authenticates the shared one by closing its connections, which would cut the
+        # watch's request in flight (ReadError)
+        watch_api = await own_api()
         # per-cluster TLS credentials, in a Secret the pods mount (tls.py); the kernel gets
         # them in its lease only
         credentials = await asyncio.to_thread(make_credentials)
@@ -335,9 +347,6 @@ class KubernetesBackend(ElasticBackend):
             await cluster
 
         starter = asyncio.ensure_future(run())
-        # the watch has its own client: on a 403 kr8s re-authenticates the shared one by
-        # closing its connections, which would cut the watch's request in flight (ReadError)
-        watch_api = await own_api()
         watch = _StartWatch(watch_api, namespace, spec.name, progress, t0, options, self.poll_interval)
         try:
             while not starter.done():
@@ -364,6 +373,7 @@ class KubernetesBackend(ElasticBackend):
             starter.cancel()
             with suppress(BaseException):
                 await starter
+            await close_api(watch_api)
             await self._discard(cluster)
             error: BaseException
             if isinstance(exc, _Fault):
@@ -392,6 +402,7 @@ class KubernetesBackend(ElasticBackend):
                     error = translate(watch.forbidden, namespace=namespace,
                                       action=f"start the Kubernetes cluster {spec.name!r}")
                 await self._delete(fresh, namespace, spec.name)
+                await close_api(fresh)
             except Exception as cleanup:
                 log.warning("could not delete DaskCluster %s: %s", spec.name, cleanup)
                 if isinstance(error, ElasticError):
@@ -404,6 +415,7 @@ class KubernetesBackend(ElasticBackend):
             if error is exc:
                 raise
             raise error from None
+        await close_api(watch_api)
         return self._handle(cluster, info)
 
     # ------------------------------------------------------------------ reconnect
