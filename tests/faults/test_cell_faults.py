@@ -16,15 +16,13 @@ import pytest
 from elastic_testing import wait_for
 from kernel_harness import Kernel
 
+from . import KERNEL_ENV
+
 pytestmark = pytest.mark.kernel
 
 ENV = {
-    "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "60s",
-    "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1",
-    "DASK_JUPYTER_ELASTIC__INTERRUPT_GRACE": "1s",
-    # small enough for the out-of-memory test to reach quickly, enough for the other cells
-    "DASK_JUPYTER_ELASTIC__WORKER__MEMORY": "400MiB",
-    # a worker spills what it holds past 25% of that (100 MiB) to its scratch directory
+    **KERNEL_ENV,
+    # a worker spills what it holds past 25% of its memory (100 MiB) to its scratch directory
     "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "0.25",
 }
 

@@ -20,16 +20,11 @@ import pytest
 from elastic_testing import wait_for
 from kernel_harness import Kernel
 
+from . import KERNEL_ENV as ENV
 from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.kernel
 
-ENV = {
-    "DASK_JUPYTER_ELASTIC__IDLE_TIMEOUT": "60s",
-    "DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1",
-    "DASK_JUPYTER_ELASTIC__WORKER__MEMORY": "400MiB",
-    "DASK_JUPYTER_ELASTIC__INTERRUPT_GRACE": "1s",
-}
 
 VIA_PROXY = """\
 import pathlib as _pathlib
