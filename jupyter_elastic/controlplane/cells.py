@@ -1,5 +1,6 @@
-"""What the kernel's dispatcher and a detached job's supervisor both do to a cell running on
-a cluster: calls that may not hang, finding the worker that runs the cell, killing it."""
+"""What the kernel's dispatcher and a detached job's supervisor both do with a cluster and a
+cell running on it: connect (a client, with no silent re-runs), calls that may not hang,
+finding the worker that runs the cell, killing it."""
 
 from __future__ import annotations
 
