@@ -25,8 +25,10 @@ from typing import Any
 
 import dask.config
 import psutil
+from dask.utils import parse_timedelta
 from distributed import LocalCluster, Nanny
 from distributed.deploy.adaptive import Adaptive
+from distributed.deploy.cluster import Cluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.security import Security
 
@@ -135,7 +137,38 @@ class ElasticLocalCluster(LocalCluster):
 
     def __init__(self, *args: Any, gpu_groups: list[str] | None = None, **kwargs: Any) -> None:
         self._gpu_groups = list(gpu_groups or [])  # CUDA_VISIBLE_DEVICES values, e.g. "0,1"
+        self._joins: dict[Any, int] = {}  # worker name -> how many times one of it joined
         super().__init__(*args, **kwargs)
+
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        # SpecCluster's own handling of a lost worker: after lost-worker-timeout, close its
+        # nanny unless a worker of that name is registered *at that moment*. A stopped cell
+        # kills its worker and the nanny restarts it under the same name; with stops a few
+        # seconds apart, the timer of an earlier loss (long since healed) fired while a later
+        # restart was under way, closed that nanny mid-restart (killing the worker the next
+        # cell had just been given) and started another, which the scheduler refused
+        # ("name taken"). Here a loss closes the nanny only if no worker of that name joined
+        # since; a later loss has its own timer.
+        if op == "add":
+            for info in (msg.get("workers") or {}).values():
+                name = info.get("name")
+                self._joins[name] = self._joins.get(name, 0) + 1
+            Cluster._update_worker_status(self, op, msg)
+            return
+        name = self.scheduler_info["workers"][msg]["name"]
+        joins = self._joins.get(name, 0)
+
+        def lost() -> None:
+            if self._joins.get(name, 0) != joins or name not in self.workers:
+                return
+            if any(d.get("name") == name for d in self.scheduler_info["workers"].values()):
+                return
+            self._futures.add(asyncio.ensure_future(self.workers[name].close()))
+            del self.workers[name]
+
+        delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+        asyncio.get_running_loop().call_later(delay, lost)
+        Cluster._update_worker_status(self, op, msg)
 
     def new_worker_spec(self) -> dict[Any, Any]:
         spec = super().new_worker_spec()

@@ -1,0 +1,74 @@
+"""The local backend's cluster (backends/local.py) when its workers are killed and restarted."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing.forkserver
+import os
+import signal
+import time
+
+import dask.config
+import pytest
+from elastic_testing import async_wait_for
+
+from jupyter_elastic.backends.local import ElasticLocalCluster, _ForkedNanny
+
+
+def _named(cluster, name):
+    return [a for a, ws in cluster.scheduler.workers.items() if ws.name == name]
+
+
+def test_a_healed_loss_does_not_close_the_nanny_of_a_later_restart(no_leaked_processes):
+    # A stop kills the cell's worker and tells the scheduler to drop it; the nanny restarts
+    # it under the same name. Dask's cluster closed a worker's nanny when a worker of that
+    # name was absent lost-worker-timeout after *any* earlier loss, though one had come back
+    # in between: with two stops a few seconds apart, the first loss's timer closed the
+    # nanny in the middle of the second restart (killing the worker just given the next
+    # cell) and a new nanny was refused by the scheduler ("name taken"). The fork server is
+    # held still during the second restart so that the first timer fires in that window.
+    timeout = 4.0
+
+    async def main():
+        with dask.config.set({"distributed.deploy.lost-worker-timeout": f"{timeout}s"}):
+            cluster = await ElasticLocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, asynchronous=True, silence_logs=logging.ERROR,
+                worker_class=_ForkedNanny,
+            )
+            fork_server = None
+            try:
+                nanny = cluster.workers[0]
+
+                async def lose_worker():
+                    (address,) = await async_wait_for(lambda: _named(cluster, 0), "worker 0")
+                    os.kill(nanny.process.process.pid, signal.SIGKILL)
+                    await cluster.scheduler.remove_worker(address, stimulus_id="test-kill",
+                                                          close=False)
+                    return address
+
+                first = await lose_worker()
+                lost_at = time.monotonic()
+                await async_wait_for(lambda: [a for a in _named(cluster, 0) if a != first],
+                                     "the restarted worker", timeout=timeout - 1.0)
+                await asyncio.sleep(max(0.0, lost_at + timeout - 0.5 - time.monotonic()))
+                fork_server = multiprocessing.forkserver._forkserver._forkserver_pid
+                assert fork_server
+                os.kill(fork_server, signal.SIGSTOP)  # the next restart waits for its fork
+                await lose_worker()
+                await asyncio.sleep(max(0.0, lost_at + timeout + 0.3 - time.monotonic()))
+                assert not _named(cluster, 0)  # the first loss's timer fired during the restart
+                os.kill(fork_server, signal.SIGCONT)
+                fork_server = None
+                await async_wait_for(lambda: _named(cluster, 0), "the worker back", timeout=20)
+                assert cluster.workers.get(0) is nanny, "the nanny was closed mid-restart"
+                from distributed import Client
+
+                async with Client(cluster, asynchronous=True) as client:
+                    assert await client.submit(lambda: 41 + 1) == 42
+            finally:
+                if fork_server:
+                    os.kill(fork_server, signal.SIGCONT)
+                await cluster.close()
+
+    asyncio.run(main())
