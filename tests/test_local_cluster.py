@@ -6,13 +6,15 @@ import logging
 import multiprocessing.forkserver
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import dask.config
-import pytest
 from elastic_testing import async_wait_for
 
 from jupyter_elastic.backends.local import ElasticLocalCluster, _ForkedNanny
+from jupyter_elastic.controlplane.cells import kill_local
 
 
 def _named(cluster, name):
@@ -70,5 +72,37 @@ def test_a_healed_loss_does_not_close_the_nanny_of_a_later_restart(no_leaked_pro
                 if fork_server:
                     os.kill(fork_server, signal.SIGCONT)
                 await cluster.close()
+
+    asyncio.run(main())
+
+
+def test_a_forked_worker_is_killed_by_pid_and_nothing_else_is(no_leaked_processes):
+    # A stop whose cell does not stop kills its worker by pid when the worker is on this
+    # machine, without asking the scheduler (which a silent network does not answer). The
+    # pid is checked first: it must be the process listening on the worker's address.
+    # Workers forked from the fork server were always refused (their /proc environment is
+    # the fork server's), so every kill needed the scheduler.
+    async def main():
+        cluster = await ElasticLocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None, asynchronous=True, silence_logs=logging.ERROR,
+            worker_class=_ForkedNanny,
+        )
+        bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            (address,) = await async_wait_for(lambda: _named(cluster, 0), "worker 0")
+            pid = cluster.workers[0].process.process.pid
+            other_port = address.rsplit(":", 1)[0] + ":1"
+            assert kill_local(address, bystander.pid) is False  # not the worker there
+            assert kill_local(other_port, pid) is False  # the worker, not at that address
+            assert kill_local("tls://10.1.2.3:" + address.rsplit(":", 1)[1], pid) is False
+            assert bystander.poll() is None and cluster.workers[0].process.process.is_alive()
+            assert kill_local(address, pid) is True
+            await async_wait_for(lambda: [a for a in _named(cluster, 0) if a != address],
+                                 "the nanny's new worker", timeout=30)
+        finally:
+            bystander.kill()
+            bystander.wait()
+            await cluster.close()
 
     asyncio.run(main())

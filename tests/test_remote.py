@@ -5,6 +5,7 @@ from __future__ import annotations
 import cloudpickle
 import numpy as np
 import pytest
+from elastic_testing import wait_for
 
 from jupyter_elastic.config import load_settings, parse_duration, parse_gpus, parse_size, set_option
 from jupyter_elastic.errors import CellSyntaxError, ConfigError
@@ -100,7 +101,7 @@ def test_a_stop_before_the_body_began_means_the_body_never_runs(tmp_path, monkey
     source = f"open({str(marker)!r}, 'w').close()"
     # 1. the stop arrives before the task starts on this worker
     early = payload(source, cell_id="stopped-early")
-    assert worker.interrupt_cell(early["cell_id"]) is False  # nothing runs here yet
+    assert worker.interrupt_cell(early["cell_id"]) == "never"  # nothing runs here yet
     assert run_cell(early) == {"status": "cancelled"}
     assert not marker.exists()
 
@@ -120,14 +121,33 @@ def test_a_stop_before_the_body_began_means_the_body_never_runs(tmp_path, monkey
     thread.start()
     assert entered.wait(10)
     assert worker.cell_running(starting["cell_id"]) is True  # was False: the stop took it as ended
-    assert worker.interrupt_cell(starting["cell_id"]) is True
+    assert worker.interrupt_cell(starting["cell_id"]) == "never"  # its body will not run
     release.set()
     thread.join(10)
     assert results == [{"status": "cancelled"}] and not marker.exists()
     assert worker.cell_running(starting["cell_id"]) is False
 
-    # 3. a cell nobody stopped still runs
+    # 3. a cell nobody stopped still runs, and a stop that comes after its end says so
     assert run_cell(payload(source, cell_id="not-stopped"))["status"] == "ok" and marker.exists()
+    assert worker.interrupt_cell("not-stopped") == "ended"
+
+    # 4. a cell whose body runs is interrupted
+    looping = payload("import time\nwhile True:\n    time.sleep(0.01)", cell_id="looping")
+    results.clear()
+    thread = threading.Thread(target=lambda: results.append(run_cell(looping)))
+    thread.start()
+    wait_for(lambda: "looping" in worker.active_cells, timeout=10, what="the cell's body")
+    assert worker.interrupt_cell("looping") == "interrupted"
+    thread.join(10)
+    assert results[0]["status"] == "error" and results[0]["ename"] == "KeyboardInterrupt"
+
+    # what the kernel and the job runner make of each answer
+    from jupyter_elastic.controlplane.cells import stop_reached
+
+    assert stop_reached({"w": "never"}, "w") == "before-body"
+    assert stop_reached({"w": "ended"}, "w") == "interrupted"
+    assert stop_reached({"w": "interrupted"}, "w") is None  # running: wait for it to stop
+    assert stop_reached(None, "w") is None  # no answer (a cell holding the GIL): wait
 
 
 def test_parity_rules():

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocol import WORKER_ENV
-
 
 def bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
     """``client.sync(fn, ...)`` given at most ``timeout`` seconds; None if it failed or took
@@ -70,17 +68,37 @@ def processing_on(key: str, dask_scheduler: Any = None) -> tuple[str | None, int
 
 
 def kill_local(address: str, pid: Any) -> bool:
-    """SIGKILL ``pid`` if it is a jupyter-elastic worker process on this machine."""
+    """SIGKILL ``pid`` if it is the worker process at ``address`` on this machine: the
+    process listening on that address's port. (Its environment cannot tell: a worker forked
+    from the fork server shows the fork server's environment in ``/proc``, which lacks what
+    the nanny set in the worker, so such a check refused every forked worker and a stop
+    fell back to asking the scheduler, which a silent network does not answer.)"""
     import psutil
 
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if not isinstance(pid, int) or host not in ("127.0.0.1", "localhost", "::1"):
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if (not isinstance(pid, int) or isinstance(pid, bool)
+            or host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or not port.isdigit()):
         return False
     try:
         process = psutil.Process(pid)
-        if process.environ().get(WORKER_ENV) != "1":
+        listening = any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == int(port)
+                        for c in process.net_connections(kind="inet"))
+        if not listening:
             return False
         process.kill()
     except (psutil.Error, OSError):
         return False
     return True
+
+
+def stop_reached(state: Any, worker: str | None) -> str | None:
+    """What a worker's answer to ``interrupt_cell`` (``client.run``'s dict) says of a stop:
+    ``before-body`` (the cell's body never ran there and now never will), ``interrupted``
+    (its body had already ended), or None (it was running and was interrupted, or the
+    worker did not answer: the stop waits out the grace period to see)."""
+    said = state.get(worker) if isinstance(state, dict) else None
+    if said == "never":
+        return "before-body"
+    if said == "ended":
+        return "interrupted"
+    return None

@@ -34,7 +34,7 @@ from ..models import client_security, new_id
 from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
 from .cells import bounded as _bounded
 from .cells import kill_local as _kill_local
-from .cells import new_client, no_silent_reruns
+from .cells import new_client, no_silent_reruns, stop_reached
 from .cells import processing_on as _processing_on
 from .jobs import JobRegistry, job_dir
 from .metering import cell_charge
@@ -291,7 +291,8 @@ class Supervisor:
         it is still running then (stuck in C code, or holding the GIL so that its worker does
         not even answer), kill its worker process to free the GPU (a local worker by pid,
         else through the scheduler). Every call to the cluster is bounded. ``cancelled`` (it
-        had not started), ``interrupted`` or ``restarted``."""
+        had not started), ``before-body`` (its task had, its code had not), ``interrupted``
+        or ``restarted``."""
         grace = load_settings().interrupt_grace
         hard = time.monotonic() + grace
         _bounded(client, client._cancel, [future], timeout=0.5)
@@ -309,8 +310,9 @@ class Supervisor:
             worker = running[0]
         state = _bounded(client, client._run, _on_worker, "worker", "interrupt_cell", cell_id,
                          workers=[worker], on_error="return", timeout=max(0.05, hard - time.monotonic()))
-        if isinstance(state, dict) and state.get(worker) is False:
-            return "interrupted"  # it ended meanwhile
+        reached = stop_reached(state, worker)
+        if reached is not None:  # it ended meanwhile, or its code never began
+            return reached
         while time.monotonic() < hard:
             state = _bounded(client, client._run, _on_worker, "worker", "cell_running", cell_id,
                              workers=[worker], on_error="return",
@@ -409,6 +411,7 @@ class _Cancelled(Exception):
 #: How a stopped attempt ended, as the job's error line says it.
 _STOPPED = {
     "cancelled": "cancelled before it started",
+    "before-body": "stopped before its code began on its worker (none of it ran)",
     "interrupted": "interrupted",
     "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker was "
                   "killed to free the GPU"),

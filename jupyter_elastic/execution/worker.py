@@ -191,24 +191,29 @@ _active_lock = threading.Lock()
 _starting: dict[str, int] = {}
 #: Cells a stop reached before their body began here: their body never runs (bounded).
 _stopped: OrderedDict[str, None] = OrderedDict()
+#: Cells whose body ran here and ended (bounded): a stop that comes after says so.
+_finished: OrderedDict[str, None] = OrderedDict()
 _STOPPED_KEPT = 1024
 
 
-def interrupt_cell(cell_id: str) -> bool:
+def interrupt_cell(cell_id: str) -> str:
     """Run on a worker (``client.run``): interrupt the cell if it is still running there.
 
     A cell whose body has not begun yet (its task was handed to this worker, or is loading
     its inputs) is marked so that its body never runs; that also covers a task the worker
     starts only after the stop (the cancel and this call travel separately). Returns
-    whether the cell was running or starting here."""
+    ``interrupted`` (its body was running: interrupted), ``ended`` (its body ran here and
+    has ended) or ``never`` (its body has not begun here and now never will)."""
     with _active_lock:  # the cell cannot end between the check and the interrupt
         item = active_cells.get(cell_id)
         if item is not None:
-            return _interrupt_thread(item[1])
+            return "interrupted" if _interrupt_thread(item[1]) else "ended"
+        if cell_id in _finished:
+            return "ended"
         _stopped[cell_id] = None
         while len(_stopped) > _STOPPED_KEPT:
             _stopped.popitem(last=False)
-        return cell_id in _starting
+        return "never"
 
 
 def _clear_interrupt(thread_id: int) -> None:
@@ -337,6 +342,9 @@ def _run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None) -> d
             with _active_lock:
                 active_cells.pop(cell_id, None)
                 _clear_interrupt(threading.get_ident())
+                _finished[cell_id] = None
+                while len(_finished) > _STOPPED_KEPT:
+                    _finished.popitem(last=False)
             thread_state.output = None
     # An input the cell changed in place must not be served to the next cell.
     for token, name in used_tokens:

@@ -23,6 +23,7 @@ from typing import Any
 from ..controlplane.cells import bounded as _bounded
 from ..controlplane.cells import kill_local as _kill_local
 from ..controlplane.cells import processing_on as _processing_on
+from ..controlplane.cells import stop_reached
 from ..errors import (
     CellCancelled,
     CellTimeout,
@@ -620,7 +621,7 @@ class Dispatcher:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        if how != "cancelled" and where.started_at is None:
+        if how not in ("cancelled", "before-body") and where.started_at is None:
             where.started_at = submitted  # it ran, though it never said so
         where.held_until = time.monotonic()
         return how
@@ -699,15 +700,17 @@ class Dispatcher:
     def _stop_running(self, client: Any, cell_id: str, where: _Where, again: Any,
                       hard: float) -> str:
         """Interrupt a cell running on ``where.worker``; kill that worker if the cell still
-        runs at ``hard`` (the end of ``interrupt-grace``). Returns ``interrupted`` or
-        ``restarted``."""
+        runs at ``hard`` (the end of ``interrupt-grace``). Returns ``before-body`` (its code
+        had not begun there), ``interrupted``, ``restarted``, or ``unreachable`` (neither
+        the kill nor its nanny could be reached)."""
         grace = self.session.settings.interrupt_grace
         state = _bounded(client, client._run, worker_side.interrupt_cell, cell_id,
                          workers=[where.worker], on_error="return", timeout=_left(hard, grace))
-        if isinstance(state, dict) and state.get(where.worker) is False:
-            # it ended between the cancel and the interrupt, or its task had not begun on
-            # that worker: the worker now refuses to run its body (worker.interrupt_cell)
-            return "interrupted"
+        reached = stop_reached(state, where.worker)
+        if reached is not None:
+            # it ended between the cancel and the interrupt, or its body had not begun on
+            # that worker, which now refuses to run it (worker.interrupt_cell)
+            return reached
         # Wait out the grace period for the thread to stop.
         while not again.is_set() and time.monotonic() < hard:
             state = _bounded(client, client._run, worker_side.cell_running, cell_id,
@@ -731,7 +734,8 @@ class Dispatcher:
                 if time.monotonic() >= dropped_by or again.is_set():
                     break
                 time.sleep(0.05)
-        return "restarted"
+            return "restarted"
+        return "unreachable"
 
 
 #: Seconds past interrupt-grace (at most) a stop waits for the scheduler to drop a worker
@@ -741,9 +745,13 @@ DROP_WAIT = 1.5
 #: How a stop ended, as the error line says it.
 _STOPPED = {
     "cancelled": "cancelled before it started",
+    "before-body": "stopped before its code began on its worker (none of it ran)",
     "interrupted": "interrupted",
     "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker "
                   "was restarted to free the GPU"),
+    "unreachable": ("interrupted, but it did not stop within interrupt-grace and its worker "
+                    "could not be killed from here (its scheduler was asked to close it): it "
+                    "may still run and hold its GPU"),
 }
 
 
