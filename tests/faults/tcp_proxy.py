@@ -5,6 +5,12 @@ Bytes are forwarded as they are (TLS passes through untouched). ``cut()`` is a n
 that both ends notice: every forwarded connection is closed on both sides and the
 listening port is closed, so a new connection is refused. ``restore()`` listens on the
 same port again and forwards new connections.
+
+``stall()`` is the quiet kind of fault, as far as a proxy in user space can make one: the
+connections stay open and nothing is reset, but no byte moves either way (new connections
+are accepted and hang) until ``resume()``. Unlike a real partition, the proxy's own sockets
+acknowledge what the ends send, so their TCP stacks never time the connection out: only
+the application's own bounds can end a wait.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
 
     def restore(self) -> None:
@@ -50,7 +58,17 @@ class TcpProxy:
                 pass
             sock.close()
 
-    close = cut
+    def stall(self) -> None:
+        """Move no more bytes, either way, on any connection; close nothing."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Move bytes again: what was held back is delivered."""
+        self._flowing.set()
+
+    def close(self) -> None:
+        self.resume()  # the pumps waiting to move bytes end with their sockets
+        self.cut()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -58,6 +76,7 @@ class TcpProxy:
                 downstream, _ = listener.accept()
             except OSError:
                 return  # cut
+            self._flowing.wait()  # stalled: the new connection hangs
             try:
                 upstream = socket.create_connection(self.target(), timeout=10)
                 upstream.settimeout(None)
@@ -77,7 +96,12 @@ class TcpProxy:
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
-            while data := source.recv(65536):
+            while True:
+                self._flowing.wait()
+                data = source.recv(65536)
+                if not data:
+                    break
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

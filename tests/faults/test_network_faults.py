@@ -7,13 +7,18 @@ the scheduler's address, the lease: a plain cell wraps its control plane's ``acq
 the lease names the proxy (the real address goes to a file the proxy reads). Nothing else
 in the kernel is changed; TLS and the client's own connection handling are the product's.
 
-The fault is a *cut*, not a silent partition: the proxy closes both sides of every
-connection and refuses new ones (as a dropped VPN or a restarted router with resets does).
-A partition that silently drops packets is not made here: a proxy in user space cannot make
-one (its own socket acknowledges what the kernel sends), and a real one needs root.
+Two faults: a *cut*, where the proxy closes both sides of every connection and refuses new
+ones (as a dropped VPN or a restarted router with resets does), and a *stall*, where every
+connection stays open and nothing moves (a silent partition, as seen by the applications at
+both ends). A real silent partition differs in one way: nobody acknowledges what the ends
+send, so after ``distributed.comm.timeouts.tcp`` (30 s) their TCP stacks close the
+connection; through the proxy they never do, which makes the stall the stricter test of the
+kernel's own bounds. Dropping packets for real needs root.
 """
 
 from __future__ import annotations
+
+import time
 
 import psutil
 import pytest
@@ -40,11 +45,20 @@ del _session
 """
 
 
+def gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def history(kernel):
     return kernel.value("get_ipython().run_line_magic('gpu', 'history --json')")
 
 
-def test_network_to_the_scheduler_cut_mid_cell(tmp_path, no_leaked_processes):
+def kernel_via_proxy(tmp_path):
+    """A kernel whose client reaches its scheduler through a proxy, after one cell that
+    started the cluster; and the number of history rows by then."""
     address_file = tmp_path / "scheduler-address"
 
     def target():
@@ -60,7 +74,16 @@ def test_network_to_the_scheduler_cut_mid_cell(tmp_path, no_leaked_processes):
         warm = kernel.run("%%gpu\nwarm = 1", timeout=120)
         assert warm.status == "ok", warm.error_text()
         assert proxy.accepted >= 1, "the kernel's client reaches the scheduler through the proxy"
-        rows_before = len(history(kernel))
+    except BaseException:
+        kernel.shutdown()
+        proxy.close()
+        raise
+    return kernel, proxy, len(history(kernel))
+
+
+def test_network_to_the_scheduler_cut_mid_cell(tmp_path, no_leaked_processes):
+    kernel, proxy, rows_before = kernel_via_proxy(tmp_path)
+    try:
 
         cut = []
 
@@ -103,6 +126,52 @@ def test_network_to_the_scheduler_cut_mid_cell(tmp_path, no_leaked_processes):
             assert noise not in after.stderr + after.stdout, (noise, after.stderr)
         assert kernel.value("after") == 42
         assert [r["status"] for r in history(kernel)[rows_before:]] == ["error", "ok"]
+    finally:
+        kernel.shutdown()
+        proxy.close()
+
+
+def test_network_to_the_scheduler_silent_mid_cell(tmp_path, no_leaked_processes):
+    """Nothing reaches the scheduler and nothing comes back, and no connection breaks:
+    ``--timeout`` still ends the cell within its bound with one line, the worker is freed
+    (killed by pid: this machine), and once the network moves again the next cell runs."""
+    kernel, proxy, rows_before = kernel_via_proxy(tmp_path)
+    try:
+        stalled = []
+
+        def on_message(msg):
+            if not stalled and msg["msg_type"] == "stream" and "pid=" in msg["content"]["text"]:
+                stalled.append(1)
+                proxy.stall()
+
+        began = time.monotonic()
+        run = kernel.collect(kernel.submit(
+            "%%gpu --timeout 3s\nimport os, time\nprint(f'pid={os.getpid()}', flush=True)\n"
+            "time.sleep(600)\nnever = 1"), timeout=120, on_message=on_message)
+        took = time.monotonic() - began
+        assert stalled, run.stdout
+        text = run.error_text()
+        assert run.status == "error", text
+        assert len(run.error["traceback"]) == 1 and "--timeout 3s" in text, text
+        # --timeout, interrupt-grace (1 s) and the stop's 2 s bound, plus the harness's own
+        # round trips: a wait on the silent scheduler would take until the harness gives up
+        assert took < 3 + 1 + 2 + 4, (took, text)
+        for noise in ("Traceback", "distributed.", "CommClosedError", "KeyboardInterrupt"):
+            assert noise not in text and noise not in run.stderr, (noise, text, run.stderr)
+        assert kernel.value("'never' in globals()") is False
+        # the scheduler could not be asked: the worker was killed by its pid
+        pid = int(run.stdout.split("pid=")[1].split()[0])
+        wait_for(lambda: gone(pid), timeout=10, what=f"the stopped cell's worker to exit ({text})")
+        assert "its worker was restarted to free the GPU" in text, text
+
+        proxy.resume()
+        after = kernel.run("%%gpu\nafter = 41 + 1", timeout=120)
+        assert after.status == "ok", after.error_text()
+        for noise in ("Traceback", "distributed.", "CommClosedError"):
+            assert noise not in after.stderr + after.stdout, (noise, after.stderr)
+        assert kernel.value("after") == 42
+        rows = history(kernel)[rows_before:]
+        assert [r["status"] for r in rows] == ["timeout", "ok"], rows
     finally:
         kernel.shutdown()
         proxy.close()
