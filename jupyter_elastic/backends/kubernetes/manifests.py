@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ...config import KubernetesSettings, Settings
+from ...config import OPERATOR_NAMESPACE, KubernetesSettings, Settings, check_labels
 from ...errors import ConfigError
 from ...models import ClusterSpec
 from ...protocol import (
@@ -44,7 +44,7 @@ GROUP = "kubernetes.dask.org"
 API_VERSION = f"{GROUP}/v1"
 #: The command that installs the Dask operator (and its CRDs) with Helm.
 HELM_INSTALL = (
-    "helm install --repo https://helm.dask.org --create-namespace -n dask-operator "
+    f"helm install --repo https://helm.dask.org --create-namespace -n {OPERATOR_NAMESPACE} "
     "--generate-name dask-kubernetes-operator"
 )
 #: Resources of the operator's API group that a cluster is made of.
@@ -484,27 +484,6 @@ def _core(kind: str, api_version: str, name: str, spec: dict[str, Any], where: s
         raise ConfigError(f"invalid {where} ({kind} schema): {path}: {exc.message}") from None
 
 
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-
-
-def _check_labels(labels: dict[str, Any], where: str) -> None:
-    """Kubernetes' rules for label (and node-selector) keys and values; the API server
-    answers 422 to anything else, and the schemas above do not check them."""
-    for key, value in labels.items():
-        prefix, _, name = str(key).rpartition("/")
-        if not name or not _LABEL_NAME.match(name) or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
-            raise ConfigError(
-                f"{where}: {key!r} is not a valid label key; use [prefix/]name with letters, "
-                "digits, '-', '_', '.' (name up to 63 characters)"
-            )
-        if not isinstance(value, str) or not _LABEL_NAME.match(value):
-            raise ConfigError(
-                f"{where}: the value {value!r} of {key!r} is not a valid label value; use up to 63 "
-                "letters, digits, '-', '_', '.', starting and ending with a letter or digit"
-            )
-
-
 def _all_label_maps(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
 
@@ -529,7 +508,7 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     kind = manifest.get("kind")
     if kind == "Secret":
         for where, labels in _all_label_maps(manifest):
-            _check_labels(labels, f"invalid Secret: {where}")
+            check_labels(labels, f"invalid Secret: {where}")
         import kubernetes_validate
 
         try:
@@ -540,7 +519,7 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     if kind not in _CRD_FILES:
         raise ConfigError(f"not a Dask operator resource: kind={kind!r}")
     for where, labels in _all_label_maps(manifest):
-        _check_labels(labels, f"invalid {kind}: {where}")
+        check_labels(labels, f"invalid {kind}: {where}")
     errors = sorted(_crd_validator(kind).iter_errors(manifest), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
