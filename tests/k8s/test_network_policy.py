@@ -1,14 +1,30 @@
-"""The settings of the per-cluster NetworkPolicy that closes the scheduler's plain-HTTP
-port (8787): ``kubernetes.network-policy``, ``operator-namespace``, ``dashboard-clients``."""
+"""The per-cluster NetworkPolicy that closes the scheduler's plain-HTTP port (8787:
+dashboard and Dask's HTTP API, unauthenticated) to all but the Dask operator's namespace and
+the notebook pods: its settings (``kubernetes.network-policy``, ``operator-namespace``,
+``dashboard-clients``) and its manifest."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask.config
+import kubernetes_validate
 import pytest
 
-from jupyter_elastic.backends.kubernetes.manifests import HELM_INSTALL
+from jupyter_elastic.backends.kubernetes.manifests import (
+    DASHBOARD_PORT,
+    HELM_INSTALL,
+    RBAC_RULES,
+    SCHEDULER_PORT,
+    kubernetes_options,
+    network_policy_name,
+    rbac_rules,
+    render,
+    validate_manifest,
+)
 from jupyter_elastic.config import load_settings
 from jupyter_elastic.errors import ConfigError
+from jupyter_elastic.models import ClusterSpec
 
 pytestmark = pytest.mark.k8s
 
@@ -52,3 +68,79 @@ def test_bad_policy_settings_are_one_line_config_errors(k8s, error):
     with pytest.raises(ConfigError, match=error) as info:
         load_settings({"kubernetes": k8s})
     assert "\n" not in info.value.message
+
+
+# --------------------------------------------------------------------------- the manifest
+def _rendered(name: str = "c1", **k8s: Any) -> dict[str, dict[str, Any]]:
+    s = load_settings({"kubernetes": {"image": "img:1", **k8s}})
+    spec = ClusterSpec.from_settings(s, name=name, backend="kubernetes", owner="alice")
+    docs = render(spec, kubernetes_options(s, namespace="jhub"))
+    for doc in docs:
+        validate_manifest(doc)
+    return {doc["kind"]: doc for doc in docs}
+
+
+def test_policy_closes_the_schedulers_http_port_to_all_but_the_operator_and_the_notebooks():
+    """It selects the scheduler pod the operator makes from our DaskCluster (the operator's
+    two labels), not its workers nor another cluster's scheduler, leaves the TLS port open
+    and admits 8787 from the operator's namespace and the notebook pods only."""
+    docs = _rendered()
+    policy, cluster = docs["NetworkPolicy"], docs["DaskCluster"]
+    kubernetes_validate.validate(policy, "1.33.0", strict=True)
+    assert policy["metadata"] == {"name": network_policy_name("c1"), "namespace": "jhub",
+                                  "labels": {**cluster["metadata"]["labels"], "dask.org/cluster-name": "c1"}}
+    assert policy["metadata"]["name"] == "c1-scheduler-http"
+    spec = policy["spec"]
+    selected = spec["podSelector"]["matchLabels"]
+    assert selected == {"dask.org/cluster-name": "c1", "dask.org/component": "scheduler"}
+    # the operator labels the scheduler pod with the cluster's name and component; the
+    # Service it makes from our DaskCluster selects the same pod
+    assert cluster["spec"]["scheduler"]["service"]["selector"] == selected
+    worker_pod_labels = {**cluster["spec"]["worker"]["metadata"]["labels"],
+                         "dask.org/cluster-name": "c1", "dask.org/component": "worker"}
+    assert not selected.items() <= worker_pod_labels.items()
+    other = _rendered("c2")["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"]
+    assert not selected.items() <= other.items()
+    assert spec["policyTypes"] == ["Ingress"]
+    open_rule, http_rule = spec["ingress"]
+    assert open_rule == {"ports": [{"port": SCHEDULER_PORT, "protocol": "TCP"}]}  # no "from": anyone
+    assert http_rule["ports"] == [{"port": DASHBOARD_PORT, "protocol": "TCP"}]
+    operator_ns = HELM_INSTALL.split(" -n ")[1].split()[0]
+    assert http_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_ns}}},
+        {"podSelector": {"matchLabels": {"component": "singleuser-server"}}},
+    ]
+
+
+def test_policy_follows_the_settings_and_is_left_out_when_off():
+    docs = _rendered(**{"operator-namespace": "dask-system",
+                        "dashboard-clients": {"hub.jupyter.org/network-access-singleuser": "true"}})
+    assert docs["NetworkPolicy"]["spec"]["ingress"][1]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dask-system"}}},
+        {"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-singleuser": "true"}}},
+    ]
+    # no notebook pods: only the operator (an empty podSelector would admit every pod)
+    assert _rendered(**{"dashboard-clients": {}})["NetworkPolicy"]["spec"]["ingress"][1]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dask-operator"}}}]
+    assert list(_rendered(**{"network-policy": False})) == ["Secret", "DaskCluster", "DaskAutoscaler"]
+    assert list(_rendered()) == ["Secret", "NetworkPolicy", "DaskCluster", "DaskAutoscaler"]  # creation order
+
+
+def test_policy_is_validated_like_the_other_objects():
+    policy = _rendered()["NetworkPolicy"]
+    policy["spec"]["ingress"][1]["ports"][0]["portt"] = 8787
+    with pytest.raises(ConfigError, match=r"invalid NetworkPolicy: spec.ingress.1.ports.0: .*'portt'"):
+        validate_manifest(policy)
+    policy = _rendered()["NetworkPolicy"]
+    policy["spec"]["podSelector"]["matchLabels"]["dask.org/component"] = "a scheduler"
+    with pytest.raises(ConfigError, match="invalid NetworkPolicy: spec.podSelector.matchLabels: the value "
+                                          "'a scheduler'"):
+        validate_manifest(policy)
+
+
+def test_rbac_rules_name_networkpolicies_only_when_the_policy_is_on():
+    on, off = (kubernetes_options(load_settings({"kubernetes": {"network-policy": flag}}))
+               for flag in (True, False))
+    assert ("networking.k8s.io", "networkpolicies", ("get", "create", "patch", "delete")) in rbac_rules(on)
+    assert [r for r in rbac_rules(off) if r[1] == "networkpolicies"] == []
+    assert rbac_rules(on) == RBAC_RULES
