@@ -1,30 +1,45 @@
-"""The per-cluster NetworkPolicy that closes the scheduler's plain-HTTP port (8787:
-dashboard and Dask's HTTP API, unauthenticated) to all but the Dask operator's namespace and
-the notebook pods: its settings (``kubernetes.network-policy``, ``operator-namespace``,
-``dashboard-clients``) and its manifest."""
+"""The scheduler's plain-HTTP port (8787: dashboard and Dask's HTTP API, unauthenticated) is
+closed by default: each cluster gets a NetworkPolicy ``<name>-scheduler-http`` that leaves
+the TLS port open and admits 8787 only from the Dask operator's namespace and the notebook
+pods. Its settings, its manifest, and its life with the real operator and the stand-in:
+created after the Secret and before the DaskCluster, owned by the DaskCluster and gone with
+it; never asked for when the setting is off; a 403 on it ends the start with the RBAC error
+and how to fix it, and nothing is left behind.
+
+The API server double stores NetworkPolicies but, like a cluster whose CNI does not enforce
+them, does not enforce them: what these tests check is the object, not the traffic. The
+real-operator test is skipped, with the reason, when kopf is not installed."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import dask.config
 import kubernetes_validate
 import pytest
+from elastic_testing import wait_for
 
+from jupyter_elastic.backends.kubernetes.backend import KubernetesBackend
 from jupyter_elastic.backends.kubernetes.manifests import (
     DASHBOARD_PORT,
     HELM_INSTALL,
     RBAC_RULES,
     SCHEDULER_PORT,
     kubernetes_options,
+    network_policy_manifest,
     network_policy_name,
     rbac_rules,
     render,
     validate_manifest,
 )
 from jupyter_elastic.config import load_settings
-from jupyter_elastic.errors import ConfigError
+from jupyter_elastic.errors import BackendUnavailable, ConfigError
 from jupyter_elastic.models import ClusterSpec
+
+from .apiserver import DASK
+from .conftest import run, settings
+from .test_faults import _nothing_left, _start
 
 pytestmark = pytest.mark.k8s
 
@@ -144,3 +159,133 @@ def test_rbac_rules_name_networkpolicies_only_when_the_policy_is_on():
     assert ("networking.k8s.io", "networkpolicies", ("get", "create", "patch", "delete")) in rbac_rules(on)
     assert [r for r in rbac_rules(off) if r[1] == "networkpolicies"] == []
     assert rbac_rules(on) == RBAC_RULES
+
+
+# --------------------------------------------------------------------------- at start
+NETWORKING = "networking.k8s.io/v1"
+
+
+def _policy(server: Any, cluster: str) -> dict[str, Any] | None:
+    return server.sync(server.get, NETWORKING, "networkpolicies", network_policy_name(cluster), "jhub")
+
+
+@pytest.mark.timeout(240)
+def test_real_operator_cluster_gets_a_policy_owned_by_its_daskcluster(real_k8s, no_leaked_processes):
+    """With the real Dask operator: the policy is created after the Secret and before the
+    DaskCluster, owned by it, selects exactly the scheduler pod the operator made (not the
+    worker pod), and goes when the DaskCluster is deleted (``kubectl delete daskcluster``)."""
+    from jupyter_elastic.controlplane.manager import ElasticClusterManager
+
+    server = real_k8s.server
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        manager = ElasticClusterManager(settings(), owner="alice", tick=0.2)
+        await manager.start()
+        try:
+            lease = await manager.acquire("kernel-netpol", backend="kubernetes", progress=lambda p, d: None)
+            name = seen["name"] = manager.find(lease["cluster_id"]).name
+            ours = [o["kind"] for o in server.posted
+                    if o["metadata"]["name"] in (name, f"{name}-tls", network_policy_name(name))]
+            assert ours[:3] == ["Secret", "NetworkPolicy", "DaskCluster"]
+            policy, dc = _policy(server, name), server.sync(server.get, DASK, "daskclusters", name, "jhub")
+            assert policy["metadata"]["ownerReferences"] == [
+                {"apiVersion": DASK, "kind": "DaskCluster", "name": name, "uid": dc["metadata"]["uid"]}]
+
+            # among the pods the operator made for this cluster (a scheduler and a worker),
+            # the policy's selector takes the scheduler's only
+            pods = server.sync(server.list, "v1", "pods", "jhub", f"dask.org/cluster-name={name}")
+            components = {p["metadata"]["labels"]["dask.org/component"]: p["metadata"]["name"] for p in pods}
+            assert set(components) == {"scheduler", "worker"}, components
+            selector = ",".join(f"{k}={v}" for k, v in policy["spec"]["podSelector"]["matchLabels"].items())
+            selected = server.sync(server.list, "v1", "pods", None, selector)
+            assert [p["metadata"]["name"] for p in selected] == [components["scheduler"]]
+
+            server.sync(server.delete, DASK, "daskclusters", name, "jhub")
+            await asyncio.to_thread(wait_for, lambda: _policy(server, name) is None, 60,
+                                    what="the NetworkPolicy to go with its DaskCluster")
+        finally:
+            await manager.close_all("test over")
+
+    asyncio.run(scenario())
+    assert server.sync(server.get, DASK, "daskclusters", seen["name"], "jhub") is None
+
+
+def _start_and_close(s: Any, name: str) -> None:
+    spec = ClusterSpec.from_settings(s, name=name, backend="kubernetes", owner="alice", max_workers=1)
+
+    async def scenario() -> None:
+        backend = KubernetesBackend(s)
+        handle = await backend.start(spec, lambda p, d: None)
+        await backend.close(handle)
+
+    run(scenario())
+
+
+def test_no_policy_and_no_networkpolicy_call_when_the_setting_is_off(k8s, no_leaked_processes):
+    k8s.server.forbid.update((verb, "networkpolicies") for verb in ("get", "list", "create", "patch", "delete"))
+    _start_and_close(settings(**{"network-policy": False}), "open")
+    assert [o["kind"] for o in k8s.server.posted if o["kind"] in ("Secret", "NetworkPolicy")] == ["Secret"]
+    assert not [path for _, path in k8s.server.requests if "networkpolic" in path]
+    _nothing_left(k8s)
+
+
+def test_rbac_forbidden_policy_ends_the_start_with_the_fix_and_leaves_nothing(k8s, no_leaked_processes):
+    k8s.server.forbid.add(("create", "networkpolicies"))
+    with pytest.raises(BackendUnavailable) as info:
+        _start(settings(), name="closed")
+    msg = info.value.message
+    assert msg.startswith("could not create the NetworkPolicy 'closed-scheduler-http': Kubernetes RBAC "
+                          "forbids 'create' on networkpolicies.networking.k8s.io in namespace jhub")
+    assert "grant get, create, patch and delete on networkpolicies (API group networking.k8s.io)" in msg
+    assert "set jupyter-elastic.kubernetes.network-policy: false" in msg and "\n" not in msg
+    assert [o["kind"] for o in k8s.server.posted] == ["Secret"]  # no DaskCluster was tried
+    _nothing_left(k8s)  # the Secret made before it is deleted
+
+
+def test_what_could_not_be_deleted_after_a_forbidden_policy_is_named(k8s):
+    k8s.server.forbid.update({("create", "networkpolicies"), ("delete", "secrets")})
+    with pytest.raises(BackendUnavailable) as info:
+        _start(settings(), name="stuck")
+    msg = info.value.message
+    assert "forbids 'create' on networkpolicies" in msg
+    assert "what it made could not be deleted (ServerError): run `kubectl delete secret stuck-tls -n jhub`" in msg
+    assert "network-policy: false" in msg
+
+
+def test_a_start_that_fails_before_the_daskcluster_deletes_the_policy(k8s):
+    k8s.server.forbid.add(("create", "daskclusters"))
+    with pytest.raises(BackendUnavailable, match="RBAC forbids 'create' on daskclusters"):
+        _start(settings(), name="early")
+    assert [o["kind"] for o in k8s.server.posted] == ["Secret", "NetworkPolicy"]  # both were made
+    assert ("POST", f"/apis/{DASK}/namespaces/jhub/daskclusters") in k8s.server.requests  # refused
+    _nothing_left(k8s)
+
+
+def test_a_leftover_policy_of_ours_is_replaced_and_anyone_elses_refused(k8s, no_leaked_processes):
+    server = k8s.server
+    s = settings()
+    mine = network_policy_manifest("again", "jhub", {"app.kubernetes.io/managed-by": "jupyter-elastic",
+                                                     "jupyter-elastic/owner": "alice"}, s.kubernetes)
+    old_uid = server.sync(server.put, NETWORKING, "networkpolicies", mine)["metadata"]["uid"]
+    spec = ClusterSpec.from_settings(s, name="again", backend="kubernetes", owner="alice", max_workers=1)
+
+    async def replaced() -> None:
+        backend = KubernetesBackend(s)
+        handle = await backend.start(spec, lambda p, d: None)
+        try:
+            policy = _policy(server, "again")
+            assert policy["metadata"]["uid"] != old_uid and policy["metadata"]["ownerReferences"]
+        finally:
+            await backend.close(handle)
+
+    run(replaced())
+    _nothing_left(k8s)
+
+    theirs = network_policy_manifest("taken", "jhub", {"team": "web"}, s.kubernetes)
+    server.sync(server.put, NETWORKING, "networkpolicies", theirs)
+    with pytest.raises(ConfigError, match="a NetworkPolicy named 'taken-scheduler-http' already exists in "
+                                          "namespace jhub and is not one jupyter-elastic made for you"):
+        _start(s, name="taken")
+    assert _policy(server, "taken")["metadata"]["labels"] == {"team": "web", "dask.org/cluster-name": "taken"}
+    assert server.sync(server.get, "v1", "secrets", "taken-tls", "jhub") is None
