@@ -5,10 +5,11 @@ At start the backend makes credentials (``Security.temporary()``: an RSA key and
 self-signed certificate that is CA, scheduler, worker and client certificate at once),
 creates the Secret ``<name>-tls`` before the DaskCluster, and, once the DaskCluster exists,
 makes the Secret its dependent (``ownerReferences``) so Kubernetes deletes it with the
-cluster. The cluster's NetworkPolicy, which closes the scheduler's plain-HTTP port, goes the
-same way (:func:`create_dependent`, :func:`own_dependents`, :func:`delete_dependent`). The manifests mount it into the scheduler and worker pods and start both with
-``--protocol tls`` and the mounted files (``manifests.tls_args``). The kernel gets the
+cluster. The manifests mount the Secret into the scheduler and worker pods and start both
+with ``--protocol tls`` and the mounted files (``manifests.tls_args``). The kernel gets the
 credentials in its lease only (``client``: PEM text), never in an address or a log line.
+The cluster's NetworkPolicy, which closes the scheduler's plain-HTTP port, is made and owned
+the same way (:func:`create_dependent`, :func:`own_dependents`, :func:`delete_dependent`).
 
 dask-kubernetes' operator ``KubeCluster`` has no ``security=``: it builds the scheduler
 address as ``tcp://`` and opens its comm with ``rpc(address)``. :class:`SecureKubeCluster`
