@@ -197,7 +197,7 @@ def _doctor_local(report: _Report) -> None:
 
 async def _doctor_kubernetes(report: _Report) -> None:
     from .backends.kubernetes.backend import check_operator, get_json, kube_api, translate
-    from .backends.kubernetes.manifests import kubernetes_options, rbac_rules
+    from .backends.kubernetes.manifests import RBAC_RULES, kubernetes_options
     from .config import load_settings
 
     settings = load_settings()
@@ -220,7 +220,7 @@ async def _doctor_kubernetes(report: _Report) -> None:
     except ElasticError as exc:
         report.line("FAIL", str(exc.args[0]), exc.hint)
     missing = []
-    for group, resource, verbs in rbac_rules(options):  # networkpolicies only with network-policy on
+    for group, resource, verbs in RBAC_RULES:
         plural, _, sub = resource.partition("/")
         for verb in verbs:
             review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",

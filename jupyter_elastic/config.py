@@ -328,12 +328,6 @@ class Pricing:
 
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
-#: The namespace the Dask operator's Helm command installs it in (``kubernetes.operator-namespace``).
-OPERATOR_NAMESPACE = "dask-operator"
-#: zero-to-jupyterhub's label on notebook pods (``kubernetes.dashboard-clients``).
-DASHBOARD_CLIENTS = {"component": "singleuser-server"}
-#: Most labels ``kubernetes.dashboard-clients`` may match on.
-MAX_SELECTOR_LABELS = 16
 
 
 @dataclass(frozen=True)
@@ -363,16 +357,6 @@ class KubernetesSettings:
     spot: bool = False
     #: GPU types to try in order when a cell gives no --gpu-type (``kubernetes.gpu-type``)
     gpu_types: tuple[str, ...] = ()
-    #: ``kubernetes.network-policy``: each cluster gets a NetworkPolicy that admits its
-    #: scheduler's plain-HTTP port (8787) only from the operator's namespace and the
-    #: ``dashboard-clients`` pods (the TLS port stays open).
-    network_policy: bool = True
-    #: ``kubernetes.operator-namespace``: where the Dask operator runs (it calls the
-    #: scheduler's HTTP API).
-    operator_namespace: str = OPERATOR_NAMESPACE
-    #: ``kubernetes.dashboard-clients``: labels of the pods in the cluster's namespace that
-    #: may open 8787 (the notebooks, as zero-to-jupyterhub labels them); empty: none of them.
-    dashboard_clients: dict[str, str] = field(default_factory=lambda: dict(DASHBOARD_CLIENTS))
 
 
 GATEWAY_AUTH_TYPES = ("jupyterhub", "simple", "basic", "kerberos")
@@ -443,8 +427,7 @@ class Settings:
 
 # --------------------------------------------------------------------------- parsing
 #: Mappings whose keys are the user's own (environment variables, labels): kept as written.
-_USER_MAPPINGS = ("env", "labels", "node-selector", "cluster-options", "tolerations", "gpu-hour",
-                  "dashboard-clients")
+_USER_MAPPINGS = ("env", "labels", "node-selector", "cluster-options", "tolerations", "gpu-hour")
 
 
 def _dashed(value: Any) -> Any:
@@ -549,58 +532,7 @@ def _kubernetes(raw: dict[str, Any]) -> KubernetesSettings:
         scheduler_tolerations=_tolerations(scheduler.get("tolerations"), key + "scheduler.tolerations"),
         spot=flag(raw.get("spot", False), key + "spot"),
         gpu_types=parse_gpu_types(raw.get("gpu-type"), what=key + "gpu-type"),
-        network_policy=flag(raw.get("network-policy", True), key + "network-policy"),
-        operator_namespace=_namespace_name(raw.get("operator-namespace") or OPERATOR_NAMESPACE,
-                                           key + "operator-namespace"),
-        dashboard_clients=_selector(raw.get("dashboard-clients"), key + "dashboard-clients"),
     )
-
-
-_NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def _namespace_name(value: Any, what: str) -> str:
-    """A Kubernetes namespace name (a DNS label: up to 63 lowercase letters, digits, '-')."""
-    name = _scalar_text(value, what, limit=63)
-    if not _NAMESPACE_NAME.match(name):
-        raise ConfigError(f"{what} must be a Kubernetes namespace name (up to 63 lowercase letters, "
-                          f"digits and '-', starting and ending with a letter or digit), got {quote(name)}")
-    return name
-
-
-def _selector(value: Any, what: str) -> dict[str, str]:
-    """``kubernetes.dashboard-clients``: the labels a pod selector matches; ``null`` is
-    :data:`DASHBOARD_CLIENTS` and ``{}`` matches no pod (the default is null, not the mapping,
-    in jupyter-elastic.yaml: Dask merges a user's mapping into a default one, which would AND
-    the user's labels with zero-to-jupyterhub's)."""
-    labels = dict(DASHBOARD_CLIENTS) if value is None else _mapping(value, what)
-    if len(labels) > MAX_SELECTOR_LABELS:
-        raise ConfigError(f"{what} may have at most {MAX_SELECTOR_LABELS} labels, got {len(labels)}")
-    check_labels(labels, what)
-    return labels
-
-
-#: Kubernetes' rules for the name part of a label key, and for a label value.
-LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-#: ... and for a label key's prefix (a DNS subdomain).
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-
-
-def check_labels(labels: dict[str, Any], where: str) -> None:
-    """Kubernetes' rules for label (and node-selector) keys and values; the API server
-    answers 422 to anything else. ConfigError naming ``where`` and the rule broken."""
-    for key, value in labels.items():
-        prefix, _, name = str(key).rpartition("/")
-        if not name or not LABEL_NAME.match(name) or (prefix and not DNS_SUBDOMAIN.match(prefix)):
-            raise ConfigError(
-                f"{where}: {quote(key)} is not a valid label key; use [prefix/]name with letters, "
-                "digits, '-', '_', '.' (name up to 63 characters)"
-            )
-        if not isinstance(value, str) or not LABEL_NAME.match(value):
-            raise ConfigError(
-                f"{where}: the value {quote(value)} of {quote(key)} is not a valid label value; use up "
-                "to 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit"
-            )
 
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")

@@ -221,8 +221,7 @@ SECTIONS = {
     "worker": ["gpus", "cpus", "memory"],
     "pricing": ["gpu-hour", "cpu-hour", "currency"],
     "kubernetes": ["namespace", "image", "node-selector", "tolerations", "env", "labels",
-                   "scheduler-service-type", "pending-timeout", "gpu-resource", "network-policy",
-                   "operator-namespace", "dashboard-clients"],
+                   "scheduler-service-type", "pending-timeout", "gpu-resource"],
     "gateway": ["address", "auth", "cluster-options", "connect-timeout", "password"],
 }
 TOP = ["backend", "idle-timeout", "shutdown-after", "lease-ttl", "min-workers", "max-workers",

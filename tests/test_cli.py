@@ -20,26 +20,23 @@ def test_render_prints_valid_manifests(capsys):
                "--namespace", "team-a", "--max-workers", "3", "--name", "feature-run"])
     assert rc == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["kind"] for d in docs] == ["Secret", "NetworkPolicy", "DaskCluster", "DaskAutoscaler"]
+    assert [d["kind"] for d in docs] == ["Secret", "DaskCluster", "DaskAutoscaler"]
     for d in docs:
         validate_manifest(d)
-    secret, policy, cluster, autoscaler = docs
+    secret, cluster = docs[0], docs[1]
     # the TLS Secret's credentials are made when a cluster starts, never rendered
     assert secret["metadata"]["name"] == "feature-run-tls" and "PRIVATE" not in yaml.safe_dump(secret)
     assert cluster["metadata"]["name"] == "feature-run" and cluster["metadata"]["namespace"] == "team-a"
     worker = cluster["spec"]["worker"]["spec"]
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert worker["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100"}
-    assert autoscaler["spec"]["maximum"] == 3
-    assert policy["metadata"] == {"name": "feature-run-scheduler-http", "namespace": "team-a",
-                                  "labels": {**cluster["metadata"]["labels"],
-                                             "dask.org/cluster-name": "feature-run"}}
+    assert docs[2]["spec"]["maximum"] == 3
 
 
 def test_render_defaults_to_the_notebooks_image_and_the_readme_shows_both(capsys, monkeypatch):
     monkeypatch.setenv("JUPYTER_IMAGE_SPEC", "registry.example/notebook:7")
     assert main(["render", "--backend", "kubernetes", "--gpus", "2"]) == 0
-    [cluster] = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "DaskCluster"]
+    cluster = list(yaml.safe_load_all(capsys.readouterr().out))[1]
     assert cluster["spec"]["worker"]["spec"]["containers"][0]["image"] == "registry.example/notebook:7"
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "jupyter-elastic render --backend kubernetes --gpus 2 --image " in readme

@@ -6,8 +6,6 @@ and ``Status`` bodies a real kube-apiserver sends: 404 NotFound, 409 AlreadyExis
 403 Forbidden with the RBAC sentence, 422 Invalid with causes (custom resources are checked
 against the Dask operator's CRD schemas on create, as the API server does). Deleting an
 object deletes its dependents (ownerReferences), as the garbage collector would.
-NetworkPolicies are stored, served and deleted like the rest but enforced by nothing (there
-is no CNI: pod processes reach each other whatever the policies say).
 
 Enough of the rest is there for the real operator (kopf) to run against it: watch streams
 (``?watch=true&resourceVersion=R&timeoutSeconds=N``, newline-delimited ADDED/MODIFIED/DELETED
@@ -53,8 +51,6 @@ CORE = {
     ("v1", "nodes"): ("Node", False),
     ("v1", "namespaces"): ("Namespace", False),
     ("apps/v1", "deployments"): ("Deployment", True),
-    # stored, served and garbage-collected like the others, never enforced (no CNI here)
-    ("networking.k8s.io/v1", "networkpolicies"): ("NetworkPolicy", True),
 }
 DASK_KINDS = {
     (DASK, "daskclusters"): ("DaskCluster", True),
@@ -514,7 +510,7 @@ class APIServer:
             if kind == "Service":
                 body.setdefault("status", {"loadBalancer": {}})
                 body.setdefault("spec", {}).setdefault("type", "ClusterIP")
-            if kind in ("Deployment", "Pod", "Service", "Namespace", "NetworkPolicy") or gv == DASK:
+            if kind in ("Deployment", "Pod", "Service", "Namespace") or gv == DASK:
                 meta.setdefault("generation", 1)
             if kind == "Secret" and body.get("stringData"):  # merged into data, as the API server does
                 body["data"] = {**(body.get("data") or {}), **{

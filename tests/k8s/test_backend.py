@@ -54,8 +54,7 @@ def test_lease_runs_cells_scales_from_and_to_zero_and_deletes_everything(k8s, no
 
         # the exact custom resources the backend created
         posted = {o["kind"]: o for o in k8s.server.posted}
-        # Secret: test_tls.py; NetworkPolicy: test_network_policy.py
-        assert set(posted) == {"Secret", "NetworkPolicy", "DaskCluster", "DaskAutoscaler"}
+        assert set(posted) == {"Secret", "DaskCluster", "DaskAutoscaler"}  # Secret: test_tls.py
         expected = cluster_manifest(record.spec, kubernetes_options(s, namespace="jhub"),
                                     replicas=1)
         assert posted["DaskCluster"] == expected

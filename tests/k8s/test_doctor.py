@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask.config
 import pytest
 
 from jupyter_elastic.backends.kubernetes.manifests import HELM_INSTALL
@@ -30,15 +29,3 @@ def test_doctor_says_how_to_install_the_operator(k8s, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert HELM_INSTALL in out
     assert "RBAC allows every verb" in out and "worker image: hub/notebook:1" in out
-
-
-def test_doctor_checks_the_network_policy_verbs_only_when_the_policy_is_on(k8s, capsys, monkeypatch):
-    monkeypatch.setenv("JUPYTER_IMAGE_SPEC", "hub/notebook:1")
-    k8s.server.forbid.update({("create", "networkpolicies"), ("delete", "networkpolicies")})
-    assert main(["doctor", "--backend", "kubernetes"]) == 1
-    assert ("missing: create networkpolicies (networking.k8s.io), delete networkpolicies "
-            "(networking.k8s.io)") in capsys.readouterr().out
-    with dask.config.set({"jupyter-elastic.kubernetes.network-policy": False}):
-        main(["doctor", "--backend", "kubernetes"])
-    out = capsys.readouterr().out
-    assert "RBAC allows every verb" in out and "networkpolicies" not in out

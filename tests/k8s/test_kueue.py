@@ -27,14 +27,13 @@ pytestmark = pytest.mark.k8s
 def test_queue_name_labels_the_worker_pods_only_and_is_checked(capsys):
     s = load_settings({"kubernetes": {"image": "img:1", "queue-name": "team-a"}})
     spec = ClusterSpec.from_settings(s, name="q", backend="kubernetes", owner="alice")
-    cluster = render(spec, s.kubernetes)[2]  # after the TLS Secret and the NetworkPolicy
-    assert cluster["kind"] == "DaskCluster"
+    cluster = render(spec, s.kubernetes)[1]  # after the TLS Secret
     validate_manifest(cluster)
     assert cluster["spec"]["worker"]["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "team-a"
     assert KUEUE_QUEUE_LABEL not in cluster["spec"]["scheduler"]["metadata"]["labels"]
     assert KUEUE_QUEUE_LABEL not in cluster["metadata"]["labels"]
     plain = load_settings({"kubernetes": {"image": "img:1"}})
-    assert KUEUE_QUEUE_LABEL not in render(spec, plain.kubernetes)[2]["spec"]["worker"][
+    assert KUEUE_QUEUE_LABEL not in render(spec, plain.kubernetes)[1]["spec"]["worker"][
         "metadata"]["labels"]
     with pytest.raises(ConfigError, match="kubernetes.queue-name must be a Kueue LocalQueue "
                                           "name .* got 'team a'"):

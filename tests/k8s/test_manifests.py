@@ -37,9 +37,9 @@ def test_gpu_cluster_requests_gpus_on_workers_only_and_validates():
                      "service-account": "jupyter-user", "node-selector": {"pool": "gpu"},
                      "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml",
                                       "effect": "NoSchedule"}]})
-    secret, policy, cluster, autoscaler = render(_spec(s, gpus_per_worker=2.0, gpu_type="MI300X"),
-                                                 kubernetes_options(s, namespace="ns"))
-    for m in (secret, policy, cluster, autoscaler):
+    secret, cluster, autoscaler = render(_spec(s, gpus_per_worker=2.0, gpu_type="MI300X"),
+                                         kubernetes_options(s, namespace="ns"))
+    for m in (secret, cluster, autoscaler):
         validate_manifest(m)
     worker = cluster["spec"]["worker"]["spec"]
     res = worker["containers"][0]["resources"]

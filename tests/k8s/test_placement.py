@@ -163,3 +163,32 @@ def test_prepull_daemonset_example_is_valid_and_matches_the_worker_image_and_tai
     [term] = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"]
     assert term["matchExpressions"][0]["key"] == load_settings({}).kubernetes.gpu_type_label
+
+
+def test_networkpolicy_example_closes_the_schedulers_http_port_to_all_but_the_operator():
+    """The policy selects the scheduler pods the operator makes from our DaskCluster (its
+    labels plus the operator's component label), leaves the TLS port open and admits 8787
+    from the operator's namespace and the notebook pods only."""
+    from jupyter_elastic.backends.kubernetes.manifests import (
+        DASHBOARD_PORT,
+        HELM_INSTALL,
+        SCHEDULER_PORT,
+    )
+
+    [policy] = list(yaml.safe_load_all((EXAMPLES / "networkpolicy.yaml").read_text()))
+    kubernetes_validate.validate(policy, "1.33.0", strict=True)
+    spec = policy["spec"]
+    s = load_settings({"kubernetes": {"image": "img:1"}})
+    cluster = cluster_manifest(ClusterSpec.from_settings(s, name="c1", backend="kubernetes", owner="alice"),
+                               kubernetes_options(s, namespace="jhub"), replicas=0)
+    scheduler_pod_labels = {**cluster["metadata"]["labels"], "dask.org/component": "scheduler"}
+    assert spec["podSelector"]["matchLabels"].items() <= scheduler_pod_labels.items()
+    worker_pod_labels = {**cluster["metadata"]["labels"], "dask.org/component": "worker"}
+    assert not spec["podSelector"]["matchLabels"].items() <= worker_pod_labels.items()
+    open_rule, http_rule = spec["ingress"]
+    assert "from" not in open_rule and [p["port"] for p in open_rule["ports"]] == [SCHEDULER_PORT]
+    assert [p["port"] for p in http_rule["ports"]] == [DASHBOARD_PORT]
+    operator_ns = HELM_INSTALL.split(" -n ")[1].split()[0]
+    assert http_rule["from"][0] == {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": operator_ns}}}
+    assert http_rule["from"][1] == {"podSelector": {"matchLabels": {"component": "singleuser-server"}}}

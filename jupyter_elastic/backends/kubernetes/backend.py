@@ -6,9 +6,7 @@ pod, a scheduler Service and a default worker group; dask-kubernetes' operator
 needs around it: manifests with GPUs on the workers only (``k8s_manifests.py``), start-up
 phases read from pod conditions and events (pending with the kube-scheduler's reason,
 pulling, starting), one clear error per fault with nothing left behind, a
-``DaskAutoscaler`` for adaptive scaling from zero, a guarded reconnect by name, and, made
-before the DaskCluster and then owned by it, the cluster's TLS Secret and the NetworkPolicy
-that closes its scheduler's plain-HTTP port.
+``DaskAutoscaler`` for adaptive scaling from zero, and a guarded reconnect by name.
 
 Why one module this long: start-up phases read from pods and events, faults translated to one
 line each, reconnect and close are one conversation with the API server and the operator.
@@ -46,8 +44,6 @@ from .manifests import (
     cluster_manifest,
     kubernetes_options,
     label_value,
-    network_policy_manifest,
-    network_policy_name,
     tls_secret_manifest,
     tls_secret_name,
     validate_manifest,
@@ -56,10 +52,10 @@ from .manifests import (
 from .tls import (
     SecureKubeCluster,
     connection_args,
-    create_dependent,
-    delete_dependent,
+    create_secret,
+    delete_secret,
     make_credentials,
-    own_dependents,
+    own_secret,
     read_credentials,
     uses_tls,
 )
@@ -67,11 +63,6 @@ from .tls import (
 log = logging.getLogger("jupyter_elastic.backends.kubernetes")
 
 RBAC_HINT = "grant it with the Role in examples/kubernetes/rbac.yaml, or run `jupyter-elastic doctor`"
-NETWORK_POLICY_RBAC_HINT = (
-    "grant get, create, patch and delete on networkpolicies (API group networking.k8s.io), as "
-    "examples/kubernetes/rbac.yaml does, or set jupyter-elastic.kubernetes.network-policy: false "
-    "(the scheduler's HTTP port 8787 then stays open to the pod network)"
-)
 _IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _FORBIDDEN_RE = re.compile(r'cannot (\w+) resource "([^"]+)"(?: in API group "([^"]*)")?')
 
@@ -85,10 +76,8 @@ class _Fault(Exception):
         self.unschedulable = unschedulable
 
 
-def translate(exc: BaseException, *, action: str, namespace: str | None = None,
-              rbac_hint: str = RBAC_HINT) -> ElasticError:
-    """Turn a kr8s/httpx/dask-kubernetes exception into one ElasticError with the API's cause
-    (``rbac_hint``: how to fix a 403 from RBAC)."""
+def translate(exc: BaseException, *, action: str, namespace: str | None = None) -> ElasticError:
+    """Turn a kr8s/httpx/dask-kubernetes exception into one ElasticError with the API's cause."""
     if isinstance(exc, ElasticError):
         return exc
     where = f" in namespace {namespace}" if namespace else ""
@@ -110,7 +99,7 @@ def translate(exc: BaseException, *, action: str, namespace: str | None = None,
             )
             return BackendUnavailable(
                 f"could not {action}: Kubernetes RBAC forbids {what}{where} ({message})",
-                hint=rbac_hint,
+                hint=RBAC_HINT,
             )
         if code == 401:
             return BackendUnavailable(
@@ -256,56 +245,9 @@ class KubernetesBackend(ElasticBackend):
             except kr8s.ServerError as exc:
                 if exc.response is None or exc.response.status_code != 404:
                     raise
-        # owned by the DaskCluster, so they go with it; deleted here too for a start that
+        # owned by the DaskCluster, so it goes with it; deleted here too for a start that
         # failed before the DaskCluster existed
-        await delete_dependent(api, "Secret", namespace, tls_secret_name(name))
-        if self.settings.kubernetes.network_policy:
-            await delete_dependent(api, "NetworkPolicy", namespace, network_policy_name(name))
-
-    async def _create_dependents(self, api: Any, manifests: list[dict[str, Any]], owner: str,
-                                 namespace: str) -> None:
-        """Create the objects the DaskCluster will own (the TLS Secret, the NetworkPolicy),
-        in order. On a failure the ones already made are deleted and the error is one line;
-        a 403 on the NetworkPolicy says how to grant it or turn it off."""
-        made: list[dict[str, Any]] = []
-        for manifest in manifests:
-            kind, name = manifest["kind"], manifest["metadata"]["name"]
-            try:
-                await create_dependent(api, manifest, owner)
-            except BaseException as exc:
-                error: BaseException = exc
-                if isinstance(exc, Exception):
-                    hint = NETWORK_POLICY_RBAC_HINT if kind == "NetworkPolicy" else RBAC_HINT
-                    error = translate(exc, action=f"create the {kind} {name!r}", namespace=namespace,
-                                      rbac_hint=hint)
-                error = await self._delete_made(made, namespace, error)
-                if error is exc:
-                    raise
-                raise error from None
-            made.append(manifest)
-
-    @staticmethod
-    async def _delete_made(made: list[dict[str, Any]], namespace: str, error: BaseException) -> BaseException:
-        """Delete the objects of a start that failed; ``error``, saying what is left if a
-        delete failed too."""
-        if not made:
-            return error
-        try:
-            # a fresh client: kr8s re-authenticates the shared one after a 403
-            fresh = await own_api()
-            try:
-                for manifest in made:
-                    await delete_dependent(fresh, manifest["kind"], namespace, manifest["metadata"]["name"])
-            finally:
-                await close_api(fresh)
-        except Exception as cleanup:
-            log.warning("could not delete what a failed start made: %s", cleanup)
-            if isinstance(error, ElasticError):
-                left = " and ".join(f"`kubectl delete {m['kind'].lower()} {m['metadata']['name']} -n {namespace}`"
-                                    for m in made)
-                return type(error)(f"{error.args[0]}; what it made could not be deleted "
-                                   f"({type(cleanup).__name__}): run {left}", hint=error.hint)
-        return error
+        await delete_secret(api, namespace, tls_secret_name(name))
 
     @staticmethod
     async def _discard(cluster: Any) -> None:
@@ -375,24 +317,22 @@ class KubernetesBackend(ElasticBackend):
         info = {"namespace": namespace, "resource": resource, "slots": slots,
                 "max_workers": spec.max_workers, "labels": manifest["metadata"]["labels"]}
         progress("scheduler", f"creating DaskCluster {spec.name} in namespace {namespace}")
-        # per-cluster TLS credentials, in a Secret the pods mount (tls.py); the kernel gets
-        # them in its lease only. The NetworkPolicy admits the scheduler's plain-HTTP port
-        # from the operator and the notebooks only. Both are made before the DaskCluster
-        # (a failure here leaves nothing) and owned by it once it exists.
-        credentials = await asyncio.to_thread(make_credentials)
-        labels = manifest["metadata"]["labels"]
-        dependents = [tls_secret_manifest(spec.name, namespace, labels, credentials)]
-        if options.network_policy:
-            dependents.append(network_policy_manifest(spec.name, namespace, labels, options))
-        await self._create_dependents(api, dependents, label_value(spec.owner), namespace)
-        info["client"] = credentials
-        # the start watch has its own client, made before the DaskCluster exists: on a 403
-        # kr8s re-authenticates the shared one by closing its connections, which would cut
-        # the watch's request in flight (ReadError)
+        # the start watch has its own client, made before anything exists: on a 403 kr8s
+        # re-authenticates the shared one by closing its connections, which would cut the
+        # watch's request in flight (ReadError)
         watch_api = await own_api()
+        # per-cluster TLS credentials, in a Secret the pods mount (tls.py); the kernel gets
+        # them in its lease only
+        credentials = await asyncio.to_thread(make_credentials)
+        secret = tls_secret_manifest(spec.name, namespace, manifest["metadata"]["labels"], credentials)
+        try:
+            await create_secret(api, secret, label_value(spec.owner))
+        except Exception as exc:
+            raise translate(exc, action=f"create the TLS Secret of {spec.name!r}", namespace=namespace) from None
+        info["client"] = credentials
         cluster = SecureKubeCluster(
             credentials=credentials,
-            after_create=lambda: own_dependents(api, namespace, spec.name, dependents),
+            after_create=lambda: own_secret(api, namespace, spec.name),
             custom_cluster_spec=manifest,
             namespace=namespace,
             create_mode=CreateMode.CREATE_ONLY,

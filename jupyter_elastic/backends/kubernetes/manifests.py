@@ -1,11 +1,9 @@
 """The Kubernetes objects a ``backend: kubernetes`` cluster is made of, as plain dicts.
 
 Pure functions, no API calls: :func:`cluster_manifest` builds the ``DaskCluster`` custom
-resource (scheduler on a small CPU pod, GPU workers in the default worker group),
+resource (scheduler on a small CPU pod, GPU workers in the default worker group) and
 :func:`autoscaler_manifest` the ``DaskAutoscaler`` that scales the workers between a
-minimum and a maximum, :func:`tls_secret_manifest` the Secret with the cluster's TLS
-credentials and :func:`network_policy_manifest` the NetworkPolicy that closes the
-scheduler's plain-HTTP port to all but the operator and the notebooks. :func:`validate_manifest` checks a manifest against the Dask
+minimum and a maximum. :func:`validate_manifest` checks a manifest against the Dask
 operator's CRD schemas (the ones dask-kubernetes ships with its Helm chart) and the pod and
 service templates inside it against the Kubernetes core schemas bundled offline by
 ``kubernetes-validate``, rejecting unknown fields the way ``kubectl --validate=strict``
@@ -28,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ...config import OPERATOR_NAMESPACE, KubernetesSettings, Settings, check_labels
+from ...config import KubernetesSettings, Settings
 from ...errors import ConfigError
 from ...models import ClusterSpec
 from ...protocol import (
@@ -44,11 +42,9 @@ from ...protocol import (
 
 GROUP = "kubernetes.dask.org"
 API_VERSION = f"{GROUP}/v1"
-NETWORKING = "networking.k8s.io"
-NETWORKING_VERSION = f"{NETWORKING}/v1"
 #: The command that installs the Dask operator (and its CRDs) with Helm.
 HELM_INSTALL = (
-    f"helm install --repo https://helm.dask.org --create-namespace -n {OPERATOR_NAMESPACE} "
+    "helm install --repo https://helm.dask.org --create-namespace -n dask-operator "
     "--generate-name dask-kubernetes-operator"
 )
 #: Resources of the operator's API group that a cluster is made of.
@@ -64,14 +60,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("get", "list")),
     ("", "events", ("list",)),
     ("", "secrets", ("get", "create", "patch", "delete")),
-    (NETWORKING, "networkpolicies", ("get", "create", "patch", "delete")),
 )
-
-
-def rbac_rules(options: KubernetesSettings) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
-    """The :data:`RBAC_RULES` these settings use (no NetworkPolicy verbs when
-    ``kubernetes.network-policy`` is off)."""
-    return tuple(rule for rule in RBAC_RULES if options.network_policy or rule[1] != "networkpolicies")
 
 LABEL_PREFIX = "jupyter-elastic"
 OWNER_LABEL = f"{LABEL_PREFIX}/owner"
@@ -116,11 +105,6 @@ def tls_secret_name(name: str) -> str:
     return f"{name}-tls"
 
 
-def network_policy_name(name: str) -> str:
-    """The NetworkPolicy guarding cluster ``name``'s scheduler HTTP port."""
-    return f"{name}-scheduler-http"
-
-
 def tls_args() -> list[str]:
     """``dask scheduler`` / ``dask worker`` options: TLS with the mounted credentials (both
     then require encryption and a certificate signed by the cluster's CA from every peer)."""
@@ -151,39 +135,6 @@ def tls_secret_manifest(name: str, namespace: str, labels: dict[str, str],
         secret["data"] = {key: base64.b64encode(credentials[field].encode()).decode()
                           for key, field in TLS_KEYS.items()}
     return secret
-
-
-def scheduler_pod_labels(name: str) -> dict[str, str]:
-    """The labels the Dask operator puts on cluster ``name``'s scheduler pod (and only on it:
-    worker pods carry ``dask.org/component: worker``); its Service selects by them too."""
-    return {"dask.org/cluster-name": name, "dask.org/component": "scheduler"}
-
-
-def network_policy_manifest(name: str, namespace: str, labels: dict[str, str],
-                            options: KubernetesSettings) -> dict[str, Any]:
-    """The NetworkPolicy that leaves the scheduler's TLS port (8786) open and admits its
-    plain-HTTP port (8787: dashboard and Dask's HTTP API, unauthenticated) only from the Dask
-    operator's namespace, which calls that API, and the ``kubernetes.dashboard-clients`` pods
-    of the cluster's namespace (the notebooks, which open the dashboard through
-    jupyter-server-proxy). Enforced by the cluster's CNI, where it enforces NetworkPolicy."""
-    admitted: list[dict[str, Any]] = [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": options.operator_namespace}}}]
-    if options.dashboard_clients:  # an empty podSelector would admit every pod of the namespace
-        admitted.append({"podSelector": {"matchLabels": dict(options.dashboard_clients)}})
-    return {
-        "apiVersion": NETWORKING_VERSION,
-        "kind": "NetworkPolicy",
-        "metadata": {"name": network_policy_name(name), "namespace": namespace,
-                     "labels": {**labels, "dask.org/cluster-name": name}},
-        "spec": {
-            "podSelector": {"matchLabels": scheduler_pod_labels(name)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"ports": [{"port": SCHEDULER_PORT, "protocol": "TCP"}]},
-                {"from": admitted, "ports": [{"port": DASHBOARD_PORT, "protocol": "TCP"}]},
-            ],
-        },
-    }
 
 
 def _mount_tls(pod: dict[str, Any], name: str) -> None:
@@ -424,7 +375,10 @@ def cluster_manifest(
                 "spec": scheduler_pod,
                 "service": {
                     "type": options.scheduler_service_type,
-                    "selector": scheduler_pod_labels(spec.name),
+                    "selector": {
+                        "dask.org/cluster-name": spec.name,
+                        "dask.org/component": "scheduler",
+                    },
                     "ports": [
                         {"name": "tcp-comm", "protocol": "TCP", "port": SCHEDULER_PORT,
                          "targetPort": "tcp-comm"},
@@ -461,16 +415,15 @@ def autoscaler_manifest(
 
 
 def render(spec: ClusterSpec, options: KubernetesSettings) -> list[dict[str, Any]]:
-    """Every object the backend creates for ``spec``, in creation order: the TLS Secret
-    (with placeholders: its credentials are made when the cluster starts), the
-    NetworkPolicy (``kubernetes.network-policy``), the DaskCluster, the DaskAutoscaler."""
+    """Every object the backend creates for ``spec``, in creation order (the TLS Secret
+    with placeholders: its credentials are made when the cluster starts)."""
     cluster = cluster_manifest(spec, options, replicas=min(1, spec.max_workers))
     namespace = options.namespace or "default"
-    labels = cluster["metadata"]["labels"]
-    autoscaler = autoscaler_manifest(spec.name, namespace, spec.min_workers, spec.max_workers,
-                                     labels=labels)
-    policy = [network_policy_manifest(spec.name, namespace, labels, options)] if options.network_policy else []
-    return [tls_secret_manifest(spec.name, namespace, labels), *policy, cluster, autoscaler]
+    autoscaler = autoscaler_manifest(
+        spec.name, namespace, spec.min_workers, spec.max_workers,
+        labels=cluster["metadata"]["labels"],
+    )
+    return [tls_secret_manifest(spec.name, namespace, cluster["metadata"]["labels"]), cluster, autoscaler]
 
 
 def to_yaml(manifests: list[dict[str, Any]]) -> str:
@@ -531,6 +484,27 @@ def _core(kind: str, api_version: str, name: str, spec: dict[str, Any], where: s
         raise ConfigError(f"invalid {where} ({kind} schema): {path}: {exc.message}") from None
 
 
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _check_labels(labels: dict[str, Any], where: str) -> None:
+    """Kubernetes' rules for label (and node-selector) keys and values; the API server
+    answers 422 to anything else, and the schemas above do not check them."""
+    for key, value in labels.items():
+        prefix, _, name = str(key).rpartition("/")
+        if not name or not _LABEL_NAME.match(name) or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
+            raise ConfigError(
+                f"{where}: {key!r} is not a valid label key; use [prefix/]name with letters, "
+                "digits, '-', '_', '.' (name up to 63 characters)"
+            )
+        if not isinstance(value, str) or not _LABEL_NAME.match(value):
+            raise ConfigError(
+                f"{where}: the value {value!r} of {key!r} is not a valid label value; use up to 63 "
+                "letters, digits, '-', '_', '.', starting and ending with a letter or digit"
+            )
+
+
 def _all_label_maps(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
 
@@ -538,7 +512,7 @@ def _all_label_maps(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
         if isinstance(node, dict):
             for key, value in node.items():
                 here = f"{path}.{key}" if path else key
-                if key in ("labels", "nodeSelector", "matchLabels") and isinstance(value, dict):
+                if key in ("labels", "nodeSelector") and isinstance(value, dict):
                     found.append((here, value))
                 else:
                     walk(value, here)
@@ -551,23 +525,22 @@ def _all_label_maps(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
 
 
 def validate_manifest(manifest: dict[str, Any]) -> None:
-    """Raise ConfigError naming the field if ``manifest`` breaks the CRD or core schemas
-    (the Kubernetes schemas, for the Secret and the NetworkPolicy)."""
+    """Raise ConfigError naming the field if ``manifest`` breaks the CRD or core schemas."""
     kind = manifest.get("kind")
-    if kind in ("Secret", "NetworkPolicy"):
+    if kind == "Secret":
         for where, labels in _all_label_maps(manifest):
-            check_labels(labels, f"invalid {kind}: {where}")
+            _check_labels(labels, f"invalid Secret: {where}")
         import kubernetes_validate
 
         try:
             kubernetes_validate.validate(manifest, _K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            raise ConfigError(f"invalid {kind}: {'.'.join(str(p) for p in exc.path)}: {exc.message}") from None
+            raise ConfigError(f"invalid Secret: {'.'.join(str(p) for p in exc.path)}: {exc.message}") from None
         return
     if kind not in _CRD_FILES:
         raise ConfigError(f"not a Dask operator resource: kind={kind!r}")
     for where, labels in _all_label_maps(manifest):
-        check_labels(labels, f"invalid {kind}: {where}")
+        _check_labels(labels, f"invalid {kind}: {where}")
     errors = sorted(_crd_validator(kind).iter_errors(manifest), key=lambda e: list(e.path))
     if errors:
         first = errors[0]

@@ -5,11 +5,9 @@ At start the backend makes credentials (``Security.temporary()``: an RSA key and
 self-signed certificate that is CA, scheduler, worker and client certificate at once),
 creates the Secret ``<name>-tls`` before the DaskCluster, and, once the DaskCluster exists,
 makes the Secret its dependent (``ownerReferences``) so Kubernetes deletes it with the
-cluster. The manifests mount the Secret into the scheduler and worker pods and start both
-with ``--protocol tls`` and the mounted files (``manifests.tls_args``). The kernel gets the
+cluster. The manifests mount it into the scheduler and worker pods and start both with
+``--protocol tls`` and the mounted files (``manifests.tls_args``). The kernel gets the
 credentials in its lease only (``client``: PEM text), never in an address or a log line.
-The cluster's NetworkPolicy, which closes the scheduler's plain-HTTP port, is made and owned
-the same way (:func:`create_dependent`, :func:`own_dependents`, :func:`delete_dependent`).
 
 dask-kubernetes' operator ``KubeCluster`` has no ``security=``: it builds the scheduler
 address as ``tcp://`` and opens its comm with ``rpc(address)``. :class:`SecureKubeCluster`
@@ -36,16 +34,9 @@ from distributed.comm.core import CommClosedError
 from distributed.core import rpc
 from distributed.security import Security
 
-from ...errors import ClusterStartError, ConfigError
+from ...errors import ClusterStartError
 from ...models import client_credentials, client_security
-from .manifests import (
-    API_VERSION,
-    MANAGED_BY,
-    NETWORKING_VERSION,
-    OWNER_LABEL,
-    TLS_KEYS,
-    tls_secret_name,
-)
+from .manifests import API_VERSION, MANAGED_BY, OWNER_LABEL, TLS_KEYS, tls_secret_name
 
 _CONNECTION_ARGS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "jupyter_elastic_kubernetes_tls", default=None)
@@ -96,8 +87,7 @@ class SecureKubeCluster(KubeCluster):  # type: ignore[misc]
 
     ``credentials``: the lease's ``client`` field (``None``: a plain ``tcp://`` cluster, as
     an older jupyter-elastic started them). ``after_create`` runs once the DaskCluster
-    exists, before the wait for the operator (the Secret and the NetworkPolicy get their
-    owner there).
+    exists, before the wait for the operator (the Secret gets its owner there).
     """
 
     def __init__(self, *args: Any, credentials: dict[str, str] | None = None,
@@ -137,57 +127,48 @@ class SecureKubeCluster(KubeCluster):  # type: ignore[misc]
         await self._secured(super()._connect_cluster)
 
 
-# --------------------------------------------------------------------------- what the DaskCluster owns
-#: Kind -> (API version, plural) of the objects made before the DaskCluster and then owned
-#: by it: the TLS Secret and the NetworkPolicy.
-DEPENDENTS = {"Secret": ("v1", "secrets"), "NetworkPolicy": (NETWORKING_VERSION, "networkpolicies")}
-
-
-async def create_dependent(api: Any, manifest: dict[str, Any], owner: str) -> None:
-    """Create one of the cluster's :data:`DEPENDENTS`; a leftover one of ours (same owner)
-    is replaced, anyone else's is a ConfigError."""
-    kind = manifest["kind"]
-    version, plural = DEPENDENTS[kind]
+# --------------------------------------------------------------------------- the Secret
+async def create_secret(api: Any, manifest: dict[str, Any], owner: str) -> None:
+    """Create the TLS Secret; a leftover one of ours (same owner) is replaced, anyone
+    else's is a ConfigError."""
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     body = json.dumps(manifest)
     try:
-        async with api.call_api("POST", version=version, namespace=namespace, url=plural, content=body):
+        async with api.call_api("POST", version="v1", namespace=namespace, url="secrets", content=body):
             return
     except kr8s.ServerError as exc:
         if exc.response is None or exc.response.status_code != 409:
             raise
-    async with api.call_api("GET", version=version, namespace=namespace, url=f"{plural}/{name}") as resp:
+    async with api.call_api("GET", version="v1", namespace=namespace, url=f"secrets/{name}") as resp:
         labels = (resp.json().get("metadata") or {}).get("labels") or {}
     ours = labels.get(OWNER_LABEL) == owner and all(labels.get(k) == v for k, v in MANAGED_BY.items())
     if not ours:
-        raise ConfigError(f"a {kind} named {name!r} already exists in namespace {namespace} and is not "
+        from ...errors import ConfigError
+
+        raise ConfigError(f"a Secret named {name!r} already exists in namespace {namespace} and is not "
                           "one jupyter-elastic made for you; pick another cluster name")
-    await delete_dependent(api, kind, namespace, name)
-    async with api.call_api("POST", version=version, namespace=namespace, url=plural, content=body):
+    await delete_secret(api, namespace, name)
+    async with api.call_api("POST", version="v1", namespace=namespace, url="secrets", content=body):
         pass
 
 
-async def own_dependents(api: Any, namespace: str, cluster: str, manifests: list[dict[str, Any]]) -> None:
-    """Make the objects of ``manifests`` dependents of the DaskCluster ``cluster``: deleted
-    with it."""
+async def own_secret(api: Any, namespace: str, cluster: str) -> None:
+    """Make the Secret a dependent of the DaskCluster ``cluster``: deleted with it."""
     async with api.call_api("GET", version=API_VERSION, namespace=namespace,
                             url=f"daskclusters/{cluster}") as resp:
         uid = resp.json()["metadata"]["uid"]
     owner = {"apiVersion": API_VERSION, "kind": "DaskCluster", "name": cluster, "uid": uid}
-    for manifest in manifests:
-        version, plural = DEPENDENTS[manifest["kind"]]
-        async with api.call_api("PATCH", version=version, namespace=namespace,
-                                url=f"{plural}/{manifest['metadata']['name']}",
-                                headers={"Content-Type": "application/merge-patch+json"},
-                                content=json.dumps({"metadata": {"ownerReferences": [owner]}})):
-            pass
+    async with api.call_api("PATCH", version="v1", namespace=namespace,
+                            url=f"secrets/{tls_secret_name(cluster)}",
+                            headers={"Content-Type": "application/merge-patch+json"},
+                            content=json.dumps({"metadata": {"ownerReferences": [owner]}})):
+        pass
 
 
-async def delete_dependent(api: Any, kind: str, namespace: str, name: str) -> None:
-    """Delete one of the cluster's :data:`DEPENDENTS`; one already gone is fine."""
-    version, plural = DEPENDENTS[kind]
+async def delete_secret(api: Any, namespace: str, name: str) -> None:
+    """Delete a Secret; one already gone is fine."""
     try:
-        async with api.call_api("DELETE", version=version, namespace=namespace, url=f"{plural}/{name}"):
+        async with api.call_api("DELETE", version="v1", namespace=namespace, url=f"secrets/{name}"):
             pass
     except kr8s.ServerError as exc:
         if exc.response is None or exc.response.status_code != 404:
