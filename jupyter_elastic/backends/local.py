@@ -159,6 +159,8 @@ class ElasticLocalCluster(LocalCluster):
         joins = self._joins.get(name, 0)
 
         def lost() -> None:
+            if name not in self.worker_spec:  # retired or scaled away: its name is not reused
+                self._joins.pop(name, None)
             if self._joins.get(name, 0) != joins or name not in self.workers:
                 return
             if any(d.get("name") == name for d in self.scheduler_info["workers"].values()):

@@ -82,13 +82,29 @@ def kill_local(address: str, pid: Any) -> bool:
     try:
         process = psutil.Process(pid)
         listening = any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == int(port)
-                        for c in process.net_connections(kind="inet"))
+                        for c in process.net_connections(kind="inet"))  # psutil >= 6
         if not listening:
             return False
         process.kill()
     except (psutil.Error, OSError):
         return False
     return True
+
+
+def kill_worker(client: Any, address: str, pid: Any, on_nanny: Any) -> bool:
+    """Kill a worker process now: SIGKILL by pid when it is a worker on this machine
+    (``kill_local``), else through its nanny (``client.run(on_nanny, nanny=True)``, where
+    ``on_nanny(dask_worker)`` kills the nanny's process and returns its pid), else ask the
+    scheduler to close it. Each call is bounded; nothing waits for a replacement. True only
+    when the process is known to be killed."""
+    if pid and kill_local(address, pid):
+        return True
+    done = bounded(client, client._run, on_nanny, workers=[address], nanny=True,
+                   on_error="return", timeout=1.0)
+    if isinstance(done, dict) and any(isinstance(v, int) for v in done.values()):
+        return True
+    bounded(client, client.scheduler.close_worker, worker=address, timeout=0.5)
+    return False
 
 
 def stop_reached(state: Any, worker: str | None) -> str | None:

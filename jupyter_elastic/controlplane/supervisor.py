@@ -33,8 +33,7 @@ from ..errors import ElasticError
 from ..models import client_security, new_id
 from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
 from .cells import bounded as _bounded
-from .cells import kill_local as _kill_local
-from .cells import new_client, no_silent_reruns, stop_reached
+from .cells import kill_worker, new_client, no_silent_reruns, stop_reached
 from .cells import processing_on as _processing_on
 from .jobs import JobRegistry, job_dir
 from .metering import cell_charge
@@ -291,8 +290,8 @@ class Supervisor:
         it is still running then (stuck in C code, or holding the GIL so that its worker does
         not even answer), kill its worker process to free the GPU (a local worker by pid,
         else through the scheduler). Every call to the cluster is bounded. ``cancelled`` (it
-        had not started), ``before-body`` (its task had, its code had not), ``interrupted``
-        or ``restarted``."""
+        had not started), ``before-body`` (its task had, its code had not), ``interrupted``,
+        ``restarted`` or ``unreachable`` (no kill reached it)."""
         grace = load_settings().interrupt_grace
         hard = time.monotonic() + grace
         _bounded(client, client._cancel, [future], timeout=0.5)
@@ -320,12 +319,9 @@ class Supervisor:
             if isinstance(state, dict) and state.get(worker) is not True:
                 return "interrupted"
             time.sleep(0.05)
-        if not _kill_local(worker, pid):  # stuck: free the GPU
-            try:
-                client.restart_workers([worker], timeout=60, raise_for_error=False)
-            except Exception:
-                pass
-        return "restarted"
+        if kill_worker(client, worker, pid, _kill_on_nanny):  # stuck: free the GPU
+            return "restarted"
+        return "unreachable"
 
     def _held(self, before: float, device: str, **extra: Any) -> dict[str, Any]:
         """The summary of an attempt that returned nothing: the seconds it held its worker
@@ -392,6 +388,13 @@ class Supervisor:
             pass
 
 
+def _kill_on_nanny(dask_worker: Any = None) -> Any:
+    """Run on a nanny: kill its worker process (``execution.worker.kill_worker_process``)."""
+    import importlib
+
+    return importlib.import_module("jupyter_elastic.execution.worker").kill_worker_process(dask_worker)
+
+
 def _on_worker(module: str, function: str, *args: Any) -> Any:
     """Call ``jupyter_elastic.execution.{module}.{function}`` where this runs: on a worker.
 
@@ -415,6 +418,9 @@ _STOPPED = {
     "interrupted": "interrupted",
     "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker was "
                   "killed to free the GPU"),
+    "unreachable": ("interrupted, but it did not stop within interrupt-grace and its worker "
+                    "could not be killed from here (its scheduler was asked to close it): it "
+                    "may still run and hold its GPU"),
 }
 
 

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..controlplane.cells import bounded as _bounded
-from ..controlplane.cells import kill_local as _kill_local
+from ..controlplane.cells import kill_worker, stop_reached
 from ..controlplane.cells import processing_on as _processing_on
-from ..controlplane.cells import stop_reached
 from ..errors import (
     CellCancelled,
     CellTimeout,
@@ -485,6 +484,7 @@ class Dispatcher:
                     kind = event["kind"]
                     if kind == "started":
                         where.announced(event.get("worker"), event.get("pid"))
+                        where.began = True
                         if phases.shown:
                             phases.show("ready", f"worker {where.worker}")
                     elif kind == "end":
@@ -621,7 +621,9 @@ class Dispatcher:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        if how not in ("cancelled", "before-body") and where.started_at is None:
+        if how in ("cancelled", "before-body") and not where.began:
+            where.started_at = None  # none of it ran: found on a worker by the stop is not held
+        elif where.started_at is None:
             where.started_at = submitted  # it ran, though it never said so
         where.held_until = time.monotonic()
         return how
@@ -670,8 +672,9 @@ class Dispatcher:
                 continue  # it ended on its own
             hard = time.monotonic() + self.session.settings.interrupt_grace
             how = self._stop_running(client, cell_id, where, threading.Event(), hard)
-            print(f"jupyter-elastic: {name}, whose connection to the scheduler was lost, was "
-                  f"still running on worker {where.worker}: it was {_STOPPED[how]}",
+            state_word = "had not begun" if how == "before-body" else "was still running"
+            print(f"jupyter-elastic: {name}, whose connection to the scheduler was lost, "
+                  f"{state_word} on worker {where.worker}: it was {_STOPPED[how]}",
                   file=sys.stderr)
 
     def _stop(self, client: Any, future: Any, cell_id: str, where: _Where, ended: bool,
@@ -764,6 +767,7 @@ class _Where:
     pid: int | None = None
     started_at: float | None = None
     held_until: float | None = None
+    began: bool = False  # its ``started`` event came: its code ran
 
     def announced(self, worker: str | None, pid: Any) -> None:
         self.worker = worker or self.worker
@@ -850,19 +854,8 @@ async def _drop_worker(address: str, dask_scheduler: Any = None) -> bool:
 
 
 def _kill_worker(client: Any, address: str, pid: int | None) -> bool:
-    """Kill a worker process now: SIGKILL by pid when it is one of our local workers on this
-    machine, else through its nanny (``client.run(..., nanny=True)``), else ask the
-    scheduler to close it. Waits for no replacement."""
-    if pid and _kill_local(address, pid):
-        return True
-    done = _bounded(client, client._run, worker_side.kill_worker_process, workers=[address],
-                    nanny=True, on_error="return", timeout=1.0)
-    if isinstance(done, dict) and any(isinstance(v, int) for v in done.values()):
-        return True
-    _bounded(client, client.scheduler.close_worker, worker=address, timeout=0.5)
-    return False
-
-
+    """``cells.kill_worker`` with the worker side's own nanny call."""
+    return kill_worker(client, address, pid, worker_side.kill_worker_process)
 
 
 def _memory_kill(client: Any, address: str) -> int | None:

@@ -141,7 +141,7 @@ def test_network_to_the_scheduler_silent_mid_cell(tmp_path, no_leaked_processes)
 
         def on_message(msg):
             if not stalled and msg["msg_type"] == "stream" and "pid=" in msg["content"]["text"]:
-                stalled.append(1)
+                stalled.append(time.monotonic())
                 proxy.stall()
 
         began = time.monotonic()
@@ -150,6 +150,8 @@ def test_network_to_the_scheduler_silent_mid_cell(tmp_path, no_leaked_processes)
             "time.sleep(600)\nnever = 1"), timeout=120, on_message=on_message)
         took = time.monotonic() - began
         assert stalled, run.stdout
+        # silent before --timeout ran out: the whole stop met the silent network
+        assert stalled[0] - began < 3 - 0.5, stalled[0] - began
         text = run.error_text()
         assert run.status == "error", text
         assert len(run.error["traceback"]) == 1 and "--timeout 3s" in text, text
