@@ -57,11 +57,12 @@ class Kernel:
     """A started kernel (``python3`` with ``%load_ext jupyter_elastic`` by default)."""
 
     def __init__(self, env: dict[str, str] | None = None, kernel_name: str = "python3",
-                 load: bool = True, cwd: str | None = None) -> None:
+                 load: bool = True, cwd: str | None = None, stderr: Any = None) -> None:
         self.km = KernelManager(kernel_name=kernel_name)
         full_env = dict(os.environ)
         full_env.update(env or {})
-        self.km.start_kernel(env=full_env, cwd=cwd)
+        # stderr: where the kernel process's own stderr goes (its log, as a server keeps it)
+        self.km.start_kernel(env=full_env, cwd=cwd, **({"stderr": stderr} if stderr else {}))
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)

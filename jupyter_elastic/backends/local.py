@@ -21,6 +21,7 @@ import copy
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import dask.config
@@ -129,6 +130,29 @@ def start_fork_server() -> bool:
     os.environ.update(pre_spawn)
     multiprocessing.forkserver.ensure_running()
     return True
+
+
+def stop_fork_server() -> None:
+    """Stop the fork server and multiprocessing's resource tracker, children of this
+    process, once no local cluster here has workers (the control plane closing).
+
+    Left running, they outlive the clusters until this process exits, and a kernel's exit
+    waited on them: ipykernel, handling the shutdown request, signals every child of the
+    kernel until none is left, and the resource tracker ignores SIGTERM while a fork server
+    killed by it stays an unreaped zombie, so the kernel took 29 s to exit (Jupyter sends
+    the process group SIGTERM after 5 s). Stopped here they are waited for; the next local
+    cluster starts them again."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    for owner in (multiprocessing.forkserver._forkserver,
+                  multiprocessing.resource_tracker._resource_tracker):
+        stop = getattr(owner, "_stop", None)  # private to multiprocessing (3.8 and later)
+        try:
+            if stop is not None:
+                stop()
+        except Exception:  # already gone, or this Python has no such private method
+            log.debug("stopping %s failed", stop, exc_info=True)
 
 
 class ElasticLocalCluster(LocalCluster):
@@ -427,7 +451,14 @@ class LocalBackend(ElasticBackend):
         cluster = handle.cluster
         await self._stop_adaptive(cluster, "closing")
         try:  # a kernel whose cell runs here says why it stopped (kernel/dispatch.py)
-            cluster.scheduler.log_event(CLOSING_TOPIC, {"reason": str(handle.extra.get("closing_reason") or "")})
+            scheduler = cluster.scheduler
+            # a client that closed just now (the kernel shutting down closes its own first)
+            # is still listed until the scheduler reads its goodbye: the event to it would
+            # be logged as CRITICAL "Closed comm" in the kernel's or the server's log
+            for client, stream in list(scheduler.client_comms.items()):
+                if stream.closed():
+                    scheduler.remove_client(client=client, stimulus_id=f"closed-{time.time()}")
+            scheduler.log_event(CLOSING_TOPIC, {"reason": str(handle.extra.get("closing_reason") or "")})
             await asyncio.sleep(0.05)  # the event leaves before the workers do
         except Exception:
             log.debug("telling the kernels that %s closes failed", handle.name, exc_info=True)
@@ -444,6 +475,9 @@ class LocalBackend(ElasticBackend):
         except Exception:
             log.debug("retiring the workers of %s before closing failed", handle.name, exc_info=True)
         await cluster.close()
+
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(stop_fork_server)
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         scheduler = handle.cluster.scheduler

@@ -512,6 +512,29 @@ def load_ipython_extension(ipython: Any) -> None:
         _magics = ElasticMagics(ipython)
         ipython.register_magics(_magics)
         atexit.register(_at_exit)
+        _close_in_do_shutdown(getattr(ipython, "kernel", None))
+
+
+def _close_in_do_shutdown(kernel: Any) -> None:
+    """Release the lease and close this kernel's clusters when ipykernel handles the
+    shutdown request, not only at the interpreter's exit: between the two, ipykernel stops
+    every child process of the kernel, the local workers and their fork server among them.
+    Closing the cluster after that met nannies restarting killed workers (tracebacks in the
+    server's log) and waited out the close's 30 s bound, past Jupyter's 5 s, after which
+    the kernel's whole process group is sent SIGTERM."""
+    if kernel is None or getattr(kernel, "_jupyter_elastic_closes", False):
+        return
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        try:
+            _close_session(keep=bool(restart))
+        except Exception:  # the shutdown goes on; atexit tries again
+            pass
+        return original(restart)
+
+    kernel.do_shutdown = do_shutdown
+    kernel._jupyter_elastic_closes = True
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -527,10 +550,16 @@ def _at_exit() -> None:
     """The kernel is exiting after a shutdown request (or the interpreter ends): release
     the lease so the cluster stops now; a restart keeps it for the restarted kernel.
     A kernel that crashed never gets here: its lease lapses after lease-ttl."""
+    _close_session(keep=kernel_restarting())
+
+
+def _close_session(*, keep: bool) -> None:
+    """Release the lease (``keep``: a restart, which keeps the cluster for lease-ttl) and
+    stop the embedded clusters; once."""
     global _magics
     if _magics is not None:
         magics, _magics = _magics, None
-        magics.session.close(keep=kernel_restarting())
+        magics.session.close(keep=keep)
 
 
 __all__ = ["ElasticMagics", "load_ipython_extension", "unload_ipython_extension"]

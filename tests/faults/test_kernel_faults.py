@@ -1,4 +1,5 @@
-"""Faults of the kernel itself: stopped (SIGSTOP) past its lease's time to live."""
+"""Faults of the kernel itself: stopped (SIGSTOP) past its lease's time to live; and its
+plain shutdown, which stops every process the kernel started."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import time
 
 import pytest
+from elastic_testing import wait_for
 from kernel_harness import Kernel
 
 pytestmark = pytest.mark.kernel
@@ -32,3 +34,30 @@ def test_a_kernel_stopped_past_its_lease_ttl_carries_on_after_sigcont(no_leaked_
         assert rows == ["ok", "ok"], rows
     finally:
         kernel.shutdown()
+
+
+def test_a_shut_down_kernel_closes_its_cluster_before_its_processes_are_stopped(tmp_path,
+                                                                              no_leaked_processes):
+    # ipykernel stops every child process of the kernel while it handles the shutdown
+    # request, before the interpreter's exit: the local workers and their fork server. The
+    # cluster used to be closed only at the exit, after that: its nannies tried to restart
+    # killed workers (tracebacks in the kernel's log, which a Jupyter server keeps) and the
+    # close waited out its 30 s bound, so Jupyter's 5 s wait ended in SIGTERM to the group.
+    log = tmp_path / "kernel.log"
+    with open(log, "w") as stderr:
+        kernel = Kernel(env={"DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1"}, stderr=stderr)
+        try:
+            run = kernel.run("%%gpu\nx = 1", timeout=90)
+            assert run.status == "ok", run.error_text()
+            kernel.kc.stop_channels()
+            kernel.km.request_shutdown()
+            # well inside Jupyter's own wait (5 s) on any machine that runs the suite
+            wait_for(lambda: not kernel.km.is_alive(), timeout=15,
+                     what="the kernel to exit after its shutdown request")
+        finally:
+            if kernel.km.is_alive():
+                kernel.km.shutdown_kernel(now=True)
+            kernel.km.cleanup_resources()
+    text = log.read_text()
+    for noise in ("Traceback", "EOFError", "Failed to restart worker", "ERROR", "CRITICAL"):
+        assert noise not in text, text[-3000:]
