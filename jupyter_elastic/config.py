@@ -620,8 +620,30 @@ def _jobs(raw: dict[str, Any]) -> JobsSettings:
 
 
 def load_settings(raw: dict[str, Any] | None = None) -> Settings:
-    """Parse the ``jupyter-elastic`` namespace (or ``raw``) into :class:`Settings`."""
-    cfg = _dashed(dask.config.get(NAMESPACE) if raw is None else raw)
+    """Parse the ``jupyter-elastic`` namespace (or ``raw``) into :class:`Settings`.
+
+    Dask's configuration is read every time (a notebook may ``dask.config.set`` between
+    cells); what it parsed to is kept for the same text of the namespace, which every
+    ``%%gpu`` cell reads (parsing it took half a millisecond of each warm cell)."""
+    if raw is None:
+        current = dask.config.get(NAMESPACE)
+        text = repr(current)
+        cached = _parsed.get(text)
+        if cached is not None:
+            return cached
+        settings = _load_settings(current)
+        _parsed.clear()  # one entry: the settings of the moment
+        _parsed[text] = settings
+        return settings
+    return _load_settings(raw)
+
+
+#: The last namespace text :func:`load_settings` parsed, and what it parsed to.
+_parsed: dict[str, Settings] = {}
+
+
+def _load_settings(raw: Any) -> Settings:
+    cfg = _dashed(raw)
     key = NAMESPACE + "."
     if not isinstance(cfg, dict):
         raise ConfigError(f"{NAMESPACE} must be a mapping of settings, got {quote(cfg)}")

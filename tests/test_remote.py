@@ -241,3 +241,21 @@ def test_settings_from_config_and_environment(monkeypatch):
     finally:
         dask.config.config.clear()
         dask.config.config.update(saved)
+
+
+def test_settings_follow_dask_config_changes_between_cells():
+    # load_settings keeps what the namespace parsed to (every %%gpu cell reads it), but a
+    # notebook's dask.config.set between cells must still be seen, and a bad value refused
+    # every time, not only the first
+    import dask
+
+    first = load_settings()
+    assert load_settings() is first  # same configuration: parsed once
+    with dask.config.set({"jupyter-elastic.idle-timeout": "7s"}):
+        assert load_settings().idle_timeout == 7.0
+    assert load_settings().idle_timeout == first.idle_timeout
+    with dask.config.set({"jupyter-elastic.idle-timeout": "soon"}):
+        for _ in range(2):
+            with pytest.raises(ConfigError, match="idle-timeout"):
+                load_settings()
+    assert load_settings() == first

@@ -182,7 +182,7 @@ def cell_imports(source: str, folder: str) -> dict[str, dict[str, Any]]:
     import os
 
     found: dict[str, dict[str, Any]] = {}
-    root = os.path.realpath(folder) + os.sep
+    root = ""  # the notebook's folder, resolved at the first import that needs it
     for name in _top_level_imports(source):
         if name in sys.stdlib_module_names or name in sys.builtin_module_names or name in PARITY:
             continue
@@ -196,6 +196,7 @@ def cell_imports(source: str, folder: str) -> dict[str, dict[str, Any]]:
         origin = spec.origin if spec.origin not in (None, "built-in", "frozen") else None
         locations = list(spec.submodule_search_locations or [])
         where = locations[0] if locations else origin
+        root = root or os.path.realpath(folder) + os.sep
         if where and os.path.realpath(where).startswith(root):
             found[name] = {"path": os.path.realpath(where)}
             continue
