@@ -29,7 +29,7 @@ def test_a_healed_loss_does_not_close_the_nanny_of_a_later_restart(no_leaked_pro
     # nanny in the middle of the second restart (killing the worker just given the next
     # cell) and a new nanny was refused by the scheduler ("name taken"). The fork server is
     # held still during the second restart so that the first timer fires in that window.
-    timeout = 4.0
+    timeout = 8.0
 
     async def main():
         with dask.config.set({"distributed.deploy.lost-worker-timeout": f"{timeout}s"}):
@@ -60,7 +60,8 @@ def test_a_healed_loss_does_not_close_the_nanny_of_a_later_restart(no_leaked_pro
                 await lose_worker()
                 # the first loss's timer fires about `timeout` after the scheduler's remove
                 # message arrives (a little after lost_at), the second's not before
-                # lost_at + 2 * timeout - 0.5: release the restart between the two
+                # lost_at + 2 * timeout - 0.5: release the restart between the two, with
+                # several seconds for it to finish before the second
                 await asyncio.sleep(max(0.0, lost_at + timeout + 1.5 - time.monotonic()))
                 assert not _named(cluster, 0)  # still restarting when the first timer fired
                 os.kill(fork_server, signal.SIGCONT)

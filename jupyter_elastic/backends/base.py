@@ -73,11 +73,6 @@ class ElasticBackend(abc.ABC):
     async def close(self, handle: ClusterHandle) -> None:
         """Stop the scheduler and every worker; never raises for an already-gone cluster."""
 
-    async def shutdown(self) -> None:
-        """The control plane is closing and every cluster of this backend is closed: stop
-        what the backend keeps for them in this process (nothing by default)."""
-        return None
-
     @abc.abstractmethod
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         """The live workers (name, GPUs, memory, GPU use where the workers report it)."""

@@ -17,6 +17,7 @@ scheduler's HTTP server serves only ``/health`` unless ``jupyter-elastic.dashboa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
@@ -132,27 +133,54 @@ def start_fork_server() -> bool:
     return True
 
 
-def stop_fork_server() -> None:
-    """Stop the fork server and multiprocessing's resource tracker, children of this
-    process, once no local cluster here has workers (the control plane closing).
+def stop_fork_server(wait: float = 1.0) -> None:
+    """The kernel is exiting and its clusters are closed: stop the fork server and ask
+    multiprocessing's resource tracker to go, both children of this process. Never blocks
+    for more than about ``2 * wait`` seconds.
 
-    Left running, they outlive the clusters until this process exits, and a kernel's exit
-    waited on them: ipykernel, handling the shutdown request, signals every child of the
-    kernel until none is left, and the resource tracker ignores SIGTERM while a fork server
-    killed by it stays an unreaped zombie, so the kernel took 29 s to exit (Jupyter sends
-    the process group SIGTERM after 5 s). Stopped here they are waited for; the next local
-    cluster starts them again."""
+    Left running, they made a kernel's exit wait: ipykernel, handling the shutdown request,
+    signals every child of the kernel until none is left, the tracker ignores SIGTERM, and a
+    fork server killed by it stayed an unreaped zombie, so the kernel took 29 s to exit and
+    Jupyter sent its process group SIGTERM first. The fork server is told to stop (its
+    "alive" pipe closed) and reaped, or killed and reaped after ``wait``. The tracker only
+    has its pipe from this process closed: it exits (cleaning up what is registered with
+    it) once no process holds that pipe any more, and is otherwise left alone."""
     import multiprocessing.forkserver
     import multiprocessing.resource_tracker
+    import signal
 
-    for owner in (multiprocessing.forkserver._forkserver,
-                  multiprocessing.resource_tracker._resource_tracker):
-        stop = getattr(owner, "_stop", None)  # private to multiprocessing (3.8 and later)
+    def reap(pid: int, kill: bool) -> None:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.02)
+        if kill:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+
+    for owner, fd_name, pid_name, kill in (
+        (multiprocessing.forkserver._forkserver, "_forkserver_alive_fd", "_forkserver_pid", True),
+        (multiprocessing.resource_tracker._resource_tracker, "_fd", "_pid", False),
+    ):
+        lock = getattr(owner, "_lock", None)  # multiprocessing's private state (3.8 and later)
+        if lock is None or not lock.acquire(timeout=wait):
+            continue
         try:
-            if stop is not None:
-                stop()
-        except Exception:  # already gone, or this Python has no such private method
-            log.debug("stopping %s failed", stop, exc_info=True)
+            fd, pid = getattr(owner, fd_name, None), getattr(owner, pid_name, None)
+            if fd is None or pid is None:
+                continue
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            setattr(owner, fd_name, None)
+            setattr(owner, pid_name, None)
+        finally:
+            lock.release()
+        reap(pid, kill)
 
 
 class ElasticLocalCluster(LocalCluster):
@@ -457,7 +485,7 @@ class LocalBackend(ElasticBackend):
             # be logged as CRITICAL "Closed comm" in the kernel's or the server's log
             for client, stream in list(scheduler.client_comms.items()):
                 if stream.closed():
-                    scheduler.remove_client(client=client, stimulus_id=f"closed-{time.time()}")
+                    scheduler.unsubscribe_topic(CLOSING_TOPIC, client)
             scheduler.log_event(CLOSING_TOPIC, {"reason": str(handle.extra.get("closing_reason") or "")})
             await asyncio.sleep(0.05)  # the event leaves before the workers do
         except Exception:
@@ -475,9 +503,6 @@ class LocalBackend(ElasticBackend):
         except Exception:
             log.debug("retiring the workers of %s before closing failed", handle.name, exc_info=True)
         await cluster.close()
-
-    async def shutdown(self) -> None:
-        await asyncio.to_thread(stop_fork_server)
 
     async def workers(self, handle: ClusterHandle) -> list[WorkerDetail]:
         scheduler = handle.cluster.scheduler

@@ -127,11 +127,6 @@ class ElasticClusterManager:
                 await self.close_cluster(cluster_id, reason=reason)
             except Exception:
                 log.exception("jupyter-elastic: failed to close cluster %s", cluster_id)
-        for backend in self._backends.values():
-            try:
-                await backend.shutdown()
-            except Exception:
-                log.exception("jupyter-elastic: failed to shut down the %s backend", backend.name)
 
     async def reap_once(self) -> None:
         """One reaper pass now (tests, and the reaper's own loop)."""

@@ -520,21 +520,24 @@ def _close_in_do_shutdown(kernel: Any) -> None:
     shutdown request, not only at the interpreter's exit: between the two, ipykernel stops
     every child process of the kernel, the local workers and their fork server among them.
     Closing the cluster after that met nannies restarting killed workers (tracebacks in the
-    server's log) and waited out the close's 30 s bound, past Jupyter's 5 s, after which
-    the kernel's whole process group is sent SIGTERM."""
-    if kernel is None or getattr(kernel, "_jupyter_elastic_closes", False):
+    server's log) and waited out the close's 30 s bound, past the few seconds Jupyter waits
+    before it sends the kernel's whole process group SIGTERM."""
+    original = getattr(kernel, "do_shutdown", None)
+    if not callable(original) or getattr(kernel, "_jupyter_elastic_closes", False):
         return
-    original = kernel.do_shutdown
 
     def do_shutdown(restart: bool) -> Any:
         try:
-            _close_session(keep=bool(restart))
+            _close_session(keep=bool(restart), exiting=True)
         except Exception:  # the shutdown goes on; atexit tries again
             pass
         return original(restart)
 
-    kernel.do_shutdown = do_shutdown
-    kernel._jupyter_elastic_closes = True
+    try:
+        kernel.do_shutdown = do_shutdown
+        kernel._jupyter_elastic_closes = True
+    except (AttributeError, TypeError):  # a kernel object that takes no new attributes:
+        pass  # the clusters close at the interpreter's exit, as before
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -550,16 +553,16 @@ def _at_exit() -> None:
     """The kernel is exiting after a shutdown request (or the interpreter ends): release
     the lease so the cluster stops now; a restart keeps it for the restarted kernel.
     A kernel that crashed never gets here: its lease lapses after lease-ttl."""
-    _close_session(keep=kernel_restarting())
+    _close_session(keep=kernel_restarting(), exiting=True)
 
 
-def _close_session(*, keep: bool) -> None:
+def _close_session(*, keep: bool, exiting: bool = False) -> None:
     """Release the lease (``keep``: a restart, which keeps the cluster for lease-ttl) and
-    stop the embedded clusters; once."""
+    stop the embedded clusters; once. ``exiting``: the kernel process exits next."""
     global _magics
     if _magics is not None:
         magics, _magics = _magics, None
-        magics.session.close(keep=keep)
+        magics.session.close(keep=keep, exiting=exiting)
 
 
 __all__ = ["ElasticMagics", "load_ipython_extension", "unload_ipython_extension"]

@@ -20,6 +20,7 @@ from typing import Any
 from ..config import Settings, load_settings
 from ..controlplane import ControlPlane, connect_control_plane
 from ..controlplane.cells import new_client, no_silent_reruns
+from ..controlplane.embedded import EmbeddedControlPlane
 from ..errors import CellCancelled
 from ..models import client_security
 from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL, notebook_cluster_name
@@ -50,6 +51,8 @@ class ElasticSession:
     @property
     def control_plane(self) -> ControlPlane:
         if self._control_plane is None:
+            if self._stop.is_set():  # closed (the kernel shutting down): never a new one
+                raise RuntimeError("this kernel's jupyter-elastic session is closed")
             self._control_plane = connect_control_plane()
         return self._control_plane
 
@@ -198,10 +201,12 @@ class ElasticSession:
         if self.lease is not None and (cluster_id is None or self.lease["cluster_id"] == cluster_id):
             self._disconnect()
 
-    def close(self, *, keep: bool = False) -> None:
+    def close(self, *, keep: bool = False, exiting: bool = False) -> None:
         """Release the lease and close the client (kernel shutdown or %unload_ext): the
         cluster stops unless another kernel holds it; ``keep`` (a kernel restarting) leaves
-        it for lease-ttl, for the restarted kernel to lease again by notebook name."""
+        it for lease-ttl, for the restarted kernel to lease again by notebook name.
+        ``exiting``: the process exits next (an embedded control plane's helper processes
+        are stopped too)."""
         self._stop.set()
         lease = self.lease
         self._disconnect()
@@ -211,8 +216,10 @@ class ElasticSession:
             except Exception:
                 pass
         if self._control_plane is not None:
-            self._control_plane.close()
-            self._control_plane = None
+            control_plane, self._control_plane = self._control_plane, None
+            control_plane.close()
+            if exiting and isinstance(control_plane, EmbeddedControlPlane):
+                control_plane.stop_helper_processes()
 
 
 

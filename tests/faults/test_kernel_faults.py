@@ -8,7 +8,6 @@ import signal
 import time
 
 import pytest
-from elastic_testing import wait_for
 from kernel_harness import Kernel
 
 pytestmark = pytest.mark.kernel
@@ -41,23 +40,24 @@ def test_a_shut_down_kernel_closes_its_cluster_before_its_processes_are_stopped(
     # ipykernel stops every child process of the kernel while it handles the shutdown
     # request, before the interpreter's exit: the local workers and their fork server. The
     # cluster used to be closed only at the exit, after that: its nannies tried to restart
-    # killed workers (tracebacks in the kernel's log, which a Jupyter server keeps) and the
-    # close waited out its 30 s bound, so Jupyter's 5 s wait ended in SIGTERM to the group.
+    # killed workers (tracebacks in the kernel's log, which a Jupyter server keeps), and the
+    # kernel waited on its fork server and resource tracker for 29 s. Jupyter's own
+    # shutdown (shutdown_kernel, as here) sends the process group SIGTERM when the kernel
+    # has not exited by half its shutdown_wait_time: the kernel must have exited by itself.
     log = tmp_path / "kernel.log"
     with open(log, "w") as stderr:
         kernel = Kernel(env={"DASK_JUPYTER_ELASTIC__MAX_WORKERS": "1"}, stderr=stderr)
+        process = kernel.km.provisioner.process
         try:
             run = kernel.run("%%gpu\nx = 1", timeout=90)
             assert run.status == "ok", run.error_text()
             kernel.kc.stop_channels()
-            kernel.km.request_shutdown()
-            # well inside Jupyter's own wait (5 s) on any machine that runs the suite
-            wait_for(lambda: not kernel.km.is_alive(), timeout=15,
-                     what="the kernel to exit after its shutdown request")
+            kernel.km.shutdown_kernel(now=False)
         finally:
             if kernel.km.is_alive():
                 kernel.km.shutdown_kernel(now=True)
             kernel.km.cleanup_resources()
+    assert process.wait(timeout=10) == 0, "the kernel was signalled: it had not exited by itself"
     text = log.read_text()
     for noise in ("Traceback", "EOFError", "Failed to restart worker", "ERROR", "CRITICAL"):
         assert noise not in text, text[-3000:]
