@@ -18,3 +18,17 @@ def test_processes_forked_for_workers_ignore_sigint_from_their_first_instruction
     assert handler == signal.SIG_IGN
     # ... and only there: this process keeps Python's KeyboardInterrupt
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_no_fork_server_starts_once_the_process_is_exiting(monkeypatch):
+    # A kernel shut down during its first cluster's start: the start finishes after the
+    # exit path stopped the fork server, and must not start it again (the exit would wait
+    # on it). Here the flag alone is checked; the exit path itself is tested in
+    # tests/faults/test_kernel_faults.py.
+    import threading
+
+    from jupyter_elastic.backends import local
+
+    monkeypatch.setattr(local, "_exiting", threading.Event())
+    local._exiting.set()
+    assert start_fork_server() is False

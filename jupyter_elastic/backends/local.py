@@ -113,7 +113,7 @@ def start_fork_server() -> bool:
 
     import distributed.utils
 
-    if dask.config.get(_MP_METHOD, "spawn") not in ("spawn", "forkserver"):
+    if dask.config.get(_MP_METHOD, "spawn") not in ("spawn", "forkserver") or _exiting.is_set():
         return False
     # Dask's own first use of the fork server imports pandas and others into *this* process
     # only to list them for the fork server to preload; ours lists what a worker needs.
@@ -133,6 +133,10 @@ def start_fork_server() -> bool:
     return True
 
 
+#: Set when this process is exiting (``stop_fork_server``): no fork server starts after it.
+_exiting = threading.Event()
+
+
 def stop_fork_server(wait: float = 1.0) -> None:
     """The kernel is exiting and its clusters are closed: stop the fork server and ask
     multiprocessing's resource tracker to go, both children of this process. Never blocks
@@ -148,6 +152,8 @@ def stop_fork_server(wait: float = 1.0) -> None:
     import multiprocessing.forkserver
     import multiprocessing.resource_tracker
     import signal
+
+    _exiting.set()  # a cluster start still finishing must not start it again
 
     def reap(pid: int, kill: bool) -> None:
         deadline = time.monotonic() + wait
