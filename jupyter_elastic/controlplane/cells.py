@@ -107,6 +107,19 @@ def kill_worker(client: Any, address: str, pid: Any, on_nanny: Any) -> bool:
     return False
 
 
+#: How a stop ended, as the cell's (or job's) error line says it.
+STOPPED = {
+    "cancelled": "cancelled before it started",
+    "before-body": "stopped before its code began on its worker (none of it ran)",
+    "interrupted": "interrupted",
+    "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker "
+                  "was restarted to free the GPU"),
+    "unreachable": ("interrupted, but it did not stop within interrupt-grace and its worker "
+                    "could not be killed from here (its scheduler was asked to close it): it "
+                    "may still run and hold its GPU"),
+}
+
+
 def stop_reached(state: Any, worker: str | None) -> str | None:
     """What a worker's answer to ``interrupt_cell`` (``client.run``'s dict) says of a stop:
     ``before-body`` (the cell's body never ran there and now never will), ``interrupted``

@@ -32,8 +32,8 @@ from ..config import load_settings
 from ..errors import ElasticError
 from ..models import client_security, new_id
 from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
+from .cells import STOPPED, kill_worker, new_client, no_silent_reruns, stop_reached
 from .cells import bounded as _bounded
-from .cells import kill_worker, new_client, no_silent_reruns, stop_reached
 from .cells import processing_on as _processing_on
 from .jobs import JobRegistry, job_dir
 from .metering import cell_charge
@@ -411,17 +411,10 @@ class _Cancelled(Exception):
     pass
 
 
-#: How a stopped attempt ended, as the job's error line says it.
-_STOPPED = {
-    "cancelled": "cancelled before it started",
-    "before-body": "stopped before its code began on its worker (none of it ran)",
-    "interrupted": "interrupted",
-    "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker was "
-                  "killed to free the GPU"),
-    "unreachable": ("interrupted, but it did not stop within interrupt-grace and its worker "
-                    "could not be killed from here (its scheduler was asked to close it): it "
-                    "may still run and hold its GPU"),
-}
+#: How a stopped attempt ended, as the job's error line says it (a job's worker is killed,
+#: and the supervisor says no more about what follows).
+_STOPPED = {**STOPPED, "restarted": ("interrupted, and as it did not stop within interrupt-grace "
+                                     "its worker was killed to free the GPU")}
 
 
 def _lost(exc: BaseException, worker: str | None) -> str:

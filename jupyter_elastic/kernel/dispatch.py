@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..controlplane.cells import STOPPED as _STOPPED
 from ..controlplane.cells import bounded as _bounded
 from ..controlplane.cells import kill_worker, stop_reached
 from ..controlplane.cells import processing_on as _processing_on
@@ -723,7 +724,7 @@ class Dispatcher:
                 return "interrupted"
             again.wait(0.05)
         assert where.worker is not None
-        if _kill_worker(client, where.worker, where.pid):
+        if kill_worker(client, where.worker, where.pid, worker_side.kill_worker_process):
             # Until the scheduler has dropped the dead worker it may hand it the next cell,
             # which would then fail as if it had died running it. The process is gone (killed
             # just now), so the scheduler is told at once rather than waited for: it would
@@ -745,17 +746,6 @@ class Dispatcher:
 #: it killed; with the kill itself the stop stays within interrupt-grace + 2 s.
 DROP_WAIT = 1.5
 
-#: How a stop ended, as the error line says it.
-_STOPPED = {
-    "cancelled": "cancelled before it started",
-    "before-body": "stopped before its code began on its worker (none of it ran)",
-    "interrupted": "interrupted",
-    "restarted": ("interrupted, and as it did not stop within interrupt-grace its worker "
-                  "was restarted to free the GPU"),
-    "unreachable": ("interrupted, but it did not stop within interrupt-grace and its worker "
-                    "could not be killed from here (its scheduler was asked to close it): it "
-                    "may still run and hold its GPU"),
-}
 
 
 @dataclass
@@ -851,11 +841,6 @@ async def _drop_worker(address: str, dask_scheduler: Any = None) -> bool:
         await dask_scheduler.remove_worker(address, stimulus_id=f"jupyter-elastic-killed-{time.time()}",
                                            close=False)
     return address not in dask_scheduler.workers
-
-
-def _kill_worker(client: Any, address: str, pid: int | None) -> bool:
-    """``cells.kill_worker`` with the worker side's own nanny call."""
-    return kill_worker(client, address, pid, worker_side.kill_worker_process)
 
 
 def _memory_kill(client: Any, address: str) -> int | None:

@@ -46,12 +46,13 @@ class ElasticSession:
         #: ``CLOSING_TOPIC`` event): a cell that fails as its workers go tells the user.
         self.closing_reason: str | None = None
         self._heartbeat: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the heartbeat thread's
+        self._closed = False  # close() ran: the kernel is shutting down or unloaded us
 
     @property
     def control_plane(self) -> ControlPlane:
         if self._control_plane is None:
-            if self._stop.is_set():  # closed (the kernel shutting down): never a new one
+            if self._closed:  # the kernel shutting down: never a new one
                 raise RuntimeError("this kernel's jupyter-elastic session is closed")
             self._control_plane = connect_control_plane()
         return self._control_plane
@@ -207,6 +208,7 @@ class ElasticSession:
         it for lease-ttl, for the restarted kernel to lease again by notebook name.
         ``exiting``: the process exits next (an embedded control plane's helper processes
         are stopped too)."""
+        self._closed = True
         self._stop.set()
         lease = self.lease
         self._disconnect()
