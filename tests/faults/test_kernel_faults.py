@@ -52,6 +52,9 @@ def test_a_shut_down_kernel_closes_its_cluster_before_its_processes_are_stopped(
             run = kernel.run("%%gpu\nx = 1", timeout=90)
             assert run.status == "ok", run.error_text()
             kernel.kc.stop_channels()
+            # Jupyter's default wait (5 s, SIGTERM at half of it) made generous, so that a
+            # loaded machine's slower close is not mistaken for the 29 s wait this is about
+            kernel.km.shutdown_wait_time = 30.0
             kernel.km.shutdown_kernel(now=False)
         finally:
             if kernel.km.is_alive():
