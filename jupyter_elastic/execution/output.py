@@ -35,20 +35,23 @@ class CellOutput:
         self.worker = worker
         self.seq = 0
         self._buffer: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
+        # Events leave in the order of their ``seq``, whichever thread (the cell's, the
+        # flusher) sends them: they are numbered and handed on under this lock. Re-entrant:
+        # nothing the hand-off does may deadlock a cell that writes.
+        self._lock = threading.RLock()
         self._last_flush = 0.0
         self.started_at = time.monotonic()
         self.announced = False
 
     def announce(self) -> None:
-        """Tell the kernel where the cell runs (for interrupts), once.
+        """Tell the kernel where the cell runs (for interrupts), once, before any output.
 
-        Not sent for cells that end within ``ANNOUNCE_AFTER``: their last event says it,
-        and a message just before it would hold that one back a batching interval.
+        Not sent for cells that end within ``ANNOUNCE_AFTER`` without output: their last
+        event says it, and a message just before it would hold that one back a batching
+        interval. A cell's first output goes after it: a kernel that has seen any of a
+        cell's output knows its worker, even if the network fails right after.
         """
-        if not self.announced:
-            self.announced = True
-            self.event("started", worker=self.worker, pid=os.getpid())
+        self._send(announce=True)
 
     def write(self, name: str, text: str) -> None:
         if not text:
@@ -63,25 +66,34 @@ class CellOutput:
             self.flush()
 
     def flush(self) -> None:
-        if self._buffer and not self.announced:
-            self.announce()
-        with self._lock:
-            pending, self._buffer = self._buffer, []
-            self._last_flush = time.monotonic()
-            events = []
-            for name, text in pending:
-                events.append({"cell": self.cell_id, "seq": self.seq, "kind": "stream",
-                               "name": name, "text": text})
-                self.seq += 1
-        for event in events:
-            self._emit(event)
+        self._send()
 
     def event(self, kind: str, **data: Any) -> None:
-        self.flush()
+        self._send(kind=kind, data=data)
+
+    def _send(self, announce: bool = False, kind: str | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        """Send, in this order: the ``started`` event (if due and not sent yet), the
+        buffered output, then ``kind`` (if given)."""
         with self._lock:
-            event = {"cell": self.cell_id, "seq": self.seq, "kind": kind, **data}
-            self.seq += 1
-        self._emit(event)
+            events: list[dict[str, Any]] = []
+            if not self.announced and (announce or self._buffer):
+                self.announced = True
+                events.append(self._numbered({"kind": "started", "worker": self.worker,
+                                              "pid": os.getpid()}))
+            pending, self._buffer = self._buffer, []
+            self._last_flush = time.monotonic()
+            for name, text in pending:
+                events.append(self._numbered({"kind": "stream", "name": name, "text": text}))
+            if kind is not None:
+                events.append(self._numbered({"kind": kind, **(data or {})}))
+            for event in events:
+                self._emit(event)
+
+    def _numbered(self, event: dict[str, Any]) -> dict[str, Any]:
+        numbered = {"cell": self.cell_id, "seq": self.seq, **event}
+        self.seq += 1
+        return numbered
 
 
 #: Per-thread state: the running cell's output (``thread_state.output``).

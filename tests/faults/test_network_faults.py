@@ -146,15 +146,15 @@ def test_network_to_the_scheduler_silent_mid_cell(tmp_path, no_leaked_processes)
 
         began = time.monotonic()
         run = kernel.collect(kernel.submit(
-            "%%gpu --timeout 3s\nimport os, time\nprint(f'pid={os.getpid()}', flush=True)\n"
+            "%%gpu --timeout 8s\nimport os, time\nprint(f'pid={os.getpid()}', flush=True)\n"
             "time.sleep(600)\nnever = 1"), timeout=120, on_message=on_message)
         assert stalled, run.stdout
         # a precondition, not a measure: the network went silent before --timeout ran out,
         # so the whole stop met it (how long a stop takes is the soak's figure, not a test's)
-        assert stalled[0] - began < 3 - 0.5, stalled[0] - began
+        assert stalled[0] - began < 8 - 0.5, stalled[0] - began
         text = run.error_text()
         assert run.status == "error", text
-        assert len(run.error["traceback"]) == 1 and "--timeout 3s" in text, text
+        assert len(run.error["traceback"]) == 1 and "--timeout 8s" in text, text
         for noise in ("Traceback", "distributed.", "CommClosedError", "KeyboardInterrupt"):
             assert noise not in text and noise not in run.stderr, (noise, text, run.stderr)
         assert kernel.value("'never' in globals()") is False

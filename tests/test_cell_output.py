@@ -1,0 +1,72 @@
+"""The events a running cell sends its kernel, in the order the kernel must see them
+(``execution/output.py``; no worker needed: the events are collected as sent)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from jupyter_elastic.execution.output import CellOutput
+
+
+def collecting() -> tuple[list[dict], CellOutput]:
+    sent: list[dict] = []
+    return sent, CellOutput(sent.append, "c1", "tls://127.0.0.1:4000")
+
+
+def test_the_worker_is_announced_before_the_first_output():
+    """A kernel that saw any of a cell's output knows where it runs: if the network fails
+    right after the first ``print``, a stop can still kill that worker by its pid."""
+    sent, output = collecting()
+    output.write("stdout", "pid=1\n")  # the first line is sent at once
+    assert [e["kind"] for e in sent] == ["started", "stream"], sent
+    assert sent[0]["worker"] == "tls://127.0.0.1:4000" and sent[0]["pid"] == os.getpid()
+    assert [e["seq"] for e in sent] == [0, 1]
+    output.announce()  # once only
+    output.event("end", status="ok")
+    assert [e["kind"] for e in sent] == ["started", "stream", "end"], sent
+    assert [e["seq"] for e in sent] == [0, 1, 2]
+
+
+def test_a_quick_cell_without_output_sends_only_its_end():
+    sent, output = collecting()
+    output.event("end", status="ok")
+    assert [(e["kind"], e["seq"]) for e in sent] == [("end", 0)]
+
+
+def test_output_written_then_ended_keeps_its_order():
+    sent, output = collecting()
+    output.write("stdout", "a")  # no newline: buffered
+    output.write("stderr", "b")
+    output.event("display", data={"text/plain": "1"}, metadata={})
+    assert [(e["kind"], e.get("name")) for e in sent] == [
+        ("started", None), ("stream", "stdout"), ("stream", "stderr"), ("display", None)]
+
+
+def test_events_leave_in_seq_order_whichever_thread_sends_them():
+    """The cell's thread and the flusher thread both send: the kernel gets the cell's
+    output in the order it was written, with no number skipped or repeated."""
+    sent, output = collecting()
+    go = threading.Event()
+
+    def cell() -> None:
+        go.wait()
+        for i in range(2000):
+            output.write("stdout", f"{i}\n")
+
+    def flusher() -> None:
+        go.wait()
+        for _ in range(2000):
+            output.flush()
+
+    threads = [threading.Thread(target=cell), threading.Thread(target=flusher)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    output.flush()
+    assert [e["seq"] for e in sent] == list(range(len(sent)))
+    assert sent[0]["kind"] == "started" and sum(e["kind"] == "started" for e in sent) == 1
+    text = "".join(e["text"] for e in sent if e["kind"] == "stream")
+    assert text == "".join(f"{i}\n" for i in range(2000))
