@@ -36,6 +36,18 @@ def test_dispatch_quick(no_leaked_processes):
     assert {line.split("|")[3].strip() for line in data} == {"in", "out", "in+out", "memcpy"}
 
 
+@pytest.mark.kernel
+def test_hops_quick(no_leaked_processes):
+    out = run("hops.py", "--quick")
+    for what in ("client thread -> scheduler has the task", "scheduler -> worker runs it",
+                 "the kernel replies and goes idle", "whole cell"):
+        assert what in out, out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "|---" not in line]
+    # every segment was timed in the run: a number, not a dash
+    assert all(float(line.split("|")[3]) >= 0 for line in rows[1:]), rows
+    assert "embedded run 1: " in out
+
+
 def test_savings_quick(tmp_path):
     png = tmp_path / "savings.png"
     out = run("savings.py", "--quick", "--plot", str(png))
