@@ -9,6 +9,7 @@ bounded); the control plane fills the values, the server and the kernels only pa
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 import uuid
 from dataclasses import MISSING, asdict, dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from .config import Settings, quote
 from .errors import ConfigError
+from .protocol import IN_PROCESS_ADDRESS
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 
@@ -36,6 +38,18 @@ def client_credentials(security: Any) -> dict[str, Any]:
     client needs to reach it (PEM text), read back by :func:`client_security`."""
     tls = security.get_tls_config_for_role("client")  # the attributes are set dynamically
     return {"kind": "tls", "tls_ca": tls["ca_file"], "tls_cert": tls["cert"], "tls_key": tls["key"]}
+
+
+def client_address(lease: dict[str, Any]) -> str:
+    """The address a Dask client in *this* process uses for ``lease``'s scheduler: its
+    in-process one (Dask's ``inproc://host/pid/n``) when that scheduler runs in this very
+    process, its network address otherwise (another process, or a lease from elsewhere)."""
+    address = (lease.get("client") or {}).get(IN_PROCESS_ADDRESS)
+    if isinstance(address, str) and address.startswith("inproc://"):
+        parts = address[len("inproc://"):].split("/")
+        if len(parts) == 3 and parts[1] == str(os.getpid()):
+            return address
+    return str(lease["scheduler_address"])
 
 
 def client_security(info: dict[str, Any]) -> Any:

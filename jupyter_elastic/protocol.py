@@ -21,6 +21,10 @@ CPU_RESOURCE = "CELL"
 #: Task states in which a cell still needs (or holds) a worker slot.
 CELL_WAITING_STATES = ("processing", "waiting", "no-worker", "queued")
 
+#: Key, in a lease's ``client`` credentials, of the scheduler's in-process address (a
+#: scheduler in the kernel's own process: an embedded control plane's local cluster).
+IN_PROCESS_ADDRESS = "in_process_address"
+
 #: Batched-send interval for interactive use, in seconds (Dask's defaults are 2-10 ms).
 INTERACTIVE_INTERVAL = 0.0005
 

@@ -278,6 +278,8 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
     lease = events[-1]["lease"]
     assert lease["session"] == "k1" and lease["backend"] == "local"
     assert lease["scheduler_address"].startswith("tls://127.0.0.1:")
+    # the server's scheduler takes no in-process clients: kernels are other processes
+    assert "in_process_address" not in (lease["client"] or {}), lease["client"].keys()
     cid, lid = lease["cluster_id"], lease["lease_id"]
     try:
         # Acquiring again from the same session reuses the cluster, with no start-up.

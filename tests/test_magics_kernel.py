@@ -55,6 +55,21 @@ def test_streams_while_the_cell_runs(kernel, tmp_path):
     assert run.stdout.index("waiting for the gate") < run.stdout.index("through")
 
 
+def test_the_kernel_reaches_its_own_scheduler_in_process_and_workers_over_tls(kernel):
+    """The embedded control plane's scheduler runs in the kernel: the kernel's client talks
+    to it in-process (no encryption round trip over loopback), while the lease's address,
+    the one workers and every other client use, stays TLS."""
+    ok(kernel.run("%%gpu\nimport os\nworker_pid = os.getpid()"))
+    seen = kernel.value(
+        "(lambda s: {'client': s.client.scheduler.address, 'lease': s.lease['scheduler_address'],"
+        " 'workers': sorted(s.client.scheduler_info()['workers'])})"
+        "(get_ipython().magics_manager.registry['ElasticMagics'].session)")
+    assert seen["client"].startswith("inproc://") and f"/{kernel.pid}/" in seen["client"], seen
+    assert seen["lease"].startswith("tls://127.0.0.1:"), seen
+    assert seen["workers"] and all(w.startswith("tls://127.0.0.1:") for w in seen["workers"]), seen
+    assert kernel.value("worker_pid") != kernel.pid
+
+
 def test_names_in_and_out_and_last_expression(kernel):
     ok(kernel.run("import numpy as np\nbase = np.arange(6)\ndef double(v):\n    return v * 2\n"
                   "class Box:\n    def __init__(self, v):\n        self.v = v\n"))

@@ -44,6 +44,10 @@ class ElasticBackend(abc.ABC):
     supports_reconnect: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
+        #: Set by a control plane embedded in a kernel: the clients its clusters serve run
+        #: in this very process (a backend whose scheduler runs here may take them
+        #: in-process; see ``backends.local``).
+        self.in_process_clients = False
         self.configure(settings)
 
     def configure(self, settings: Settings) -> None:

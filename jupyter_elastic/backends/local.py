@@ -41,6 +41,7 @@ from ..protocol import (
     CLOSING_TOPIC,
     CPU_RESOURCE,
     GPU_RESOURCE,
+    IN_PROCESS_ADDRESS,
     INTERACTIVE_INTERVAL,
     QUIET_STDIO_ENV,
     WORKER_ENV,
@@ -361,6 +362,16 @@ def _quiet_stdio() -> dict[str, str]:
     return {QUIET_STDIO_ENV: "1"} if type(sys.stderr).__module__.startswith("ipykernel") else {}
 
 
+def _with_in_process_address(credentials: dict[str, Any], scheduler: Any) -> dict[str, Any]:
+    """The lease's client credentials, with the scheduler's in-process address when it has
+    one (``models.client_address`` uses it only in this process)."""
+    for listener in scheduler.listeners:
+        address = str(listener.contact_address)
+        if address.startswith("inproc://"):
+            return {**credentials, IN_PROCESS_ADDRESS: address}
+    return credentials
+
+
 class LocalBackend(ElasticBackend):
     """Scheduler in this process, workers as local processes (one per GPU, or CPU)."""
 
@@ -390,6 +401,15 @@ class LocalBackend(ElasticBackend):
         forked = dask.config.get(_MP_METHOD, "spawn") in ("spawn", "forkserver")
         dashboard = self.settings.dashboard
         routes = dask.config.get("distributed.scheduler.http.routes") if dashboard else _HEALTH_ONLY
+        scheduler_kwargs: dict[str, Any] = {} if dashboard else {"dashboard_address": "127.0.0.1:0"}
+        if self.in_process_clients:
+            # The kernel's own client runs in this process: it reaches the scheduler through
+            # Dask's in-process comm (a queue, no socket: nothing outside this process can
+            # connect), not TLS over loopback, which cost about 1 ms a cell in encryption and
+            # framing. Workers and every other client still connect over TLS (the first
+            # listener is the scheduler's address).
+            scheduler_kwargs.update(protocol=["tls", "inproc"], host=["127.0.0.1", None],
+                                    port=[0, None])
         with dask.config.set({"distributed.scheduler.http.routes": routes}):
             cluster = await ElasticLocalCluster(
                 name=spec.name,
@@ -401,7 +421,7 @@ class LocalBackend(ElasticBackend):
                 security=security,
                 dashboard_address="127.0.0.1:0" if dashboard else None,
                 # no dashboard: the HTTP server (/health only) still binds; not on 8787
-                scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
+                scheduler_kwargs=scheduler_kwargs,
                 asynchronous=True,
                 silence_logs=logging.ERROR,
                 memory_limit=memory,
@@ -431,7 +451,7 @@ class LocalBackend(ElasticBackend):
             cpus_per_worker=threads,  # the cores a worker can really use, as billed
             memory_per_worker=int(memory),
             extra={
-                "client": client_credentials(security),
+                "client": _with_in_process_address(client_credentials(security), cluster.scheduler),
                 "resource": resource,
                 "slots": slots,
                 "max_workers": max_workers,

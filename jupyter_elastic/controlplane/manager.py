@@ -75,6 +75,7 @@ class ElasticClusterManager:
         max_clusters: int | None = None,
         clock: Callable[[], float] | None = None,
         leases_expire: bool = True,
+        in_process_clients: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
         #: the admin's cap on clusters this user runs at once (None: no cap)
@@ -85,6 +86,9 @@ class ElasticClusterManager:
         #: kernel stopped (SIGSTOP) past lease-ttl must not find its cluster gone on SIGCONT;
         #: the kernel's exit ends the cluster there.
         self.leases_expire = leases_expire
+        #: True in a kernel's embedded control plane: the kernel's own Dask client runs in
+        #: this process too, and a local cluster's scheduler also takes it in-process.
+        self.in_process_clients = in_process_clients
         self.owner = owner or _current_user()
         self.budget = GpuBudget(max_gpus)
         self.idle_timeout_bounds = idle_timeout_bounds
@@ -141,7 +145,9 @@ class ElasticClusterManager:
     def backend(self, name: str) -> ElasticBackend:
         """The (one) backend instance of this kind."""
         if name not in self._backends:
-            self._backends[name] = backend_class(name)(self.settings)
+            backend = backend_class(name)(self.settings)
+            backend.in_process_clients = self.in_process_clients
+            self._backends[name] = backend
         return self._backends[name]
 
 

@@ -39,6 +39,8 @@ def _via_proxy(*args, **kwargs):
     lease = dict(_acquire(*args, **kwargs))
     _pathlib.Path({path!r}).write_text(lease['scheduler_address'])
     lease['scheduler_address'] = 'tls://127.0.0.1:{port}'
+    # as a kernel beside a remote scheduler: over the network, not in-process
+    lease['client'] = {{k: v for k, v in lease['client'].items() if k != 'in_process_address'}}
     return lease
 _session.control_plane.acquire = _via_proxy
 del _session
