@@ -51,7 +51,8 @@ class EmbeddedControlPlane(ControlPlane):
 
         async def build() -> ElasticClusterManager:
             manager_kwargs.setdefault("leases_expire", False)  # the kernel's exit ends its clusters
-            manager_kwargs.setdefault("in_process_clients", True)  # the kernel is this process
+            # a kernel's own client runs in this process: its local scheduler takes it in-process
+            manager_kwargs.setdefault("in_process_clients", True)
             manager = ElasticClusterManager(settings or load_settings(), **manager_kwargs)
             await manager.start()
             self._drainer = asyncio.ensure_future(self._drain_forever())

@@ -147,7 +147,8 @@ class Supervisor:
             # backend would reconnect to it by name), nor a previous run's that is still
             # being deleted.
             self.attempt += 1
-            cp = EmbeddedControlPlane()
+            # (its cell's client connects over TLS: no in-process listener on its scheduler)
+            cp = EmbeddedControlPlane(in_process_clients=False)
             lease = cp.acquire(f"job-{self.job_id}", backend=spec["backend"],
                                name=f"job-{self.job_id}-{self.attempt}", gpu_type=spec.get("gpu_type"))
             self.registry.update(self.job_id, lease_id=lease["lease_id"], cluster_id=lease["cluster_id"],

@@ -369,7 +369,8 @@ def _run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None) -> d
             result = {"status": "error", "ename": "OutputNotSerializable", "evalue": unsendable,
                       "traceback": [], **kept}
             inline, sendable = _inline(result)
-    result["events"] = output.seq + 1
+    output.flush()  # what is still buffered (and the announcement it may bring) goes first
+    result["events"] = output.seq + 1  # every event of the cell, this last one included
     output.event("end", status=result["status"], inline=inline)
     return result
 
