@@ -134,3 +134,8 @@ class ControlPlane(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close this handle (embedded: stops every cluster it owns)."""
+
+    def stop_helper_processes(self) -> None:  # noqa: B027 - optional hook
+        """After :meth:`close`, when this process exits next (a kernel's shutdown): stop
+        the helper processes this control plane started in it (embedded: the local
+        workers' fork server). Nothing by default."""

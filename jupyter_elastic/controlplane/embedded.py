@@ -169,9 +169,8 @@ class EmbeddedControlPlane(ControlPlane):
         self._thread.join(timeout=5)
 
     def stop_helper_processes(self) -> None:
-        """After :meth:`close`, when this process is about to exit (a kernel's shutdown):
-        stop the local workers' fork server and let multiprocessing's resource tracker go
-        (``backends.local.stop_fork_server``), so the exit does not wait on them."""
+        """Stop the local workers' fork server and let multiprocessing's resource tracker
+        go (``backends.local.stop_fork_server``), so the exit does not wait on them."""
         from ..backends.local import stop_fork_server
 
         stop_fork_server()

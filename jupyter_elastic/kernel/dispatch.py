@@ -747,7 +747,6 @@ class Dispatcher:
 DROP_WAIT = 1.5
 
 
-
 @dataclass
 class _Where:
     """Where a running cell is (from its ``started`` event or the scheduler) and how long

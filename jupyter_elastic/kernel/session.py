@@ -20,7 +20,6 @@ from typing import Any
 from ..config import Settings, load_settings
 from ..controlplane import ControlPlane, connect_control_plane
 from ..controlplane.cells import new_client, no_silent_reruns
-from ..controlplane.embedded import EmbeddedControlPlane
 from ..errors import CellCancelled
 from ..models import client_address, client_security
 from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL, notebook_cluster_name
@@ -221,7 +220,7 @@ class ElasticSession:
         if self._control_plane is not None:
             control_plane, self._control_plane = self._control_plane, None
             control_plane.close()
-            if exiting and isinstance(control_plane, EmbeddedControlPlane):
+            if exiting:
                 control_plane.stop_helper_processes()
 
 
