@@ -22,7 +22,7 @@ def test_the_worker_is_announced_before_the_first_output():
     assert [e["kind"] for e in sent] == ["started", "stream"], sent
     assert sent[0]["worker"] == "tls://127.0.0.1:4000" and sent[0]["pid"] == os.getpid()
     assert [e["seq"] for e in sent] == [0, 1]
-    output.announce()  # once only
+    output.flush(announce=True)  # once only
     output.event("end", status="ok")
     assert [e["kind"] for e in sent] == ["started", "stream", "end"], sent
     assert [e["seq"] for e in sent] == [0, 1, 2]

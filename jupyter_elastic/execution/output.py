@@ -43,16 +43,6 @@ class CellOutput:
         self.started_at = time.monotonic()
         self.announced = False
 
-    def announce(self) -> None:
-        """Tell the kernel where the cell runs (for interrupts), once, before any output.
-
-        Not sent for cells that end within ``ANNOUNCE_AFTER`` without output: their last
-        event says it, and a message just before it would hold that one back a batching
-        interval. A cell's first output goes after it: a kernel that has seen any of a
-        cell's output knows its worker, even if the network fails right after.
-        """
-        self._send(announce=True)
-
     def write(self, name: str, text: str) -> None:
         if not text:
             return
@@ -65,8 +55,18 @@ class CellOutput:
         if due:
             self.flush()
 
-    def flush(self) -> None:
-        self._send()
+    def flush(self, announce: bool = False) -> None:
+        """Send the buffered output. ``announce``: tell the kernel where the cell runs (for
+        interrupts) even if there is none (the flusher, once a cell has run past
+        ``ANNOUNCE_AFTER``).
+
+        The ``started`` event goes once, before the cell's first output: a kernel that has
+        seen any of it knows the cell's worker, even if the network fails right after. A
+        cell that ends within ``ANNOUNCE_AFTER`` without output never sends it: its last
+        event says where it ran, and a message just before would hold that one back a
+        batching interval.
+        """
+        self._send(announce)
 
     def event(self, kind: str, **data: Any) -> None:
         self._send(kind=kind, data=data)
@@ -176,9 +176,7 @@ def _flusher() -> None:
         now = time.monotonic()
         for output, _ in list(active_cells.values()):
             try:
-                if not output.announced and now - output.started_at >= ANNOUNCE_AFTER:
-                    output.announce()
-                output.flush()
+                output.flush(announce=now - output.started_at >= ANNOUNCE_AFTER)
             except Exception:
                 pass
 
