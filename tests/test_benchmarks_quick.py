@@ -6,6 +6,7 @@ tables (the numbers are the benchmarks' business, in ``benchmarks/``).
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_hops_quick(no_leaked_processes):
     rows = [line for line in out.splitlines() if line.startswith("| ") and "|---" not in line]
     # every segment was timed in the run: a number in each row (a median of three rounds may
     # come out below zero where two stamps of different threads are close)
-    assert all(float(line.split("|")[3]) == float(line.split("|")[3]) for line in rows[1:]), rows
+    assert all(math.isfinite(float(line.split("|")[3])) for line in rows[1:]), rows
     assert "embedded run 1: " in out
 
 
