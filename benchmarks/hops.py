@@ -19,7 +19,12 @@ from wrapping, in the benchmark's kernel only, the session's client and event qu
 table gives each segment's median (and 90th percentile) over the rounds, and which part
 is Dask's own round trip, which is the kernel's work and which any cell pays.
 
-Usage: ``python benchmarks/hops.py [--rounds 100] [--runs 3] [--mode embedded|server|both] [--quick]``
+Server-hosted, it also times a warm ``%%gpu`` cell with and without the kernel's two cell
+reports to the server (``cells/start``, ``cells/finish``), interleaved in one kernel: the
+reports are dropped in that kernel only, as an experiment.
+
+Usage: ``python benchmarks/hops.py [--rounds 100] [--runs 3] [--mode embedded|server|both]
+[--report-rounds 40] [--quick]``
 """
 
 from __future__ import annotations
@@ -190,6 +195,39 @@ def measure(fe: harness.FrontEnd, rounds: int) -> dict[str, Any]:
             "gpu_total": [(b - a) * 1e3 for a, b in gpu_sends]}
 
 
+#: Server-hosted only: the kernel's cell reports (``cells/start``, ``cells/finish``) dropped
+#: in this benchmark's kernel, and put back.
+NO_REPORTS = r'''
+from jupyter_elastic.kernel.magics import _magics as _m
+_reporting = _m.session.control_plane
+_reporting_post = _reporting._post_later
+_reporting._post_later = lambda *args, **kwargs: None
+'''
+REPORTS = "_reporting._post_later = _reporting_post"
+
+
+def reports_cost(fe: harness.FrontEnd, rounds: int) -> tuple[list[float], list[float]]:
+    """Server-hosted: a warm ``%%gpu`` cell with the kernel's two cell reports to the
+    server, and without them (an experiment: they keep the server's idle clock and history
+    exact), interleaved round by round in one kernel; ms."""
+    fe.execute("%load_ext jupyter_elastic")
+    for _ in range(5):
+        fe.execute(harness.GPU)
+    with_reports: list[float] = []
+    without: list[float] = []
+    try:
+        for _ in range(rounds):
+            with_reports.append(fe.execute(harness.GPU)[0] * 1e3)
+            fe.execute(NO_REPORTS)
+            try:
+                without.append(fe.execute(harness.GPU)[0] * 1e3)
+            finally:
+                fe.execute(REPORTS)
+    finally:
+        fe.execute(harness.TEARDOWN, timeout=60)
+    return with_reports, without
+
+
 def p(samples: list[float], q: float = 0.5) -> float:
     if q == 0.5:
         return statistics.median(samples)
@@ -234,11 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3, help="runs, each in a fresh kernel")
-    parser.add_argument("--mode", choices=("embedded", "server", "both"), default="both")
-    parser.add_argument("--quick", action="store_true", help="a few rounds, embedded only")
+    parser.add_argument("--mode", choices=("embedded", "server", "both"),
+                        help="where the control plane runs (default: both; --quick: embedded)")
+    parser.add_argument("--report-rounds", type=int, default=40,
+                        help="server-hosted: interleaved rounds with and without the kernel's "
+                             "cell reports (0: skip)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few rounds, one run (embedded unless --mode says otherwise)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.mode, args.runs = 3, "embedded", 1
+        args.rounds, args.runs, args.report_rounds = 3, 1, 3
+    args.mode = args.mode or ("embedded" if args.quick else "both")
     try:
         if args.mode in ("embedded", "both"):
             runs = []
@@ -252,7 +296,16 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.runs):
                     with server.kernel() as fe:
                         runs.append(measure(fe, args.rounds))
+                cost = None
+                if args.report_rounds > 0:
+                    with server.kernel() as fe:
+                        cost = reports_cost(fe, args.report_rounds)
             report("server-hosted", runs, args.rounds)
+            if cost is not None:
+                with_reports, without = cost
+                print(f"\nserver-hosted: warm `%%gpu` p50 {p(with_reports):.2f} ms with the kernel's "
+                      f"cell reports, {p(without):.2f} ms without them ({args.report_rounds} "
+                      "interleaved rounds, one kernel; the reports dropped in it only)")
     finally:
         shutil.rmtree(harness._TMP, ignore_errors=True)
     return 0

@@ -50,6 +50,14 @@ def test_hops_quick(no_leaked_processes):
     assert "embedded run 1: " in out
 
 
+@pytest.mark.kernel
+def test_hops_quick_server_hosted(no_leaked_processes):
+    out = run("hops.py", "--quick", "--mode", "server")
+    assert "server-hosted run 1: " in out and "## embedded" not in out
+    line = next(x for x in out.splitlines() if "with the kernel's cell reports" in x)
+    assert " ms without them (3 interleaved rounds" in line, line
+
+
 def test_savings_quick(tmp_path):
     png = tmp_path / "savings.png"
     out = run("savings.py", "--quick", "--plot", str(png))
