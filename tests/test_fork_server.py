@@ -27,8 +27,12 @@ def test_no_fork_server_starts_once_the_process_is_exiting(monkeypatch):
     # tests/faults/test_kernel_faults.py.
     import threading
 
+    import dask.config
+
     from jupyter_elastic.backends import local
 
     monkeypatch.setattr(local, "_exiting", threading.Event())
     local._exiting.set()
-    assert start_fork_server() is False
+    # the one method under which it would start (the default): only the flag refuses it
+    with dask.config.set({local._MP_METHOD: "spawn"}):
+        assert start_fork_server() is False
