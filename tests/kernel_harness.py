@@ -9,10 +9,42 @@ from __future__ import annotations
 import os
 import queue
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
+from traitlets import HasTraits, default
+
+#: Where test kernels put their sockets: a short path (a Unix socket's path is limited to
+#: 107 bytes), fixed at import, inside the suite's own runtime directory (conftest.py).
+_IPC_DIR = os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], "ipc")
+os.makedirs(_IPC_DIR, exist_ok=True)
+
+
+class _OwnSockets(HasTraits):
+    """Kernel managers whose kernel listens on Unix sockets of its own, not TCP ports.
+
+    Over TCP, ``jupyter_client`` picks five free ports, closes them, and the kernel binds them
+    a second or so later; a scheduler or worker of another test that binds port 0 in that gap
+    takes one ("Address already in use"), and the kernel never answers. Sockets named per
+    kernel cannot be taken by anything else."""
+
+    @default("transport")
+    def _transport_default(self) -> str:
+        return "ipc"
+
+    @default("ip")
+    def _ip_default(self) -> str:
+        return os.path.join(_IPC_DIR, uuid.uuid4().hex[:12])
+
+
+class IPCKernelManager(_OwnSockets, KernelManager):
+    """The kernel manager of :class:`Kernel`."""
+
+
+class IPCAsyncKernelManager(_OwnSockets, AsyncKernelManager):
+    """The same, for clients that need the asynchronous manager (``nbclient``)."""
 
 
 @dataclass
@@ -58,7 +90,7 @@ class Kernel:
 
     def __init__(self, env: dict[str, str] | None = None, kernel_name: str = "python3",
                  load: bool = True, cwd: str | None = None, stderr: Any = None) -> None:
-        self.km = KernelManager(kernel_name=kernel_name)
+        self.km = IPCKernelManager(kernel_name=kernel_name)
         full_env = dict(os.environ)
         full_env.update(env or {})
         # stderr: where the kernel process's own stderr goes (its log, as a server keeps it)

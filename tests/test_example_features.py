@@ -16,6 +16,7 @@ import nbclient
 import nbformat
 import pytest
 from elastic_testing import cell_text, unexpected_stderr
+from kernel_harness import IPCAsyncKernelManager
 
 pytestmark = pytest.mark.kernel
 
@@ -40,7 +41,8 @@ def test_features_and_evaluation_notebook_runs_cleanly(
     assert len(sized) == 1, f"the notebook sets its test-set size with {SIZE_LINE!r}"
     sized[0].source = sized[0].source.replace(SIZE_LINE, "N_TEST, CHUNK = 4_000, 1_000")
     client = nbclient.NotebookClient(
-        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=180, kernel_name="python3", kernel_manager_class=IPCAsyncKernelManager,
+        resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
     texts = "\n".join(cell_text(c) for c in nb.cells if c.cell_type == "code")

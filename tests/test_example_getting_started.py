@@ -8,6 +8,7 @@ import os
 import nbformat
 import pytest
 from elastic_testing import cell_text, unexpected_stderr
+from kernel_harness import IPCAsyncKernelManager
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.kernel
@@ -23,6 +24,7 @@ def test_getting_started_runs_top_to_bottom_cleanly(run, tmp_path, monkeypatch, 
     path = os.path.join(EXAMPLES, "getting_started.ipynb")
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=180, kernel_name="python3",
+                            kernel_manager_class=IPCAsyncKernelManager,
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     texts = [cell_text(c) for c in nb.cells if c.cell_type == "code"]

@@ -9,6 +9,7 @@ import nbformat
 import psutil
 import pytest
 from elastic_testing import cell_text, wait_for
+from kernel_harness import IPCAsyncKernelManager
 from nbclient import NotebookClient
 
 from jupyter_elastic.controlplane.jobs import JobRegistry
@@ -21,6 +22,7 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 def run_notebook(name: str, tmp_path) -> list[str]:
     nb = nbformat.read(os.path.join(EXAMPLES, name), as_version=4)
     client = NotebookClient(nb, timeout=180, kernel_name="python3",
+                            kernel_manager_class=IPCAsyncKernelManager,
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # the kernel is shut down when it returns
     return [cell_text(c) for c in nb.cells if c.cell_type == "code"]

@@ -19,6 +19,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -92,10 +93,16 @@ def lab(tmp_path: Path, no_leaked_processes) -> Lab:
             }
         )
     )
-    dirs = {name: tmp_path / name for name in ("config", "data", "runtime", "settings",
+    dirs = {name: tmp_path / name for name in ("config", "data", "settings",
                                                "workspaces", "dask", "ipython")}
     for path in dirs.values():
         path.mkdir()
+    # The kernels listen on Unix sockets named after their connection files, so no other
+    # process can take their ports between jupyter_client picking and the kernel binding
+    # them. A socket's path is limited to 107 bytes: the runtime directory is a short one
+    # in the suite's own temporary root (conftest.py), not under tmp_path.
+    dirs["runtime"] = Path(tempfile.mkdtemp(
+        prefix="lab-", dir=os.path.dirname(os.environ["JUPYTER_RUNTIME_DIR"])))
     # No news toast, no update check: clean screenshots and no network.
     (dirs["config"] / "labconfig").mkdir()
     (dirs["config"] / "labconfig" / "page_config.json").write_text(
@@ -135,7 +142,7 @@ def lab(tmp_path: Path, no_leaked_processes) -> Lab:
                 f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
                 "--LabApp.expose_app_in_browser=True",
                 "--LabServerApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                "--LabApp.news_url=None", *extensions,
+                "--LabApp.news_url=None", "--KernelManager.transport=ipc", *extensions,
             ],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root,
         )
