@@ -193,7 +193,8 @@ _starting: dict[str, int] = {}
 _stopped: OrderedDict[str, None] = OrderedDict()
 #: Cells whose body ran here and ended (bounded): a stop that comes after says so.
 _finished: OrderedDict[str, None] = OrderedDict()
-_STOPPED_KEPT = 1024
+#: How many cell ids each of the two records keeps (the oldest go first).
+_CELL_IDS_KEPT = 1024
 
 
 def interrupt_cell(cell_id: str) -> str:
@@ -211,7 +212,7 @@ def interrupt_cell(cell_id: str) -> str:
         if cell_id in _finished:
             return "ended"
         _stopped[cell_id] = None
-        while len(_stopped) > _STOPPED_KEPT:
+        while len(_stopped) > _CELL_IDS_KEPT:
             _stopped.popitem(last=False)
         return "never"
 
@@ -343,7 +344,7 @@ def _run_cell(payload: dict[str, Any], record: list[dict[str, Any]] | None) -> d
                 active_cells.pop(cell_id, None)
                 _clear_interrupt(threading.get_ident())
                 _finished[cell_id] = None
-                while len(_finished) > _STOPPED_KEPT:
+                while len(_finished) > _CELL_IDS_KEPT:
                     _finished.popitem(last=False)
             thread_state.output = None
     # An input the cell changed in place must not be served to the next cell.
