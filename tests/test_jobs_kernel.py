@@ -232,3 +232,24 @@ def test_killed_supervisor_makes_the_job_lost_and_takes_its_workers(plain_kernel
     attach = plain_kernel.run("%gpu attach orphan")
     assert attach.status == "error" and "lost" in attach.error_text()
     assert plain_kernel.value("'late' in globals()") is False
+
+
+def test_the_supervisor_reaches_its_own_scheduler_in_process(plain_kernel):
+    """A detached job's supervisor runs the job's scheduler (its embedded control plane) in
+    its own process, and its client connects to it in-process, not over TLS."""
+    job_id = job_id_of(ok(plain_kernel.run(
+        "%%gpu --detach --name peers --out peers\n"
+        "from distributed import worker_client\n"
+        "def _clients(dask_scheduler):\n"
+        "    return sorted(str(b.comm.peer_address) for b in dask_scheduler.client_comms.values()\n"
+        "                  if b.comm is not None)\n"
+        "with worker_client() as _c:\n"
+        "    peers = _c.run_on_scheduler(_clients)\n"
+    )))
+    supervisor = JobRegistry().get(job_id)["pid"]
+    ok(plain_kernel.run(f"%gpu attach {job_id}", timeout=120))
+    peers = plain_kernel.value("peers")
+    in_process = [p for p in peers if p.startswith("inproc://")]
+    assert len(in_process) == 1 and in_process[0].split("/")[3] == str(supervisor), peers
+    assert all(p.startswith(("inproc://", "tls://")) for p in peers), peers
+    wait_for(lambda: supervisor_gone(job_id), timeout=60, what="the supervisor to exit")

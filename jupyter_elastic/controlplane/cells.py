@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..models import client_address, client_security
+
 
 def bounded(client: Any, fn: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
     """``client.sync(fn, ...)`` given at most ``timeout`` seconds; None if it failed or took
@@ -40,6 +42,14 @@ def new_client(address: str, *, security: Any = None, timeout: str = "30s") -> A
     failure.__traceback__ = None  # its frames hold the half-made Client
     gc.collect()
     raise failure
+
+
+def lease_client(lease: dict[str, Any]) -> Any:
+    """A client, in this process, of the cluster ``lease`` names: in-process when its
+    scheduler runs in this very process (an embedded control plane's local cluster), over
+    TLS with the lease's credentials otherwise (``models.client_address``)."""
+    security = client_security(lease["client"]) if lease.get("client") else None
+    return new_client(client_address(lease), security=security)
 
 
 def no_silent_reruns(client: Any) -> bool:

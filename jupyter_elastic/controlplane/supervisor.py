@@ -30,9 +30,9 @@ from typing import Any
 
 from ..config import load_settings
 from ..errors import ElasticError
-from ..models import client_security, new_id
+from ..models import new_id
 from ..protocol import CELL_PREFIX, CPU_RESOURCE, GPU_RESOURCE
-from .cells import STOPPED, kill_worker, new_client, no_silent_reruns, stop_reached
+from .cells import STOPPED, kill_worker, lease_client, no_silent_reruns, stop_reached
 from .cells import bounded as _bounded
 from .cells import processing_on as _processing_on
 from .jobs import JobRegistry, job_dir
@@ -147,8 +147,7 @@ class Supervisor:
             # backend would reconnect to it by name), nor a previous run's that is still
             # being deleted.
             self.attempt += 1
-            # (its cell's client connects over TLS: no in-process listener on its scheduler)
-            cp = EmbeddedControlPlane(in_process_clients=False)
+            cp = EmbeddedControlPlane()
             lease = cp.acquire(f"job-{self.job_id}", backend=spec["backend"],
                                name=f"job-{self.job_id}-{self.attempt}", gpu_type=spec.get("gpu_type"))
             self.registry.update(self.job_id, lease_id=lease["lease_id"], cluster_id=lease["cluster_id"],
@@ -180,8 +179,7 @@ class Supervisor:
 
     def _run_cell(self, spec: dict[str, Any], lease: dict[str, Any],
                   cp: Any) -> tuple[str, str | None, dict[str, Any]]:
-        security = client_security(lease["client"]) if lease.get("client") else None
-        client = new_client(lease["scheduler_address"], security=security)
+        client = lease_client(lease)  # in-process when the job's local scheduler runs here
         # a job is re-run only under --retries, by this supervisor
         if lease.get("backend") != "local" and not no_silent_reruns(client):
             print(f"jupyter-elastic: the {lease.get('backend')} scheduler did not take "

@@ -19,9 +19,8 @@ from typing import Any
 
 from ..config import Settings, load_settings
 from ..controlplane import ControlPlane, connect_control_plane
-from ..controlplane.cells import new_client, no_silent_reruns
+from ..controlplane.cells import lease_client, no_silent_reruns
 from ..errors import CellCancelled
-from ..models import client_address, client_security
 from ..protocol import CLOSING_TOPIC, INTERACTIVE_INTERVAL, notebook_cluster_name
 from .display import PhaseDisplay
 
@@ -119,10 +118,8 @@ class ElasticSession:
 
     def _connect(self, lease: dict[str, Any]) -> None:
         self._disconnect()
-        # the cluster's TLS credentials, handed to this kernel only; a scheduler running in
-        # this process (an embedded control plane's local cluster) is reached in-process
-        security = client_security(lease["client"]) if lease.get("client") else None
-        client = new_client(client_address(lease), security=security)
+        # the cluster's TLS credentials are handed to this kernel only (its lease)
+        client = lease_client(lease)
         try:
             reruns_off = lease.get("backend") == "local" or no_silent_reruns(client)
         except BaseException:  # the stop button meanwhile: no client left behind
