@@ -60,7 +60,7 @@ async def one_run(run: int, idle_timeout: float, compare: bool) -> dict[str, flo
     from distributed import Client
 
     from jupyter_elastic.controlplane.manager import ElasticClusterManager
-    from jupyter_elastic.kernel.session import client_security
+    from jupyter_elastic.models import client_security
     from jupyter_elastic.protocol import CELL_PREFIX
 
     manager = ElasticClusterManager(settings(idle_timeout), owner="bench", tick=0.2)

@@ -16,7 +16,7 @@ from jupyter_elastic.config import Pricing, load_settings
 from jupyter_elastic.controlplane.manager import ElasticClusterManager
 from jupyter_elastic.controlplane.metering import ClusterMeter, cell_charge
 from jupyter_elastic.errors import ClusterNotFound, ClusterStartError, ConfigError
-from jupyter_elastic.kernel.session import client_security
+from jupyter_elastic.models import client_security
 
 
 def make_manager(**settings_overrides):

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from jupyter_elastic.config import load_settings
-from jupyter_elastic.kernel.session import client_security
+from jupyter_elastic.models import client_security
 
 
 def _write_marker(path: str) -> str:

@@ -19,8 +19,7 @@ from jupyter_elastic.backends.gateway import GatewayBackend  # noqa: E402
 from jupyter_elastic.controlplane.manager import ElasticClusterManager  # noqa: E402
 from jupyter_elastic.errors import BackendUnavailable, ClusterStartError, ConfigError  # noqa: E402
 from jupyter_elastic.execution import payload as wire  # noqa: E402
-from jupyter_elastic.kernel.session import client_security  # noqa: E402
-from jupyter_elastic.models import ClusterSpec  # noqa: E402
+from jupyter_elastic.models import ClusterSpec, client_security  # noqa: E402
 
 from .conftest import free_port, run, worker_module  # noqa: E402
 
