@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,6 +168,20 @@ class FrontEnd:
 
 
 # ---------------------------------------------------------------------------------- kernels
+#: ``--ipc``: kernels listen on Unix sockets of their own, not TCP ports (set by ``main``).
+KERNELS_ON_UNIX_SOCKETS = False
+IPC_HELP = ("kernels listen on Unix sockets, not TCP ports (the test suite: no other process "
+            "can take a port picked for a kernel before it binds it); the published figures "
+            "are over TCP, as JupyterLab's kernels are")
+
+
+def _kernel_sockets() -> dict[str, str]:
+    """``KernelManager`` settings for ``--ipc``: a socket prefix of this kernel's own."""
+    if not KERNELS_ON_UNIX_SOCKETS:
+        return {}
+    return {"transport": "ipc", "ip": os.path.join(_TMP, uuid.uuid4().hex[:12])}
+
+
 class EmbeddedKernel:
     """A kernel started by ``jupyter_client`` with no server: the control plane is embedded."""
 
@@ -175,7 +190,7 @@ class EmbeddedKernel:
     def __enter__(self) -> FrontEnd:
         from jupyter_client.manager import KernelManager
 
-        self.km = KernelManager(kernel_name="python3")
+        self.km = KernelManager(kernel_name="python3", **_kernel_sockets())
         self.km.start_kernel(env=dict(os.environ))
         kc = self.km.client()
         kc.start_channels()
@@ -205,7 +220,8 @@ class JupyterServer:
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", f"--IdentityProvider.token={self.token}",
              "--ServerApp.jpserver_extensions=jupyter_elastic=True",
-             f"--ServerApp.root_dir={self.root}", "--ServerApp.port_retries=0", "--allow-root"],
+             f"--ServerApp.root_dir={self.root}", "--ServerApp.port_retries=0", "--allow-root",
+             *(["--KernelManager.transport=ipc"] if KERNELS_ON_UNIX_SOCKETS else [])],
             stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ),
         )
         deadline = time.monotonic() + 120
@@ -557,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true",
                         help="a few rounds, 8 MiB, one data round: checks that it runs")
+    parser.add_argument("--ipc", action="store_true", help=IPC_HELP)
     args = parser.parse_args(argv)
+    global KERNELS_ON_UNIX_SOCKETS
+    KERNELS_ON_UNIX_SOCKETS = args.ipc
     if args.quick:
         args.rounds, args.sizes, args.data_rounds = 2, "8", 1
         args.data_modes, args.no_breakdown, args.no_px = "embedded", True, True

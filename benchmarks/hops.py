@@ -2,12 +2,12 @@
 
 A front end (this script, as in ``dispatch.py``) drives a real ipykernel over ZeroMQ and
 runs a plain cell ``_w = 1`` (the floor) and ``%%gpu`` ``_w = 1`` in turn. Inside the kernel,
-the scheduler and the worker, timestamps (``time.time()``, one clock: one machine) are
+the scheduler and the worker, timestamps (``time.monotonic()``, one clock: one machine) are
 taken where the cell passes:
 
 * the front end sends ``execute_request`` / has both the reply and ``status: idle``;
 * the kernel starts and ends running the cell (IPython's ``pre_run_cell`` / ``post_run_cell``);
-* ``%%gpu`` calls ``client.submit`` and it returns;
+* ``%%gpu`` calls ``client.submit``; the client's thread sends the task to the scheduler;
 * the scheduler has the task (a scheduler plugin's ``update_graph``) and hands it to the
   worker (``processing``);
 * the worker starts it (a worker plugin: ``executing``);
@@ -16,26 +16,35 @@ taken where the cell passes:
 
 Nothing of the product changes for this: the stamps come from Dask's own plugin hooks and
 from wrapping, in the benchmark's kernel only, the session's client and event queue. The
-table gives each segment's median (and 90th percentile) over the rounds, and which part
-is Dask's own round trip, which is the kernel's work and which any cell pays.
+table gives each segment's median over the rounds, and which part is Dask's own round
+trip, which is the kernel's work and which any cell pays.
 
-Server-hosted, it also times a warm ``%%gpu`` cell with and without the kernel's two cell
-reports to the server (``cells/start``, ``cells/finish``), interleaved in one kernel: the
-reports are dropped in that kernel only, as an experiment.
+Two side-by-side comparisons, each interleaved round by round in the same run:
+
+* embedded: a warm ``%%gpu`` cell in a kernel whose client reaches its scheduler in-process
+  (the product) and in a second kernel whose client goes over TLS on loopback (its lease's
+  in-process address dropped in that kernel only);
+* server-hosted: a warm ``%%gpu`` cell with and without the kernel's two cell reports to the
+  server (``cells/start``, ``cells/finish``), in one kernel (the reports dropped in it only,
+  as an experiment).
 
 Usage: ``python benchmarks/hops.py [--rounds 100] [--runs 3] [--mode embedded|server|both]
-[--report-rounds 40] [--quick]``
+[--compare-rounds 40] [--quick] [--ipc]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from jupyter_elastic.protocol import IN_PROCESS_ADDRESS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dispatch as harness  # noqa: E402  (sets up private Jupyter/Dask dirs first)
@@ -49,7 +58,7 @@ from jupyter_elastic.protocol import CELL_PREFIX as _PREFIX
 _hs = _m.session
 _hops, _floor, _now = {}, [], {}
 def _stamp(cell, point):
-    _hops.setdefault(cell, {}).setdefault(point, _t.time())
+    _hops.setdefault(cell, {}).setdefault(point, _t.monotonic())
 def _cell_of(key):
     key = str(key)
     return key[len(_PREFIX) + 1:] if key.startswith(_PREFIX + "-") else None
@@ -66,22 +75,23 @@ def _get(*args, **kwargs):
     return item
 _hq.put, _hq.get = _put, _get
 _hc = _hs.client
-_hc_submit = _hc.submit
+_hc_submit, _hc_send = _hc.submit, _hc._send_to_scheduler_safe
 def _submit(fn, payload, *args, **kwargs):
-    cell = payload["cell_id"]
-    _now["cell"] = cell
-    _stamp(cell, "submit")
-    future = _hc_submit(fn, payload, *args, **kwargs)
-    _stamp(cell, "submitted")
-    return future
-_hc.submit = _submit
+    _now["cell"] = payload["cell_id"]
+    _stamp(payload["cell_id"], "submit")
+    return _hc_submit(fn, payload, *args, **kwargs)
+def _send(msg):  # on the client's own thread: the graph leaves for the scheduler
+    if msg.get("op") == "update-graph" and "cell" in _now:
+        _stamp(_now["cell"], "sent")
+    return _hc_send(msg)
+_hc.submit, _hc._send_to_scheduler_safe = _submit, _send
 class _SchedulerHops(_SP):
     name = "elastic-hops"
     def __init__(self):
         self.stamps = {}
     def _at(self, cell, point):
         if cell:
-            self.stamps.setdefault(cell, {}).setdefault(point, _t.time())
+            self.stamps.setdefault(cell, {}).setdefault(point, _t.monotonic())
     def update_graph(self, scheduler, *, keys=(), **kwargs):
         for key in keys:
             self._at(_cell_of(key), "scheduler_has_it")
@@ -99,22 +109,22 @@ class _WorkerHops(_WP):
     def setup(self, worker):
         self.stamps = {}
     def transition(self, key, start, finish, **kwargs):
-        key = str(key)
-        if finish == "executing" and key.startswith(_PREFIX + "-"):
-            self.stamps.setdefault(key[len(_PREFIX) + 1:], {})["worker_runs_it"] = _t.time()
+        cell = _cell_of(key)
+        if finish == "executing" and cell:
+            self.stamps.setdefault(cell, {})["worker_runs_it"] = _t.monotonic()
 _hc.register_plugin(_WorkerHops(), name="elastic-hops")
 _ip = get_ipython()
 def _pre(info):
-    _now["pre"], _now["source"] = _t.time(), info.raw_cell
+    _now["pre"], _now["source"] = _t.monotonic(), info.raw_cell
 def _post(result):
     cell = _now.pop("cell", None)
     if cell is not None:
-        _hops[cell]["pre"], _hops[cell]["post"] = _now.get("pre"), _t.time()
-    elif _now.get("source") == "_w = 1":  # a floor cell
-        _floor.append((_now.get("pre"), _t.time()))
+        _hops[cell]["pre"], _hops[cell]["post"] = _now.get("pre"), _t.monotonic()
+    elif _now.get("source") == __FLOOR__:  # a floor cell
+        _floor.append((_now.get("pre"), _t.monotonic()))
 _ip.events.register("pre_run_cell", _pre)
 _ip.events.register("post_run_cell", _post)
-'''
+'''.replace("__FLOOR__", repr(harness.FLOOR))
 
 COLLECT = r'''
 for _cell, _points in _hc.run_on_scheduler(
@@ -129,7 +139,7 @@ UNTRACE = r'''
 _ip.events.unregister("pre_run_cell", _pre)
 _ip.events.unregister("post_run_cell", _post)
 _hq.put, _hq.get = _hq_put, _hq_get
-_hc.submit = _hc_submit
+_hc.submit, _hc._send_to_scheduler_safe = _hc_submit, _hc_send
 _hc.unregister_worker_plugin("elastic-hops")
 _hc.run_on_scheduler(lambda dask_scheduler: dask_scheduler.remove_plugin(name="elastic-hops"))
 '''
@@ -140,8 +150,8 @@ _hc.run_on_scheduler(lambda dask_scheduler: dask_scheduler.remove_plugin(name="e
 SEGMENTS = [
     ("send", "pre", "front end -> the kernel runs the cell", "any cell"),
     ("pre", "submit", "%%gpu: options, names, lease, inputs", "kernel"),
-    ("submit", "submitted", "client.submit (the graph packed)", "kernel"),
-    ("submitted", "scheduler_has_it", "client thread -> scheduler has the task", "Dask"),
+    ("submit", "sent", "client.submit packs the graph, its thread sends it", "Dask"),
+    ("sent", "scheduler_has_it", "the graph on the wire -> scheduler has the task", "Dask"),
     ("scheduler_has_it", "scheduler_sent_it", "scheduler picks the worker", "Dask"),
     ("scheduler_sent_it", "worker_runs_it", "scheduler -> worker runs it", "Dask"),
     ("worker_runs_it", "scheduler_has_end", "cell runs; its last event -> scheduler", "Dask"),
@@ -152,30 +162,48 @@ SEGMENTS = [
 ]
 
 
+@contextlib.contextmanager
+def warm_kernel(fe: harness.FrontEnd, setup: str = "") -> Iterator[None]:
+    """The extension loaded, ``setup`` run, and a cluster warm (worker started, imports
+    done); torn down at the end, without hiding an error that came first."""
+    try:
+        fe.execute("%load_ext jupyter_elastic")
+        if setup:
+            fe.execute(setup)
+        for _ in range(5):
+            fe.execute(harness.GPU)
+        yield
+    except BaseException:
+        try:
+            fe.execute(harness.TEARDOWN, timeout=60)
+        except Exception as exc:
+            print(f"hops: could not tear the kernel's cluster down: {str(exc)[:200]}",
+                  file=sys.stderr)
+        raise
+    fe.execute(harness.TEARDOWN, timeout=60)
+
+
 def measure(fe: harness.FrontEnd, rounds: int) -> dict[str, Any]:
-    fe.execute("%load_ext jupyter_elastic")
-    for _ in range(5):  # warm: cluster, worker, imports
-        fe.execute(harness.GPU)
     floor_sends: list[tuple[float, float]] = []
     gpu_sends: list[tuple[float, float]] = []
-    try:
-        fe.execute(TRACE)
-        for _ in range(rounds):
-            t = time.time()
-            fe.execute(harness.FLOOR)
-            floor_sends.append((t, time.time()))
-            t = time.time()
-            fe.execute(harness.GPU)
-            gpu_sends.append((t, time.time()))
-        fe.execute(COLLECT)
-        stamps = fe.value("_hops")
-        floor = fe.value("_floor")
-    finally:
+    with warm_kernel(fe):
         try:
-            fe.execute(UNTRACE, timeout=60)
-        except Exception as exc:  # a TRACE that failed part-way: the first error stands
-            print(f"hops: could not undo the tracing: {str(exc)[:200]}", file=sys.stderr)
-        fe.execute(harness.TEARDOWN, timeout=60)
+            fe.execute(TRACE)
+            for _ in range(rounds):
+                t = time.monotonic()
+                fe.execute(harness.FLOOR)
+                floor_sends.append((t, time.monotonic()))
+                t = time.monotonic()
+                fe.execute(harness.GPU)
+                gpu_sends.append((t, time.monotonic()))
+            fe.execute(COLLECT)
+            stamps = fe.value("_hops")
+            floor = fe.value("_floor")
+        finally:
+            try:
+                fe.execute(UNTRACE, timeout=60)
+            except Exception as exc:  # a TRACE that failed part-way: the first error stands
+                print(f"hops: could not undo the tracing: {str(exc)[:200]}", file=sys.stderr)
     cells = sorted((c for c, s in stamps.items() if "post" in s and "submit" in s),
                    key=lambda c: stamps[c]["submit"])
     if len(cells) != rounds or len(floor) != rounds:
@@ -184,9 +212,11 @@ def measure(fe: harness.FrontEnd, rounds: int) -> dict[str, Any]:
     segments: dict[str, list[float]] = {}
     for (sent, replied), cell in zip(gpu_sends, cells, strict=True):
         points = dict(stamps[cell], send=sent, reply=replied)
+        missing = {point for a, b, *_ in SEGMENTS for point in (a, b)} - points.keys()
+        if missing:  # a hook that did not fire: every median is over all the rounds
+            raise RuntimeError(f"cell {cell} has no stamp for {', '.join(sorted(missing))}")
         for start, end, *_ in SEGMENTS:
-            if start in points and end in points:
-                segments.setdefault(f"{start}>{end}", []).append((points[end] - points[start]) * 1e3)
+            segments.setdefault(f"{start}>{end}", []).append((points[end] - points[start]) * 1e3)
     floor_in = [(pre - sent) * 1e3 for (sent, _), (pre, _) in zip(floor_sends, floor, strict=True)]
     floor_out = [(replied - post) * 1e3
                  for (_, replied), (_, post) in zip(floor_sends, floor, strict=True)]
@@ -195,43 +225,79 @@ def measure(fe: harness.FrontEnd, rounds: int) -> dict[str, Any]:
             "gpu_total": [(b - a) * 1e3 for a, b in gpu_sends]}
 
 
+def interleaved(first: Callable[[], float], second: Callable[[], float],
+                rounds: int) -> tuple[list[float], list[float]]:
+    """``rounds`` timings of each, taking turns at going first; ms."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        if i % 2:
+            b.append(second() * 1e3)
+            a.append(first() * 1e3)
+        else:
+            a.append(first() * 1e3)
+            b.append(second() * 1e3)
+    return a, b
+
+
+#: Embedded: the kernel's client over TLS on loopback, as before the in-process connection
+#: (its leases' in-process address dropped, in this kernel only; run before its first cell).
+OVER_TLS = f'''
+from jupyter_elastic.kernel.magics import _magics as _m
+_tls_acquire = _m.session.control_plane.acquire
+def _over_tls(*args, **kwargs):
+    lease = dict(_tls_acquire(*args, **kwargs))
+    lease["client"] = {{k: v for k, v in lease["client"].items() if k != {IN_PROCESS_ADDRESS!r}}}
+    return lease
+_m.session.control_plane.acquire = _over_tls
+'''
+CLIENT_ADDRESS = "str(_m.session.client.scheduler.address)"
+
+
+def in_process_gain(rounds: int) -> tuple[list[float], list[float]]:
+    """Embedded: a warm ``%%gpu`` cell in a kernel whose client is in-process (the product)
+    and in one whose client goes over TLS, side by side, interleaved; ms."""
+    with harness.EmbeddedKernel() as inproc, harness.EmbeddedKernel() as tls:
+        with warm_kernel(inproc), warm_kernel(tls, setup=OVER_TLS):
+            for fe, scheme in ((inproc, "inproc://"), (tls, "tls://")):
+                fe.execute("from jupyter_elastic.kernel.magics import _magics as _m")
+                address = fe.value(CLIENT_ADDRESS)
+                if not address.startswith(scheme):  # the comparison's premise, checked
+                    raise RuntimeError(f"a kernel's client is on {address}, not {scheme}")
+            return interleaved(lambda: inproc.execute(harness.GPU)[0],
+                               lambda: tls.execute(harness.GPU)[0], rounds)
+
+
 #: Server-hosted only: the kernel's cell reports (``cells/start``, ``cells/finish``) dropped
-#: in this benchmark's kernel, and put back.
-NO_REPORTS = r'''
+#: in this benchmark's kernel, or put back; each time after what was queued has been sent,
+#: so no report of one cell is still in flight during the next.
+REPORTS_SETUP = r'''
 from jupyter_elastic.kernel.magics import _magics as _m
 _reporting = _m.session.control_plane
 _reporting_post = _reporting._post_later
-_reporting._post_later = lambda *args, **kwargs: None
 '''
-REPORTS = "_reporting._post_later = _reporting_post"
+NO_REPORTS = "_reporting.flush(); _reporting._post_later = lambda *args, **kwargs: None"
+REPORTS = "_reporting.flush(); _reporting._post_later = _reporting_post"
 
 
 def reports_cost(fe: harness.FrontEnd, rounds: int) -> tuple[list[float], list[float]]:
     """Server-hosted: a warm ``%%gpu`` cell with the kernel's two cell reports to the
     server, and without them (an experiment: they keep the server's idle clock and history
     exact), interleaved round by round in one kernel; ms."""
-    fe.execute("%load_ext jupyter_elastic")
-    for _ in range(5):
-        fe.execute(harness.GPU)
-    with_reports: list[float] = []
-    without: list[float] = []
-    try:
-        for _ in range(rounds):
-            with_reports.append(fe.execute(harness.GPU)[0] * 1e3)
-            fe.execute(NO_REPORTS)
-            try:
-                without.append(fe.execute(harness.GPU)[0] * 1e3)
-            finally:
-                fe.execute(REPORTS)
-    finally:
-        fe.execute(harness.TEARDOWN, timeout=60)
-    return with_reports, without
+
+    def timed(setup: str) -> float:
+        fe.execute(setup)
+        return fe.execute(harness.GPU)[0]
+
+    with warm_kernel(fe):
+        fe.execute(REPORTS_SETUP)
+        try:
+            return interleaved(lambda: timed(REPORTS), lambda: timed(NO_REPORTS), rounds)
+        finally:
+            fe.execute(REPORTS)
 
 
-def p(samples: list[float], q: float = 0.5) -> float:
-    if q == 0.5:
-        return statistics.median(samples)
-    return harness.percentile(samples, q)
+p = statistics.median
 
 
 def report(mode: str, runs: list[dict[str, Any]], rounds: int) -> None:
@@ -268,28 +334,49 @@ def report(mode: str, runs: list[dict[str, Any]], rounds: int) -> None:
               "plain cell's (segment medians: they need not add up to the whole's median)")
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--runs", type=int, default=3, help="runs, each in a fresh kernel")
+    parser.add_argument("--rounds", type=_count(1), default=100)
+    parser.add_argument("--runs", type=_count(1), default=3, help="runs, each in a fresh kernel")
     parser.add_argument("--mode", choices=("embedded", "server", "both"),
                         help="where the control plane runs (default: both; --quick: embedded)")
-    parser.add_argument("--report-rounds", type=int, default=40,
-                        help="server-hosted: interleaved rounds with and without the kernel's "
-                             "cell reports (0: skip)")
+    parser.add_argument("--compare-rounds", type=_count(0), default=40,
+                        help="interleaved rounds of the side-by-side comparisons: embedded, the "
+                             "client in-process and over TLS; server-hosted, with and without "
+                             "the kernel's cell reports (0: skip them)")
     parser.add_argument("--quick", action="store_true",
                         help="a few rounds, one run (embedded unless --mode says otherwise)")
+    parser.add_argument("--ipc", action="store_true", help=harness.IPC_HELP)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.runs, args.report_rounds = 3, 1, 3
+        args.rounds, args.runs, args.compare_rounds = 3, 1, 3
     args.mode = args.mode or ("embedded" if args.quick else "both")
+    harness.KERNELS_ON_UNIX_SOCKETS = args.ipc
     try:
         if args.mode in ("embedded", "both"):
             runs = []
             for _ in range(args.runs):
                 with harness.EmbeddedKernel() as fe:
                     runs.append(measure(fe, args.rounds))
+            gain = in_process_gain(args.compare_rounds) if args.compare_rounds else None
             report("embedded", runs, args.rounds)
+            if gain is not None:
+                inproc, tls = gain
+                print(f"\nembedded: warm `%%gpu` p50 {p(inproc):.2f} ms with the kernel's client "
+                      f"in-process, {p(tls):.2f} ms with it over TLS ({args.compare_rounds} "
+                      "interleaved rounds, two kernels side by side)")
         if args.mode in ("server", "both"):
             runs = []
             with harness.JupyterServer() as server:
@@ -297,14 +384,14 @@ def main(argv: list[str] | None = None) -> int:
                     with server.kernel() as fe:
                         runs.append(measure(fe, args.rounds))
                 cost = None
-                if args.report_rounds > 0:
+                if args.compare_rounds:
                     with server.kernel() as fe:
-                        cost = reports_cost(fe, args.report_rounds)
+                        cost = reports_cost(fe, args.compare_rounds)
             report("server-hosted", runs, args.rounds)
             if cost is not None:
                 with_reports, without = cost
                 print(f"\nserver-hosted: warm `%%gpu` p50 {p(with_reports):.2f} ms with the kernel's "
-                      f"cell reports, {p(without):.2f} ms without them ({args.report_rounds} "
+                      f"cell reports, {p(without):.2f} ms without them ({args.compare_rounds} "
                       "interleaved rounds, one kernel; the reports dropped in it only)")
     finally:
         shutil.rmtree(harness._TMP, ignore_errors=True)
