@@ -20,6 +20,10 @@ from traitlets import HasTraits, default
 #: 107 bytes), fixed at import, inside the suite's own runtime directory (conftest.py).
 _IPC_DIR = os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], "ipc")
 os.makedirs(_IPC_DIR, exist_ok=True)
+# a prefix of 12 characters, then "-5": the longest socket path is this much longer
+if len(os.fsencode(_IPC_DIR)) + 16 > 107:
+    raise RuntimeError(f"kernel sockets under {_IPC_DIR} would pass the 107-byte limit of a "
+                       "Unix socket's path; set TMPDIR to a shorter directory")
 
 
 class _OwnSockets(HasTraits):

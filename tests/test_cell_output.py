@@ -34,13 +34,15 @@ def test_a_quick_cell_without_output_sends_only_its_end():
     assert [(e["kind"], e["seq"]) for e in sent] == [("end", 0)]
 
 
-def test_output_written_then_ended_keeps_its_order():
+def test_output_written_then_an_event_keeps_its_order():
     sent, output = collecting()
     output.write("stdout", "a")  # no newline: buffered
     output.write("stderr", "b")
     output.event("display", data={"text/plain": "1"}, metadata={})
+    output.event("end", status="ok")
     assert [(e["kind"], e.get("name")) for e in sent] == [
-        ("started", None), ("stream", "stdout"), ("stream", "stderr"), ("display", None)]
+        ("started", None), ("stream", "stdout"), ("stream", "stderr"), ("display", None),
+        ("end", None)]
 
 
 def test_events_leave_in_seq_order_whichever_thread_sends_them():
@@ -65,6 +67,7 @@ def test_events_leave_in_seq_order_whichever_thread_sends_them():
     go.set()
     for thread in threads:
         thread.join(timeout=60)
+        assert not thread.is_alive(), "a thread is stuck on the output lock"
     output.flush()
     assert [e["seq"] for e in sent] == list(range(len(sent)))
     assert sent[0]["kind"] == "started" and sum(e["kind"] == "started" for e in sent) == 1

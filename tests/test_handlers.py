@@ -16,7 +16,7 @@ import textwrap
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from jupyter_elastic.protocol import SERVER_TOKEN_ENV, SERVER_URL_ENV
+from jupyter_elastic.protocol import IN_PROCESS_ADDRESS, SERVER_TOKEN_ENV, SERVER_URL_ENV
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -279,7 +279,7 @@ async def test_lease_stream_heartbeat_cells_and_history(jp_fetch, no_leaked_proc
     assert lease["session"] == "k1" and lease["backend"] == "local"
     assert lease["scheduler_address"].startswith("tls://127.0.0.1:")
     # the server's scheduler takes no in-process clients: kernels are other processes
-    assert "in_process_address" not in (lease["client"] or {}), lease["client"].keys()
+    assert IN_PROCESS_ADDRESS not in (lease["client"] or {}), lease["client"].keys()
     cid, lid = lease["cluster_id"], lease["lease_id"]
     try:
         # Acquiring again from the same session reuses the cluster, with no start-up.

@@ -16,6 +16,7 @@ from elastic_testing import async_wait_for
 from jupyter_elastic.backends.local import ElasticLocalCluster, _ForkedNanny
 from jupyter_elastic.controlplane.cells import kill_local
 from jupyter_elastic.models import client_address
+from jupyter_elastic.protocol import IN_PROCESS_ADDRESS
 
 
 def _named(cluster, name):
@@ -116,11 +117,11 @@ def test_a_forked_worker_is_killed_by_pid_and_nothing_else_is(no_leaked_processe
 def test_the_in_process_address_is_used_only_in_the_process_it_names():
     tls = "tls://127.0.0.1:4001"
     here = f"inproc://192.0.2.2/{os.getpid()}/3"
-    lease = {"scheduler_address": tls, "client": {"tls_ca": "...", "in_process_address": here}}
+    lease = {"scheduler_address": tls, "client": {"tls_ca": "...", IN_PROCESS_ADDRESS: here}}
     assert client_address(lease) == here
     # a lease handed to another process (a server-hosted control plane's kernel), a
     # malformed address, or none at all: the scheduler's network address
     for other in (f"inproc://192.0.2.2/{os.getpid() + 1}/3", f"inproc://{os.getpid()}",
                   f"tcp://127.0.0.1/{os.getpid()}/3", None, 7):
-        assert client_address({**lease, "client": {"in_process_address": other}}) == tls, other
+        assert client_address({**lease, "client": {IN_PROCESS_ADDRESS: other}}) == tls, other
     assert client_address({"scheduler_address": tls, "client": None}) == tls
