@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 
-from jupyter_elastic.execution.output import CellOutput
+from jupyter_elastic.execution.output import CellOutput, active_cells
 
 
 def collecting() -> tuple[list[dict], CellOutput]:
@@ -73,3 +75,44 @@ def test_events_leave_in_seq_order_whichever_thread_sends_them():
     assert sent[0]["kind"] == "started" and sum(e["kind"] == "started" for e in sent) == 1
     text = "".join(e["text"] for e in sent if e["kind"] == "stream")
     assert text == "".join(f"{i}\n" for i in range(2000))
+
+
+def test_a_process_forked_while_another_thread_holds_the_output_lock_can_still_print():
+    """A cell that forks (multiprocessing's default on Linux) while the flusher thread is
+    sending its output: the child inherits the lock held, and its first ``print`` would
+    wait for ever on a thread that does not exist in it."""
+    sent, output = collecting()
+    active_cells["forking"] = (output, threading.get_ident())
+    held, release = threading.Event(), threading.Event()
+
+    def flusher() -> None:
+        with output._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    try:
+        held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: print through the cell's output, then leave at once
+            try:
+                output.write("stdout", "from the child\n")
+                os._exit(0)
+            finally:
+                os._exit(1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.02)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child blocked on the inherited output lock")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        thread.join(10)
+        active_cells.pop("forking", None)

@@ -104,6 +104,17 @@ _hooks_lock = threading.Lock()
 _hooks_installed = False
 
 
+def _fresh_locks_in_child() -> None:
+    """In a process a cell forked (multiprocessing's default on Linux): the running cells'
+    output locks may have been held by another thread (the flusher's send) at the fork, and
+    that thread does not exist here; the child's first ``print`` would wait for ever."""
+    for output, _ in list(active_cells.values()):
+        output._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 def _current() -> CellOutput | None:
     """The output of the cell this thread works for: the cell's own thread, or a thread
     the cell started, while that cell still runs."""
