@@ -175,6 +175,20 @@ IPC_HELP = ("kernels listen on Unix sockets, not TCP ports (the test suite: no o
             "are over TCP, as JupyterLab's kernels are")
 
 
+def use_unix_sockets() -> None:
+    """``--ipc``: from now on, kernels (this script's and the server's) listen on Unix
+    sockets under a short directory of this run's own (a socket's path is limited to 107
+    bytes; the server names them after its runtime directory and the kernel's id)."""
+    global KERNELS_ON_UNIX_SOCKETS
+    runtime = tempfile.mkdtemp(dir=_TMP)
+    longest = len(os.fsencode(runtime)) + len("/kernel-") + 36 + len("-ipc-5")
+    if longest > 107:
+        raise SystemExit(f"--ipc: kernel sockets under {runtime} would pass the 107-byte limit "
+                         "of a Unix socket's path; set TMPDIR to a shorter directory")
+    os.environ["JUPYTER_RUNTIME_DIR"] = runtime
+    KERNELS_ON_UNIX_SOCKETS = True
+
+
 def _kernel_sockets() -> dict[str, str]:
     """``KernelManager`` settings for ``--ipc``: a socket prefix of this kernel's own."""
     if not KERNELS_ON_UNIX_SOCKETS:
@@ -575,8 +589,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a few rounds, 8 MiB, one data round: checks that it runs")
     parser.add_argument("--ipc", action="store_true", help=IPC_HELP)
     args = parser.parse_args(argv)
-    global KERNELS_ON_UNIX_SOCKETS
-    KERNELS_ON_UNIX_SOCKETS = args.ipc
+    if args.ipc:
+        use_unix_sockets()
     if args.quick:
         args.rounds, args.sizes, args.data_rounds = 2, "8", 1
         args.data_modes, args.no_breakdown, args.no_px = "embedded", True, True
