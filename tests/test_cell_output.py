@@ -63,7 +63,8 @@ def test_events_leave_in_seq_order_whichever_thread_sends_them():
         for _ in range(2000):
             output.flush()
 
-    threads = [threading.Thread(target=cell), threading.Thread(target=flusher)]
+    threads = [threading.Thread(target=cell, daemon=True),
+               threading.Thread(target=flusher, daemon=True)]
     for thread in threads:
         thread.start()
     go.set()
@@ -90,10 +91,10 @@ def test_a_process_forked_while_another_thread_holds_the_output_lock_can_still_p
             held.set()
             release.wait(30)
 
-    thread = threading.Thread(target=flusher)
+    thread = threading.Thread(target=flusher, daemon=True)
     thread.start()
     try:
-        held.wait(10)
+        assert held.wait(10)
         pid = os.fork()
         if pid == 0:  # the child: print through the cell's output, then leave at once
             try:

@@ -107,12 +107,15 @@ _hooks_installed = False
 def _fresh_locks_in_child() -> None:
     """In a process a cell forked (multiprocessing's default on Linux): the running cells'
     output locks may have been held by another thread (the flusher's send) at the fork, and
-    that thread does not exist here; the child's first ``print`` would wait for ever."""
+    that thread does not exist here; the child's first ``print`` would wait for ever. (What
+    the child prints still reaches no notebook: it has no event loop of the worker's to send
+    it with. This only keeps it from hanging.)"""
     for output, _ in list(active_cells.values()):
         output._lock = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def _current() -> CellOutput | None:

@@ -25,6 +25,8 @@ import pytest
 from elastic_testing import wait_for
 from kernel_harness import Kernel
 
+from jupyter_elastic.protocol import IN_PROCESS_ADDRESS
+
 from . import KERNEL_ENV as ENV
 from .tcp_proxy import TcpProxy
 
@@ -40,7 +42,7 @@ def _via_proxy(*args, **kwargs):
     _pathlib.Path({path!r}).write_text(lease['scheduler_address'])
     lease['scheduler_address'] = 'tls://127.0.0.1:{port}'
     # as a kernel beside a remote scheduler: over the network, not in-process
-    lease['client'] = {{k: v for k, v in lease['client'].items() if k != 'in_process_address'}}
+    lease['client'] = {{k: v for k, v in lease['client'].items() if k != {in_process!r}}}
     return lease
 _session.control_plane.acquire = _via_proxy
 del _session
@@ -71,7 +73,8 @@ def kernel_via_proxy(tmp_path):
     proxy = TcpProxy(target)
     kernel = Kernel(env=ENV)
     try:
-        setup = kernel.run(VIA_PROXY.format(path=str(address_file), port=proxy.port))
+        setup = kernel.run(VIA_PROXY.format(path=str(address_file), port=proxy.port,
+                                             in_process=IN_PROCESS_ADDRESS))
         assert setup.status == "ok", setup.error_text()
         warm = kernel.run("%%gpu\nwarm = 1", timeout=120)
         assert warm.status == "ok", warm.error_text()
